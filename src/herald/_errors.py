@@ -1,0 +1,98 @@
+"""Herald's exceptions: one tree, named after the condition.
+
+::
+
+    HeraldError
+     ├── ConfigurationError (ValueError)        bad URL, bad option
+     ├── InvalidTopic (ValueError)              empty, too long, forbidden characters
+     ├── MessageTooLarge (ValueError)           .size, .limit
+     ├── DecodeError (ValueError)               a frame or payload that cannot be decoded
+     ├── ConnectionFailed (ConnectionError)     server down, refused, TLS failure
+     │    └── AuthenticationFailed              wrong user or password
+     ├── ConnectionLost (ConnectionError)       a reply that will never come: outcome unknown
+     ├── PermissionDenied                       the ACL user may not run a command or use a channel
+     ├── ServerError                            any other error reply (.reply)
+     ├── Timeout (TimeoutError)                 a deadline passed (.timeout)
+     ├── SlowConsumer                           a subscription overflowed its buffer (.pending)
+     └── ClientClosed                           the client or subscription was closed
+"""
+
+from __future__ import annotations
+
+
+class HeraldError(Exception):
+    """Root of every error Herald raises."""
+
+
+class ConfigurationError(HeraldError, ValueError):
+    """An option or URL that Herald cannot use."""
+
+
+class InvalidTopic(HeraldError, ValueError):
+    """A topic or pattern that breaks Herald's naming rules."""
+
+    def __init__(self, topic: str, reason: str) -> None:
+        super().__init__(f"invalid topic {topic!r}: {reason}")
+        self.topic = topic
+        self.reason = reason
+
+
+class MessageTooLarge(HeraldError, ValueError):
+    """An encoded message over the client's ``max_message_size``."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"message of {size} bytes exceeds the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class DecodeError(HeraldError, ValueError):
+    """A frame or payload that cannot be decoded."""
+
+
+class ConnectionFailed(HeraldError, ConnectionError):
+    """Herald could not connect to the server."""
+
+
+class AuthenticationFailed(ConnectionFailed):
+    """The server refused the user name or password."""
+
+
+class ConnectionLost(HeraldError, ConnectionError):
+    """The connection died before a reply arrived; the command may or may not have run."""
+
+
+class PermissionDenied(HeraldError):
+    """The server's ACL refused a command, key or channel to this user."""
+
+
+class ServerError(HeraldError):
+    """An error reply from the server."""
+
+    def __init__(self, reply: str) -> None:
+        super().__init__(reply)
+        self.reply = reply
+
+
+class Timeout(HeraldError, TimeoutError):
+    """A deadline passed."""
+
+    def __init__(self, message: str, timeout: float | None = None) -> None:
+        super().__init__(message)
+        self.timeout = timeout
+
+
+class SlowConsumer(HeraldError):
+    """A subscription's buffer overflowed and its policy is ``"disconnect"``."""
+
+    def __init__(self, pending: int, dropped: int) -> None:
+        super().__init__(
+            f"subscription buffer full ({pending} messages pending); "
+            f"{dropped} messages dropped and the subscription closed"
+        )
+        self.pending = pending
+        self.dropped = dropped
+
+
+class ClientClosed(HeraldError):
+    """The client or subscription is closed."""

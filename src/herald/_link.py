@@ -1,0 +1,435 @@
+"""A connection that stays up: handshake, auto-pipelined writes, batch frames, reconnect, probes.
+
+Every command queued during one event-loop iteration (from any task, or from any thread through
+the ``*_threadsafe`` methods) goes out in one ``send``. Consecutive live publishes to one topic
+are packed into one batch frame (``_wire.batch``) when batching is on: under load many messages
+share one PUBLISH; at low load each message still leaves at once, alone.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import ssl
+import threading
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+from . import _wire
+from ._backoff import Backoff
+from ._errors import (
+    ClientClosed,
+    ConnectionFailed,
+    ConnectionLost,
+    HeraldError,
+    ServerError,
+    Timeout,
+)
+from ._protocol import PushHandler, Reply, RespProtocol
+from ._resp import Arg, command
+from ._url import Endpoint
+
+log = logging.getLogger("herald")
+
+MAX_BATCH_MESSAGES = 1000
+MAX_BATCH_BYTES = 256 * 1024
+
+
+class Link:
+    """One logical connection to the server that reconnects by itself."""
+
+    def __init__(
+        self,
+        endpoint: Endpoint,
+        *,
+        name: str,
+        on_push: PushHandler | None = None,
+        on_connect: Callable[[], Awaitable[None]] | None = None,
+        on_disconnect: Callable[[Exception | None], None] | None = None,
+        connect_timeout: float = 5.0,
+        probe_interval: float = 5.0,
+        probe_timeout: float | None = None,
+        max_pending_bytes: int = 8 * 1024 * 1024,
+        flush_at: int = 256 * 1024,
+    ) -> None:
+        self.endpoint = endpoint
+        self.name = name
+        self._on_push = on_push
+        self.on_connect = on_connect
+        self.on_disconnect = on_disconnect
+        self.connect_timeout = connect_timeout
+        self.probe_interval = probe_interval
+        self.probe_timeout = probe_timeout if probe_timeout is not None else probe_interval
+        self.max_pending_bytes = max_pending_bytes
+        self.flush_at = flush_at
+
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self._proto: RespProtocol | None = None
+        self._connected: asyncio.Event | None = None
+        self._closed = False
+        self._tasks: set[asyncio.Task[None]] = set()
+
+        # Write side; guarded by _lock because user threads queue publishes directly.
+        self._lock = threading.Lock()
+        self._pending: list[bytes] = []
+        self._pending_waiters: list[asyncio.Future[Reply] | None] = []
+        self._pending_bytes = 0
+        self._scheduled = False
+        self._batch_prefix: bytes | None = None
+        self._batch: list[bytes] = []
+        self._batch_bytes = 0
+        self._writable = threading.Event()
+        self._sync_waiting = False
+
+        self.server: dict[str, Any] = {}
+        self.reconnects = 0
+        self.disconnected_since: float | None = None
+
+    # -- state -------------------------------------------------------------------------------
+
+    @property
+    def connected(self) -> bool:
+        return self._proto is not None and not self._proto.lost
+
+    @property
+    def errors(self) -> int:
+        """Error replies to fire-and-forget commands on the current connection."""
+        return self._proto.errors if self._proto else 0
+
+    async def connect(self) -> None:
+        """Connect once; raise :class:`ConnectionFailed` if the server cannot be reached."""
+        self.loop = asyncio.get_running_loop()
+        self._connected = asyncio.Event()
+        proto = await self._open()
+        await self._established(proto)
+        if self.probe_interval > 0:
+            self._spawn(self._probe())
+
+    async def wait_connected(self, timeout: float | None) -> None:
+        assert self._connected is not None
+        if self._closed:
+            raise ClientClosed("connection closed")
+        if self._connected.is_set():
+            return
+        try:
+            async with asyncio.timeout(timeout):
+                await self._connected.wait()
+        except TimeoutError:
+            raise Timeout(
+                f"not connected to {self.endpoint.address} within {timeout}s", timeout
+            ) from None
+        if self._closed:
+            raise ClientClosed("connection closed")
+
+    async def close(self) -> None:
+        if self._closed:
+            return
+        self._closed = True
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
+        proto, self._proto = self._proto, None
+        if self._connected is not None:
+            self._connected.set()  # wake waiters so they see the close
+        with self._lock:
+            waiters, self._pending_waiters = self._pending_waiters, []
+            self._pending.clear()
+            self._batch.clear()
+            self._batch_prefix = None
+        for w in waiters:
+            if w is not None and not w.done():
+                w.set_exception(ClientClosed("connection closed"))
+        self._writable.set()
+        if proto is not None and proto.transport is not None:
+            proto.transport.close()
+            proto._fail_waiters(ClientClosed("connection closed"))
+
+    # -- connecting --------------------------------------------------------------------------
+
+    async def _open(self) -> RespProtocol:
+        ep = self.endpoint
+        loop = self.loop
+        assert loop is not None
+
+        def factory() -> RespProtocol:
+            return RespProtocol(self._on_push, self._lost, self._resumed)
+
+        try:
+            async with asyncio.timeout(self.connect_timeout):
+                if ep.path:
+                    _, proto = await loop.create_unix_connection(factory, ep.path)
+                else:
+                    _, proto = await loop.create_connection(
+                        factory,
+                        ep.host,
+                        ep.port,
+                        ssl=ep.ssl_context(),
+                        server_hostname=ep.host if ep.tls else None,
+                    )
+                await self._handshake(proto)
+        except TimeoutError:
+            raise ConnectionFailed(
+                f"cannot connect to {ep.address}: no answer within {self.connect_timeout}s"
+            ) from None
+        except ssl.SSLError as exc:
+            raise ConnectionFailed(f"TLS handshake with {ep.address} failed: {exc}") from exc
+        except OSError as exc:
+            raise ConnectionFailed(
+                f"cannot connect to {ep.address}: {exc.strerror or exc}"
+            ) from exc
+        except ConnectionLost as exc:
+            raise ConnectionFailed(f"{ep.address} closed the connection: {exc}") from exc
+        return proto
+
+    async def _handshake(self, proto: RespProtocol) -> None:
+        ep = self.endpoint
+        hello: list[Arg] = ["HELLO", "2"]
+        if ep.password is not None:
+            hello += ["AUTH", ep.username or "default", ep.password]
+        hello += ["SETNAME", self.name]
+        try:
+            reply = await _direct(proto, *hello)
+            it = iter(reply)
+            self.server = {k.decode(): v for k, v in zip(it, it, strict=True)}
+        except ServerError as exc:
+            if "unknown command" not in exc.reply.lower():
+                raise
+            # Servers older than Redis 6 have no HELLO.
+            if ep.password is not None:
+                await _direct(proto, "AUTH", ep.password)
+            self.server = {}
+        if ep.db:
+            await _direct(proto, "SELECT", ep.db)
+
+    async def _established(self, proto: RespProtocol) -> None:
+        assert self._connected is not None
+        self._proto = proto
+        self._flush()
+        if self.on_connect is not None:
+            await self.on_connect()
+        if self._proto is proto and not proto.lost:
+            self.disconnected_since = None
+            self._connected.set()
+
+    def _lost(self, proto: RespProtocol, exc: Exception | None) -> None:
+        if proto is not self._proto:
+            return
+        self._proto = None
+        self.disconnected_since = time.time()
+        if self._connected is not None:
+            self._connected.clear()
+        if self._closed:
+            return
+        log.warning("connection %s to %s lost: %s", self.name, self.endpoint.address, exc)
+        if self.on_disconnect is not None:
+            self.on_disconnect(exc)
+        self._spawn(self._reconnect())
+
+    async def _reconnect(self) -> None:
+        backoff = Backoff()
+        while not self._closed:
+            await asyncio.sleep(backoff.next())
+            try:
+                proto = await self._open()
+            except HeraldError as exc:
+                log.info("reconnect %s failed: %s", self.name, exc)
+                continue
+            self.reconnects += 1
+            log.info("connection %s to %s restored", self.name, self.endpoint.address)
+            await self._established(proto)
+            return
+
+    async def _probe(self) -> None:
+        # A PING answered proves the whole path, including a subscriber connection's read side.
+        while not self._closed:
+            await asyncio.sleep(self.probe_interval)
+            proto = self._proto
+            if proto is None or proto.lost:
+                continue
+            try:
+                async with asyncio.timeout(self.probe_timeout):
+                    await self.execute("PING")
+            except TimeoutError:
+                if proto is self._proto and proto.transport is not None:
+                    log.warning(
+                        "connection %s: no reply to probe within %ss, reconnecting",
+                        self.name,
+                        self.probe_timeout,
+                    )
+                    proto.transport.abort()
+            except HeraldError:
+                pass
+
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        assert self.loop is not None
+        task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- writing -----------------------------------------------------------------------------
+
+    def execute(self, *args: Arg) -> asyncio.Future[Reply]:
+        """Queue a command (event-loop thread only); the future resolves with its reply."""
+        assert self.loop is not None
+        if self._closed:
+            raise ClientClosed("connection closed")
+        fut: asyncio.Future[Reply] = self.loop.create_future()
+        data = command(*args)
+        with self._lock:
+            if self._batch_prefix is not None:
+                self._close_batch()
+            self._pending.append(data)
+            self._pending_waiters.append(fut)
+            self._pending_bytes += len(data)
+            scheduled, self._scheduled = self._scheduled, True
+        if not scheduled:
+            self.loop.call_soon(self._flush)
+        return fut
+
+    def _queue_publish(self, prefix: bytes, frame: bytes, batchable: bool) -> tuple[bool, int]:
+        """Queue one PUBLISH-like command; return (flush already scheduled, pending bytes)."""
+        size = len(frame)
+        with self._lock:
+            if self._closed:
+                raise ClientClosed("connection closed")
+            if self._batch_prefix is not None:
+                if (
+                    batchable
+                    and prefix is self._batch_prefix
+                    and len(self._batch) < MAX_BATCH_MESSAGES
+                    and self._batch_bytes + size <= MAX_BATCH_BYTES
+                ):
+                    self._batch.append(frame)
+                    self._batch_bytes += size
+                    self._pending_bytes += size
+                    scheduled, self._scheduled = self._scheduled, True
+                    return scheduled, self._pending_bytes
+                self._close_batch()
+            if batchable:
+                self._batch_prefix = prefix
+                self._batch.append(frame)
+                self._batch_bytes = size
+            else:
+                self._pending += (prefix, b"%d\r\n" % size, frame, b"\r\n")
+                self._pending_waiters.append(None)
+            self._pending_bytes += size
+            scheduled, self._scheduled = self._scheduled, True
+            return scheduled, self._pending_bytes
+
+    def _close_batch(self) -> None:
+        # Caller holds _lock.
+        batch = self._batch
+        frame = batch[0] if len(batch) == 1 else _wire.batch(batch)
+        assert self._batch_prefix is not None
+        self._pending += (self._batch_prefix, b"%d\r\n" % len(frame), frame, b"\r\n")
+        self._pending_waiters.append(None)
+        self._batch = []
+        self._batch_bytes = 0
+        self._batch_prefix = None
+
+    def publish_nowait(self, prefix: bytes, frame: bytes, batchable: bool) -> bool:
+        """Queue a fire-and-forget publish (event-loop thread); True if the caller must wait."""
+        scheduled, pending = self._queue_publish(prefix, frame, batchable)
+        proto = self._proto
+        if pending >= self.flush_at:
+            self._flush()
+            return True
+        if not scheduled:
+            assert self.loop is not None
+            self.loop.call_soon(self._flush)
+        return proto is None or proto.paused
+
+    def publish_threadsafe(
+        self, prefix: bytes, frame: bytes, batchable: bool, timeout: float | None
+    ) -> None:
+        """Queue a fire-and-forget publish from any thread; block while the buffer is full."""
+        scheduled, pending = self._queue_publish(prefix, frame, batchable)
+        if not scheduled:
+            assert self.loop is not None
+            self.loop.call_soon_threadsafe(self._flush)
+        proto = self._proto
+        if pending >= self.max_pending_bytes or proto is None or proto.paused:
+            self._wait_writable_sync(timeout)
+
+    async def wait_writable(self, timeout: float | None) -> None:
+        """Wait until the socket drains and the reconnect buffer has room (backpressure)."""
+        await asyncio.sleep(0)  # a publisher in a tight loop still lets other tasks run
+        try:
+            async with asyncio.timeout(timeout):
+                while True:
+                    if self._closed:
+                        raise ClientClosed("connection closed")
+                    proto = self._proto
+                    if proto is not None and not proto.lost:
+                        if not proto.paused:
+                            return
+                        await proto.drain()
+                    elif self._pending_bytes < self.max_pending_bytes:
+                        return
+                    else:
+                        assert self._connected is not None
+                        await self._connected.wait()
+        except TimeoutError:
+            raise Timeout(
+                f"publish buffer to {self.endpoint.address} still full after {timeout}s", timeout
+            ) from None
+
+    def _blocked(self) -> bool:
+        proto = self._proto
+        if proto is not None and not proto.lost:
+            return proto.paused or self._pending_bytes >= self.max_pending_bytes
+        return self._pending_bytes >= self.max_pending_bytes
+
+    def _wait_writable_sync(self, timeout: float | None) -> None:
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while self._blocked():
+            if self._closed:
+                raise ClientClosed("connection closed")
+            self._sync_waiting = True
+            self._writable.clear()
+            if not self._blocked():
+                break
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise Timeout(
+                    f"publish buffer to {self.endpoint.address} still full after {timeout}s",
+                    timeout,
+                )
+            self._writable.wait(remaining if remaining is None else min(remaining, 0.1))
+        self._sync_waiting = False
+
+    def _resumed(self) -> None:
+        if self._sync_waiting:
+            self._writable.set()
+
+    def _flush(self) -> None:
+        with self._lock:
+            self._scheduled = False
+            proto = self._proto
+            if proto is None or proto.lost or proto.transport is None:
+                return  # kept for the next connection
+            if self._batch_prefix is not None:
+                self._close_batch()
+            if not self._pending:
+                return
+            data = b"".join(self._pending)
+            proto.waiters.extend(self._pending_waiters)
+            self._pending = []
+            self._pending_waiters = []
+            self._pending_bytes = 0
+            proto.transport.write(data)
+        if self._sync_waiting and not proto.paused:
+            self._writable.set()
+
+
+def _direct(proto: RespProtocol, *args: Arg) -> asyncio.Future[Reply]:
+    """Send a command straight on a new connection, ahead of anything queued (handshake)."""
+    fut: asyncio.Future[Reply] = asyncio.get_running_loop().create_future()
+    proto.waiters.append(fut)
+    assert proto.transport is not None
+    proto.transport.write(command(*args))
+    return fut

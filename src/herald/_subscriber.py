@@ -1,0 +1,181 @@
+"""The subscriber connection: SUBSCRIBE/PSUBSCRIBE bookkeeping, dispatch, resubscribe, gaps."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from typing import Any
+
+from ._errors import HeraldError, Timeout
+from ._link import Link
+from ._subscription import Gap, Subscription
+from ._topics import is_pattern
+from ._url import Endpoint
+from ._wire import decode
+
+
+class _Entry:
+    """One channel or pattern on the server and the subscriptions that share it."""
+
+    __slots__ = ("name", "ready", "subs")
+
+    def __init__(self, name: str) -> None:
+        self.name = name
+        self.subs: list[Subscription] = []
+        self.ready: asyncio.Future[Any] | None = None
+
+
+class Subscriber:
+    """Owns the Pub/Sub connection of a client and routes what arrives to subscriptions."""
+
+    def __init__(
+        self, endpoint: Endpoint, *, subscribe_timeout: float = 10.0, **link_options: Any
+    ) -> None:
+        self.link = Link(
+            endpoint,
+            on_push=self._on_push,
+            on_connect=self._resubscribe,
+            on_disconnect=self._disconnected,
+            **link_options,
+        )
+        self.subscribe_timeout = subscribe_timeout
+        self._channels: dict[bytes, _Entry] = {}
+        self._patterns: dict[bytes, _Entry] = {}
+        self._subs: set[Subscription] = set()
+        self._connecting: asyncio.Task[None] | None = None
+        self._down_since: float | None = None
+        self._down_reason = ""
+        self.gaps = 0
+
+    async def _ensure_connected(self) -> None:
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self.link.connect())
+        try:
+            await asyncio.shield(self._connecting)
+        except BaseException:
+            if self._connecting.done():
+                self._connecting = None
+            raise
+
+    def _table(self, name: str) -> tuple[dict[bytes, _Entry], str]:
+        if is_pattern(name):
+            return self._patterns, "PSUBSCRIBE"
+        return self._channels, "SUBSCRIBE"
+
+    async def add(self, sub: Subscription) -> None:
+        await self._ensure_connected()
+        self._subs.add(sub)
+        waits: list[asyncio.Future[Any]] = []
+        for name in sub.names:
+            table, cmd = self._table(name)
+            raw = name.encode()
+            entry = table.get(raw)
+            if entry is None:
+                entry = table[raw] = _Entry(name)
+                if self.link.connected:
+                    entry.ready = self.link.execute(cmd, raw)
+            entry.subs.append(sub)
+            if entry.ready is not None:
+                waits.append(entry.ready)
+        try:
+            await self.link.wait_connected(self.subscribe_timeout)
+            async with asyncio.timeout(self.subscribe_timeout):
+                for w in waits:
+                    await asyncio.shield(w)
+        except TimeoutError:
+            self._unregister(sub)
+            raise Timeout(
+                f"subscribe to {', '.join(sub.names)} not confirmed within "
+                f"{self.subscribe_timeout}s",
+                self.subscribe_timeout,
+            ) from None
+        except BaseException:
+            await self.remove(sub)
+            raise
+
+    def _unregister(self, sub: Subscription) -> list[tuple[str, bytes]]:
+        """Drop ``sub`` from the tables; return the (command, name) to unsubscribe on the server."""
+        self._subs.discard(sub)
+        gone: list[tuple[str, bytes]] = []
+        for name in sub.names:
+            table, cmd = self._table(name)
+            raw = name.encode()
+            entry = table.get(raw)
+            if entry is None or sub not in entry.subs:
+                continue
+            entry.subs.remove(sub)
+            if not entry.subs:
+                del table[raw]
+                gone.append(("PUNSUBSCRIBE" if cmd == "PSUBSCRIBE" else "UNSUBSCRIBE", raw))
+        return gone
+
+    async def remove(self, sub: Subscription) -> None:
+        gone = self._unregister(sub)
+        if not self.link.connected:
+            return
+        futs = [self.link.execute(cmd, raw) for cmd, raw in gone]
+        for f in futs:
+            with contextlib.suppress(HeraldError):
+                await f
+
+    def discard(self, sub: Subscription) -> None:
+        """Remove from any context on the loop thread (a subscription failing by itself)."""
+        gone = self._unregister(sub)
+        if self.link.connected:
+            for cmd, raw in gone:
+                self.link.execute(cmd, raw).add_done_callback(_consume)
+
+    async def close(self) -> None:
+        for sub in list(self._subs):
+            sub._finish()
+        self._subs.clear()
+        await self.link.close()
+
+    # -- data path ---------------------------------------------------------------------------
+
+    def _on_push(self, reply: list[Any]) -> None:
+        if reply[0] == b"pmessage":
+            entry = self._patterns.get(reply[1])
+            if entry is None:
+                return
+            messages = decode(reply[2].decode("utf-8", "replace"), reply[3], entry.name)
+        else:
+            entry = self._channels.get(reply[1])
+            if entry is None:
+                return
+            messages = decode(entry.name, reply[2])
+        for sub in entry.subs:
+            sub._deliver(messages)
+
+    # -- connection events -------------------------------------------------------------------
+
+    def _disconnected(self, exc: Exception | None) -> None:
+        if self._down_since is None:
+            self._down_since = time.time()
+            self._down_reason = f"connection lost: {exc}" if exc else "connection closed by server"
+
+    async def _resubscribe(self) -> None:
+        link = self.link
+        futs = []
+        for table in (self._channels, self._patterns):
+            cmd = "PSUBSCRIBE" if table is self._patterns else "SUBSCRIBE"
+            for raw, entry in table.items():
+                entry.ready = link.execute(cmd, raw)
+                futs.append(entry.ready)
+        results = await asyncio.gather(*futs, return_exceptions=True)
+        if any(isinstance(r, BaseException) for r in results) or not link.connected:
+            return  # the next reconnect tries again; the gap stays open
+        if self._down_since is None:
+            return
+        gap_since, reason = self._down_since, self._down_reason
+        self._down_since = None
+        self.gaps += 1
+        now = time.time()
+        for sub in list(self._subs):
+            sub._gap(Gap(sub.names, gap_since, now, reason))
+
+
+def _consume(fut: asyncio.Future[Any]) -> None:
+    if not fut.cancelled():
+        fut.exception()

@@ -1,0 +1,291 @@
+"""A subscription: a bounded buffer of messages with an overflow policy, iterated by the user."""
+
+from __future__ import annotations
+
+import asyncio
+import inspect
+import logging
+import threading
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Literal, Protocol
+
+from ._errors import ClientClosed, ConfigurationError, HeraldError, SlowConsumer, Timeout
+from ._message import Message
+
+log = logging.getLogger("herald")
+
+Overflow = Literal["drop_oldest", "drop_newest", "disconnect"]
+Handler = Callable[[Message], Any]
+
+
+class Registry(Protocol):
+    """Where a subscription registers itself on the server (the client's subscriber)."""
+
+    async def add(self, sub: Subscription) -> None: ...
+    async def remove(self, sub: Subscription) -> None: ...
+    def discard(self, sub: Subscription) -> None: ...
+
+
+@dataclass(frozen=True)
+class Gap:
+    """A window in which live messages may have been missed (the connection was down).
+
+    Attributes:
+        names: the subscription's topics and patterns.
+        since: when the connection was lost (seconds since the epoch).
+        until: when the subscription was restored.
+        reason: what happened.
+    """
+
+    names: tuple[str, ...]
+    since: float
+    until: float
+    reason: str
+
+
+@dataclass
+class SubscriptionStats:
+    """Counters of one subscription."""
+
+    delivered: int = 0
+    dropped: int = 0
+    gaps: int = 0
+    handler_errors: int = 0
+
+
+class Subscription:
+    """Messages of one or more topics and patterns, in arrival order.
+
+    An async iterator and an async context manager::
+
+        async with hub.subscribe("news.*") as sub:
+            async for msg in sub:
+                ...
+
+    The buffer holds at most ``max_pending`` messages; past that the ``overflow`` policy drops
+    the oldest or the newest message (counted in ``stats.dropped``), or closes the subscription
+    and raises :class:`SlowConsumer` once the buffered messages are consumed.
+    """
+
+    def __init__(
+        self,
+        subscriber: Registry,
+        names: tuple[str, ...],
+        *,
+        max_pending: int = 10_000,
+        overflow: Overflow = "drop_oldest",
+        on_gap: Callable[[Gap], Any] | None = None,
+        handler: Handler | None = None,
+    ) -> None:
+        if max_pending < 1:
+            raise ConfigurationError("max_pending must be at least 1")
+        if overflow not in ("drop_oldest", "drop_newest", "disconnect"):
+            raise ConfigurationError(f"unknown overflow policy {overflow!r}")
+        self.names = names
+        self.max_pending = max_pending
+        self.overflow = overflow
+        self.on_gap = on_gap
+        self.handler = handler
+        self.stats = SubscriptionStats()
+        self._subscriber = subscriber
+        self._buffer: deque[Message] = deque()
+        self._waiter: asyncio.Future[None] | None = None
+        self._event: threading.Event | None = None
+        self._sync_waiting = False
+        self._error: HeraldError | None = None
+        self._closed = False
+        self._started = False
+        self._task: asyncio.Task[None] | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> Subscription:
+        """Subscribe on the server; returns when every topic and pattern is confirmed."""
+        if not self._started:
+            self._started = True
+            await self._subscriber.add(self)
+            if self.handler is not None:
+                self._task = asyncio.get_running_loop().create_task(self._run_handler())
+        return self
+
+    def __await__(self) -> Any:
+        return self.start().__await__()
+
+    async def __aenter__(self) -> Subscription:
+        return await self.start()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.close()
+
+    async def close(self) -> None:
+        """Unsubscribe; the iterator ends after the messages already buffered."""
+        if self._closed:
+            return
+        self._closed = True
+        self._wake()
+        if self._started:
+            await self._subscriber.remove(self)
+        task = self._task
+        if task is not None and task is not asyncio.current_task():
+            task.cancel()
+            try:
+                await task
+            except asyncio.CancelledError:
+                pass
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pending(self) -> int:
+        """Messages buffered, not yet consumed."""
+        return len(self._buffer)
+
+    # -- called by the subscriber (event-loop thread) ----------------------------------------
+
+    def _deliver(self, messages: list[Message]) -> None:
+        if self._closed:
+            return
+        buf = self._buffer
+        room = self.max_pending - len(buf)
+        if len(messages) > room:
+            if self.overflow == "drop_newest":
+                self.stats.dropped += len(messages) - max(room, 0)
+                messages = messages[: max(room, 0)]
+            elif self.overflow == "drop_oldest":
+                excess = len(messages) - room
+                if excess >= len(buf):
+                    self.stats.dropped += len(buf) + len(messages) - self.max_pending
+                    buf.clear()
+                    messages = messages[-self.max_pending :]
+                else:
+                    self.stats.dropped += excess
+                    for _ in range(excess):
+                        buf.popleft()
+            else:
+                self.stats.dropped += len(messages)
+                self._fail(SlowConsumer(len(buf), self.stats.dropped))
+                return
+        buf.extend(messages)
+        self._wake()
+
+    def _gap(self, gap: Gap) -> None:
+        self.stats.gaps += 1
+        if self.on_gap is None:
+            log.warning(
+                "subscription %s: connection was down %.3fs (%s); live messages may be missed",
+                ",".join(gap.names),
+                gap.until - gap.since,
+                gap.reason,
+            )
+            return
+        try:
+            self.on_gap(gap)
+        except Exception:
+            log.exception("on_gap callback of %s failed", gap.names)
+
+    def _fail(self, error: HeraldError) -> None:
+        if self._error is None:
+            self._error = error
+        if not self._closed:
+            self._closed = True
+            self._subscriber.discard(self)
+        self._wake()
+
+    def _finish(self) -> None:
+        self._closed = True
+        self._wake()
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+        if self._sync_waiting and self._event is not None:
+            self._event.set()
+
+    # -- consuming ---------------------------------------------------------------------------
+
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Message:
+        buf = self._buffer
+        while True:
+            if buf:
+                self.stats.delivered += 1
+                return buf.popleft()
+            if self._closed:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            if not self._started:
+                await self.start()
+                continue
+            waiter = asyncio.get_running_loop().create_future()
+            self._waiter = waiter
+            await waiter
+
+    async def next(self, timeout: float | None = None) -> Message:
+        """The next message; :class:`Timeout` if none arrives in time, ``ClientClosed`` at end."""
+        try:
+            async with asyncio.timeout(timeout):
+                return await self.__anext__()
+        except TimeoutError:
+            raise Timeout(f"no message within {timeout}s", timeout) from None
+        except StopAsyncIteration:
+            raise ClientClosed("subscription closed") from None
+
+    def _next_sync(self, timeout: float | None) -> Message:
+        """Blocking next() for a thread other than the event loop's."""
+        buf = self._buffer
+        if self._event is None:
+            self._event = threading.Event()
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                msg = buf.popleft()
+            except IndexError:
+                pass
+            else:
+                self.stats.delivered += 1
+                return msg
+            if self._closed:
+                if self._error is not None:
+                    raise self._error
+                raise ClientClosed("subscription closed")
+            self._sync_waiting = True
+            self._event.clear()
+            if buf or self._closed:
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                self._sync_waiting = False
+                raise Timeout(f"no message within {timeout}s", timeout)
+            # Short waits keep Ctrl-C responsive in the main thread.
+            self._event.wait(0.25 if remaining is None else min(remaining, 0.25))
+            self._sync_waiting = False
+
+    async def _run_handler(self) -> None:
+        handler = self.handler
+        assert handler is not None
+        is_coro = inspect.iscoroutinefunction(handler)
+        try:
+            async for msg in self:
+                try:
+                    result = handler(msg)
+                    if is_coro or inspect.isawaitable(result):
+                        await result
+                except Exception:
+                    self.stats.handler_errors += 1
+                    log.exception("handler %r failed on %r", handler, msg)
+        except HeraldError as exc:
+            log.error("subscription %s ended: %s", ",".join(self.names), exc)

@@ -1,0 +1,272 @@
+"""The threaded client: the asyncio implementation driven on one background I/O thread.
+
+Publishing from user threads does not cross into the loop per message: it queues bytes into the
+connection's write buffer under a lock and wakes the loop once per batch (see ``Link``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import atexit
+import concurrent.futures
+import logging
+import os
+import threading
+import weakref
+from collections.abc import Callable, Coroutine, Iterator, Mapping
+from types import TracebackType
+from typing import Any, TypeVar
+
+from ._client import AsyncClient, ClientStats, TopicPolicy
+from ._errors import ClientClosed, HeraldError, Timeout
+from ._message import Message
+from ._subscription import Gap, Overflow, Subscription
+
+T = TypeVar("T")
+log = logging.getLogger("herald")
+_clients: weakref.WeakSet[Client] = weakref.WeakSet()
+
+
+class _Portal:
+    """An event loop running in a daemon thread."""
+
+    def __init__(self) -> None:
+        self.loop = asyncio.new_event_loop()
+        self.thread = threading.Thread(target=self._run, name="herald-io", daemon=True)
+        self.thread.start()
+
+    def _run(self) -> None:
+        asyncio.set_event_loop(self.loop)
+        try:
+            self.loop.run_forever()
+        finally:
+            self.loop.close()
+
+    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if threading.current_thread() is self.thread:
+            coro.close()
+            raise HeraldError("blocking Client call from a handler: use the AsyncClient there")
+        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
+        try:
+            return fut.result(timeout)
+        except concurrent.futures.TimeoutError:
+            fut.cancel()
+            raise Timeout(f"no result within {timeout}s", timeout) from None
+
+    def stop(self) -> None:
+        if self.loop.is_running():
+            self.loop.call_soon_threadsafe(self.loop.stop)
+        if threading.current_thread() is not self.thread:
+            self.thread.join(5)
+
+
+class Client:
+    """Publish and subscribe from ordinary threads; the same options as :class:`AsyncClient`.
+
+    Example::
+
+        with herald.Client() as hub:
+            hub.publish("news.sport", {"title": "3:1"})
+            with hub.subscribe("news.*") as sub:
+                for msg in sub:
+                    print(msg.data)
+    """
+
+    def __init__(self, url: str | None = None, **options: Any) -> None:
+        self._pid = os.getpid()
+        self._portal: _Portal | None = _Portal()
+        self._async = AsyncClient(url, **options)
+        self._subs: list[SyncSubscription] = []
+        try:
+            self._portal.call(self._async.connect())
+        except BaseException:
+            self._portal.stop()
+            self._portal = None
+            raise
+        _clients.add(self)
+
+    def _live(self) -> _Portal:
+        if os.getpid() != self._pid:
+            raise ClientClosed(
+                "this Client was created before fork(); create a new Client in the child process"
+            )
+        if self._portal is None:
+            raise ClientClosed("client closed")
+        return self._portal
+
+    @property
+    def url(self) -> str | None:
+        ep = self._async.endpoint
+        return ep.address if ep else None
+
+    def publish(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        confirm: bool = False,
+    ) -> int | None:
+        """Publish one live message; see :meth:`AsyncClient.publish`."""
+        portal = self._live()
+        if confirm:
+            return portal.call(self._async.publish(topic, data, headers=headers, confirm=True))
+        self._async._publish_threadsafe(topic, data, headers)
+        return None
+
+    def flush(self, timeout: float | None = 10.0) -> None:
+        """Wait until everything published so far has reached the server."""
+        self._live().call(self._async.flush(timeout))
+
+    def subscribe(
+        self,
+        *names: str,
+        handler: Callable[[Message], Any] | None = None,
+        max_pending: int = 10_000,
+        overflow: Overflow = "drop_oldest",
+        on_gap: Callable[[Gap], Any] | None = None,
+    ) -> SyncSubscription:
+        """Subscribe; returns once the server confirmed. See :meth:`AsyncClient.subscribe`.
+
+        With ``handler``, each message is passed to it on a thread of this subscription.
+        """
+        portal = self._live()
+        sub = self._async.subscribe(
+            *names, max_pending=max_pending, overflow=overflow, on_gap=on_gap
+        )
+        portal.call(sub.start())
+        wrapper = SyncSubscription(sub, portal, handler)
+        self._subs.append(wrapper)
+        return wrapper
+
+    def declare(self, topic: str, *, bare: bool = False) -> TopicPolicy:
+        """See :meth:`AsyncClient.declare`."""
+        return self._live().call(self._async.declare(topic, bare=bare))
+
+    def topics(self) -> dict[str, TopicPolicy]:
+        return self._live().call(self._async.topics())
+
+    def execute(self, *args: str | bytes | int | float) -> Any:
+        """Run any Redis command and return its reply."""
+        return self._live().call(self._async.execute(*args))
+
+    @property
+    def stats(self) -> ClientStats:
+        return self._async.stats
+
+    def close(self) -> None:
+        """Close subscriptions and connections and stop the I/O thread."""
+        portal = self._portal
+        if portal is None or os.getpid() != self._pid:
+            self._portal = None
+            return
+        self._portal = None
+        for s in self._subs:
+            s._stop_handler()
+        try:
+            portal.call(self._async.close(), timeout=10)
+        except HeraldError as exc:
+            log.warning("closing client: %s", exc)
+        finally:
+            portal.stop()
+        for s in self._subs:
+            s._join_handler()
+        _clients.discard(self)
+
+    def __enter__(self) -> Client:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+class SyncSubscription:
+    """A subscription for threads: an iterator and a context manager, or a handler thread."""
+
+    def __init__(
+        self, sub: Subscription, portal: _Portal, handler: Callable[[Message], Any] | None
+    ) -> None:
+        self._sub = sub
+        self._portal = portal
+        self._handler = handler
+        self._thread: threading.Thread | None = None
+        if handler is not None:
+            self._thread = threading.Thread(
+                target=self._run_handler, name=f"herald-handler-{sub.names[0]}", daemon=True
+            )
+            self._thread.start()
+
+    @property
+    def names(self) -> tuple[str, ...]:
+        return self._sub.names
+
+    @property
+    def stats(self) -> Any:
+        return self._sub.stats
+
+    @property
+    def pending(self) -> int:
+        return self._sub.pending
+
+    def next(self, timeout: float | None = None) -> Message:
+        """The next message; :class:`Timeout` if none arrives in time."""
+        return self._sub._next_sync(timeout)
+
+    def __iter__(self) -> Iterator[Message]:
+        while True:
+            try:
+                yield self._sub._next_sync(None)
+            except ClientClosed:
+                return
+
+    def _run_handler(self) -> None:
+        handler = self._handler
+        assert handler is not None
+        while True:
+            try:
+                msg = self._sub._next_sync(None)
+            except ClientClosed:
+                return
+            except HeraldError as exc:
+                log.error("subscription %s ended: %s", ",".join(self.names), exc)
+                return
+            try:
+                handler(msg)
+            except Exception:
+                self._sub.stats.handler_errors += 1
+                log.exception("handler %r failed on %r", handler, msg)
+
+    def _stop_handler(self) -> None:
+        self._sub._finish()
+
+    def _join_handler(self) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+
+    def close(self) -> None:
+        """Unsubscribe."""
+        if not self._sub.closed:
+            try:
+                self._portal.call(self._sub.close(), timeout=10)
+            except (HeraldError, RuntimeError):
+                self._sub._finish()
+        self._join_handler()
+
+    def __enter__(self) -> SyncSubscription:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.close()
+
+
+@atexit.register
+def _close_all() -> None:
+    for client in list(_clients):
+        try:
+            client.close()
+        except Exception:  # pragma: no cover - best effort at exit
+            pass

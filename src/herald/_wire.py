@@ -1,0 +1,225 @@
+"""Wire format v1 (sans-I/O): the envelope, batch frames and payload codecs.
+
+The layout is specified in ``docs/wire-format.md``; ``tests/vectors/wire-v1.json`` holds test
+vectors. Anything that does not start with the magic bytes is a *foreign* payload (published by
+redis-cli, redis-py, ...) and is delivered as raw bytes.
+"""
+
+from __future__ import annotations
+
+import itertools
+import os
+import struct
+import time
+from collections.abc import Mapping
+from typing import Any, Literal
+
+import msgspec
+
+from ._errors import ConfigurationError, DecodeError
+from ._message import Message
+
+MAGIC = b"\xffHR"  # 0xFF never occurs in UTF-8 text, so no text payload is mistaken for a frame
+VERSION = 1
+
+FLAG_BATCH = 0x01
+FLAG_HEADERS = 0x02
+FLAG_OFFSET = 0x04
+_KNOWN_FLAGS = FLAG_BATCH | FLAG_HEADERS | FLAG_OFFSET
+
+CODEC_BYTES = 0
+CODEC_JSON = 1
+CODEC_MSGPACK = 2
+CODEC_TEXT = 3
+
+_CODEC_NAMES = ("bytes", "json", "msgpack", "text")
+Codec = Literal["json", "msgpack"]
+
+# magic, version, flags, codec, publisher id, sequence, timestamp (microseconds since the epoch)
+_HEAD = struct.Struct(">3sBBB8sQQ")
+HEAD_SIZE = _HEAD.size
+# magic, version, flags, count
+_BATCH_HEAD = struct.Struct(">3sBBI")
+_OFFSET = struct.Struct(">QQ")
+_U32 = struct.Struct(">I")
+
+_json_encode = msgspec.json.Encoder().encode
+_json_decode = msgspec.json.Decoder().decode
+_msgpack_encode = msgspec.msgpack.Encoder().encode
+_msgpack_decode = msgspec.msgpack.Decoder().decode
+_headers_decode = msgspec.json.Decoder(dict[str, str]).decode
+_EMPTY: dict[str, str] = {}
+
+
+class Encoder:
+    """Encodes messages for one publisher: a random publisher id and a sequence per message.
+
+    Build one per client and call it for every message (msgspec's rule: build once, call often).
+    """
+
+    def __init__(self, codec: Codec = "json", publisher_id: bytes | None = None) -> None:
+        if codec == "json":
+            self._codec, self._encode = CODEC_JSON, _json_encode
+        elif codec == "msgpack":
+            self._codec, self._encode = CODEC_MSGPACK, _msgpack_encode
+        else:
+            raise ConfigurationError(f"unknown codec {codec!r}; use 'json' or 'msgpack'")
+        self.publisher_id = publisher_id or os.urandom(8)
+        self._seq = itertools.count(1)  # next() is atomic under the GIL: safe across threads
+
+    def payload(self, data: Any) -> tuple[int, bytes]:
+        """Encode a payload; return (codec, bytes)."""
+        t = type(data)
+        if t is bytes:
+            return CODEC_BYTES, data
+        if t is str:
+            return CODEC_TEXT, data.encode()
+        if t is bytearray or t is memoryview:
+            return CODEC_BYTES, bytes(data)
+        try:
+            return self._codec, self._encode(data)
+        except (TypeError, msgspec.EncodeError) as exc:
+            raise TypeError(f"cannot encode payload of type {t.__name__}: {exc}") from exc
+
+    def envelope(
+        self,
+        data: Any,
+        headers: Mapping[str, str] | None = None,
+        offset: int | None = None,
+        epoch: int | None = None,
+    ) -> bytes:
+        """Encode one message in the v1 envelope."""
+        codec, body = self.payload(data)
+        flags = 0
+        extra = b""
+        if offset is not None:
+            flags |= FLAG_OFFSET
+            extra = _OFFSET.pack(offset, epoch or 0)
+        if headers:
+            flags |= FLAG_HEADERS
+            h = encode_headers(headers)
+            extra += _U32.pack(len(h)) + h
+        head = _HEAD.pack(
+            MAGIC, VERSION, flags, codec, self.publisher_id, next(self._seq), time.time_ns() // 1000
+        )
+        return head + extra + body if extra else head + body
+
+
+def encode_headers(headers: Mapping[str, str]) -> bytes:
+    for k, v in headers.items():
+        if type(k) is not str or type(v) is not str:
+            raise TypeError(f"headers must map str to str, got {k!r}: {v!r}")
+    return _json_encode(headers)
+
+
+def batch(envelopes: list[bytes]) -> bytes:
+    """Pack several envelopes (for one topic) into one batch frame."""
+    parts = [_BATCH_HEAD.pack(MAGIC, VERSION, FLAG_BATCH, len(envelopes))]
+    pack = _U32.pack
+    for env in envelopes:
+        parts.append(pack(len(env)))
+        parts.append(env)
+    return b"".join(parts)
+
+
+def decode(topic: str, raw: bytes, pattern: str | None = None) -> list[Message]:
+    """Decode what arrived on a channel into messages (several for a batch frame).
+
+    Never raises: a frame that cannot be decoded becomes one message whose ``data`` is the raw
+    bytes and whose ``decode_error`` says why.
+    """
+    if raw[:3] != MAGIC:
+        return [Message(topic, raw, raw, CODEC_BYTES, b"", 0, 0, _EMPTY, pattern)]
+    try:
+        if len(raw) > 4 and raw[4] & FLAG_BATCH:
+            return _decode_batch(topic, raw, pattern)
+        return [_decode_one(topic, raw, pattern)]
+    except DecodeError as exc:
+        return [_broken(topic, raw, pattern, exc)]
+
+
+def _broken(topic: str, raw: bytes, pattern: str | None, exc: DecodeError) -> Message:
+    return Message(topic, raw, raw, CODEC_BYTES, b"", 0, 0, _EMPTY, pattern, decode_error=exc)
+
+
+def _decode_batch(topic: str, raw: bytes, pattern: str | None) -> list[Message]:
+    if len(raw) < _BATCH_HEAD.size:
+        raise DecodeError("truncated batch header")
+    _, version, flags, count = _BATCH_HEAD.unpack_from(raw)
+    if version != VERSION:
+        raise DecodeError(f"unsupported wire format version {version}")
+    if flags != FLAG_BATCH:
+        raise DecodeError(f"unknown batch flags {flags:#x}")
+    pos = _BATCH_HEAD.size
+    end = len(raw)
+    out: list[Message] = []
+    unpack = _U32.unpack_from
+    for _ in range(count):
+        if pos + 4 > end:
+            raise DecodeError("truncated batch frame")
+        (n,) = unpack(raw, pos)
+        pos += 4
+        if pos + n > end:
+            raise DecodeError("truncated batch frame")
+        inner = raw[pos : pos + n]
+        pos += n
+        if inner[:3] != MAGIC or (len(inner) > 4 and inner[4] & FLAG_BATCH):
+            out.append(_broken(topic, inner, pattern, DecodeError("invalid message in batch")))
+            continue
+        try:
+            out.append(_decode_one(topic, inner, pattern))
+        except DecodeError as exc:
+            out.append(_broken(topic, inner, pattern, exc))
+    if pos != end:
+        raise DecodeError("trailing bytes after batch frame")
+    return out
+
+
+def _decode_one(topic: str, raw: bytes, pattern: str | None) -> Message:
+    if len(raw) < HEAD_SIZE:
+        raise DecodeError("truncated header")
+    _, version, flags, codec, pid, seq, ts = _HEAD.unpack_from(raw)
+    if version != VERSION:
+        raise DecodeError(f"unsupported wire format version {version}")
+    if flags & ~_KNOWN_FLAGS:
+        raise DecodeError(f"unknown flags {flags:#x}")
+    pos = HEAD_SIZE
+    offset = epoch = None
+    headers = _EMPTY
+    if flags & FLAG_OFFSET:
+        if len(raw) < pos + 16:
+            raise DecodeError("truncated offset")
+        offset, epoch = _OFFSET.unpack_from(raw, pos)
+        pos += 16
+    if flags & FLAG_HEADERS:
+        if len(raw) < pos + 4:
+            raise DecodeError("truncated headers")
+        (n,) = _U32.unpack_from(raw, pos)
+        pos += 4
+        if len(raw) < pos + n:
+            raise DecodeError("truncated headers")
+        try:
+            headers = _headers_decode(raw[pos : pos + n])
+        except msgspec.DecodeError as exc:
+            raise DecodeError(f"invalid headers: {exc}") from exc
+        pos += n
+    body = raw[pos:] if pos else raw
+    error: DecodeError | None = None
+    data: Any
+    try:
+        if codec == CODEC_JSON:
+            data = _json_decode(body)
+        elif codec == CODEC_TEXT:
+            data = body.decode()
+        elif codec == CODEC_BYTES:
+            data = body
+        elif codec == CODEC_MSGPACK:
+            data = _msgpack_decode(body)
+        else:
+            raise DecodeError(f"unknown codec {codec}")
+    except (msgspec.DecodeError, UnicodeDecodeError) as exc:
+        error = DecodeError(f"payload is not valid {_CODEC_NAMES[codec]}: {exc}")
+        data, codec = body, CODEC_BYTES
+    except DecodeError as exc:
+        data, codec, error = body, CODEC_BYTES, exc
+    return Message(topic, data, raw, codec, pid, seq, ts, headers, pattern, offset, epoch, error)
