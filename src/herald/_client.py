@@ -13,7 +13,13 @@ from typing import Any
 
 import msgspec
 
-from ._errors import ClientClosed, ConfigurationError, MessageTooLarge
+from ._errors import (
+    ClientClosed,
+    ConfigurationError,
+    ConnectionFailed,
+    HeraldError,
+    MessageTooLarge,
+)
 from ._link import Link
 from ._resp import prefix
 from ._server import EmbeddedServer, discover
@@ -60,7 +66,8 @@ class AsyncClient:
 
     Args:
         url: ``redis://``, ``rediss://`` or ``unix://``; ``None`` means ``$HERALD_URL``, else
-            the server ``herald serve`` runs, else a fresh embedded Valkey owned by this client.
+            the server ``herald serve`` runs, else (``start_embedded``) a fresh embedded Valkey
+            owned by this client and stopped with it.
         codec: payload codec for values that are not ``bytes`` or ``str``: json or msgpack.
         batch: pack consecutive publishes to one topic into one frame when they queue up.
         max_message_size: largest encoded message accepted by ``publish``.
@@ -88,6 +95,7 @@ class AsyncClient:
         probe_timeout: float | None = None,
         max_pending_bytes: int = 8 * 1024 * 1024,
         policy_refresh: float = 1.0,
+        start_embedded: bool = True,
         name: str = "herald",
     ) -> None:
         self.url = url
@@ -96,6 +104,7 @@ class AsyncClient:
         self.publish_timeout = publish_timeout
         self.subscribe_timeout = subscribe_timeout
         self.policy_refresh = policy_refresh
+        self.start_embedded = start_embedded
         self._encoder = Encoder(codec)
         self._name = name
         self._link_options: dict[str, Any] = {
@@ -115,6 +124,8 @@ class AsyncClient:
         self._connect_lock: asyncio.Lock | None = None
         self._closed = False
         self.published = 0
+        # (hard, soft, soft seconds) of the server's pubsub output buffer, if readable
+        self.pubsub_buffer_limit: tuple[int, int, int] | None = None
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -136,14 +147,35 @@ class AsyncClient:
             await link.connect()
             self._link = link
             await self._load_policies()
+            await self._check_server_limits()
             if self.policy_refresh > 0:
                 self._policy_task = asyncio.get_running_loop().create_task(self._watch_policies())
+
+    async def _check_server_limits(self) -> None:
+        """Read the server's Pub/Sub output-buffer limit: the point where it cuts a slow reader."""
+        assert self._link is not None
+        try:
+            reply = await self._link.execute("CONFIG", "GET", "client-output-buffer-limit")
+        except HeraldError:
+            return  # CONFIG may be refused by the ACL; nothing to learn then
+        self.pubsub_buffer_limit = _pubsub_limit(reply)
+        hard = self.pubsub_buffer_limit[0] if self.pubsub_buffer_limit else None
+        if hard == 0:
+            log.warning(
+                "the server has no client-output-buffer-limit for pubsub: a stalled subscriber "
+                "can grow the server's memory without bound"
+            )
 
     async def _default_url(self) -> str:
         if url := os.environ.get("HERALD_URL"):
             return url
         if url := discover():
             return url
+        if not self.start_embedded:
+            raise ConnectionFailed(
+                "no Herald server is running: start one with `herald serve`, "
+                "or pass a URL (--url or $HERALD_URL)"
+            )
         server = EmbeddedServer(persist=False)
         await asyncio.to_thread(server.start)
         self._server = server
@@ -367,6 +399,16 @@ class AsyncClient:
         await self.connect()
         assert self._link is not None
         return await self._link.execute(*args)
+
+
+def _pubsub_limit(reply: Any) -> tuple[int, int, int] | None:
+    # reply: [b"client-output-buffer-limit", b"normal 0 0 0 replica ... pubsub 33554432 8388608 60"]
+    try:
+        words = reply[1].decode().split()
+        i = words.index("pubsub")
+        return int(words[i + 1]), int(words[i + 2]), int(words[i + 3])
+    except (IndexError, ValueError, AttributeError, UnicodeDecodeError):
+        return None
 
 
 class _Registry:

@@ -121,7 +121,8 @@ class EmbeddedServer:
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
             preexec_fn=_die_with_parent if self.owned and sys.platform == "linux" else None,
-            start_new_session=not self.owned,
+            # Its own session: Ctrl-C in a terminal reaches us, and we stop the server in order.
+            start_new_session=True,
         )
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
