@@ -1,0 +1,126 @@
+"""The herald command line, run as a user runs it: real processes, real servers."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+import herald
+
+HERALD = [sys.executable, "-m", "herald.cli"]
+
+
+def _run(
+    *args: str, env: dict[str, str] | None = None, timeout: float = 20
+) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        [*HERALD, *args], capture_output=True, text=True, timeout=timeout, env=env
+    )
+
+
+def test_help_lists_the_commands() -> None:
+    out = _run("--help")
+    assert out.returncode == 0
+    for command in ("serve", "pub", "sub", "bench"):
+        assert command in out.stdout
+
+
+def test_without_a_server_says_how_to_start_one(tmp_path: Path) -> None:
+    env = {**os.environ, "HERALD_HOME": str(tmp_path)}
+    env.pop("HERALD_URL", None)
+    out = _run("pub", "demo", "hello", env=env)
+    assert out.returncode == 1
+    assert "herald serve" in out.stderr
+
+
+def test_bad_header_is_a_usage_error(url: str) -> None:
+    out = _run("pub", "demo", "x", "--header", "novalue", "--url", url)
+    assert out.returncode == 2
+    assert "KEY=VALUE" in out.stderr
+
+
+def test_sub_json_receives_what_pub_sends(url: str, topic: str) -> None:
+    sub = subprocess.Popen(
+        [*HERALD, "sub", f"{topic}.*", "--json", "--count", "3", "--timeout", "15", "--url", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        # Wait until the subscriber is registered on the server before publishing.
+        with herald.Client(url) as hub:
+            deadline = time.monotonic() + 10
+            while hub.execute("PUBSUB", "NUMPAT") == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+        assert _run("pub", f"{topic}.a", "hello", "-H", "k=v", "--url", url).returncode == 0
+        assert _run("pub", f"{topic}.b", '{"n": 1}', "--json", "--url", url).returncode == 0
+        assert _run("pub", f"{topic}.c", "x", "--count", "1", "--url", url).returncode == 0
+        out, err = sub.communicate(timeout=15)
+    finally:
+        sub.kill()
+    assert sub.returncode == 0, err
+    records = [json.loads(line) for line in out.splitlines()]
+    assert [r["data"] for r in records] == ["hello", {"n": 1}, "x"]
+    assert records[0]["headers"] == {"k": "v"}
+    assert records[0]["topic"] == f"{topic}.a"
+    assert records[0]["pattern"] == f"{topic}.*"
+    assert all(r["id"] for r in records)
+
+
+def test_sub_timeout_before_count_exits_1(url: str, topic: str) -> None:
+    out = _run("sub", topic, "--count", "1", "--timeout", "0.5", "--url", url)
+    assert out.returncode == 1
+
+
+def test_serve_is_found_by_other_commands_and_keeps_data(tmp_path: Path, topic: str) -> None:
+    env = {**os.environ, "HERALD_HOME": str(tmp_path)}
+    env.pop("HERALD_URL", None)
+
+    def start() -> subprocess.Popen[str]:
+        with open(tmp_path / "serve.log", "a") as log:
+            proc = subprocess.Popen([*HERALD, "serve"], env=env, stdout=log, stderr=log, text=True)
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "herald.json").exists():
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, "herald serve did not start"
+            time.sleep(0.05)
+        return proc
+
+    def stop(proc: subprocess.Popen[str]) -> None:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+        assert not (tmp_path / "herald.json").exists()
+
+    proc = start()
+    try:
+        state = json.loads((tmp_path / "herald.json").read_text())
+        # A second serve on the same data directory refuses to start.
+        second = _run("serve", env=env)
+        assert second.returncode == 1
+        assert "already running" in second.stderr
+        # pub finds the server without --url.
+        out = _run("pub", topic, "hi", "--confirm", env=env)
+        assert out.returncode == 0, out.stderr
+        with herald.Client(state["url"]) as hub:
+            hub.execute("SET", f"{topic}:kept", "yes")
+            time.sleep(1.2)  # appendfsync everysec
+    finally:
+        stop(proc)
+    # The embedded server is gone with it ...
+    with pytest.raises(ProcessLookupError):
+        os.kill(state["server_pid"], 0)
+    # ... and its data survives a restart.
+    proc = start()
+    try:
+        url = json.loads((tmp_path / "herald.json").read_text())["url"]
+        with herald.Client(url) as hub:
+            assert hub.execute("GET", f"{topic}:kept") == b"yes"
+    finally:
+        stop(proc)
