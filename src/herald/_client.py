@@ -19,6 +19,8 @@ from ._errors import (
     ConnectionFailed,
     HeraldError,
     MessageTooLarge,
+    PermissionDenied,
+    Timeout,
 )
 from ._link import Link
 from ._resp import prefix
@@ -120,6 +122,7 @@ class AsyncClient:
         self._prefixes: dict[str, tuple[bytes, bool]] = {}
         self._policies: dict[str, TopicPolicy] = {}
         self._policy_version: bytes | None = None
+        self._warned_bare: set[str] = set()
         self._policy_task: asyncio.Task[None] | None = None
         self._connect_lock: asyncio.Lock | None = None
         self._closed = False
@@ -146,8 +149,14 @@ class AsyncClient:
             link = Link(self.endpoint, name=f"{self._name}-{tag}-pub", **self._link_options)
             await link.connect()
             self._link = link
-            await self._load_policies()
-            await self._check_server_limits()
+            try:
+                await self._load_policies()
+                await self._check_server_limits()
+            except BaseException:
+                # e.g. an ACL user who may not read herald:topics: leave nothing running.
+                self._link = None
+                await link.close()
+                raise
             if self.policy_refresh > 0:
                 self._policy_task = asyncio.get_running_loop().create_task(self._watch_policies())
 
@@ -177,7 +186,15 @@ class AsyncClient:
                 "or pass a URL (--url or $HERALD_URL)"
             )
         server = EmbeddedServer(persist=False)
-        await asyncio.to_thread(server.start)
+        # Launched on the loop's thread, not a to_thread worker: the server dies with the thread
+        # that started it (PR_SET_PDEATHSIG), and the loop's thread lives as long as this client.
+        server.launch()
+        try:
+            await asyncio.to_thread(server.wait_ready)
+        except BaseException:  # failed, or cancelled by Ctrl-C: leave no server behind
+            server.kill()
+            server.cleanup()
+            raise
         self._server = server
         log.info("started an embedded Valkey at %s", server.url)
         return server.url
@@ -191,14 +208,19 @@ class AsyncClient:
             self._policy_task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await self._policy_task
-        if self._subscriber is not None:
-            await self._subscriber.close()
-        if self._link is not None:
-            await self.flush()
-            await self._link.close()
-        if self._server is not None:
-            await asyncio.to_thread(self._server.cleanup)
-            self._server = None
+        try:
+            if self._subscriber is not None:
+                await self._subscriber.close()
+            if self._link is not None:
+                try:
+                    await self.flush()
+                except (HeraldError, TimeoutError) as exc:  # close anyway
+                    log.warning("closing: messages not yet sent may be lost: %s", exc)
+                await self._link.close()
+        finally:
+            if self._server is not None:
+                server, self._server = self._server, None
+                await _stop_server(server)
 
     async def __aenter__(self) -> AsyncClient:
         await self.connect()
@@ -226,7 +248,13 @@ class AsyncClient:
         self, topic: str, data: Any, headers: Mapping[str, str] | None
     ) -> tuple[bytes, bytes, bool]:
         pfx, bare = self._prefix(topic)
-        frame = self._encoder.payload(data)[1] if bare else self._encoder.envelope(data, headers)
+        if not bare:
+            frame = self._encoder.envelope(data, headers)
+        else:
+            if headers and topic not in self._warned_bare:
+                self._warned_bare.add(topic)
+                log.warning("topic %r is bare: its messages carry no headers", topic)
+            frame = self._encoder.payload(data)[1]
         if len(frame) > self.max_message_size:
             raise MessageTooLarge(len(frame), self.max_message_size)
         return pfx, frame, bare
@@ -242,11 +270,16 @@ class AsyncClient:
         """Publish one live message.
 
         Returns at once without a round trip; with ``confirm=True`` waits for the server and
-        returns how many subscribers (connections) received it.
+        returns the server's delivery count: one per subscribed channel and per matching
+        pattern of every connection (a connection with both counts, and receives, twice).
+        While the server is unreachable, messages are kept (up to ``max_pending_bytes``) and
+        sent after the reconnect; a confirmed publish waits up to ``publish_timeout`` for the
+        connection to come back.
 
         Raises:
             InvalidTopic, MessageTooLarge, TypeError: before anything is sent.
-            Timeout: the send buffer stayed full for ``publish_timeout``.
+            Timeout: the send buffer stayed full (or, with ``confirm=True``, the connection
+                stayed down) for ``publish_timeout``; the message was not queued.
             ConnectionLost: with ``confirm=True``, the connection died before the reply.
         """
         link = self._link
@@ -255,11 +288,19 @@ class AsyncClient:
             link = self._link
             assert link is not None
         pfx, frame, bare = self._frame(topic, data, headers)
-        self.published += 1
         if confirm:
-            return int(await link.execute(_PUBLISH, topic, frame))
-        if link.publish_nowait(pfx, frame, self.batch and not bare):
+            # Wait for the connection before queuing: a Timeout then means "not sent", never
+            # "sent later by surprise".
+            if not link.connected:
+                await link.wait_connected(self.publish_timeout)
+            receivers = int(await link.execute(_PUBLISH, topic, frame))
+            self.published += 1
+            return receivers
+        if link.blocked:
             await link.wait_writable(self.publish_timeout)
+        self.published += 1
+        if link.publish_nowait(pfx, frame, self.batch and not bare):
+            await asyncio.sleep(0)  # a publisher in a tight loop still lets other tasks run
         return None
 
     def _publish_threadsafe(self, topic: str, data: Any, headers: Mapping[str, str] | None) -> None:
@@ -267,14 +308,23 @@ class AsyncClient:
         if link is None:
             raise ClientClosed("client is not connected")
         pfx, frame, bare = self._frame(topic, data, headers)
-        self.published += 1
         link.publish_threadsafe(pfx, frame, self.batch and not bare, self.publish_timeout)
+        self.published += 1
 
     async def flush(self, timeout: float | None = 10.0) -> None:
-        """Wait until everything published so far has been written and answered by the server."""
-        if self._link is not None and self._link.connected:
+        """Wait until everything published so far has been written and answered by the server.
+
+        During an outage this waits for the reconnect (messages buffered meanwhile go first).
+        """
+        link = self._link
+        if link is None:
+            return
+        try:
             async with asyncio.timeout(timeout):
-                await self._link.execute("PING")
+                await link.wait_connected(None)
+                await link.execute("PING")
+        except TimeoutError:
+            raise Timeout(f"flush not answered within {timeout}s", timeout) from None
 
     # -- subscribing -------------------------------------------------------------------------
 
@@ -351,9 +401,23 @@ class AsyncClient:
 
     async def _load_policies(self) -> None:
         assert self._link is not None
-        version, raw = await asyncio.gather(
-            self._link.execute("GET", TOPICS_VERSION_KEY), self._link.execute("HGETALL", TOPICS_KEY)
-        )
+        try:
+            version, raw = await asyncio.gather(
+                self._link.execute("GET", TOPICS_VERSION_KEY),
+                self._link.execute("HGETALL", TOPICS_KEY),
+            )
+        except PermissionDenied as exc:
+            # An ACL user without access to the registry can still use live topics.
+            if self._policy_version != b"denied":
+                log.warning(
+                    "cannot read topic policies (%s, %s): every topic is treated as live; "
+                    "grant read access to these keys (%s)",
+                    TOPICS_KEY,
+                    TOPICS_VERSION_KEY,
+                    exc,
+                )
+            self._policy_version = b"denied"
+            return
         policies: dict[str, TopicPolicy] = {}
         it = iter(raw)
         for k, v in zip(it, it, strict=True):
@@ -409,6 +473,18 @@ def _pubsub_limit(reply: Any) -> tuple[int, int, int] | None:
         return int(words[i + 1]), int(words[i + 2]), int(words[i + 3])
     except (IndexError, ValueError, AttributeError, UnicodeDecodeError):
         return None
+
+
+async def _stop_server(server: EmbeddedServer, timeout: float = 10.0) -> None:
+    # Waited for on the loop, not in to_thread: when atexit closes a Client at interpreter exit
+    # the default executor is already shut down and to_thread raises RuntimeError.
+    server.terminate()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while server.running and loop.time() < deadline:  # noqa: ASYNC110 - a process, not a task
+        await asyncio.sleep(0.01)
+    server.kill()  # only if it did not finish its shutdown in time
+    server.cleanup()
 
 
 class _Registry:

@@ -21,6 +21,7 @@ from . import _wire
 from ._backoff import Backoff
 from ._errors import (
     ClientClosed,
+    ConfigurationError,
     ConnectionFailed,
     ConnectionLost,
     HeraldError,
@@ -158,6 +159,7 @@ class Link:
         def factory() -> RespProtocol:
             return RespProtocol(self._on_push, self._lost, self._resumed)
 
+        proto: RespProtocol | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
                 if ep.path:
@@ -171,18 +173,26 @@ class Link:
                         server_hostname=ep.host if ep.tls else None,
                     )
                 await self._handshake(proto)
-        except TimeoutError:
-            raise ConnectionFailed(
-                f"cannot connect to {ep.address}: no answer within {self.connect_timeout}s"
-            ) from None
-        except ssl.SSLError as exc:
-            raise ConnectionFailed(f"TLS handshake with {ep.address} failed: {exc}") from exc
-        except OSError as exc:
-            raise ConnectionFailed(
-                f"cannot connect to {ep.address}: {exc.strerror or exc}"
-            ) from exc
-        except ConnectionLost as exc:
-            raise ConnectionFailed(f"{ep.address} closed the connection: {exc}") from exc
+        except BaseException as exc:
+            # A failed handshake (wrong password, ACL, bad db) must not leave the socket open.
+            if proto is not None and proto.transport is not None:
+                proto.transport.abort()
+            # Herald's own errors first: ConnectionFailed and ConnectionLost are OSErrors too.
+            if isinstance(exc, ConnectionLost):
+                raise ConnectionFailed(f"{ep.address} closed the connection: {exc}") from exc
+            if isinstance(exc, HeraldError):
+                raise
+            if isinstance(exc, TimeoutError):
+                raise ConnectionFailed(
+                    f"cannot connect to {ep.address}: no answer within {self.connect_timeout}s"
+                ) from None
+            if isinstance(exc, ssl.SSLError):
+                raise ConnectionFailed(f"TLS handshake with {ep.address} failed: {exc}") from exc
+            if isinstance(exc, OSError):
+                raise ConnectionFailed(
+                    f"cannot connect to {ep.address}: {exc.strerror or exc}"
+                ) from exc
+            raise
         return proto
 
     async def _handshake(self, proto: RespProtocol) -> None:
@@ -203,7 +213,10 @@ class Link:
                 await _direct(proto, "AUTH", ep.password)
             self.server = {}
         if ep.db:
-            await _direct(proto, "SELECT", ep.db)
+            try:
+                await _direct(proto, "SELECT", ep.db)
+            except ServerError as exc:
+                raise ConfigurationError(f"cannot use database {ep.db}: {exc.reply}") from exc
 
     async def _established(self, proto: RespProtocol) -> None:
         assert self._connected is not None
@@ -260,7 +273,7 @@ class Link:
                         self.name,
                         self.probe_timeout,
                     )
-                    proto.transport.abort()
+                    proto._abort(ConnectionLost(f"no reply to probe within {self.probe_timeout}s"))
             except HeraldError:
                 pass
 
@@ -332,7 +345,12 @@ class Link:
         self._batch_prefix = None
 
     def publish_nowait(self, prefix: bytes, frame: bytes, batchable: bool) -> bool:
-        """Queue a fire-and-forget publish (event-loop thread); True if the caller must wait."""
+        """Queue a fire-and-forget publish (event-loop thread); True if the caller should yield.
+
+        Callers wait for room *before* queuing (:meth:`wait_writable` while :attr:`blocked`), so
+        that a publish refused with :class:`Timeout` was never queued and the buffer kept for a
+        reconnect stays within ``max_pending_bytes`` (plus one message).
+        """
         scheduled, pending = self._queue_publish(prefix, frame, batchable)
         proto = self._proto
         if pending >= self.flush_at:
@@ -346,18 +364,16 @@ class Link:
     def publish_threadsafe(
         self, prefix: bytes, frame: bytes, batchable: bool, timeout: float | None
     ) -> None:
-        """Queue a fire-and-forget publish from any thread; block while the buffer is full."""
-        scheduled, pending = self._queue_publish(prefix, frame, batchable)
+        """Queue a fire-and-forget publish from any thread; block first while the buffer is full."""
+        if self.blocked:
+            self._wait_writable_sync(timeout)
+        scheduled, _ = self._queue_publish(prefix, frame, batchable)
         if not scheduled:
             assert self.loop is not None
             self.loop.call_soon_threadsafe(self._flush)
-        proto = self._proto
-        if pending >= self.max_pending_bytes or proto is None or proto.paused:
-            self._wait_writable_sync(timeout)
 
     async def wait_writable(self, timeout: float | None) -> None:
         """Wait until the socket drains and the reconnect buffer has room (backpressure)."""
-        await asyncio.sleep(0)  # a publisher in a tight loop still lets other tasks run
         try:
             async with asyncio.timeout(timeout):
                 while True:
@@ -378,7 +394,9 @@ class Link:
                 f"publish buffer to {self.endpoint.address} still full after {timeout}s", timeout
             ) from None
 
-    def _blocked(self) -> bool:
+    @property
+    def blocked(self) -> bool:
+        """True while a publish must wait: the socket is paused or the outage buffer is full."""
         proto = self._proto
         if proto is not None and not proto.lost:
             return proto.paused or self._pending_bytes >= self.max_pending_bytes
@@ -386,12 +404,12 @@ class Link:
 
     def _wait_writable_sync(self, timeout: float | None) -> None:
         deadline = None if timeout is None else time.monotonic() + timeout
-        while self._blocked():
+        while self.blocked:
             if self._closed:
                 raise ClientClosed("connection closed")
             self._sync_waiting = True
             self._writable.clear()
-            if not self._blocked():
+            if not self.blocked:
                 break
             remaining = None if deadline is None else deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
@@ -412,6 +430,10 @@ class Link:
             proto = self._proto
             if proto is None or proto.lost or proto.transport is None:
                 return  # kept for the next connection
+            if proto.transport.is_closing():
+                # Aborted (by a probe) or closed by the server, connection_lost not yet run: a
+                # write now would be dropped silently; keep it for the next connection instead.
+                return
             if self._batch_prefix is not None:
                 self._close_batch()
             if not self._pending:

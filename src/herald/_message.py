@@ -93,8 +93,11 @@ class Message:
 
     @property
     def foreign(self) -> bool:
-        """True for a payload published without Herald's envelope (redis-cli, redis-py, ...)."""
-        return not self._pid
+        """True for a payload published without Herald's envelope (redis-cli, redis-py, ...).
+
+        A damaged Herald frame is not foreign: it has ``decode_error`` set instead.
+        """
+        return not self._pid and self.decode_error is None
 
     def __repr__(self) -> str:
         return f"Message(topic={self.topic!r}, data={self.data!r}, id={self.id!r})"

@@ -57,6 +57,7 @@ class RespProtocol(asyncio.Protocol):
         self.errors = 0  # error replies to fire-and-forget commands
         self.last_error: str | None = None
         self.lost = False
+        self.abort_error: Exception | None = None
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -93,6 +94,8 @@ class RespProtocol(asyncio.Protocol):
             waiter.set_result(reply)
 
     def _abort(self, exc: Exception) -> None:
+        """Drop the connection now; ``exc`` is the reason connection_lost reports (not None)."""
+        self.abort_error = exc
         if self.transport is not None:
             self.transport.abort()
         self._fail_waiters(exc)
@@ -124,6 +127,7 @@ class RespProtocol(asyncio.Protocol):
 
     def connection_lost(self, exc: Exception | None) -> None:
         self.lost = True
+        exc = exc or self.abort_error  # an abort reports None, which would read "closed by server"
         self._fail_waiters(ConnectionLost(f"connection lost: {exc or 'closed by server'}"))
         if self._drain is not None and not self._drain.done():
             self._drain.set_result(None)

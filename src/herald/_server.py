@@ -102,6 +102,15 @@ class EmbeddedServer:
 
     def start(self, timeout: float = 10.0) -> EmbeddedServer:
         """Start the server and wait until it answers PING."""
+        self.launch()
+        return self.wait_ready(timeout)
+
+    def launch(self) -> None:
+        """Start the process without waiting for it (see :meth:`wait_ready`).
+
+        With ``owned``, the server dies with the *thread* that calls this (that is how
+        PR_SET_PDEATHSIG works): call it from a thread that lives as long as the server should.
+        """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
             valkey_binary(),
@@ -124,6 +133,10 @@ class EmbeddedServer:
             # Its own session: Ctrl-C in a terminal reaches us, and we stop the server in order.
             start_new_session=True,
         )
+
+    def wait_ready(self, timeout: float = 10.0) -> EmbeddedServer:
+        """Wait until the launched server answers PING; kill it if it does not in time."""
+        assert self.process is not None, "launch() first"
         deadline = time.monotonic() + timeout
         while time.monotonic() < deadline:
             if self.process.poll() is not None:
@@ -152,6 +165,16 @@ class EmbeddedServer:
                 p.kill()
                 p.wait()
         self._reap()
+
+    @property
+    def running(self) -> bool:
+        return self.process is not None and self.process.poll() is None
+
+    def terminate(self) -> None:
+        """SIGTERM without waiting: the server writes its AOF and exits (see :attr:`running`)."""
+        if self.running:
+            assert self.process is not None
+            self.process.terminate()
 
     def kill(self) -> None:
         """SIGKILL: a crash, as far as clients and the AOF can tell."""

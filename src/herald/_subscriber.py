@@ -7,7 +7,7 @@ import contextlib
 import time
 from typing import Any
 
-from ._errors import HeraldError, Timeout
+from ._errors import HeraldError, PermissionDenied, Timeout
 from ._link import Link
 from ._subscription import Gap, Subscription
 from ._topics import is_pattern
@@ -104,7 +104,9 @@ class Subscriber:
             entry = table.get(raw)
             if entry is None or sub not in entry.subs:
                 continue
-            entry.subs.remove(sub)
+            # A new list, never an in-place removal: _on_push may be iterating the old one
+            # (a subscription that overflows removes itself while a message is dispatched).
+            entry.subs = [s for s in entry.subs if s is not sub]
             if not entry.subs:
                 del table[raw]
                 gone.append(("PUNSUBSCRIBE" if cmd == "PSUBSCRIBE" else "UNSUBSCRIBE", raw))
@@ -164,7 +166,20 @@ class Subscriber:
                 entry.ready = link.execute(cmd, raw)
                 futs.append(entry.ready)
         results = await asyncio.gather(*futs, return_exceptions=True)
-        if any(isinstance(r, BaseException) for r in results) or not link.connected:
+        # A channel the ACL no longer allows ends its subscriptions with PermissionDenied rather
+        # than being retried forever; any other failure means this connection is already gone.
+        for table in (self._channels, self._patterns):
+            for entry in list(table.values()):
+                ready = entry.ready
+                exc = (
+                    ready.exception() if ready and ready.done() and not ready.cancelled() else None
+                )
+                if isinstance(exc, PermissionDenied):
+                    for sub in list(entry.subs):
+                        sub._fail(exc)
+        if not link.connected or any(
+            isinstance(r, BaseException) and not isinstance(r, PermissionDenied) for r in results
+        ):
             return  # the next reconnect tries again; the gap stays open
         if self._down_since is None:
             return

@@ -25,12 +25,14 @@ from ._subscription import Gap, Overflow, Subscription
 T = TypeVar("T")
 log = logging.getLogger("herald")
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
+_FORKED = "this Client was created before fork(); create a new Client in the child process"
 
 
 class _Portal:
     """An event loop running in a daemon thread."""
 
     def __init__(self) -> None:
+        self.pid = os.getpid()  # after fork() the thread is gone: the child must not wait on it
         self.loop = asyncio.new_event_loop()
         self.thread = threading.Thread(target=self._run, name="herald-io", daemon=True)
         self.thread.start()
@@ -40,9 +42,14 @@ class _Portal:
         try:
             self.loop.run_forever()
         finally:
+            # loop.close() alone leaves to_thread's worker threads running after close().
+            self.loop.run_until_complete(self.loop.shutdown_default_executor())
             self.loop.close()
 
     def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+        if os.getpid() != self.pid:
+            coro.close()
+            raise ClientClosed(_FORKED)
         if threading.current_thread() is self.thread:
             coro.close()
             raise HeraldError("blocking Client call from a handler: use the AsyncClient there")
@@ -74,8 +81,8 @@ class Client:
 
     def __init__(self, url: str | None = None, **options: Any) -> None:
         self._pid = os.getpid()
+        self._async = AsyncClient(url, **options)  # before the thread: a bad URL must not leak it
         self._portal: _Portal | None = _Portal()
-        self._async = AsyncClient(url, **options)
         self._subs: list[SyncSubscription] = []
         try:
             self._portal.call(self._async.connect())
@@ -87,9 +94,7 @@ class Client:
 
     def _live(self) -> _Portal:
         if os.getpid() != self._pid:
-            raise ClientClosed(
-                "this Client was created before fork(); create a new Client in the child process"
-            )
+            raise ClientClosed(_FORKED)
         if self._portal is None:
             raise ClientClosed("client closed")
         return self._portal
@@ -212,14 +217,20 @@ class SyncSubscription:
 
     def next(self, timeout: float | None = None) -> Message:
         """The next message; :class:`Timeout` if none arrives in time."""
+        self._check_fork()
         return self._sub._next_sync(timeout)
 
     def __iter__(self) -> Iterator[Message]:
+        self._check_fork()
         while True:
             try:
                 yield self._sub._next_sync(None)
             except ClientClosed:
                 return
+
+    def _check_fork(self) -> None:
+        if os.getpid() != self._portal.pid:
+            raise ClientClosed(_FORKED)
 
     def _run_handler(self) -> None:
         handler = self._handler

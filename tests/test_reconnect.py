@@ -1,0 +1,463 @@
+"""Faults under live pub/sub: server crash, killed connection, hung server, publishing in an outage.
+
+Outages of the server itself use ``own_server`` (kill -9, SIGSTOP). Outages seen by the publisher
+alone go through :class:`Proxy`, a TCP relay the test takes down and brings back, so that a
+subscriber connected straight to the server can count every message that was buffered.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections.abc import Callable, Iterator
+
+import pytest
+
+import herald
+from herald import EmbeddedServer, Gap
+from herald._server import free_port
+
+N = 1000
+
+
+class Proxy:
+    """A TCP relay to a server, on its own thread, that the test can take down and bring back.
+
+    ``down()`` stops listening and aborts every relayed connection (the client sees a server
+    that died); ``up()`` listens again on the same port. With ``blackhole`` set, what the client
+    sends is swallowed: its commands are in flight forever.
+    """
+
+    def __init__(self, upstream_port: int) -> None:
+        self.upstream_port = upstream_port
+        self.port = free_port()
+        self.blackhole = False
+        self.swallowed = 0
+        self._loop = asyncio.new_event_loop()
+        self._thread = threading.Thread(target=self._loop.run_forever, name="test-proxy")
+        self._thread.start()
+        self._server: asyncio.Server | None = None
+        self._writers: set[asyncio.StreamWriter] = set()
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}"
+
+    def up(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._up(), self._loop).result(5)
+
+    def down(self) -> None:
+        asyncio.run_coroutine_threadsafe(self._down(), self._loop).result(5)
+
+    def close(self) -> None:
+        self.down()
+        self._loop.call_soon_threadsafe(self._loop.stop)
+        self._thread.join(5)
+        self._loop.close()
+
+    async def _up(self) -> None:
+        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
+
+    async def _down(self) -> None:
+        if self._server is not None:
+            self._server.close()
+            await self._server.wait_closed()
+            self._server = None
+        for w in list(self._writers):
+            w.transport.abort()
+        self._writers.clear()
+        await asyncio.sleep(0)  # let the relays see the abort and finish
+
+    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
+        except OSError:
+            writer.transport.abort()
+            return
+        self._writers |= {writer, up_writer}
+        await asyncio.gather(self._pipe(reader, up_writer, True), self._pipe(up_reader, writer))
+
+    async def _pipe(
+        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool = False
+    ) -> None:
+        try:
+            while data := await reader.read(65536):
+                if upstream and self.blackhole:
+                    self.swallowed += len(data)
+                    continue
+                writer.write(data)
+                await writer.drain()
+        except OSError:
+            pass
+        finally:
+            writer.transport.abort()
+            self._writers.discard(writer)
+
+
+@pytest.fixture
+def proxy(server: EmbeddedServer) -> Iterator[Proxy]:
+    p = Proxy(server.port)
+    p.up()
+    try:
+        yield p
+    finally:
+        p.close()
+
+
+async def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> float:
+    """Poll ``cond`` until true; return the seconds it took. Fails the test at the deadline."""
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.005)
+    return time.monotonic() - start
+
+
+async def receive(sub: herald.Subscription, n: int, timeout: float = 5.0) -> list[object]:
+    got: list[object] = []
+    try:
+        for _ in range(n):
+            got.append((await sub.next(timeout)).data)
+    except herald.Timeout:
+        pytest.fail(f"received {len(got)} of {n} messages; last {got[-3:]}")
+    return got
+
+
+class GapRecorder:
+    def __init__(self) -> None:
+        self.gaps: list[Gap] = []
+        self.event = asyncio.Event()
+
+    def __call__(self, gap: Gap) -> None:
+        self.gaps.append(gap)
+        self.event.set()
+
+    async def wait(self, timeout: float = 10.0) -> Gap:
+        async with asyncio.timeout(timeout):
+            await self.event.wait()
+        return self.gaps[0]
+
+
+async def assert_flows(hub: herald.AsyncClient, sub: herald.Subscription, topic: str) -> None:
+    """N numbered messages published now all arrive, in order, and nothing else."""
+    for i in range(N):
+        await hub.publish(topic, i)
+    assert await receive(sub, N) == list(range(N))
+    with pytest.raises(herald.Timeout):
+        await sub.next(0.2)
+
+
+# -- the server dies -------------------------------------------------------------------------
+
+
+async def test_kill_and_restart_resubscribes_and_reports_one_gap(
+    own_server: EmbeddedServer, topic: str
+) -> None:
+    gaps = GapRecorder()
+    async with (
+        herald.AsyncClient(own_server.url, probe_interval=0.2) as hub,
+        hub.subscribe(topic, on_gap=gaps) as sub,
+    ):
+        await hub.publish(topic, "before")
+        assert (await sub.next(5)).data == "before"
+
+        killed_at = time.time()
+        own_server.kill()
+        await asyncio.to_thread(own_server.start)
+        gap = await gaps.wait()
+
+        await assert_flows(hub, sub, topic)
+        assert len(gaps.gaps) == 1
+        assert gap.names == (topic,)
+        assert killed_at <= gap.since <= gap.until <= time.time()
+        assert "connection" in gap.reason
+        assert sub.stats.gaps == 1
+        assert sub.stats.dropped == 0
+        stats = hub.stats
+        assert stats.gaps == 1
+        assert stats.reconnects >= 1
+        assert stats.connected
+
+
+async def test_client_kill_of_the_pubsub_connection(own_server: EmbeddedServer, topic: str) -> None:
+    gaps = GapRecorder()
+    async with (
+        herald.AsyncClient(own_server.url, probe_interval=0.2) as hub,
+        hub.subscribe(topic, on_gap=gaps) as sub,
+    ):
+        await hub.publish(topic, "before")
+        assert (await sub.next(5)).data == "before"
+
+        # The command connection is TYPE normal: only the subscriber's connection dies.
+        assert await hub.execute("CLIENT", "KILL", "TYPE", "pubsub") == 1
+        gap = await gaps.wait()
+        assert gap.reason == "connection closed by server"
+
+        await assert_flows(hub, sub, topic)
+        assert len(gaps.gaps) == 1
+        assert sub.stats.gaps == 1
+        assert hub.stats.gaps == 1
+        assert hub.stats.reconnects == 1
+        numsub = await hub.execute("PUBSUB", "NUMSUB", topic)
+        assert numsub == [topic.encode(), 1]
+
+
+async def test_every_subscription_on_the_connection_gets_the_gap(
+    own_server: EmbeddedServer, topic: str
+) -> None:
+    first, second = GapRecorder(), GapRecorder()
+    async with herald.AsyncClient(own_server.url, probe_interval=0.2) as hub:
+        sub1 = await hub.subscribe(topic, on_gap=first)
+        sub2 = await hub.subscribe(f"{topic}.*", on_gap=second)
+        await hub.execute("CLIENT", "KILL", "TYPE", "pubsub")
+        await first.wait()
+        await second.wait()
+        await hub.publish(topic, 1)
+        await hub.publish(f"{topic}.x", 2)
+        assert (await sub1.next(5)).data == 1
+        msg = await sub2.next(5)
+        assert (msg.data, msg.topic, msg.pattern) == (2, f"{topic}.x", f"{topic}.*")
+        assert (len(first.gaps), len(second.gaps), hub.stats.gaps) == (1, 1, 1)
+        await sub1.close()
+        await sub2.close()
+
+
+async def test_hung_server_is_detected_by_probes(own_server: EmbeddedServer, topic: str) -> None:
+    gaps = GapRecorder()
+    async with (
+        herald.AsyncClient(
+            own_server.url, probe_interval=0.2, probe_timeout=0.2, connect_timeout=1.0
+        ) as hub,
+        hub.subscribe(topic, on_gap=gaps) as sub,
+    ):
+        await hub.publish(topic, "before")
+        assert (await sub.next(5)).data == "before"
+
+        # SIGSTOP: the sockets stay open and nothing answers, as with a dead host.
+        paused_at = time.time()
+        own_server.pause()
+        try:
+            # Declared dead after probe_interval + probe_timeout = 0.4s; allow for a busy box.
+            await wait_until(
+                lambda: not hub.stats.connected, 1.0, "publisher connection declared dead"
+            )
+        finally:
+            own_server.resume()
+        gap = await gaps.wait()
+        # The subscriber's connection was declared dead by its own probe, as quickly.
+        assert gap.since - paused_at < 1.0
+        assert gap.reason == "connection lost: no reply to probe within 0.2s"
+        await assert_flows(hub, sub, topic)
+        assert len(gaps.gaps) == 1
+        assert hub.stats.connected
+        assert hub.stats.reconnects >= 2  # both connections were replaced
+
+
+# -- publishing while the server is unreachable ----------------------------------------------
+
+
+async def test_publishes_in_an_outage_are_buffered_and_sent_after_reconnect(
+    url: str, proxy: Proxy, topic: str
+) -> None:
+    async with (
+        herald.AsyncClient(url) as reader,
+        herald.AsyncClient(proxy.url, probe_interval=0.2) as hub,
+    ):
+        sub = await reader.subscribe(topic)
+        assert await hub.publish(topic, "before", confirm=True) == 1
+        assert (await sub.next(5)).data == "before"
+
+        proxy.down()
+        await wait_until(lambda: not hub.stats.connected, 2.0, "outage noticed")
+        started = time.monotonic()
+        for i in range(N):
+            await hub.publish(topic, i)  # returns at once: the buffer has room
+        assert time.monotonic() - started < 1.0
+        proxy.up()
+
+        assert await receive(sub, N) == list(range(N))
+        assert hub.stats.reconnects == 1
+        with pytest.raises(herald.Timeout):
+            await sub.next(0.2)
+        await sub.close()
+
+
+async def test_outage_buffer_is_bounded_and_publish_times_out(
+    url: str, proxy: Proxy, topic: str
+) -> None:
+    limit = 4096
+    async with (
+        herald.AsyncClient(url) as reader,
+        herald.AsyncClient(
+            proxy.url, probe_interval=0.2, max_pending_bytes=limit, publish_timeout=0.1
+        ) as hub,
+    ):
+        sub = await reader.subscribe(topic)
+        await hub.publish(topic, "before", confirm=True)
+        assert (await sub.next(5)).data == "before"
+        link = hub._link
+        assert link is not None
+
+        proxy.down()
+        await wait_until(lambda: not hub.stats.connected, 2.0, "outage noticed")
+        accepted = 0
+        payload = b"x" * 300
+        refused: herald.Timeout | None = None
+        while refused is None:
+            try:
+                await hub.publish(topic, b"%05d" % accepted + payload)
+            except herald.Timeout as exc:
+                refused = exc
+            else:
+                accepted += 1
+                assert accepted < 100, "publish never pushed back"
+        assert refused.timeout == 0.1
+        assert 10 <= accepted <= 14  # ~4096 / ~330 bytes, plus the one that reached the bound
+        full = link._pending_bytes
+        assert full <= limit + 400
+
+        # Every further publish is refused, in publish_timeout, and nothing more is kept.
+        for _ in range(5):
+            started = time.monotonic()
+            with pytest.raises(herald.Timeout):
+                await hub.publish(topic, b"refused" + payload)
+            assert 0.09 <= time.monotonic() - started < 1.0
+            assert link._pending_bytes == full
+
+        proxy.up()
+        assert await receive(sub, accepted) == [b"%05d" % i + payload for i in range(accepted)]
+        with pytest.raises(herald.Timeout):
+            await sub.next(0.3)  # the refused ones were never queued
+        await sub.close()
+
+
+def test_sync_outage_buffer_is_bounded_and_publish_times_out(
+    url: str, proxy: Proxy, topic: str
+) -> None:
+    with (
+        herald.Client(url) as reader,
+        herald.Client(
+            proxy.url, probe_interval=0.2, max_pending_bytes=2048, publish_timeout=0.1
+        ) as hub,
+        reader.subscribe(topic) as sub,
+    ):
+        hub.publish(topic, "before", confirm=True)
+        assert sub.next(5).data == "before"
+        proxy.down()
+        deadline = time.monotonic() + 2
+        while hub.stats.connected:
+            assert time.monotonic() < deadline, "outage not noticed"
+            time.sleep(0.005)
+        accepted = 0
+        while True:
+            try:
+                hub.publish(topic, accepted)
+            except herald.Timeout:
+                break
+            accepted += 1
+            assert accepted < 10_000, "publish never pushed back"
+        for _ in range(3):
+            with pytest.raises(herald.Timeout):
+                hub.publish(topic, -1)
+        proxy.up()
+        assert [sub.next(5).data for _ in range(accepted)] == list(range(accepted))
+        with pytest.raises(herald.Timeout):
+            sub.next(0.3)
+
+
+async def test_confirmed_publish_in_an_outage_times_out_and_is_not_sent(
+    url: str, proxy: Proxy, topic: str
+) -> None:
+    async with (
+        herald.AsyncClient(url) as reader,
+        herald.AsyncClient(proxy.url, probe_interval=0.2, publish_timeout=0.3) as hub,
+    ):
+        sub = await reader.subscribe(topic)
+        proxy.down()
+        await wait_until(lambda: not hub.stats.connected, 2.0, "outage noticed")
+        started = time.monotonic()
+        with pytest.raises(herald.Timeout):
+            await hub.publish(topic, "never", confirm=True)
+        assert 0.25 <= time.monotonic() - started < 1.0
+
+        proxy.up()
+        await wait_until(lambda: hub.stats.connected, 5.0, "reconnected")
+        assert await hub.publish(topic, "after", confirm=True) == 1
+        assert (await sub.next(5)).data == "after"  # "never" was not kept for later
+        await sub.close()
+
+
+async def test_confirmed_publish_rides_out_a_short_outage(
+    url: str, proxy: Proxy, topic: str
+) -> None:
+    async with (
+        herald.AsyncClient(url) as reader,
+        herald.AsyncClient(proxy.url, probe_interval=0.2, publish_timeout=10) as hub,
+    ):
+        sub = await reader.subscribe(topic)
+        proxy.down()
+        await wait_until(lambda: not hub.stats.connected, 2.0, "outage noticed")
+        task = asyncio.create_task(hub.publish(topic, "waited", confirm=True))
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not task.done()
+        proxy.up()
+        assert await asyncio.wait_for(task, 5) == 1
+        assert (await sub.next(5)).data == "waited"
+        await sub.close()
+
+
+async def test_confirmed_publish_in_flight_when_the_connection_dies(
+    url: str, proxy: Proxy, topic: str
+) -> None:
+    async with (
+        herald.AsyncClient(url) as reader,
+        herald.AsyncClient(proxy.url, probe_interval=0) as hub,
+    ):
+        sub = await reader.subscribe(topic)
+        proxy.blackhole = True
+        task = asyncio.create_task(hub.publish(topic, "lost", confirm=True))
+        await wait_until(lambda: proxy.swallowed > 0, 2.0, "publish written")
+        proxy.blackhole = False
+        proxy.down()
+        with pytest.raises(herald.ConnectionLost):
+            await asyncio.wait_for(task, 5)
+        proxy.up()
+        await wait_until(lambda: hub.stats.connected, 5.0, "reconnected")
+        assert await hub.publish(topic, "next", confirm=True) == 1
+        assert (await sub.next(5)).data == "next"
+        await sub.close()
+
+
+async def test_subscribe_during_an_outage_waits_for_the_reconnect(
+    url: str, proxy: Proxy, topic: str
+) -> None:
+    async with (
+        herald.AsyncClient(url) as writer,
+        herald.AsyncClient(proxy.url, probe_interval=0.2, subscribe_timeout=0.3) as impatient,
+        herald.AsyncClient(proxy.url, probe_interval=0.2, subscribe_timeout=10) as patient,
+    ):
+        # Both subscriber connections exist before the outage.
+        subs = [await impatient.subscribe(f"{topic}.a"), await patient.subscribe(f"{topic}.b")]
+        proxy.down()
+        await wait_until(
+            lambda: not (impatient.stats.connected or patient.stats.connected), 2.0, "outage"
+        )
+        with pytest.raises(herald.Timeout):
+            await impatient.subscribe(f"{topic}.refused")
+        pending = asyncio.create_task(patient.subscribe(topic).start())
+        for _ in range(5):
+            await asyncio.sleep(0)
+        assert not pending.done()
+        proxy.up()
+        sub = await asyncio.wait_for(pending, 10)
+        assert await writer.publish(topic, "hello", confirm=True) == 1
+        assert (await sub.next(5)).data == "hello"
+        # The refused subscription was forgotten, not resubscribed behind the user's back.
+        await wait_until(lambda: impatient.stats.gaps == 1, 10.0, "impatient resubscribed")
+        refused = f"{topic}.refused"
+        assert await writer.execute("PUBSUB", "NUMSUB", refused) == [refused.encode(), 0]
+        for s in [sub, *subs]:
+            await s.close()
