@@ -27,6 +27,11 @@ def main() -> None:
     )
     parser.add_argument("--only", nargs="*", help="row names or prefixes to run")
     parser.add_argument("--output", help="also write the JSON result to this file")
+    parser.add_argument(
+        "--max-other-load",
+        type=float,
+        help="repeat a run (at most twice) when other programs kept more CPUs than this busy",
+    )
     args = parser.parse_args()
     if args.quick:
         args.runs, args.duration = 1, 1.0
@@ -36,6 +41,7 @@ def main() -> None:
         payload_size=args.payload_size,
         rates=tuple(args.rates),
         only=args.only,
+        max_other_load=args.max_other_load,
     )
     if args.output:
         with open(args.output, "w") as f:

@@ -23,7 +23,7 @@ async def test_pubsub_patterns_and_batches_on_redis7(topic: str) -> None:
     ):
         server = hub._link.server if hub._link else {}
         assert server.get("server") == b"redis", server
-        assert await hub.publish(f"{topic}.a", "first", confirm=True) == 1
+        assert (await hub.publish(f"{topic}.a", "first", confirm=True)).receivers == 1
         for i in range(2000):
             await hub.publish(f"{topic}.b", i)
         got = [(await sub.next(timeout=5)).data for _ in range(2001)]

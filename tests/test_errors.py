@@ -149,14 +149,14 @@ async def test_right_password_works(
 ) -> None:
     url = f"redis://{credentials}127.0.0.1:{auth_server.port}"
     async with herald.AsyncClient(url) as hub, hub.subscribe(topic) as sub:
-        assert await hub.publish(topic, "authenticated", confirm=True) == 1
+        assert (await hub.publish(topic, "authenticated", confirm=True)).receivers == 1
         assert (await sub.next(timeout=2)).data == "authenticated"
 
 
 async def test_password_in_query(auth_server: EmbeddedServer, topic: str) -> None:
     url = f"redis://127.0.0.1:{auth_server.port}?password={PASSWORD}"
     async with herald.AsyncClient(url) as hub:
-        assert await hub.publish(topic, 1, confirm=True) == 0
+        assert (await hub.publish(topic, 1, confirm=True)).receivers == 0
 
 
 def test_password_errors_sync(auth_server: EmbeddedServer, topic: str) -> None:
@@ -170,7 +170,7 @@ def test_password_errors_sync(auth_server: EmbeddedServer, topic: str) -> None:
         herald.Client(f"redis://:{PASSWORD}@127.0.0.1:{auth_server.port}") as hub,
         hub.subscribe(topic) as sub,
     ):
-        assert hub.publish(topic, "sync", confirm=True) == 1
+        assert hub.publish(topic, "sync", confirm=True).receivers == 1
         assert sub.next(timeout=2).data == "sync"
 
 
@@ -190,7 +190,7 @@ async def test_acl_subscribe_to_a_forbidden_channel(acl_server: EmbeddedServer) 
         # The subscriber connection keeps working for what is allowed.
         async with hub.subscribe("allowed.x", "allowed.*") as sub:
             # PUBLISH counts deliveries: the channel and the pattern on one connection are 2.
-            assert await hub.publish("allowed.x", "ok", confirm=True) == 2
+            assert (await hub.publish("allowed.x", "ok", confirm=True)).receivers == 2
             got = [await sub.next(timeout=2) for _ in range(2)]  # channel and pattern
             assert sorted((m.pattern or "", m.data) for m in got) == [
                 ("", "ok"),
@@ -207,7 +207,7 @@ async def test_acl_publish_to_a_forbidden_channel(acl_server: EmbeddedServer) ->
         await hub.publish("forbidden.x", 2)
         await hub.flush()
         assert hub.stats.publish_errors == 1
-        assert await hub.publish("allowed.x", 3, confirm=True) == 0
+        assert (await hub.publish("allowed.x", 3, confirm=True)).receivers == 0
 
 
 async def test_acl_user_without_access_to_policies(
@@ -217,7 +217,7 @@ async def test_acl_user_without_access_to_policies(
     # log says which keys to grant.
     url = f"redis://bob:pw@127.0.0.1:{acl_server.port}"
     async with herald.AsyncClient(url) as hub, hub.subscribe(topic) as sub:
-        assert await hub.publish(topic, "still live", confirm=True) == 1
+        assert (await hub.publish(topic, "still live", confirm=True)).receivers == 1
         assert (await sub.next(timeout=2)).data == "still live"
     assert "herald:topics" in caplog.text
     assert "treated as live" in caplog.text
@@ -230,7 +230,7 @@ def test_acl_errors_sync(acl_server: EmbeddedServer) -> None:
         with pytest.raises(PermissionDenied):
             hub.publish("forbidden.x", 1, confirm=True)
         with hub.subscribe("allowed.sync") as sub:
-            assert hub.publish("allowed.sync", "ok", confirm=True) == 1
+            assert hub.publish("allowed.sync", "ok", confirm=True).receivers == 1
             assert sub.next(timeout=2).data == "ok"
 
 

@@ -103,7 +103,7 @@ async def test_redis_py_subscriber_gets_bare_payloads(
     async with herald.AsyncClient(url) as hub:
         await hub.declare(topic, bare=True)
         for data, _ in BARE:
-            assert await hub.publish(topic, data, confirm=True) == 1
+            assert (await hub.publish(topic, data, confirm=True)).receivers == 1
         # Fire-and-forget publishes to a bare topic are never packed into batch frames.
         for i in range(50):
             await hub.publish(topic, f"n{i}")
@@ -123,7 +123,9 @@ async def test_herald_frames_decode_with_the_wire_module(
     await plain_subscribe(plain_sub, topic)
     async with herald.AsyncClient(url) as hub, hub.subscribe(topic) as sub:
         headers = {"traceparent": "00-abc-def-01"}
-        assert await hub.publish(topic, {"x": [1, 2]}, headers=headers, confirm=True) == 2
+        assert (
+            await hub.publish(topic, {"x": [1, 2]}, headers=headers, confirm=True)
+        ).receivers == 2
         raw = (await plain_next(plain_sub))["data"]
         assert raw.startswith(MAGIC)
         [decoded] = decode(topic, raw)
@@ -204,8 +206,8 @@ async def test_redis_cli_subscriber_gets_bare_payloads(server: EmbeddedServer, t
         assert [await line() for _ in range(3)] == [b"subscribe", topic.encode(), b"1"]
         async with herald.AsyncClient(server.url) as hub:
             await hub.declare(topic, bare=True)
-            assert await hub.publish(topic, "plain words", confirm=True) == 1
-            assert await hub.publish(topic, {"k": "v"}, confirm=True) == 1
+            assert (await hub.publish(topic, "plain words", confirm=True)).receivers == 1
+            assert (await hub.publish(topic, {"k": "v"}, confirm=True)).receivers == 1
         assert [await line() for _ in range(6)] == [
             b"message",
             topic.encode(),

@@ -33,7 +33,9 @@ async def publish_calls(hub: herald.AsyncClient) -> int:
 async def test_channel_round_trip(url: str, topic: str) -> None:
     async with herald.AsyncClient(url) as hub, hub.subscribe(topic) as sub:
         before = time.time()
-        assert await hub.publish(topic, {"title": "3:1", "n": [1, 2]}, confirm=True) == 1
+        assert (
+            await hub.publish(topic, {"title": "3:1", "n": [1, 2]}, confirm=True)
+        ).receivers == 1
         after = time.time()
         msg = await sub.next(timeout=2)
         assert isinstance(msg, Message)
@@ -74,10 +76,10 @@ async def test_message_ids_are_unique_and_sequential(url: str, topic: str) -> No
 async def test_pattern_subscription_sets_msg_pattern(url: str, topic: str) -> None:
     pattern = f"{topic}.*"
     async with herald.AsyncClient(url) as hub, hub.subscribe(pattern) as sub:
-        assert await hub.publish(f"{topic}.a", 1, confirm=True) == 1
-        assert await hub.publish(f"{topic}.b.c", 2, confirm=True) == 1
-        assert await hub.publish(f"{topic}", 3, confirm=True) == 0
-        assert await hub.publish(f"{topic}x.a", 4, confirm=True) == 0
+        assert (await hub.publish(f"{topic}.a", 1, confirm=True)).receivers == 1
+        assert (await hub.publish(f"{topic}.b.c", 2, confirm=True)).receivers == 1
+        assert (await hub.publish(f"{topic}", 3, confirm=True)).receivers == 0
+        assert (await hub.publish(f"{topic}x.a", 4, confirm=True)).receivers == 0
         first, second = await sub.next(timeout=2), await sub.next(timeout=2)
         assert (first.topic, first.data, first.pattern) == (f"{topic}.a", 1, pattern)
         assert (second.topic, second.data, second.pattern) == (f"{topic}.b.c", 2, pattern)
@@ -174,18 +176,18 @@ async def test_headers_must_be_strings(url: str, topic: str) -> None:
 
 async def test_confirm_counts_receiving_connections(url: str, topic: str) -> None:
     async with herald.AsyncClient(url) as a, herald.AsyncClient(url) as b:
-        assert await a.publish(topic, 1, confirm=True) == 0
+        assert (await a.publish(topic, 1, confirm=True)).receivers == 0
         assert await a.publish(topic, 1) is None
         async with a.subscribe(topic):
-            assert await a.publish(topic, 1, confirm=True) == 1
+            assert (await a.publish(topic, 1, confirm=True)).receivers == 1
             # A second subscription of the same client shares its connection.
             async with a.subscribe(topic):
-                assert await a.publish(topic, 1, confirm=True) == 1
+                assert (await a.publish(topic, 1, confirm=True)).receivers == 1
                 async with b.subscribe(topic):
-                    assert await a.publish(topic, 1, confirm=True) == 2
+                    assert (await a.publish(topic, 1, confirm=True)).receivers == 2
                     async with b.subscribe(f"{topic}*"):  # a pattern counts on its own
-                        assert await a.publish(topic, 1, confirm=True) == 3
-        assert await a.publish(topic, 1, confirm=True) == 0
+                        assert (await a.publish(topic, 1, confirm=True)).receivers == 3
+        assert (await a.publish(topic, 1, confirm=True)).receivers == 0
 
 
 async def test_subscriptions_sharing_a_channel_each_get_every_message(url: str, topic: str) -> None:
@@ -201,7 +203,7 @@ async def test_subscriptions_sharing_a_channel_each_get_every_message(url: str, 
         # Closing one leaves the others subscribed on the server.
         await subs[0].close()
         assert await numsub(hub, topic) == 1
-        assert await hub.publish(topic, "after", confirm=True) == 1
+        assert (await hub.publish(topic, "after", confirm=True)).receivers == 1
         for sub in subs[1:]:
             assert (await sub.next(timeout=2)).data == "after"
         assert subs[0].pending == 0
@@ -222,7 +224,7 @@ async def test_close_unsubscribes_on_the_server(url: str, topic: str) -> None:
         await sub.close()
         assert sub.closed
         assert await numsub(hub, topic) == 0
-        assert await hub.publish(topic, 1, confirm=True) == 0
+        assert (await hub.publish(topic, 1, confirm=True)).receivers == 0
         assert sub.pending == 0
         with pytest.raises(herald.ClientClosed):
             await sub.next(timeout=1)
@@ -234,7 +236,7 @@ async def test_close_pattern_unsubscribes_on_the_server(url: str, topic: str) ->
         async with hub.subscribe(f"{topic}.*"):
             assert int(await hub.execute("PUBSUB", "NUMPAT")) == before + 1
         assert int(await hub.execute("PUBSUB", "NUMPAT")) == before
-        assert await hub.publish(f"{topic}.x", 1, confirm=True) == 0
+        assert (await hub.publish(f"{topic}.x", 1, confirm=True)).receivers == 0
 
 
 async def test_iteration_ends_after_buffered_messages(url: str, topic: str) -> None:
@@ -269,7 +271,7 @@ async def test_await_subscribe_form(url: str, topic: str) -> None:
         try:
             assert isinstance(sub, herald.Subscription)
             assert await numsub(hub, topic) == 1
-            assert await hub.publish(topic, "hi", confirm=True) == 1
+            assert (await hub.publish(topic, "hi", confirm=True)).receivers == 1
             assert (await sub.next(timeout=2)).data == "hi"
         finally:
             await sub.close()
@@ -424,7 +426,7 @@ async def test_order_across_topics_and_confirmed_publishes(url: str, topic: str)
         for i in range(3000):
             name = f"{topic}.{(i // 7) % 3}"  # runs of 7 per topic, so batches break often
             if i % 500 == 499:
-                assert await hub.publish(name, i, confirm=True) == 1
+                assert (await hub.publish(name, i, confirm=True)).receivers == 1
             else:
                 await hub.publish(name, i)
             expected.append((name, i))
@@ -457,7 +459,7 @@ async def test_message_too_large(url: str, topic: str) -> None:
         assert isinstance(info.value, ValueError)
         with pytest.raises(MessageTooLarge):
             await hub.publish(topic, b"x" * 100, confirm=True)
-        assert await hub.publish(topic, b"y" * (100 - HEAD_SIZE), confirm=True) == 1
+        assert (await hub.publish(topic, b"y" * (100 - HEAD_SIZE), confirm=True)).receivers == 1
         msg = await sub.next(timeout=2)
         assert msg.data == b"y" * (100 - HEAD_SIZE)  # nothing of the refused ones was sent
         assert hub.stats.published == 1

@@ -266,7 +266,7 @@ async def test_publishes_in_an_outage_are_buffered_and_sent_after_reconnect(
         herald.AsyncClient(proxy.url, probe_interval=0.2) as hub,
     ):
         sub = await reader.subscribe(topic)
-        assert await hub.publish(topic, "before", confirm=True) == 1
+        assert (await hub.publish(topic, "before", confirm=True)).receivers == 1
         assert (await sub.next(5)).data == "before"
 
         proxy.down()
@@ -384,7 +384,7 @@ async def test_confirmed_publish_in_an_outage_times_out_and_is_not_sent(
 
         proxy.up()
         await wait_until(lambda: hub.stats.connected, 5.0, "reconnected")
-        assert await hub.publish(topic, "after", confirm=True) == 1
+        assert (await hub.publish(topic, "after", confirm=True)).receivers == 1
         assert (await sub.next(5)).data == "after"  # "never" was not kept for later
         await sub.close()
 
@@ -404,7 +404,7 @@ async def test_confirmed_publish_rides_out_a_short_outage(
             await asyncio.sleep(0)
         assert not task.done()
         proxy.up()
-        assert await asyncio.wait_for(task, 5) == 1
+        assert (await asyncio.wait_for(task, 5)).receivers == 1
         assert (await sub.next(5)).data == "waited"
         await sub.close()
 
@@ -426,7 +426,7 @@ async def test_confirmed_publish_in_flight_when_the_connection_dies(
             await asyncio.wait_for(task, 5)
         proxy.up()
         await wait_until(lambda: hub.stats.connected, 5.0, "reconnected")
-        assert await hub.publish(topic, "next", confirm=True) == 1
+        assert (await hub.publish(topic, "next", confirm=True)).receivers == 1
         assert (await sub.next(5)).data == "next"
         await sub.close()
 
@@ -453,7 +453,7 @@ async def test_subscribe_during_an_outage_waits_for_the_reconnect(
         assert not pending.done()
         proxy.up()
         sub = await asyncio.wait_for(pending, 10)
-        assert await writer.publish(topic, "hello", confirm=True) == 1
+        assert (await writer.publish(topic, "hello", confirm=True)).receivers == 1
         assert (await sub.next(5)).data == "hello"
         # The refused subscription was forgotten, not resubscribed behind the user's back.
         await wait_until(lambda: impatient.stats.gaps == 1, 10.0, "impatient resubscribed")

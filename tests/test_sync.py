@@ -45,7 +45,7 @@ def test_iterator_and_context_manager(url: str, topic: str) -> None:
             if len(got) == 100:
                 break
         assert got == list(range(100))
-        assert hub.publish(topic, "confirmed", confirm=True) == 1
+        assert hub.publish(topic, "confirmed", confirm=True).receivers == 1
         assert sub.next(5).data == "confirmed"
         assert sub.stats.delivered == 101
         assert hub.stats.published == 101

@@ -65,7 +65,7 @@ async def test_tls_with_verified_certificate(tls_server: tuple[int, Path], topic
         herald.AsyncClient(f"rediss://127.0.0.1:{port}?ssl_ca_certs={ca}") as hub,
         hub.subscribe(topic) as sub,
     ):
-        assert await hub.publish(topic, {"secure": True}, confirm=True) == 1
+        assert (await hub.publish(topic, {"secure": True}, confirm=True)).receivers == 1
         msg = await sub.next(timeout=2)
         assert msg.data == {"secure": True}
 

@@ -8,7 +8,7 @@ Example::
         await hub.publish("news.sport", {"title": "3:1"})
 """
 
-from ._client import AsyncClient, ClientStats, TopicPolicy
+from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
 from ._errors import (
     AuthenticationFailed,
     ClientClosed,
@@ -49,6 +49,7 @@ __all__ = [
     "Message",
     "MessageTooLarge",
     "PermissionDenied",
+    "PubAck",
     "ServerError",
     "SlowConsumer",
     "Subscription",

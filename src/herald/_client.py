@@ -9,7 +9,7 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any
+from typing import Any, Literal, overload
 
 import msgspec
 
@@ -50,6 +50,17 @@ class TopicPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
 
 
 _policy_decode = msgspec.json.Decoder(TopicPolicy).decode
+
+
+@dataclass(frozen=True, slots=True)
+class PubAck:
+    """The server's answer to a confirmed publish.
+
+    Attributes:
+        receivers: live deliveries the server made (per subscribed channel and matching pattern).
+    """
+
+    receivers: int
 
 
 @dataclass
@@ -259,6 +270,17 @@ class AsyncClient:
             raise MessageTooLarge(len(frame), self.max_message_size)
         return pfx, frame, bare
 
+    @overload
+    async def publish(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        confirm: Literal[True],
+    ) -> PubAck: ...
+
+    @overload
     async def publish(
         self,
         topic: str,
@@ -266,12 +288,22 @@ class AsyncClient:
         *,
         headers: Mapping[str, str] | None = None,
         confirm: bool = False,
-    ) -> int | None:
-        """Publish one live message.
+    ) -> PubAck | None: ...
 
-        Returns at once without a round trip; with ``confirm=True`` waits for the server and
-        returns the server's delivery count: one per subscribed channel and per matching
-        pattern of every connection (a connection with both counts, and receives, twice).
+    async def publish(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        confirm: bool = False,
+    ) -> PubAck | None:
+        """Publish one message.
+
+        Returns ``None`` at once without a round trip; with ``confirm=True`` waits for the
+        server and returns a :class:`PubAck` whose ``receivers`` is the server's delivery count:
+        one per subscribed channel and per matching pattern of every connection (a connection
+        with both counts, and receives, twice).
         While the server is unreachable, messages are kept (up to ``max_pending_bytes``) and
         sent after the reconnect; a confirmed publish waits up to ``publish_timeout`` for the
         connection to come back.
@@ -295,7 +327,7 @@ class AsyncClient:
                 await link.wait_connected(self.publish_timeout)
             receivers = int(await link.execute(_PUBLISH, topic, frame))
             self.published += 1
-            return receivers
+            return PubAck(receivers)
         if link.blocked:
             await link.wait_writable(self.publish_timeout)
         self.published += 1

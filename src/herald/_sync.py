@@ -15,9 +15,9 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from types import TracebackType
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar, overload
 
-from ._client import AsyncClient, ClientStats, TopicPolicy
+from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
 from ._errors import ClientClosed, HeraldError, Timeout
 from ._message import Message
 from ._subscription import Gap, Overflow, Subscription
@@ -104,6 +104,17 @@ class Client:
         ep = self._async.endpoint
         return ep.address if ep else None
 
+    @overload
+    def publish(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        confirm: Literal[True],
+    ) -> PubAck: ...
+
+    @overload
     def publish(
         self,
         topic: str,
@@ -111,7 +122,16 @@ class Client:
         *,
         headers: Mapping[str, str] | None = None,
         confirm: bool = False,
-    ) -> int | None:
+    ) -> PubAck | None: ...
+
+    def publish(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        confirm: bool = False,
+    ) -> PubAck | None:
         """Publish one live message; see :meth:`AsyncClient.publish`."""
         portal = self._live()
         if confirm:

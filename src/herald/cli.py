@@ -134,8 +134,8 @@ def pub(
             receivers = 0
             for _ in range(count):
                 for payload in payloads:
-                    n = hub.publish(topic, payload, headers=headers or None, confirm=confirm)
-                    receivers += n or 0
+                    ack = hub.publish(topic, payload, headers=headers or None, confirm=confirm)
+                    receivers += ack.receivers if ack else 0
             hub.flush()
     except herald.HeraldError as exc:
         _fail(str(exc))

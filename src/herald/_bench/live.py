@@ -164,8 +164,12 @@ def run_live(
     payload_size: int = 100,
     rates: tuple[int, ...] = (5_000, 20_000),
     only: list[str] | None = None,
+    max_other_load: float | None = None,
 ) -> dict[str, Any]:
     """Run the live benchmark and return its result (JSON-able).
+
+    Rows take turns (run 1 of every row, then run 2, ...), so that something else starting
+    on the machine for a while spoils one run of many rows, not every run of one row.
 
     Args:
         runs: runs per row; the table shows medians.
@@ -173,6 +177,8 @@ def run_live(
         payload_size: bytes of payload (for Herald: of the JSON-encoded value).
         rates: publish rates (messages/s) of the latency rows; empty for none.
         only: row names (or prefixes such as ``"herald"``) to run; None for all.
+        max_other_load: repeat a run (at most twice) when other programs kept more than this
+            many CPUs busy during it; None never repeats. The result counts the repeats.
     """
     from herald._server import EmbeddedServer
 
@@ -180,6 +186,22 @@ def run_live(
         return only is None or any(name == o or name.startswith(o) for o in only)
 
     have_redis = _has_redis()
+    plan: list[tuple[Row, int]] = []
+    skipped = []
+    for row in THROUGHPUT_ROWS:
+        if not wanted(row.name):
+            continue
+        if not have_redis and "redispy" in row.publisher + row.subscriber:
+            skipped.append(_skipped(row, "redis-py is not installed"))
+        else:
+            plan.append((row, 0))
+    for target in rates:
+        for row in LATENCY_ROWS:
+            if (wanted(f"latency-{row.name}") or wanted(row.name)) and (
+                have_redis or "redispy" not in row.publisher
+            ):
+                plan.append((row, target))
+
     started = time.time()
     server = EmbeddedServer(persist=False, args=SERVER_ARGS)
     server.start()
@@ -193,28 +215,20 @@ def run_live(
         }
         pid = server.process.pid if server.process is not None else None
         env = _environment(server.url)
-        throughput = []
-        for row in THROUGHPUT_ROWS:
-            if not wanted(row.name):
-                continue
-            if not have_redis and "redispy" in row.publisher + row.subscriber:
-                throughput.append(_skipped(row, "redis-py is not installed"))
-                continue
-            samples = [_one(row, {**base, "rate": 0}, duration, pid) for _ in range(runs)]
-            throughput.append(_summarise(row, samples))
-        _add_ratios(throughput)
-        latency = []
-        for target in rates:
-            for row in LATENCY_ROWS:
-                if not wanted(f"latency-{row.name}") and not wanted(row.name):
-                    continue
-                if not have_redis and "redispy" in row.publisher:
-                    continue
-                samples = [_one(row, {**base, "rate": target}, duration, pid) for _ in range(runs)]
-                latency.append({**_summarise(row, samples), "target_rate": target})
+        samples: list[list[dict[str, Sample]]] = [[] for _ in plan]
+        for _ in range(runs):
+            for i, (row, target) in enumerate(plan):
+                params = {**base, "rate": target}
+                samples[i].append(_one(row, params, duration, pid, max_other_load))
     finally:
         server.cleanup()
     env["loadavg_at_end"] = list(os.getloadavg())
+    throughput = [_summarise(row, samples[i]) for i, (row, t) in enumerate(plan) if not t]
+    throughput += skipped
+    _add_ratios(throughput)
+    latency = [
+        {**_summarise(row, samples[i]), "target_rate": t} for i, (row, t) in enumerate(plan) if t
+    ]
     return {
         "benchmark": "live",
         "parameters": {
@@ -223,6 +237,7 @@ def run_live(
             "payload_size": payload_size,
             "rates": list(rates),
             "only": only,
+            "max_other_load": max_other_load,
         },
         "environment": env,
         "pinned": PINNED,
@@ -242,13 +257,28 @@ def _has_redis() -> bool:
 
 
 def _one(
-    row: Row, params: dict[str, Any], duration: float, server_pid: int | None
+    row: Row,
+    params: dict[str, Any],
+    duration: float,
+    server_pid: int | None,
+    max_other_load: float | None,
 ) -> dict[str, Sample]:
-    params = {**params, "channel": f"bench.live.{row.name}.{uuid.uuid4().hex[:8]}"}
-    pub, sub, load = run_pair(
-        REGISTRY, row.publisher, row.subscriber, params, duration * 4 + 30, server_pid
-    )
-    return {"publisher": pub, "subscriber": sub, "machine": load}
+    repeats = 0
+    while True:
+        channel = f"bench.live.{row.name}.{uuid.uuid4().hex[:8]}"
+        pub, sub, load = run_pair(
+            REGISTRY,
+            row.publisher,
+            row.subscriber,
+            {**params, "channel": channel},
+            duration * 4 + 30,
+            server_pid,
+        )
+        other = load.get("other_cores")
+        if max_other_load is None or other is None or other <= max_other_load or repeats == 2:
+            break
+        repeats += 1
+    return {"publisher": pub, "subscriber": sub, "machine": {**load, "repeats": repeats}}
 
 
 def _summarise(row: Row, samples: list[dict[str, Sample]]) -> dict[str, Any]:
@@ -267,6 +297,7 @@ def _summarise(row: Row, samples: list[dict[str, Sample]]) -> dict[str, Any]:
         "dropped": median([s.get("dropped") for s in subs]),
         # CPUs busy with something other than this row (see _harness.machine_load)
         "other_cores": median([s["machine"].get("other_cores") for s in samples]),
+        "repeats": sum(s["machine"].get("repeats", 0) for s in samples),
         "runs": samples,
     }
     if any("latency_us" in s for s in subs):
@@ -394,6 +425,8 @@ def format_table(result: dict[str, Any]) -> str:
         note = r["label"]
         if r.get("dropped"):
             note += f" (dropped {r['dropped']:.0f})"
+        if r.get("repeats"):
+            note += f" ({r['repeats']} noisy run(s) repeated)"
         if r.get("errors"):
             note += f" (ERRORS: {len(r['errors'])})"
         lines.append(
@@ -408,6 +441,8 @@ def format_table(result: dict[str, Any]) -> str:
         ]
         for r in result["latency"]:
             err = f" (ERRORS: {len(r['errors'])})" if r.get("errors") else ""
+            if r.get("repeats"):
+                err += f" ({r['repeats']} noisy run(s) repeated)"
             lines.append(
                 f"| {r['row']} | {_num(r['target_rate'])} | {_num(r['published_per_s'])} "
                 f"| {_us(r.get('p50_us'))} | {_us(r.get('p99_us'))} | {_us(r.get('p99_9_us'))} "
@@ -424,6 +459,11 @@ def format_table(result: dict[str, Any]) -> str:
         "publish stamp time.monotonic_ns() in the payload, subtracted on arrival; the first "
         "tenth of each run is warm-up.",
     ]
+    if par.get("max_other_load") is not None:
+        lines.append(
+            f"Runs during which other programs kept more than {par['max_other_load']:g} CPUs "
+            "busy were repeated, at most twice."
+        )
     if any(r.get("errors") for r in result["throughput"] + result["latency"]):
         lines.append("Some runs failed: see the JSON result's 'errors'.")
     return "\n".join(lines)

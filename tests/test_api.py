@@ -1,0 +1,31 @@
+"""The public API is exactly what __all__ says, and every error descends from HeraldError."""
+
+from __future__ import annotations
+
+import herald
+
+PUBLIC = {
+    "AsyncClient", "Client", "Message", "Subscription", "SyncSubscription", "SubscriptionStats",
+    "ClientStats", "Gap", "PubAck", "TopicPolicy", "EmbeddedServer", "match",
+    "HeraldError", "AuthenticationFailed", "ClientClosed", "ConfigurationError",
+    "ConnectionFailed", "ConnectionLost", "DecodeError", "InvalidTopic", "MessageTooLarge",
+    "PermissionDenied", "ServerError", "SlowConsumer", "Timeout",
+}  # fmt: skip
+
+
+def test_all_is_the_public_api() -> None:
+    assert set(herald.__all__) == PUBLIC
+    public_names = {n for n in dir(herald) if not n.startswith("_")} - {"cli", "annotations"}
+    assert public_names == PUBLIC, public_names ^ PUBLIC
+
+
+def test_errors_form_one_tree_and_shadow_no_builtin() -> None:
+    import builtins
+
+    for name in herald.__all__:
+        obj = getattr(herald, name)
+        if isinstance(obj, type) and issubclass(obj, BaseException):
+            assert issubclass(obj, herald.HeraldError), name
+            assert not hasattr(builtins, name), f"{name} shadows a builtin"
+    assert issubclass(herald.Timeout, TimeoutError)
+    assert issubclass(herald.ConnectionFailed, ConnectionError)
