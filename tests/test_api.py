@@ -9,7 +9,8 @@ PUBLIC = {
     "ClientStats", "Gap", "PubAck", "TopicPolicy", "EmbeddedServer", "match",
     "HeraldError", "AuthenticationFailed", "ClientClosed", "ConfigurationError",
     "ConnectionFailed", "ConnectionLost", "DecodeError", "InvalidTopic", "MessageTooLarge",
-    "PermissionDenied", "ServerError", "SlowConsumer", "Timeout",
+    "PermissionDenied", "ServerError", "SlowConsumer", "Timeout", "NoResponders",
+    "ResponderFailed", "Consumer", "ConsumerStats", "DurableMessage", "SyncConsumer",
 }  # fmt: skip
 
 

@@ -501,7 +501,7 @@ async def test_declare_bare_sends_bare_payloads(url: str, topic: str) -> None:
             msg = await sub.next(timeout=2)
             assert (msg.data, msg.foreign) == (b"from other", True)
         # Declaring it live again restores the envelope.
-        await hub.declare(topic, bare=False)
+        await hub.declare(topic, bare=False, update=True)
         await hub.publish(topic, "framed again", confirm=True)
         msg = await sub.next(timeout=2)
         assert (msg.data, msg.foreign) == ("framed again", False)

@@ -9,6 +9,8 @@ Example::
 """
 
 from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
+from ._consumer import Consumer
+from ._durable_message import ConsumerStats, DurableMessage
 from ._errors import (
     AuthenticationFailed,
     ClientClosed,
@@ -19,7 +21,9 @@ from ._errors import (
     HeraldError,
     InvalidTopic,
     MessageTooLarge,
+    NoResponders,
     PermissionDenied,
+    ResponderFailed,
     ServerError,
     SlowConsumer,
     Timeout,
@@ -28,6 +32,7 @@ from ._message import Message
 from ._server import EmbeddedServer
 from ._subscription import Gap, Subscription, SubscriptionStats
 from ._sync import Client, SyncSubscription
+from ._sync_consumer import SyncConsumer
 from ._topics import match
 
 __version__ = "0.1.0"
@@ -41,19 +46,25 @@ __all__ = [
     "ConfigurationError",
     "ConnectionFailed",
     "ConnectionLost",
+    "Consumer",
+    "ConsumerStats",
     "DecodeError",
+    "DurableMessage",
     "EmbeddedServer",
     "Gap",
     "HeraldError",
     "InvalidTopic",
     "Message",
     "MessageTooLarge",
+    "NoResponders",
     "PermissionDenied",
     "PubAck",
+    "ResponderFailed",
     "ServerError",
     "SlowConsumer",
     "Subscription",
     "SubscriptionStats",
+    "SyncConsumer",
     "SyncSubscription",
     "Timeout",
     "TopicPolicy",

@@ -9,10 +9,16 @@ import os
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, overload
+from typing import Any, Literal, Unpack, overload
 
 import msgspec
 
+from ._consumer import ConsumeOptions, Consumer, ConsumerSetup
+from ._durable import Scripts
+from ._durable import declare as durable_declare
+from ._durable import delete as durable_delete
+from ._durable import publish as durable_publish
+from ._durable import trim as durable_trim
 from ._errors import (
     ClientClosed,
     ConfigurationError,
@@ -23,8 +29,20 @@ from ._errors import (
     Timeout,
 )
 from ._link import Link
+from ._message import Message
+from ._request import Requests
 from ._resp import prefix
 from ._server import EmbeddedServer, discover
+from ._streams import (
+    DEAD_SUFFIX,
+    TOPICS_KEY,
+    TOPICS_VERSION_KEY,
+    DurableTopic,
+    check_policy,
+    dead_topic,
+    differing_fields,
+    validate_msg_id,
+)
 from ._subscriber import Subscriber
 from ._subscription import Gap, Handler, Overflow, Subscription
 from ._topics import validate_subscription, validate_topic
@@ -33,8 +51,6 @@ from ._wire import Codec, Encoder
 
 log = logging.getLogger("herald")
 
-TOPICS_KEY = "herald:topics"  # hash: topic -> JSON policy
-TOPICS_VERSION_KEY = "herald:topics:version"  # incremented by every declare/delete
 _PUBLISH = b"PUBLISH"
 _PREFIX_CACHE_MAX = 10_000
 
@@ -44,12 +60,38 @@ class TopicPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
 
     Attributes:
         bare: publish the payload alone, without Herald's envelope, for plain Redis subscribers.
+        durable: every publish is also appended to the topic's stream, for consumer groups
+            (see ``docs/durable.md``).
+        max_len: durable topics: keep at most this many entries...
+        max_age: ...and none older than this many seconds; entries a group has not acked
+            are kept anyway unless ``trim_unacked``.
+        dedup_window: durable topics: seconds during which a publish with the same ``msg_id``
+            is stored once (0: no deduplication).
+        trim_unacked: let ``max_len``/``max_age`` remove entries some group has not acked.
     """
 
     bare: bool = False
+    durable: bool = False
+    max_len: int | None = None
+    max_age: float | None = None
+    dedup_window: float = 120.0
+    trim_unacked: bool = False
 
 
 _policy_decode = msgspec.json.Decoder(TopicPolicy).decode
+_DEAD_POLICY = msgspec.json.encode(TopicPolicy(durable=True))
+
+
+def _durable_topic(topic: str, policy: TopicPolicy) -> DurableTopic:
+    return DurableTopic(
+        topic,
+        max_len=policy.max_len,
+        max_age=policy.max_age,
+        dedup_window=policy.dedup_window,
+        trim_unacked=policy.trim_unacked,
+        policy_json=msgspec.json.encode(policy),
+        dead_json=b"" if topic.endswith(DEAD_SUFFIX) else _DEAD_POLICY,
+    )
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,9 +100,14 @@ class PubAck:
 
     Attributes:
         receivers: live deliveries the server made (per subscribed channel and matching pattern).
+        offset: durable topics: the stream entry id the message was stored as.
+        duplicate: durable topics: the ``msg_id`` was seen within the dedup window; nothing
+            was stored and ``offset`` is the first publish's entry.
     """
 
     receivers: int
+    offset: str | None = None
+    duplicate: bool = False
 
 
 @dataclass
@@ -72,6 +119,7 @@ class ClientStats:
     gaps: int
     publish_errors: int
     connected: bool
+    late_replies: int = 0  # replies that found no pending request (timed out, cancelled)
 
 
 class AsyncClient:
@@ -129,8 +177,11 @@ class AsyncClient:
         self.endpoint: Endpoint | None = parse_url(url) if url else None
         self._link: Link | None = None
         self._subscriber: Subscriber | None = None
+        self._requests: Requests | None = None
         self._server: EmbeddedServer | None = None
-        self._prefixes: dict[str, tuple[bytes, bool]] = {}
+        self._prefixes: dict[str, tuple[bytes, bool, DurableTopic | None]] = {}
+        self._durable: Scripts | None = None
+        self._consumers: set[Consumer] = set()
         self._policies: dict[str, TopicPolicy] = {}
         self._policy_version: bytes | None = None
         self._warned_bare: set[str] = set()
@@ -220,6 +271,8 @@ class AsyncClient:
             with contextlib.suppress(asyncio.CancelledError):
                 await self._policy_task
         try:
+            for consumer in list(self._consumers):  # first: they ack and hand back on _link
+                await consumer.close()
             if self._subscriber is not None:
                 await self._subscriber.close()
             if self._link is not None:
@@ -244,12 +297,13 @@ class AsyncClient:
 
     # -- publishing --------------------------------------------------------------------------
 
-    def _prefix(self, topic: str) -> tuple[bytes, bool]:
+    def _prefix(self, topic: str) -> tuple[bytes, bool, DurableTopic | None]:
         entry = self._prefixes.get(topic)
         if entry is None:
             raw = validate_topic(topic)
             policy = self._policies.get(topic)
-            entry = (prefix(_PUBLISH, raw), policy is not None and policy.bare)
+            durable = _durable_topic(topic, policy) if policy and policy.durable else None
+            entry = (prefix(_PUBLISH, raw), policy is not None and policy.bare, durable)
             if len(self._prefixes) >= _PREFIX_CACHE_MAX:
                 self._prefixes.clear()
             self._prefixes[topic] = entry
@@ -258,7 +312,14 @@ class AsyncClient:
     def _frame(
         self, topic: str, data: Any, headers: Mapping[str, str] | None
     ) -> tuple[bytes, bytes, bool]:
-        pfx, bare = self._prefix(topic)
+        """(command prefix, frame, bare) of a live publish."""
+        pfx, frame, bare, _ = self._encode(topic, data, headers)
+        return pfx, frame, bare
+
+    def _encode(
+        self, topic: str, data: Any, headers: Mapping[str, str] | None
+    ) -> tuple[bytes, bytes, bool, DurableTopic | None]:
+        pfx, bare, durable = self._prefix(topic)
         if not bare:
             frame = self._encoder.envelope(data, headers)
         else:
@@ -268,7 +329,7 @@ class AsyncClient:
             frame = self._encoder.payload(data)[1]
         if len(frame) > self.max_message_size:
             raise MessageTooLarge(len(frame), self.max_message_size)
-        return pfx, frame, bare
+        return pfx, frame, bare, durable
 
     @overload
     async def publish(
@@ -278,6 +339,7 @@ class AsyncClient:
         *,
         headers: Mapping[str, str] | None = None,
         confirm: Literal[True],
+        msg_id: str | None = None,
     ) -> PubAck: ...
 
     @overload
@@ -287,7 +349,8 @@ class AsyncClient:
         data: Any,
         *,
         headers: Mapping[str, str] | None = None,
-        confirm: bool = False,
+        confirm: bool | None = None,
+        msg_id: str | None = None,
     ) -> PubAck | None: ...
 
     async def publish(
@@ -296,7 +359,8 @@ class AsyncClient:
         data: Any,
         *,
         headers: Mapping[str, str] | None = None,
-        confirm: bool = False,
+        confirm: bool | None = None,
+        msg_id: str | None = None,
     ) -> PubAck | None:
         """Publish one message.
 
@@ -307,6 +371,13 @@ class AsyncClient:
         While the server is unreachable, messages are kept (up to ``max_pending_bytes``) and
         sent after the reconnect; a confirmed publish waits up to ``publish_timeout`` for the
         connection to come back.
+
+        On a durable topic the message is stored in the topic's stream and published live in
+        one server-side step, and ``confirm`` defaults to True: the :class:`PubAck` then has the
+        entry id (``offset``); ``confirm=False`` sends it without waiting. ``msg_id`` makes the
+        publish idempotent there: the same ``msg_id`` within the topic's ``dedup_window`` is
+        stored once (``PubAck.duplicate``). Live topics ignore ``msg_id``: a publisher cannot
+        know whether a topic is durable, that is the topic's policy.
 
         Raises:
             InvalidTopic, MessageTooLarge, TypeError: before anything is sent.
@@ -319,7 +390,9 @@ class AsyncClient:
             await self.connect()
             link = self._link
             assert link is not None
-        pfx, frame, bare = self._frame(topic, data, headers)
+        pfx, frame, bare, durable = self._encode(topic, data, headers)
+        if durable is not None:
+            return await self._publish_durable(frame, durable, msg_id, confirm)
         if confirm:
             # Wait for the connection before queuing: a Timeout then means "not sent", never
             # "sent later by surprise".
@@ -335,13 +408,47 @@ class AsyncClient:
             await asyncio.sleep(0)  # a publisher in a tight loop still lets other tasks run
         return None
 
-    def _publish_threadsafe(self, topic: str, data: Any, headers: Mapping[str, str] | None) -> None:
+    def _publish_threadsafe(
+        self, topic: str, data: Any, headers: Mapping[str, str] | None
+    ) -> tuple[bytes, DurableTopic] | None:
+        """Publish live from any thread; for a durable topic return (frame, topic) instead, to
+        be published by :meth:`_publish_durable` on the loop."""
         link = self._link
         if link is None:
             raise ClientClosed("client is not connected")
-        pfx, frame, bare = self._frame(topic, data, headers)
+        pfx, frame, bare, durable = self._encode(topic, data, headers)
+        if durable is not None:
+            return frame, durable
         link.publish_threadsafe(pfx, frame, self.batch and not bare, self.publish_timeout)
         self.published += 1
+        return None
+
+    async def _publish_durable(
+        self, frame: bytes, durable: DurableTopic, msg_id: str | None, confirm: bool | None
+    ) -> PubAck | None:
+        link = self._link
+        assert link is not None
+        if msg_id is not None:
+            validate_msg_id(msg_id)
+        if confirm is False:
+            if link.blocked:
+                await link.wait_writable(self.publish_timeout)
+            await durable_publish(self._scripts(), durable, frame, msg_id, False)
+            self.published += 1
+            return None
+        if not link.connected:
+            await link.wait_connected(self.publish_timeout)
+        reply = await durable_publish(self._scripts(), durable, frame, msg_id, True)
+        assert reply is not None
+        self.published += 1
+        offset, duplicate, receivers = reply
+        return PubAck(receivers, offset, duplicate)
+
+    def _scripts(self) -> Scripts:
+        if self._durable is None:
+            assert self._link is not None
+            self._durable = Scripts(self._link)
+        return self._durable
 
     async def flush(self, timeout: float | None = 10.0) -> None:
         """Wait until everything published so far has been written and answered by the server.
@@ -404,27 +511,204 @@ class AsyncClient:
                 self.endpoint,
                 name=f"{self._name}-{tag}-sub",
                 subscribe_timeout=self.subscribe_timeout,
+                replier=self._request_table(),
                 **self._link_options,
             )
         return self._subscriber
 
+    # -- request/reply (docs/request-reply.md) -----------------------------------------------
+
+    async def request(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        timeout: float = 1.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        """Send a request and return the first reply.
+
+        Responders are subscriptions of ``topic`` whose handler returns a value, or that call
+        :meth:`Message.reply`.
+
+        Raises:
+            NoResponders: at once, when nobody is subscribed to ``topic``.
+            Timeout: no reply within ``timeout`` seconds (counted from the call).
+            ResponderFailed: the responder's handler raised.
+
+        Example::
+
+            reply = await hub.request("geo.lookup", {"ip": "1.2.3.4"}, timeout=1.0)
+            print(reply.data)
+        """
+        return await self._request_table().request(topic, data, timeout, headers)
+
+    async def request_many(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        max_replies: int | None = None,
+        timeout: float = 1.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[Message]:
+        """Send a request to every responder and gather their replies (scatter/gather).
+
+        Returns the replies that arrived, in arrival order, once ``max_replies`` are in, or as
+        many as the server counted receivers of the request (one per subscribed connection:
+        several subscriptions of one client to the topic count once, see
+        ``docs/request-reply.md``), or when ``timeout`` passes: then possibly fewer, possibly
+        none. Error replies are included (``herald-error`` header).
+
+        Raises:
+            NoResponders: at once, when nobody is subscribed to ``topic``.
+            Timeout: the request itself could not be sent within ``timeout``.
+
+        Example::
+
+            replies = await hub.request_many("cache.size", None, timeout=0.5)
+            total = sum(r.data for r in replies)
+        """
+        return await self._request_table().request_many(topic, data, max_replies, timeout, headers)
+
+    def _request_table(self) -> Requests:
+        if self._requests is None:
+            self._requests = Requests(self, _Registry(self))
+        return self._requests
+
     # -- topic policies ----------------------------------------------------------------------
 
-    async def declare(self, topic: str, *, bare: bool = False) -> TopicPolicy:
+    async def declare(
+        self,
+        topic: str,
+        *,
+        bare: bool = False,
+        durable: bool = False,
+        max_len: int | None = None,
+        max_age: float | None = None,
+        dedup_window: float = 120.0,
+        trim_unacked: bool = False,
+        update: bool = False,
+    ) -> TopicPolicy:
         """Store a topic's policy in Redis; every client applies it within ``policy_refresh``.
+
+        See :class:`TopicPolicy` for the fields. A durable topic's dead-letter topic
+        ``<topic>.dead`` is declared durable too, unless it already is declared.
+
+        Raises:
+            ConfigurationError: the topic is declared already with other settings (the message
+                names them); pass ``update=True`` to change them.
 
         Example::
 
             await hub.declare("legacy.events", bare=True)  # plain payloads for redis-py readers
+            await hub.declare("orders", durable=True, max_age=7 * 86400)
+        """
+        validate_topic(topic)
+        check_policy(durable, max_len, max_age, dedup_window, trim_unacked)
+        policy = TopicPolicy(
+            bare=bare,
+            durable=durable,
+            max_len=max_len,
+            max_age=None if max_age is None else float(max_age),
+            dedup_window=float(dedup_window),
+            trim_unacked=trim_unacked,
+        )
+        dead = dead_topic(topic) if durable and not topic.endswith(DEAD_SUFFIX) else ""
+        if dead:
+            validate_topic(dead)
+        await self.connect()
+        current = await durable_declare(
+            self._scripts(), topic, msgspec.json.encode(policy), update, dead, _DEAD_POLICY
+        )
+        if current is not None:
+            stored = _policy_decode(current)
+            if stored != policy:
+                diff = ", ".join(
+                    f"{f}={getattr(stored, f)!r} (not {getattr(policy, f)!r})"
+                    for f in differing_fields(stored, policy)
+                )
+                raise ConfigurationError(
+                    f"topic {topic!r} is declared with {diff}; pass update=True to change it"
+                )
+        await self._load_policies()
+        return policy
+
+    async def delete_topic(self, topic: str) -> bool:
+        """Forget a topic's policy (it is live again) and delete its stream and idempotency
+        keys; its consumers stop. ``<topic>.dead`` is a topic of its own and stays.
+
+        Returns whether the topic was declared.
         """
         validate_topic(topic)
         await self.connect()
         assert self._link is not None
-        policy = TopicPolicy(bare=bare)
-        await self._link.execute("HSET", TOPICS_KEY, topic, msgspec.json.encode(policy))
-        await self._link.execute("INCR", TOPICS_VERSION_KEY)
-        self._apply_policies({**self._policies, topic: policy})
-        return policy
+        existed = await durable_delete(self._link, topic)
+        await self._load_policies()
+        return existed
+
+    async def trim(self, topic: str) -> int:
+        """Apply a durable topic's retention (``max_len``, ``max_age``) now; return the number
+        of entries removed. Publishers and consumers also do this periodically."""
+        validate_topic(topic)
+        await self.connect()
+        durable = self._prefix(topic)[2]
+        return 0 if durable is None else await durable_trim(self._scripts(), durable)
+
+    # -- consuming durable topics (docs/durable.md) ------------------------------------------
+
+    def consume(
+        self,
+        topic: str,
+        group: str,
+        consumer: str | None = None,
+        **options: Unpack[ConsumeOptions],
+    ) -> Consumer:
+        """Consume a durable topic as one consumer of a consumer group; see :class:`Consumer`
+        for the options.
+
+        Use as ``async with hub.consume(...) as c: async for msg in c``, or with ``handler=``
+        (``c = await hub.consume(..., handler=fn)``) to run a function on every message.
+
+        Example::
+
+            async with hub.consume("orders", "billing") as orders:
+                async for msg in orders:
+                    await bill(msg.data)
+                    await msg.ack()
+        """
+        validate_topic(topic)
+        if self._closed:
+            raise ClientClosed("client closed")
+        consumer_ = Consumer(self, topic, group, consumer, **options)
+        self._consumers.add(consumer_)
+        return consumer_
+
+    async def _consumer_setup(self, topic: str) -> ConsumerSetup:
+        await self.connect()
+        await self._load_policies()  # fresh: it may have been declared a moment ago
+        durable = self._prefix(topic)[2]
+        if durable is None:
+            raise ConfigurationError(
+                f"topic {topic!r} is not durable: declare it first, e.g. "
+                f"declare({topic!r}, durable=True)"
+            )
+        assert self._link is not None
+        assert self.endpoint is not None
+        tag = self._encoder.publisher_id.hex()[:8]
+        return ConsumerSetup(
+            self._scripts(),
+            durable,
+            self.endpoint,
+            self._link_options,
+            f"{self._name}-{tag}",
+        )
+
+    def _durable_spec(self, topic: str) -> DurableTopic | None:
+        return self._prefix(topic)[2]
+
+    def _consumer_closed(self, consumer: Consumer) -> None:
+        self._consumers.discard(consumer)
 
     async def topics(self) -> dict[str, TopicPolicy]:
         """Declared topics and their policies (a topic nobody declared is live)."""
@@ -486,8 +770,10 @@ class AsyncClient:
             published=self.published,
             reconnects=(link.reconnects if link else 0) + (sub.link.reconnects if sub else 0),
             gaps=sub.gaps if sub else 0,
-            publish_errors=link.errors if link else 0,
+            publish_errors=(link.errors if link else 0)
+            + (self._durable.errors if self._durable else 0),
             connected=bool(link and link.connected),
+            late_replies=self._requests.late_replies if self._requests else 0,
         )
 
     async def execute(self, *args: str | bytes | int | float) -> Any:

@@ -14,10 +14,17 @@
      ├── ServerError                            any other error reply (.reply)
      ├── Timeout (TimeoutError)                 a deadline passed (.timeout)
      ├── SlowConsumer                           a subscription overflowed its buffer (.pending)
+     ├── NoResponders                           nobody received a request (.topic)
+     ├── ResponderFailed                        the responder's handler raised (.topic, .error)
      └── ClientClosed                           the client or subscription was closed
 """
 
 from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from ._message import Message
 
 
 class HeraldError(Exception):
@@ -92,6 +99,30 @@ class SlowConsumer(HeraldError):
         )
         self.pending = pending
         self.dropped = dropped
+
+
+class NoResponders(HeraldError):
+    """A request reached no subscriber: the server counted 0 receivers for its topic."""
+
+    def __init__(self, topic: str) -> None:
+        super().__init__(f"no responders: nobody is subscribed to {topic!r}")
+        self.topic = topic
+
+
+class ResponderFailed(HeraldError):
+    """The responder answered a request with an error: its handler raised.
+
+    Attributes:
+        topic: the request's topic.
+        error: the responder's ``herald-error`` header, ``"<exception type>: <message>"``.
+        reply: the error reply itself (a :class:`Message`).
+    """
+
+    def __init__(self, topic: str, error: str, reply: Message) -> None:
+        super().__init__(f"the responder to {topic!r} failed: {error}")
+        self.topic = topic
+        self.error = error
+        self.reply = reply
 
 
 class ClientClosed(HeraldError):

@@ -2,9 +2,13 @@
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Awaitable, Mapping
+from typing import Any, Protocol
 
-from ._errors import DecodeError
+from ._errors import DecodeError, HeraldError
+
+# The reserved header that makes a message a request: the channel its replies go to.
+REPLY_TO = "herald-reply-to"
 
 CONTENT_TYPES = (
     "application/octet-stream",
@@ -12,6 +16,20 @@ CONTENT_TYPES = (
     "application/msgpack",
     "text/plain",
 )
+
+
+class Replier(Protocol):
+    """Publishes replies for the client whose subscriber received a request."""
+
+    def reply(
+        self,
+        request: Message,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        error: str | None = None,
+    ) -> Awaitable[None]: ...
+
+    def reply_error(self, request: Message, exc: BaseException) -> None: ...
 
 
 class Message:
@@ -24,6 +42,8 @@ class Message:
         headers: string headers set by the publisher (trace context among them).
         pattern: the subscription pattern that matched, or ``None`` for a plain topic.
         decode_error: set when the payload could not be decoded; ``data`` then holds the raw bytes.
+        offset: the position in the topic's history: an int on recoverable topics, the stream
+            entry id (``str``) on durable ones, ``None`` for live messages.
 
     Example::
 
@@ -34,6 +54,7 @@ class Message:
     __slots__ = (
         "_codec",
         "_pid",
+        "_replier",
         "_seq",
         "_ts",
         "data",
@@ -46,6 +67,11 @@ class Message:
         "topic",
     )
 
+    # Set by the subscriber on requests only (messages with a herald-reply-to header), never in
+    # __init__: building a message costs the same as without request/reply. Read it with
+    # replier_of().
+    _replier: Replier
+
     def __init__(
         self,
         topic: str,
@@ -57,7 +83,7 @@ class Message:
         ts: int,
         headers: dict[str, str],
         pattern: str | None = None,
-        offset: int | None = None,
+        offset: int | str | None = None,
         epoch: int | None = None,
         decode_error: DecodeError | None = None,
     ) -> None:
@@ -99,5 +125,31 @@ class Message:
         """
         return not self._pid and self.decode_error is None
 
+    def reply(self, data: Any, headers: Mapping[str, str] | None = None) -> Awaitable[None]:
+        """Answer this request: publish ``data`` to the requester's inbox.
+
+        The reply is queued at once, from the event loop's thread or from any other thread (a
+        :class:`Client`'s handler thread blocks here while the send buffer is full). In asyncio,
+        await the result: it waits for room in the send buffer.
+
+        Raises:
+            HeraldError: the message is not a request (it has no ``herald-reply-to`` header) or
+                was not received by a Herald subscription.
+
+        Example::
+
+            async for msg in sub:
+                await msg.reply({"sum": sum(msg.data)})
+        """
+        replier = replier_of(self)
+        if replier is None:
+            raise HeraldError(f"{self!r} is not a request received by a Herald subscription")
+        return replier.reply(self, data, headers)
+
     def __repr__(self) -> str:
         return f"Message(topic={self.topic!r}, data={self.data!r}, id={self.id!r})"
+
+
+def replier_of(msg: Message) -> Replier | None:
+    """Who can answer ``msg``: set for requests only."""
+    return getattr(msg, "_replier", None)

@@ -9,6 +9,7 @@ from typing import Any
 
 from ._errors import HeraldError, PermissionDenied, Timeout
 from ._link import Link
+from ._message import REPLY_TO, Replier
 from ._subscription import Gap, Subscription
 from ._topics import is_pattern
 from ._url import Endpoint
@@ -30,8 +31,14 @@ class Subscriber:
     """Owns the Pub/Sub connection of a client and routes what arrives to subscriptions."""
 
     def __init__(
-        self, endpoint: Endpoint, *, subscribe_timeout: float = 10.0, **link_options: Any
+        self,
+        endpoint: Endpoint,
+        *,
+        subscribe_timeout: float = 10.0,
+        replier: Replier | None = None,
+        **link_options: Any,
     ) -> None:
+        self.replier = replier  # given to requests received, for Message.reply
         self.link = Link(
             endpoint,
             on_push=self._on_push,
@@ -147,6 +154,11 @@ class Subscriber:
             if entry is None:
                 return
             messages = decode(entry.name, reply[2])
+        # Requests are single-message frames with headers (docs/request-reply.md): one cheap
+        # check per frame for everything else.
+        first = messages[0]
+        if first.headers and REPLY_TO in first.headers and len(messages) == 1 and self.replier:
+            first._replier = self.replier
         for sub in entry.subs:
             sub._deliver(messages)
 

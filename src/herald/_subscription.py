@@ -14,7 +14,7 @@ from types import TracebackType
 from typing import Any, Literal, Protocol
 
 from ._errors import ClientClosed, ConfigurationError, HeraldError, SlowConsumer, Timeout
-from ._message import Message
+from ._message import Message, replier_of
 
 log = logging.getLogger("herald")
 
@@ -300,9 +300,14 @@ class Subscription:
                     result = handler(msg)
                     # isawaitable() is an ABC check: skip it for the usual None of a plain function
                     if is_coro or (result is not None and inspect.isawaitable(result)):
-                        await result
-                except Exception:
+                        result = await result
+                    # A value returned for a request is its reply (docs/request-reply.md).
+                    if result is not None and msg.headers and (r := replier_of(msg)):
+                        await r.reply(msg, result, None)
+                except Exception as exc:
                     self.stats.handler_errors += 1
                     log.exception("handler %r failed on %r", handler, msg)
+                    if msg.headers and (r := replier_of(msg)):
+                        r.reply_error(msg, exc)
         except HeraldError as exc:
             log.error("subscription %s ended: %s", ",".join(self.names), exc)

@@ -15,12 +15,14 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Literal, TypeVar, overload
+from typing import Any, Literal, TypeVar, Unpack, overload
 
 from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
+from ._consumer import ConsumeOptions
 from ._errors import ClientClosed, HeraldError, Timeout
-from ._message import Message
+from ._message import Message, replier_of
 from ._subscription import Gap, Overflow, Subscription
+from ._sync_consumer import SyncConsumer
 
 T = TypeVar("T")
 log = logging.getLogger("herald")
@@ -84,6 +86,7 @@ class Client:
         self._async = AsyncClient(url, **options)  # before the thread: a bad URL must not leak it
         self._portal: _Portal | None = _Portal()
         self._subs: list[SyncSubscription] = []
+        self._consumers: list[SyncConsumer] = []
         try:
             self._portal.call(self._async.connect())
         except BaseException:
@@ -112,6 +115,7 @@ class Client:
         *,
         headers: Mapping[str, str] | None = None,
         confirm: Literal[True],
+        msg_id: str | None = None,
     ) -> PubAck: ...
 
     @overload
@@ -121,7 +125,8 @@ class Client:
         data: Any,
         *,
         headers: Mapping[str, str] | None = None,
-        confirm: bool = False,
+        confirm: bool | None = None,
+        msg_id: str | None = None,
     ) -> PubAck | None: ...
 
     def publish(
@@ -130,18 +135,55 @@ class Client:
         data: Any,
         *,
         headers: Mapping[str, str] | None = None,
-        confirm: bool = False,
+        confirm: bool | None = None,
+        msg_id: str | None = None,
     ) -> PubAck | None:
-        """Publish one live message; see :meth:`AsyncClient.publish`."""
+        """Publish one message; see :meth:`AsyncClient.publish`."""
         portal = self._live()
-        if confirm:
-            return portal.call(self._async.publish(topic, data, headers=headers, confirm=True))
-        self._async._publish_threadsafe(topic, data, headers)
-        return None
+        if confirm or msg_id is not None:
+            return portal.call(
+                self._async.publish(topic, data, headers=headers, confirm=confirm, msg_id=msg_id)
+            )
+        durable = self._async._publish_threadsafe(topic, data, headers)
+        if durable is None:
+            return None
+        return portal.call(self._async._publish_durable(*durable, None, confirm))
 
     def flush(self, timeout: float | None = 10.0) -> None:
         """Wait until everything published so far has reached the server."""
         self._live().call(self._async.flush(timeout))
+
+    def request(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        timeout: float = 1.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> Message:
+        """Send a request and return the first reply; see :meth:`AsyncClient.request`.
+
+        Example::
+
+            reply = hub.request("geo.lookup", {"ip": "1.2.3.4"}, timeout=1.0)
+        """
+        return self._live().call(self._async.request(topic, data, timeout=timeout, headers=headers))
+
+    def request_many(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        max_replies: int | None = None,
+        timeout: float = 1.0,
+        headers: Mapping[str, str] | None = None,
+    ) -> list[Message]:
+        """Gather the replies of every responder; see :meth:`AsyncClient.request_many`."""
+        return self._live().call(
+            self._async.request_many(
+                topic, data, max_replies=max_replies, timeout=timeout, headers=headers
+            )
+        )
 
     def subscribe(
         self,
@@ -164,9 +206,65 @@ class Client:
         self._subs.append(wrapper)
         return wrapper
 
-    def declare(self, topic: str, *, bare: bool = False) -> TopicPolicy:
+    def declare(
+        self,
+        topic: str,
+        *,
+        bare: bool = False,
+        durable: bool = False,
+        max_len: int | None = None,
+        max_age: float | None = None,
+        dedup_window: float = 120.0,
+        trim_unacked: bool = False,
+        update: bool = False,
+    ) -> TopicPolicy:
         """See :meth:`AsyncClient.declare`."""
-        return self._live().call(self._async.declare(topic, bare=bare))
+        return self._live().call(
+            self._async.declare(
+                topic,
+                bare=bare,
+                durable=durable,
+                max_len=max_len,
+                max_age=max_age,
+                dedup_window=dedup_window,
+                trim_unacked=trim_unacked,
+                update=update,
+            )
+        )
+
+    def delete_topic(self, topic: str) -> bool:
+        """See :meth:`AsyncClient.delete_topic`."""
+        return self._live().call(self._async.delete_topic(topic))
+
+    def trim(self, topic: str) -> int:
+        """See :meth:`AsyncClient.trim`."""
+        return self._live().call(self._async.trim(topic))
+
+    def consume(
+        self,
+        topic: str,
+        group: str,
+        consumer: str | None = None,
+        **options: Unpack[ConsumeOptions],
+    ) -> SyncConsumer:
+        """Consume a durable topic from threads; see :meth:`AsyncClient.consume`.
+
+        With ``handler``, each message is passed to it on a thread of this consumer.
+
+        Example::
+
+            with hub.consume("orders", "billing") as orders:
+                for msg in orders:
+                    bill(msg.data)
+                    msg.ack()
+        """
+        portal = self._live()
+        handler = options.pop("handler", None)
+        inner = self._async.consume(topic, group, consumer, **options)
+        portal.call(inner.start())
+        wrapper = SyncConsumer(inner, handler)
+        self._consumers.append(wrapper)
+        return wrapper
 
     def topics(self) -> dict[str, TopicPolicy]:
         return self._live().call(self._async.topics())
@@ -196,6 +294,8 @@ class Client:
             portal.stop()
         for s in self._subs:
             s._join_handler()
+        for c in self._consumers:
+            c._join()
         _clients.discard(self)
 
     def __enter__(self) -> Client:
@@ -264,10 +364,15 @@ class SyncSubscription:
                 log.error("subscription %s ended: %s", ",".join(self.names), exc)
                 return
             try:
-                handler(msg)
-            except Exception:
+                result = handler(msg)
+                # A value returned for a request is its reply (docs/request-reply.md).
+                if result is not None and msg.headers and (r := replier_of(msg)):
+                    r.reply(msg, result, None)
+            except Exception as exc:
                 self._sub.stats.handler_errors += 1
                 log.exception("handler %r failed on %r", handler, msg)
+                if msg.headers and (r := replier_of(msg)):
+                    r.reply_error(msg, exc)
 
     def _stop_handler(self) -> None:
         self._sub._finish()

@@ -1,0 +1,645 @@
+"""A consumer of a durable topic: one consumer (a stable name) in one consumer group.
+
+- **Reading**, on a connection of its own (XREADGROUP BLOCK holds it): first this consumer's
+  own pending entries (a restarted consumer of the same name resumes), then new ones (``>``);
+  never more than ``max_ack_pending`` unsettled at a time.
+- **Settling**, on the client's command connection: acks batched into one XACK per event-loop
+  iteration (:class:`~herald._group.Acks`); nak, term, in_progress as scripts that only touch
+  entries this consumer still owns (:class:`~herald._group.Member`).
+- **Redelivery** and clean-up in a maintenance task (:class:`~herald._redelivery.Redelivery`).
+
+A message's ``ack()`` and friends work on the event loop (await them, or not) and from any other
+thread (they return when done there), so :class:`SyncConsumer` is a thin wrapper of this class.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import inspect
+import itertools
+import logging
+import os
+import socket
+import threading
+import time
+from collections import deque
+from collections.abc import Awaitable, Coroutine, Generator, Sequence
+from dataclasses import dataclass
+from types import TracebackType
+from typing import Any, Protocol, TypedDict
+
+from ._backoff import Backoff
+from ._durable import Scripts
+from ._durable_message import DONE, ConsumerStats, DurableHandler, DurableMessage
+from ._errors import ClientClosed, ConfigurationError, ConnectionLost, HeraldError, ServerError
+from ._errors import Timeout as HeraldTimeout
+from ._group import Acks, Member
+from ._link import Link
+from ._redelivery import Redelivery
+from ._streams import (
+    DEAD_SUFFIX,
+    DurableTopic,
+    Entry,
+    backoff_delay,
+    decode_entry,
+    parse_read,
+)
+from ._url import Endpoint
+
+log = logging.getLogger("herald")
+
+READ_MARGIN = 3.0  # a blocked read not answered within its block time + this: connection dead
+CLOSE_TIMEOUT = 5.0  # for the acks and the hand-back when a consumer closes
+_UNLIMITED = 2**31  # max_deliver=None
+_names = itertools.count(1)
+
+
+def default_consumer_name() -> str:
+    """``<hostname>-<pid>-<n>``: unique per process, stable for the life of the process."""
+    return f"{socket.gethostname()}-{os.getpid()}-{next(_names)}"
+
+
+class ConsumeOptions(TypedDict, total=False):
+    """Keyword options of ``consume()``; see :class:`Consumer`."""
+
+    ack_wait: float
+    max_deliver: int | None
+    backoff: Sequence[float] | None
+    max_ack_pending: int
+    batch: int
+    start: str
+    handler: DurableHandler | None
+    auto_ack: bool
+    delete_idle_after: float
+
+
+@dataclass
+class ConsumerSetup:
+    """What a consumer needs from its client."""
+
+    scripts: Scripts  # on the client's command connection: acks and scripts go there
+    spec: DurableTopic
+    endpoint: Endpoint
+    link_options: dict[str, Any]
+    name: str  # prefix of connection names
+
+
+class Host(Protocol):
+    """The client side of a consumer (AsyncClient)."""
+
+    async def _consumer_setup(self, topic: str) -> ConsumerSetup: ...
+    def _durable_spec(self, topic: str) -> DurableTopic | None: ...
+    def _consumer_closed(self, consumer: Consumer) -> None: ...
+
+
+class Consumer:
+    """A consumer in a consumer group of a durable topic: an async iterator and context manager.
+
+    Create it with :meth:`AsyncClient.consume`. Messages are delivered at least once: one not
+    settled within ``ack_wait`` is delivered again (to any consumer of the group), up to
+    ``max_deliver`` times; then, or on ``term()``, or if its payload cannot be decoded, it moves
+    to the dead-letter topic ``<topic>.dead``.
+
+    Args:
+        group: the consumer group; every group receives every message, once per group.
+        consumer: this consumer's name in the group; a restarted consumer with the same name
+            first resumes what it held. Default: ``<hostname>-<pid>-<n>``.
+        ack_wait: seconds a delivered message may stay unsettled before it is reclaimed.
+        max_deliver: deliveries before a message is dead-lettered (``None``: no limit).
+        backoff: nak delays by delivery count (``[1, 5, 30]``: 1 s after the first, 5 s after
+            the second, then 30 s); used by ``nak()`` without a delay and by handlers that fail.
+        max_ack_pending: most messages delivered to this consumer and not yet settled.
+        batch: most entries read at once.
+        start: where a *new* group starts: ``"new"`` (messages published from now on),
+            ``"all"`` (the whole stream) or after an entry id. An existing group keeps its
+            position.
+        handler: run for every message (function or coroutine function) on a task; with
+            ``auto_ack``, a message is acked when it returns and nak'd (with ``backoff``) when
+            it raises.
+        auto_ack: for handlers, as above; iterating, a message is acked when the next one is
+            asked for or the ``async with`` block ends without an error, unless already settled.
+        delete_idle_after: other consumers of the group idle this long with nothing pending are
+            deleted from it (never one with pending entries).
+
+    Example::
+
+        async with hub.consume("orders", "billing", ack_wait=10) as orders:
+            async for msg in orders:
+                await bill(msg.data)   # acked when the loop asks for the next one
+    """
+
+    def __init__(
+        self,
+        host: Host,
+        topic: str,
+        group: str,
+        consumer: str | None = None,
+        *,
+        ack_wait: float = 30.0,
+        max_deliver: int | None = 5,
+        backoff: Sequence[float] | None = None,
+        max_ack_pending: int = 1000,
+        batch: int = 100,
+        start: str = "new",
+        handler: DurableHandler | None = None,
+        auto_ack: bool = True,
+        delete_idle_after: float = 3600.0,
+    ) -> None:
+        if not isinstance(group, str) or not group:
+            raise ConfigurationError("group must be a non-empty str")
+        if consumer is not None and (not isinstance(consumer, str) or not consumer):
+            raise ConfigurationError("consumer must be a non-empty str")
+        if not ack_wait > 0:
+            raise ConfigurationError("ack_wait must be > 0 seconds")
+        if max_deliver is not None and max_deliver < 1:
+            raise ConfigurationError("max_deliver must be >= 1 (or None for no limit)")
+        if max_ack_pending < 1 or batch < 1:
+            raise ConfigurationError("max_ack_pending and batch must be >= 1")
+        if backoff is not None and any(not d >= 0 for d in backoff):
+            raise ConfigurationError("backoff delays must be >= 0 seconds")
+        if not delete_idle_after > 0:
+            raise ConfigurationError("delete_idle_after must be > 0 seconds")
+        self.topic = topic
+        self.group = group
+        self.name = consumer or default_consumer_name()
+        self.ack_wait = ack_wait
+        self.max_deliver = max_deliver
+        self.backoff = list(backoff) if backoff else None
+        self.max_ack_pending = max_ack_pending
+        self.batch = batch
+        self.start_id = {"new": "$", "all": "0"}.get(start, start)
+        self.handler = handler
+        self.auto_ack = auto_ack
+        self.delete_idle_after = delete_idle_after
+        self.stats = ConsumerStats()
+        self._host = host
+        self._dead = topic.endswith(DEAD_SUFFIX)
+        self._max = _UNLIMITED if max_deliver is None else max_deliver
+        # A blocked read makes this consumer look idle to the others' clean-up for that long.
+        self._block = min(2.0, delete_idle_after / 4)
+        self._low_water = batch // 2
+        self._buffer: deque[DurableMessage] = deque()
+        self._outstanding: dict[str, DurableMessage] = {}  # read here, not yet settled
+        self._last: DurableMessage | None = None  # the iterator's current message (auto_ack)
+        self._waiter: asyncio.Future[None] | None = None
+        self._room_waiter: asyncio.Future[None] | None = None
+        self._event = threading.Event()
+        self._sync_waiting = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._ops: set[asyncio.Task[Any]] = set()
+        self._started = False
+        self._closed = False
+        self._error: HeraldError | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._loop_thread = 0
+        self._member: Member | None = None
+        self._acks: Acks | None = None
+        self._redelivery: Redelivery | None = None
+        self._read: Link | None = None
+
+    # -- lifecycle ---------------------------------------------------------------------------
+
+    async def start(self) -> Consumer:
+        """Create the group if needed (with the stream), connect, and start reading."""
+        if self._started:
+            return self
+        self._started = True
+        loop = self._loop = asyncio.get_running_loop()
+        self._loop_thread = threading.get_ident()
+        try:
+            setup = await self._host._consumer_setup(self.topic)
+            member = self._member = Member(
+                setup.scripts, setup.spec, self.group, self.name, self._max
+            )
+            await member.create(self.start_id)
+            options = {**setup.link_options, "probe_interval": 0, "probe_timeout": None}
+            self._read = Link(setup.endpoint, name=f"{setup.name}-consume", **options)
+            await self._read.connect()
+        except BaseException:
+            self._closed = True
+            self._host._consumer_closed(self)
+            raise
+        self._acks = Acks(member)
+        self._redelivery = Redelivery(
+            member,
+            self.stats,
+            ack_wait=self.ack_wait,
+            batch=self.batch,
+            delete_idle_after=self.delete_idle_after,
+            room=lambda: self.max_ack_pending - len(self._outstanding),
+            deliver=self._deliver,
+            policy=lambda: self._host._durable_spec(self.topic) or member.spec,
+        )
+        self._tasks = [loop.create_task(self._fetch()), loop.create_task(self._redelivery.run())]
+        if self.handler is not None:
+            self._tasks.append(loop.create_task(self._run_handler(self.handler)))
+        return self
+
+    def __await__(self) -> Generator[Any, None, Consumer]:
+        return self.start().__await__()
+
+    async def __aenter__(self) -> Consumer:
+        return await self.start()
+
+    async def __aexit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if et is None:
+            self._auto_ack_last()
+        await self.close()
+
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    @property
+    def pending(self) -> int:
+        """Messages read and buffered here, not yet handed to the application."""
+        return len(self._buffer)
+
+    async def close(self) -> None:
+        """Stop reading; send outstanding acks; hand back every unsettled message at once (other
+        consumers reclaim it without waiting for ``ack_wait``)."""
+        if self._closed:
+            return
+        self._closed = True
+        if self._redelivery is not None:
+            self._redelivery.close()
+        self._wake()
+        self._wake_room()
+        current = asyncio.current_task()
+        for task in self._tasks:
+            if task is not current:
+                task.cancel()
+        for task in self._tasks:
+            if task is not current:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+        if self._member is not None and self._acks is not None and self._redelivery is not None:
+            held = list(self._outstanding.values())
+            self._outstanding.clear()
+            self._buffer.clear()
+            try:
+                # Bounded: with the server unreachable, what is not handed back returns to the
+                # group after ack_wait anyway.
+                async with asyncio.timeout(CLOSE_TIMEOUT):
+                    if self._ops:
+                        await asyncio.gather(*self._ops, return_exceptions=True)
+                    await self._acks.confirm()
+                    # Entries never handed to the application do not count as a delivery.
+                    await self._redelivery.hand_back(
+                        [(m._entry, "" if m._seen else str(max(m.deliveries - 1, 0))) for m in held]
+                    )
+                    # Gone from the group unless it still holds entries (the others reap it).
+                    await self._member.reap(0, only=self.name)
+            except (HeraldError, TimeoutError) as exc:
+                log.warning(
+                    "consumer %s closing: %s; what it held returns after ack_wait",
+                    self.name,
+                    exc or f"no reply within {CLOSE_TIMEOUT}s",
+                )
+        if self._read is not None:
+            await self._read.close()
+        self._host._consumer_closed(self)
+
+    async def _fail(self, error: HeraldError) -> None:
+        if self._error is None:
+            self._error = error
+        log.error("consumer %s of %s/%s stopped: %s", self.name, self.topic, self.group, error)
+        await self.close()
+
+    # -- reading -----------------------------------------------------------------------------
+
+    async def _fetch(self) -> None:
+        member, read = self._member, self._read
+        assert member is not None
+        assert read is not None
+        backoff = Backoff(base=0.05, cap=2.0)
+        resume: str | None = "-"  # own pending entries first, then new ones
+        while not self._closed:
+            count = await self._room()
+            if not count:
+                continue
+            try:
+                if resume is not None:
+                    resume, entries, buried = await member.resume(resume, count)
+                    self.stats.dead_lettered += buried
+                else:
+                    entries = await self._read_new(read, count)
+                backoff.reset()
+            except ServerError as exc:
+                if not exc.reply.startswith("NOGROUP"):
+                    log.warning("consumer %s: %s", self.name, exc)
+                elif not await self._repair():
+                    return
+                await asyncio.sleep(backoff.next())
+                continue
+            except ConnectionLost as exc:
+                # A read lost with its connection may have delivered entries: they are pending
+                # under this consumer's name, so read those again first.
+                log.info("consumer %s: %s", self.name, exc)
+                resume = "-"
+                await asyncio.sleep(backoff.next())
+                continue
+            except ClientClosed:
+                return
+            self._deliver(entries)
+
+    async def _read_new(self, read: Link, count: int) -> list[Entry]:
+        assert self._member is not None
+        if not read.connected:
+            await read.wait_connected(None)
+        fut = read.execute(
+            "XREADGROUP", "GROUP", self.group, self.name, "COUNT", count,
+            "BLOCK", max(1, int(self._block * 1000)), "STREAMS", self._member.spec.stream, ">",
+        )  # fmt: skip
+        try:
+            async with asyncio.timeout(self._block + READ_MARGIN):
+                reply = await fut
+        except TimeoutError:
+            # A silent server (or network): drop the connection, which reconnects.
+            reason = f"no reply to XREADGROUP within {self._block + READ_MARGIN}s"
+            proto = read._proto
+            if proto is not None:
+                proto._abort(ConnectionLost(reason))
+            raise ConnectionLost(reason) from None
+        return parse_read(reply)
+
+    async def _repair(self) -> bool:
+        """NOGROUP: the group (or the whole stream) is gone. Recreate it, from the stream's
+        start, unless the topic was deleted; restore the topic's policy if the server was
+        flushed. False: the consumer stops."""
+        assert self._member is not None
+        self.stats.repairs += 1
+        try:
+            restored = await self._member.restore()
+            if restored < 0:
+                await self._fail(ClientClosed(f"topic {self.topic!r} was deleted"))
+                return False
+            await self._member.create("0")
+        except HeraldError as exc:
+            log.warning("consumer %s: NOGROUP repair failed, retrying: %s", self.name, exc)
+            return True
+        log.warning(
+            "consumer %s: group %s of %s was gone (server flushed?); recreated it%s (repair #%d)",
+            self.name,
+            self.group,
+            self.topic,
+            " and the topic's policy" if restored else "",
+            self.stats.repairs,
+        )
+        return True
+
+    async def _room(self) -> int:
+        """Wait until the buffer runs low and max_ack_pending allows more; how many to read."""
+        assert self._loop is not None
+        while not self._closed:
+            free = self.max_ack_pending - len(self._outstanding)
+            if free > 0 and len(self._buffer) <= self._low_water:
+                return min(self.batch, free)
+            waiter = self._room_waiter = self._loop.create_future()
+            free = self.max_ack_pending - len(self._outstanding)  # a thread may have made room
+            if not (free > 0 and len(self._buffer) <= self._low_water):
+                # The timeout is a safety net against a wake-up lost between threads.
+                with contextlib.suppress(TimeoutError):
+                    async with asyncio.timeout(0.5):
+                        await waiter
+            self._room_waiter = None
+        return 0
+
+    def _wake_room(self) -> None:
+        w = self._room_waiter
+        if w is None or self._loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            if not w.done():
+                w.set_result(None)
+        else:
+            self._loop.call_soon_threadsafe(_set_once, w)
+
+    def _deliver(self, entries: list[Entry]) -> None:
+        added = False
+        for entry_id, fields, deliveries in entries:
+            offset = entry_id.decode()
+            if offset in self._outstanding:
+                continue  # still being processed here; it outlived ack_wait
+            if not fields:  # trimmed away after it was delivered
+                assert self._acks is not None
+                self._acks.add(offset)
+                continue
+            msg = DurableMessage(decode_entry(self.topic, fields), offset, deliveries, self)
+            if msg.decode_error is not None and not self._dead:
+                # Never delivered: a payload that cannot be decoded would fail every time. (On
+                # a dead-letter topic it is delivered, to be inspected, rather than buried again.)
+                self.stats.decode_errors += 1
+                self._run(self._bury(offset, f"undecodable: {msg.decode_error}"))
+                continue
+            self._outstanding[offset] = msg
+            self._buffer.append(msg)
+            added = True
+        if added:
+            self._wake()
+
+    # -- handing messages to the application -------------------------------------------------
+
+    def _wake(self) -> None:
+        w = self._waiter
+        if w is not None:
+            self._waiter = None
+            if not w.done():
+                w.set_result(None)
+        if self._sync_waiting:
+            self._event.set()
+
+    def _took(self, msg: DurableMessage) -> DurableMessage:
+        msg._seen = True
+        self.stats.delivered += 1
+        if len(self._buffer) <= self._low_water:
+            self._wake_room()
+        return msg
+
+    def _auto_ack_last(self) -> None:
+        last, self._last = self._last, None
+        if last is not None and self.auto_ack and not last._settled:
+            last.ack()
+
+    def __aiter__(self) -> Consumer:
+        return self
+
+    async def __anext__(self) -> DurableMessage:
+        self._auto_ack_last()
+        msg = await self._next()
+        self._last = msg
+        return msg
+
+    async def _next(self) -> DurableMessage:
+        buf = self._buffer
+        while True:
+            if buf:
+                return self._took(buf.popleft())
+            if self._closed:
+                if self._error is not None:
+                    raise self._error
+                raise StopAsyncIteration
+            if not self._started:
+                await self.start()
+                continue
+            assert self._loop is not None
+            waiter = self._waiter = self._loop.create_future()
+            await waiter
+
+    async def next(self, timeout: float | None = None) -> DurableMessage:
+        """The next message; :class:`Timeout` if none arrives in time, ``ClientClosed`` at end.
+
+        Unlike iteration, this never acks the previous message.
+        """
+        try:
+            async with asyncio.timeout(timeout):
+                return await self._next()
+        except TimeoutError:
+            raise HeraldTimeout(f"no message within {timeout}s", timeout) from None
+        except StopAsyncIteration:
+            raise ClientClosed("consumer closed") from None
+
+    def _next_sync(self, timeout: float | None, *, iterate: bool = False) -> DurableMessage:
+        """Blocking next() for a thread other than the event loop's."""
+        if iterate:
+            self._auto_ack_last()
+        buf = self._buffer
+        deadline = None if timeout is None else time.monotonic() + timeout
+        while True:
+            try:
+                msg = buf.popleft()
+            except IndexError:
+                pass
+            else:
+                if iterate:
+                    self._last = msg
+                return self._took(msg)
+            if self._closed:
+                if self._error is not None:
+                    raise self._error
+                raise ClientClosed("consumer closed")
+            self._sync_waiting = True
+            self._event.clear()
+            if buf or self._closed:
+                continue
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                self._sync_waiting = False
+                raise HeraldTimeout(f"no message within {timeout}s", timeout)
+            self._event.wait(0.25 if remaining is None else min(remaining, 0.25))  # Ctrl-C
+            self._sync_waiting = False
+
+    async def _run_handler(self, handler: DurableHandler) -> None:
+        is_coro = inspect.iscoroutinefunction(handler)
+        while True:
+            try:
+                msg = await self._next()
+            except (StopAsyncIteration, HeraldError):
+                return  # closed (an error is logged by _fail)
+            try:
+                result = handler(msg)
+                if is_coro or (result is not None and inspect.isawaitable(result)):
+                    await result
+            except Exception as exc:
+                self.stats.handler_errors += 1
+                log.exception("handler %r failed on %r", handler, msg)
+                if self.auto_ack and not msg._settled:
+                    try:
+                        await self._failed(msg, exc)
+                    except HeraldError as err:
+                        log.warning("consumer %s: nak of %s failed: %s", self.name, msg.offset, err)
+            else:
+                if self.auto_ack and not msg._settled:
+                    msg.ack()
+
+    def _failed(self, msg: DurableMessage, exc: BaseException) -> Awaitable[None]:
+        """A handler raised: nak with backoff, or dead-letter on the last delivery."""
+        if msg.deliveries >= self._max:
+            reason = f"handler failed on delivery {msg.deliveries} of {self._max}: "
+            return self._term(msg, reason + f"{type(exc).__name__}: {exc}")
+        return self._nak(msg, None)
+
+    # -- settling (DurableMessage calls these) -----------------------------------------------
+
+    def _settle(self, msg: DurableMessage) -> bool:
+        if msg._settled:
+            return False
+        msg._settled = True
+        if self._outstanding.pop(msg._entry, None) is not None:
+            self._wake_room()
+        return True
+
+    def _ack(self, msg: DurableMessage, confirm: bool) -> Awaitable[None]:
+        if not self._settle(msg):
+            return DONE
+        assert self._acks is not None
+        self.stats.acked += 1
+        self._acks.add(msg._entry)
+        return self._run(self._acks.confirm()) if confirm else DONE
+
+    def _nak(self, msg: DurableMessage, delay: float | None) -> Awaitable[None]:
+        if not self._settle(msg):
+            return DONE
+        if msg.deliveries >= self._max:
+            self.stats.termed += 1
+            reason = f"nak on delivery {msg.deliveries} of {self._max}"
+            return self._run(self._bury(msg._entry, reason))
+        assert self._redelivery is not None
+        self.stats.naked += 1
+        if delay is None:
+            delay = backoff_delay(self.backoff, msg.deliveries)
+        return self._run(self._redelivery.delay(msg._entry, max(0.0, delay)))
+
+    def _term(self, msg: DurableMessage, reason: str) -> Awaitable[None]:
+        if not self._settle(msg):
+            return DONE
+        self.stats.termed += 1
+        return self._run(self._bury(msg._entry, reason))
+
+    def _in_progress(self, msg: DurableMessage) -> Awaitable[None]:
+        if msg._settled:
+            return DONE
+        assert self._member is not None
+        return self._run(self._member.lease([msg._entry], 0))
+
+    async def _bury(self, offset: str, reason: str) -> None:
+        assert self._member is not None
+        if await self._member.bury(offset, reason):
+            self.stats.dead_lettered += 1
+        else:
+            log.warning("consumer %s: %s not dead-lettered: no longer its own", self.name, offset)
+
+    def _run(self, coro: Coroutine[Any, Any, Any]) -> Awaitable[None]:
+        """Start a settling step now: a task on the loop's thread, a blocking wait elsewhere."""
+        loop = self._loop
+        if loop is None:
+            coro.close()
+            raise ClientClosed("consumer not started")
+        if threading.get_ident() == self._loop_thread:
+            task = loop.create_task(coro)
+            self._ops.add(task)
+            task.add_done_callback(self._op_done)
+            return task
+        fut = asyncio.run_coroutine_threadsafe(coro, loop)
+        while True:  # short waits: Ctrl-C, and a loop stopped under us, end them
+            try:
+                fut.result(0.25)
+                return DONE
+            except concurrent.futures.TimeoutError:
+                if not loop.is_running():
+                    fut.cancel()
+                    raise ClientClosed("consumer closed") from None
+
+    def _op_done(self, task: asyncio.Task[Any]) -> None:
+        self._ops.discard(task)
+        if not task.cancelled() and (exc := task.exception()) is not None:
+            log.warning("consumer %s: %s", self.name, exc)
+
+
+def _set_once(fut: asyncio.Future[None]) -> None:
+    if not fut.done():
+        fut.set_result(None)

@@ -1,0 +1,133 @@
+"""The message a consumer of a durable topic receives, and how it is settled."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable, Generator
+from dataclasses import dataclass
+from typing import Any, Protocol
+
+from ._message import Message
+
+
+class Settler(Protocol):
+    """What settles a message: its consumer."""
+
+    def _ack(self, msg: DurableMessage, confirm: bool) -> Awaitable[None]: ...
+    def _nak(self, msg: DurableMessage, delay: float | None) -> Awaitable[None]: ...
+    def _term(self, msg: DurableMessage, reason: str) -> Awaitable[None]: ...
+    def _in_progress(self, msg: DurableMessage) -> Awaitable[None]: ...
+
+
+class _Done:
+    """An awaitable that is already done: what settling returns when there is nothing to wait
+    for (and what a thread gets, having waited already)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()
+
+
+DONE = _Done()
+
+
+@dataclass
+class ConsumerStats:
+    """Counters of one consumer."""
+
+    delivered: int = 0  # messages handed to the application
+    acked: int = 0
+    naked: int = 0
+    termed: int = 0
+    redelivered: int = 0  # entries reclaimed: ack_wait passed, a nak's delay, a hand-back
+    dead_lettered: int = 0  # by this consumer: term, max_deliver, undecodable
+    decode_errors: int = 0
+    handler_errors: int = 0
+    repairs: int = 0  # NOGROUP (a flushed server) repaired by recreating the group
+
+
+class DurableMessage(Message):
+    """A message of a durable topic, delivered by a :class:`Consumer`.
+
+    Settle it once: :meth:`ack`, :meth:`nak` or :meth:`term`. Each returns an awaitable: in
+    asyncio ``await msg.ack()``; from a thread (the sync ``Client``) just ``msg.ack()``, which
+    returns when done.
+
+    Attributes:
+        offset: the stream entry id (``"1700000000000-0"``).
+        deliveries: how many times this entry has been delivered, this time included.
+        headers: the publisher's headers; dead letters add ``herald-reason``,
+            ``herald-deliveries``, ``herald-topic``, ``herald-offset``, ``herald-group``,
+            ``herald-consumer`` and ``herald-time`` (milliseconds since the epoch).
+
+    Example::
+
+        async for msg in hub.consume("orders", "billing"):
+            try:
+                await bill(msg.data)
+            except TemporaryError:
+                await msg.nak(delay=5)
+            else:
+                await msg.ack()
+    """
+
+    __slots__ = ("_consumer", "_entry", "_seen", "_settled", "deliveries")
+
+    def __init__(self, msg: Message, offset: str, deliveries: int, consumer: Settler) -> None:
+        super().__init__(
+            msg.topic,
+            msg.data,
+            msg.raw,
+            msg._codec,
+            msg._pid,
+            msg._seq,
+            msg._ts,
+            msg.headers,
+            None,
+            offset,
+            None,
+            msg.decode_error,
+        )
+        self.deliveries = deliveries
+        self._entry = offset  # the same as offset, typed
+        self._consumer = consumer
+        self._settled = False
+        self._seen = False  # handed to the application (a hand-back then counts a delivery)
+
+    @property
+    def settled(self) -> bool:
+        """True once acked, nak'd or terminated by this consumer."""
+        return self._settled
+
+    def ack(self, *, confirm: bool = False) -> Awaitable[None]:
+        """Done with it: it is never delivered again.
+
+        Acks are batched (one XACK per event-loop iteration) and not waited for: a lost ack
+        means a redelivery, which at-least-once allows. ``confirm=True`` waits for the server.
+        """
+        return self._consumer._ack(self, confirm)
+
+    def nak(self, delay: float | None = None) -> Awaitable[None]:
+        """Failed: deliver it again after ``delay`` seconds (default: the consumer's backoff
+        schedule for this delivery count, else at once), to this or another consumer.
+
+        On the last allowed delivery (``deliveries == max_deliver``) it goes to the dead letters.
+        """
+        return self._consumer._nak(self, delay)
+
+    def term(self, reason: str = "terminated") -> Awaitable[None]:
+        """Never deliver it again: move it to the dead-letter topic ``<topic>.dead`` now."""
+        return self._consumer._term(self, reason)
+
+    def in_progress(self) -> Awaitable[None]:
+        """Still working on it: restart its ``ack_wait`` so that nobody reclaims it yet."""
+        return self._consumer._in_progress(self)
+
+    def __repr__(self) -> str:
+        return (
+            f"DurableMessage(topic={self.topic!r}, data={self.data!r}, offset={self.offset!r}, "
+            f"deliveries={self.deliveries})"
+        )
+
+
+DurableHandler = Callable[[DurableMessage], Any]

@@ -1,0 +1,120 @@
+"""A consumer of a durable topic for threads: the asyncio :class:`Consumer` underneath."""
+
+from __future__ import annotations
+
+import asyncio
+import concurrent.futures
+import contextlib
+import logging
+import os
+import threading
+from collections.abc import Iterator
+from types import TracebackType
+
+from ._consumer import Consumer
+from ._durable_message import ConsumerStats, DurableHandler, DurableMessage
+from ._errors import ClientClosed, HeraldError
+
+log = logging.getLogger("herald")
+
+
+class SyncConsumer:
+    """A consumer for threads (from :meth:`Client.consume`): an iterator and a context manager,
+    or a handler run on a thread of its own. Messages settle from any thread: ``msg.ack()``.
+
+    Example::
+
+        with hub.consume("orders", "billing") as orders:
+            for msg in orders:
+                bill(msg.data)        # acked when the loop asks for the next one
+    """
+
+    def __init__(self, consumer: Consumer, handler: DurableHandler | None) -> None:
+        self._consumer = consumer
+        self._pid = os.getpid()
+        self._thread: threading.Thread | None = None
+        if handler is not None:
+            self._thread = threading.Thread(
+                target=self._run_handler,
+                args=(handler,),
+                name=f"herald-handler-{consumer.topic}",
+                daemon=True,
+            )
+            self._thread.start()
+
+    @property
+    def name(self) -> str:
+        """The consumer's name in its group."""
+        return self._consumer.name
+
+    @property
+    def stats(self) -> ConsumerStats:
+        return self._consumer.stats
+
+    @property
+    def closed(self) -> bool:
+        return self._consumer.closed
+
+    def _check(self) -> None:
+        if os.getpid() != self._pid:
+            raise ClientClosed("this consumer belongs to the parent process of a fork()")
+
+    def next(self, timeout: float | None = None) -> DurableMessage:
+        """The next message; :class:`Timeout` if none arrives in time (never acks the last)."""
+        self._check()
+        return self._consumer._next_sync(timeout)
+
+    def __iter__(self) -> Iterator[DurableMessage]:
+        self._check()
+        while True:
+            try:
+                yield self._consumer._next_sync(None, iterate=True)
+            except ClientClosed:
+                if self._consumer._error is not None:
+                    raise
+                return
+
+    def _run_handler(self, handler: DurableHandler) -> None:
+        c = self._consumer
+        while True:
+            try:
+                msg = c._next_sync(None)
+            except HeraldError:
+                return
+            try:
+                handler(msg)
+            except Exception as exc:
+                c.stats.handler_errors += 1
+                log.exception("handler %r failed on %r", handler, msg)
+                if c.auto_ack and not msg.settled:
+                    try:
+                        c._failed(msg, exc)
+                    except HeraldError as err:
+                        log.warning("consumer %s: nak of %s failed: %s", c.name, msg.offset, err)
+            else:
+                if c.auto_ack and not msg.settled:
+                    msg.ack()
+
+    def close(self) -> None:
+        """Stop; unsettled messages are handed back to the group."""
+        c = self._consumer
+        loop = c._loop
+        if not c.closed and loop is not None and loop.is_running():
+            fut = asyncio.run_coroutine_threadsafe(c.close(), loop)
+            with contextlib.suppress(concurrent.futures.TimeoutError, HeraldError):
+                fut.result(10)
+        self._join()
+
+    def _join(self) -> None:
+        if self._thread is not None and self._thread is not threading.current_thread():
+            self._thread.join(5)
+
+    def __enter__(self) -> SyncConsumer:
+        return self
+
+    def __exit__(
+        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        if et is None:
+            self._consumer._auto_ack_last()
+        self.close()
