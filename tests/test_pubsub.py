@@ -524,3 +524,24 @@ async def test_bare_policy_reaches_a_running_client(url: str, topic: str) -> Non
             if msg.foreign or time.monotonic() > deadline:
                 break
         assert (msg.data, msg.foreign) == (b"after", True)
+
+
+async def test_publish_many_keeps_order_across_batches_and_topics(url: str, topic: str) -> None:
+    async with herald.AsyncClient(url) as hub, hub.subscribe(f"{topic}.*") as sub:
+        await hub.publish_many(f"{topic}.a", range(2500))
+        await hub.publish(f"{topic}.b", "between")
+        await hub.publish_many(f"{topic}.a", [{"n": i} for i in range(3)], headers={"h": "1"})
+        got = [await sub.next(timeout=5) for _ in range(2504)]
+        assert [m.data for m in got[:2500]] == list(range(2500))
+        assert got[2500].data == "between"
+        assert [m.data for m in got[2501:]] == [{"n": 0}, {"n": 1}, {"n": 2}]
+        assert got[-1].headers == {"h": "1"}
+        with pytest.raises(herald.MessageTooLarge):
+            await hub.publish_many(f"{topic}.a", ["ok", "x" * 2_000_000])
+        assert hub.stats.published == 2504
+
+
+def test_publish_many_sync(url: str, topic: str) -> None:
+    with herald.Client(url) as hub, hub.subscribe(topic) as sub:
+        hub.publish_many(topic, (f"m{i}" for i in range(1500)))
+        assert [sub.next(timeout=5).data for _ in range(1500)] == [f"m{i}" for i in range(1500)]

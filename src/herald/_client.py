@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Unpack, overload
@@ -28,7 +28,7 @@ from ._errors import (
     PermissionDenied,
     Timeout,
 )
-from ._link import Link
+from ._link import BLOCKED, FLUSHED, MAX_BATCH_MESSAGES, Link
 from ._message import Message
 from ._request import Requests
 from ._resp import prefix
@@ -386,6 +386,14 @@ class AsyncClient:
             ConnectionLost: with ``confirm=True``, the connection died before the reply.
         """
         link = self._link
+        entry = self._prefixes.get(topic)
+        if link is not None and entry is not None and not confirm and not entry[1] and not entry[2]:
+            # The hot path: a known live topic, fire-and-forget.
+            frame = self._encoder.envelope(data, headers)
+            if len(frame) > self.max_message_size:
+                raise MessageTooLarge(len(frame), self.max_message_size)
+            await self._publish_live(link, entry[0], [frame], self.batch)
+            return None
         if link is None:
             await self.connect()
             link = self._link
@@ -401,12 +409,51 @@ class AsyncClient:
             receivers = int(await link.execute(_PUBLISH, topic, frame))
             self.published += 1
             return PubAck(receivers)
-        if link.blocked:
-            await link.wait_writable(self.publish_timeout)
-        self.published += 1
-        if link.publish_nowait(pfx, frame, self.batch and not bare):
-            await asyncio.sleep(0)  # a publisher in a tight loop still lets other tasks run
+        await self._publish_live(link, pfx, [frame], self.batch and not bare)
         return None
+
+    async def _publish_live(
+        self, link: Link, pfx: bytes, frames: list[bytes], batchable: bool
+    ) -> None:
+        status = link.try_publish(pfx, frames, batchable)
+        while status == BLOCKED:
+            await link.wait_writable(self.publish_timeout)
+            status = link.try_publish(pfx, frames, batchable)
+        self.published += len(frames)
+        if status == FLUSHED:
+            await asyncio.sleep(0)  # a publisher in a tight loop still lets other tasks run
+
+    async def publish_many(
+        self, topic: str, items: Iterable[Any], *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Publish several messages to one topic, in order, without waiting for the server.
+
+        Cheaper per message than ``publish`` in a loop: one call encodes them all and queues
+        them at once (into batch frames on a live topic). On a durable topic each message is
+        stored as with ``publish(confirm=False)``.
+
+        Example::
+
+            await hub.publish_many("prices.tech", [{"px": 1.5 + i} for i in range(100)])
+        """
+        if self._link is None:
+            await self.connect()
+        link = self._link
+        assert link is not None
+        pfx, bare, durable = self._prefix(topic)
+        if bare or durable is not None:
+            for data in items:
+                await self.publish(topic, data, headers=headers, confirm=False)
+            return
+        envelope = self._encoder.envelope
+        limit = self.max_message_size
+        frames = [envelope(data, headers) for data in items]
+        for frame in frames:
+            if len(frame) > limit:
+                raise MessageTooLarge(len(frame), limit)
+        # Chunks keep one call from overshooting the outage buffer by more than a batch frame.
+        for i in range(0, len(frames), MAX_BATCH_MESSAGES):
+            await self._publish_live(link, pfx, frames[i : i + MAX_BATCH_MESSAGES], self.batch)
 
     def _publish_threadsafe(
         self, topic: str, data: Any, headers: Mapping[str, str] | None

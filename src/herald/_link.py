@@ -37,6 +37,11 @@ log = logging.getLogger("herald")
 MAX_BATCH_MESSAGES = 1000
 MAX_BATCH_BYTES = 256 * 1024
 
+# try_publish results
+QUEUED = 0
+FLUSHED = 1
+BLOCKED = 2
+
 
 class Link:
     """One logical connection to the server that reconnects by itself."""
@@ -305,33 +310,65 @@ class Link:
 
     def _queue_publish(self, prefix: bytes, frame: bytes, batchable: bool) -> tuple[bool, int]:
         """Queue one PUBLISH-like command; return (flush already scheduled, pending bytes)."""
-        size = len(frame)
         with self._lock:
             if self._closed:
                 raise ClientClosed("connection closed")
-            if self._batch_prefix is not None:
-                if (
-                    batchable
-                    and prefix is self._batch_prefix
-                    and len(self._batch) < MAX_BATCH_MESSAGES
-                    and self._batch_bytes + size <= MAX_BATCH_BYTES
-                ):
-                    self._batch.append(frame)
-                    self._batch_bytes += size
-                    self._pending_bytes += size
-                    scheduled, self._scheduled = self._scheduled, True
-                    return scheduled, self._pending_bytes
-                self._close_batch()
-            if batchable:
-                self._batch_prefix = prefix
-                self._batch.append(frame)
-                self._batch_bytes = size
-            else:
-                self._pending += (prefix, b"%d\r\n" % size, frame, b"\r\n")
-                self._pending_waiters.append(None)
-            self._pending_bytes += size
+            self._queue_locked(prefix, frame, batchable)
             scheduled, self._scheduled = self._scheduled, True
             return scheduled, self._pending_bytes
+
+    def _queue_locked(self, prefix: bytes, frame: bytes, batchable: bool) -> None:
+        # Caller holds _lock. A publish to the topic of the open batch joins it while it has room.
+        size = len(frame)
+        if self._batch_prefix is not None:
+            if (
+                batchable
+                and prefix is self._batch_prefix
+                and len(self._batch) < MAX_BATCH_MESSAGES
+                and self._batch_bytes + size <= MAX_BATCH_BYTES
+            ):
+                self._batch.append(frame)
+                self._batch_bytes += size
+                self._pending_bytes += size
+                return
+            self._close_batch()
+        if batchable:
+            self._batch_prefix = prefix
+            self._batch.append(frame)
+            self._batch_bytes = size
+        else:
+            self._pending += (prefix, b"%d\r\n" % size, frame, b"\r\n")
+            self._pending_waiters.append(None)
+        self._pending_bytes += size
+
+    def try_publish(self, prefix: bytes, frames: list[bytes], batchable: bool) -> int:
+        """Queue fire-and-forget publishes to one topic (event-loop thread), all or none.
+
+        Returns :data:`QUEUED`; :data:`FLUSHED` when the buffer reached ``flush_at`` and was
+        written at once (the caller should yield to the loop); or :data:`BLOCKED`, nothing
+        queued, while the socket is paused or the outage buffer is full: the caller waits with
+        :meth:`wait_writable` and tries again, so a publish refused with :class:`Timeout` was
+        never queued and the outage buffer stays within ``max_pending_bytes`` (plus one call).
+        """
+        if self._pending_bytes >= self.max_pending_bytes:
+            return BLOCKED
+        proto = self._proto
+        if proto is not None and proto.paused and not proto.lost:
+            return BLOCKED
+        with self._lock:
+            if self._closed:
+                raise ClientClosed("connection closed")
+            for frame in frames:
+                self._queue_locked(prefix, frame, batchable)
+            scheduled, self._scheduled = self._scheduled, True
+            pending = self._pending_bytes
+        if pending >= self.flush_at:
+            self._flush()
+            return FLUSHED
+        if not scheduled:
+            assert self.loop is not None
+            self.loop.call_soon(self._flush)
+        return QUEUED
 
     def _close_batch(self) -> None:
         # Caller holds _lock.
@@ -345,21 +382,16 @@ class Link:
         self._batch_prefix = None
 
     def publish_nowait(self, prefix: bytes, frame: bytes, batchable: bool) -> bool:
-        """Queue a fire-and-forget publish (event-loop thread); True if the caller should yield.
-
-        Callers wait for room *before* queuing (:meth:`wait_writable` while :attr:`blocked`), so
-        that a publish refused with :class:`Timeout` was never queued and the buffer kept for a
-        reconnect stays within ``max_pending_bytes`` (plus one message).
-        """
+        """Queue a fire-and-forget publish even past the buffer limit (replies to requests,
+        which must not be refused); True if the caller should yield or wait for room."""
         scheduled, pending = self._queue_publish(prefix, frame, batchable)
-        proto = self._proto
         if pending >= self.flush_at:
             self._flush()
             return True
         if not scheduled:
             assert self.loop is not None
             self.loop.call_soon(self._flush)
-        return proto is None or proto.paused
+        return self.blocked
 
     def publish_threadsafe(
         self, prefix: bytes, frame: bytes, batchable: bool, timeout: float | None

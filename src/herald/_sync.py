@@ -13,7 +13,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar, Unpack, overload
 
@@ -148,6 +148,12 @@ class Client:
         if durable is None:
             return None
         return portal.call(self._async._publish_durable(*durable, None, confirm))
+
+    def publish_many(
+        self, topic: str, items: Iterable[Any], *, headers: Mapping[str, str] | None = None
+    ) -> None:
+        """Publish several messages to one topic in order; see :meth:`AsyncClient.publish_many`."""
+        self._live().call(self._async.publish_many(topic, list(items), headers=headers))
 
     def flush(self, timeout: float | None = 10.0) -> None:
         """Wait until everything published so far has reached the server."""

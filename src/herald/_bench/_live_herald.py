@@ -64,6 +64,31 @@ async def _herald_async_pub(params: dict[str, Any], barrier: Barrier, *, batch: 
         return pub_result(sent, t0, perf_counter(), errors=hub.stats.publish_errors)
 
 
+def herald_many_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
+    return asyncio.run(_herald_many_pub(params, barrier))
+
+
+async def _herald_many_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
+    import herald
+
+    channel = params["channel"]
+    async with herald.AsyncClient(params["url"]) as hub:
+        await hub.execute("PING")
+        items = [json_payload(params["payload_size"])] * 1000
+        barrier.wait()
+        sent = 0
+        t0 = perf_counter()
+        end = t0 + params["duration"]
+        while True:
+            await hub.publish_many(channel, items)
+            sent += len(items)
+            if perf_counter() >= end:
+                break
+        await hub.publish(channel, "END")
+        await hub.flush()
+        return pub_result(sent, t0, perf_counter(), errors=hub.stats.publish_errors)
+
+
 def herald_sync_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
     import herald
 

@@ -25,6 +25,7 @@ from ._live_herald import (
     herald_async_pub,
     herald_handler_sub,
     herald_iter_sub,
+    herald_many_pub,
     herald_sync_pub,
 )
 from ._live_peers import (
@@ -42,6 +43,7 @@ from ._live_peers import (
 WORKERS: dict[str, Worker] = {
     "herald-async": herald_async_pub,
     "herald-async-nobatch": herald_async_nobatch_pub,
+    "herald-many": herald_many_pub,
     "herald-sync": herald_sync_pub,
     "herald-handler": herald_handler_sub,
     "herald-iter": herald_iter_sub,

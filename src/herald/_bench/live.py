@@ -81,6 +81,14 @@ THROUGHPUT_ROWS = (
         True,
     ),
     Row(
+        "herald-many",
+        "herald-many",
+        "herald-handler",
+        "Herald AsyncClient: await publish_many() of 1000 messages, batch frames -> handler",
+        PIPELINED,
+        True,
+    ),
+    Row(
         "herald-sync",
         "herald-sync",
         "herald-handler",
