@@ -11,6 +11,7 @@ PUBLIC = {
     "ConnectionFailed", "ConnectionLost", "DecodeError", "InvalidTopic", "MessageTooLarge",
     "PermissionDenied", "ServerError", "SlowConsumer", "Timeout", "NoResponders",
     "ResponderFailed", "Consumer", "ConsumerStats", "DurableMessage", "SyncConsumer",
+    "StoredMessage", "PositionTrimmed", "TopicInfo", "GroupInfo", "ConsumerInfo", "DeadLetter",
 }  # fmt: skip
 
 

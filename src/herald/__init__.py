@@ -8,9 +8,10 @@ Example::
         await hub.publish("news.sport", {"title": "3:1"})
 """
 
+from ._admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
 from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
 from ._consumer import Consumer
-from ._durable_message import ConsumerStats, DurableMessage
+from ._durable_message import ConsumerStats, DurableMessage, StoredMessage
 from ._errors import (
     AuthenticationFailed,
     ClientClosed,
@@ -23,6 +24,7 @@ from ._errors import (
     MessageTooLarge,
     NoResponders,
     PermissionDenied,
+    PositionTrimmed,
     ResponderFailed,
     ServerError,
     SlowConsumer,
@@ -47,26 +49,32 @@ __all__ = [
     "ConnectionFailed",
     "ConnectionLost",
     "Consumer",
+    "ConsumerInfo",
     "ConsumerStats",
+    "DeadLetter",
     "DecodeError",
     "DurableMessage",
     "EmbeddedServer",
     "Gap",
+    "GroupInfo",
     "HeraldError",
     "InvalidTopic",
     "Message",
     "MessageTooLarge",
     "NoResponders",
     "PermissionDenied",
+    "PositionTrimmed",
     "PubAck",
     "ResponderFailed",
     "ServerError",
     "SlowConsumer",
+    "StoredMessage",
     "Subscription",
     "SubscriptionStats",
     "SyncConsumer",
     "SyncSubscription",
     "Timeout",
+    "TopicInfo",
     "TopicPolicy",
     "match",
 ]

@@ -6,19 +6,23 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Unpack, overload
 
 import msgspec
 
+from . import _admin, _replay
+from ._admin import DeadLetter, TopicInfo
 from ._consumer import ConsumeOptions, Consumer, ConsumerSetup
 from ._durable import Scripts
 from ._durable import declare as durable_declare
 from ._durable import delete as durable_delete
 from ._durable import publish as durable_publish
+from ._durable import publish_many as durable_publish_many
 from ._durable import trim as durable_trim
+from ._durable_message import StoredMessage
 from ._errors import (
     ClientClosed,
     ConfigurationError,
@@ -28,8 +32,10 @@ from ._errors import (
     PermissionDenied,
     Timeout,
 )
+from ._keyed import publish_keyed, validate_key
 from ._link import BLOCKED, FLUSHED, MAX_BATCH_MESSAGES, Link
 from ._message import Message
+from ._offsets import Position, normalize_id
 from ._request import Requests
 from ._resp import prefix
 from ._server import EmbeddedServer, discover
@@ -340,6 +346,7 @@ class AsyncClient:
         headers: Mapping[str, str] | None = None,
         confirm: Literal[True],
         msg_id: str | None = None,
+        key: str | None = None,
     ) -> PubAck: ...
 
     @overload
@@ -351,6 +358,7 @@ class AsyncClient:
         headers: Mapping[str, str] | None = None,
         confirm: bool | None = None,
         msg_id: str | None = None,
+        key: str | None = None,
     ) -> PubAck | None: ...
 
     async def publish(
@@ -361,6 +369,7 @@ class AsyncClient:
         headers: Mapping[str, str] | None = None,
         confirm: bool | None = None,
         msg_id: str | None = None,
+        key: str | None = None,
     ) -> PubAck | None:
         """Publish one message.
 
@@ -377,7 +386,8 @@ class AsyncClient:
         entry id (``offset``); ``confirm=False`` sends it without waiting. ``msg_id`` makes the
         publish idempotent there: the same ``msg_id`` within the topic's ``dedup_window`` is
         stored once (``PubAck.duplicate``). Live topics ignore ``msg_id``: a publisher cannot
-        know whether a topic is durable, that is the topic's policy.
+        know whether a topic is durable, that is the topic's policy. ``key`` is a durable
+        message's ordering key (``consume(..., ordered_by_key=True)``); live topics ignore it.
 
         Raises:
             InvalidTopic, MessageTooLarge, TypeError: before anything is sent.
@@ -400,6 +410,8 @@ class AsyncClient:
             assert link is not None
         pfx, frame, bare, durable = self._encode(topic, data, headers)
         if durable is not None:
+            if key is not None:
+                return await self._publish_keyed(frame, durable, key, msg_id, confirm)
             return await self._publish_durable(frame, durable, msg_id, confirm)
         if confirm:
             # Wait for the connection before queuing: a Timeout then means "not sent", never
@@ -430,7 +442,7 @@ class AsyncClient:
 
         Cheaper per message than ``publish`` in a loop: one call encodes them all and queues
         them at once (into batch frames on a live topic). On a durable topic each message is
-        stored as with ``publish(confirm=False)``.
+        stored as with ``publish(confirm=False)``: its XADD and PUBLISH, queued in one burst.
 
         Example::
 
@@ -441,6 +453,14 @@ class AsyncClient:
         link = self._link
         assert link is not None
         pfx, bare, durable = self._prefix(topic)
+        if durable is not None and not bare:
+            frames = [self._encoder.envelope(data, headers) for data in items]
+            for frame in frames:
+                if len(frame) > self.max_message_size:
+                    raise MessageTooLarge(len(frame), self.max_message_size)
+            await durable_publish_many(self._scripts(), durable, frames, self.publish_timeout)
+            self.published += len(frames)
+            return
         if bare or durable is not None:
             for data in items:
                 await self.publish(topic, data, headers=headers, confirm=False)
@@ -478,14 +498,16 @@ class AsyncClient:
         if msg_id is not None:
             validate_msg_id(msg_id)
         if confirm is False:
-            if link.blocked:
-                await link.wait_writable(self.publish_timeout)
-            await durable_publish(self._scripts(), durable, frame, msg_id, False)
+            await durable_publish(
+                self._scripts(), durable, frame, msg_id, False, self.publish_timeout
+            )
             self.published += 1
             return None
         if not link.connected:
             await link.wait_connected(self.publish_timeout)
-        reply = await durable_publish(self._scripts(), durable, frame, msg_id, True)
+        reply = await durable_publish(
+            self._scripts(), durable, frame, msg_id, True, self.publish_timeout
+        )
         assert reply is not None
         self.published += 1
         offset, duplicate, receivers = reply
@@ -761,6 +783,133 @@ class AsyncClient:
         """Declared topics and their policies (a topic nobody declared is live)."""
         await self._load_policies()
         return dict(self._policies)
+
+    # -- reading and looking after durable topics (docs/durable.md) --------------------------
+
+    async def history(
+        self, topic: str, *, since: Position | None = None, limit: int = 100
+    ) -> list[StoredMessage]:
+        """Up to ``limit`` stored messages of a durable topic, oldest first, read without a
+        consumer group (nothing is acked, no group moves).
+
+        Args:
+            since: ``None`` (the oldest entry on), an entry id (the entries *after* it: pass the
+                last ``offset`` you got to read on), or a point in time (a ``datetime``, naive
+                meaning local time, or seconds since the epoch: entries stored at or after it).
+
+        Example::
+
+            page = await hub.history("orders", since=datetime(2024, 5, 1, tzinfo=UTC))
+            more = await hub.history("orders", since=page[-1].offset)
+        """
+        execute = await self._durable_reader(topic)
+        return await _replay.history(execute, topic, since, limit)
+
+    async def replay(
+        self,
+        topic: str,
+        *,
+        since: Position | None = None,
+        until: Position | None = None,
+        page: int = 1000,
+    ) -> AsyncIterator[StoredMessage]:
+        """Every stored message of a durable topic from ``since`` (as in :meth:`history`) up to
+        ``until`` (an entry id, included, or a point in time), read ``page`` entries at a time.
+        Without ``until`` it ends at the end of the stream.
+
+        Example::
+
+            async for msg in hub.replay("orders", since=time.time() - 3600):
+                print(msg.offset, msg.data)
+        """
+        execute = await self._durable_reader(topic)
+        async for msg in _replay.replay(execute, topic, since, until, page):
+            yield msg
+
+    async def topic_info(self, topic: str) -> TopicInfo:
+        """What a topic holds now: policy, stream length, first and last entries, consumer
+        groups with their pending entries, lag and consumers, and its dead letters.
+
+        Example::
+
+            info = await hub.topic_info("orders")
+            for group in info.groups:
+                print(group.name, group.pending, group.lag)
+        """
+        validate_topic(topic)
+        await self.connect()
+        await self._load_policies()
+        return await _admin.topic_info(self.execute, topic, self._policies.get(topic))
+
+    async def dead_letters(
+        self, topic: str, *, since: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        """Up to ``limit`` dead letters of ``topic`` (the entries of ``<topic>.dead``), oldest
+        first; ``since``: after that dead letter's offset.
+
+        Example::
+
+            for dead in await hub.dead_letters("orders"):
+                print(dead.offset, dead.reason, dead.deliveries, dead.message.data)
+        """
+        execute = await self._durable_reader(topic)
+        return await _admin.dead_letters(execute, topic, since, limit)
+
+    async def replay_dead(self, topic: str, offsets: Iterable[str] | None = None) -> dict[str, str]:
+        """Put dead letters back on their topic, after a fix: each is stored again as a new
+        entry (every group of the topic gets it again), published live, and removed from
+        ``<topic>.dead``, in one atomic step per dead letter. Dead letters already gone are
+        skipped, so replaying twice is harmless.
+
+        Args:
+            offsets: the dead letters' offsets (``DeadLetter.offset``); ``None``: all of them.
+
+        Returns:
+            {dead letter offset: its new entry id on ``topic``} for those put back.
+
+        Example::
+
+            dead = await hub.dead_letters("orders")
+            await hub.replay_dead("orders", [d.offset for d in dead if "timeout" in d.reason])
+        """
+        await self._durable_reader(topic)
+        wanted = None if offsets is None else [normalize_id(o) for o in offsets]
+        return await _admin.replay_dead(self._scripts(), self.execute, topic, wanted)
+
+    async def _durable_reader(self, topic: str) -> Callable[..., Any]:
+        """The command connection's execute, once ``topic`` is known to be durable."""
+        validate_topic(topic)
+        await self.connect()
+        await self._load_policies()  # fresh: it may have been declared a moment ago
+        if self._prefix(topic)[2] is None:
+            raise ConfigurationError(f"topic {topic!r} is not durable: it has no stream")
+        assert self._link is not None
+        return self._link.execute
+
+    async def _publish_keyed(
+        self,
+        frame: bytes,
+        durable: DurableTopic,
+        key: str,
+        msg_id: str | None,
+        confirm: bool | None,
+    ) -> PubAck | None:
+        """A durable publish with an ordering key (see ``_keyed``)."""
+        link = self._link
+        assert link is not None
+        validate_key(key)
+        if msg_id is not None:
+            validate_msg_id(msg_id)
+        if confirm is not False and not link.connected:
+            await link.wait_connected(self.publish_timeout)
+        reply = await publish_keyed(
+            self._scripts(), durable, frame, key, msg_id, confirm is not False, self.publish_timeout
+        )
+        self.published += 1
+        if reply is None:
+            return None
+        offset, duplicate, receivers = reply
+        return PubAck(receivers, offset, duplicate)
 
     async def _load_policies(self) -> None:
         assert self._link is not None

@@ -25,10 +25,10 @@ import socket
 import threading
 import time
 from collections import deque
-from collections.abc import Awaitable, Coroutine, Generator, Sequence
+from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Protocol, TypedDict
+from typing import Any, Literal, Protocol, TypedDict
 
 from ._backoff import Backoff
 from ._durable import Scripts
@@ -37,15 +37,23 @@ from ._errors import ClientClosed, ConfigurationError, ConnectionLost, HeraldErr
 from ._errors import Timeout as HeraldTimeout
 from ._group import Acks, Member
 from ._link import Link
+from ._message import Message
+from ._offsets import Position, group_start
+from ._ordered import run_tasks
+from ._position import PositionCheck
 from ._redelivery import Redelivery
+from ._replay import entry_key
 from ._streams import (
     DEAD_SUFFIX,
+    HANDBACK_IDLE_MS,
     DurableTopic,
     Entry,
     backoff_delay,
     decode_entry,
+    fast_entry,
     parse_read,
 )
+from ._typed import typed
 from ._url import Endpoint
 
 log = logging.getLogger("herald")
@@ -61,6 +69,9 @@ def default_consumer_name() -> str:
     return f"{socket.gethostname()}-{os.getpid()}-{next(_names)}"
 
 
+OnTrimmed = Literal["raise", "continue"]
+
+
 class ConsumeOptions(TypedDict, total=False):
     """Keyword options of ``consume()``; see :class:`Consumer`."""
 
@@ -69,10 +80,13 @@ class ConsumeOptions(TypedDict, total=False):
     backoff: Sequence[float] | None
     max_ack_pending: int
     batch: int
-    start: str
+    start: Position
     handler: DurableHandler | None
     auto_ack: bool
     delete_idle_after: float
+    concurrency: int
+    ordered_by_key: bool
+    on_trimmed: OnTrimmed | None
 
 
 @dataclass
@@ -113,15 +127,26 @@ class Consumer:
         max_ack_pending: most messages delivered to this consumer and not yet settled.
         batch: most entries read at once.
         start: where a *new* group starts: ``"new"`` (messages published from now on),
-            ``"all"`` (the whole stream) or after an entry id. An existing group keeps its
-            position.
+            ``"all"`` (the whole stream), after an entry id, or at a point in time (a
+            ``datetime``, or seconds since the epoch). An existing group keeps its position.
         handler: run for every message (function or coroutine function) on a task; with
             ``auto_ack``, a message is acked when it returns and nak'd (with ``backoff``) when
-            it raises.
+            it raises. A handler whose first parameter is annotated with a msgspec ``Struct``
+            or a pydantic model gets the payload decoded into it; payloads that do not
+            validate are dead-lettered (``stats.invalid``).
         auto_ack: for handlers, as above; iterating, a message is acked when the next one is
             asked for or the ``async with`` block ends without an error, unless already settled.
         delete_idle_after: other consumers of the group idle this long with nothing pending are
             deleted from it (never one with pending entries).
+        concurrency: handler calls in progress at once (tasks; threads for ``Client``).
+        ordered_by_key: with a handler: messages with the same ``key`` (see ``publish``) are
+            handled one after another in stream order, different keys concurrently; a failing
+            message is retried in place (after ``backoff``) so that none overtakes it.
+        on_trimmed: when entries the group had not read were trimmed away
+            (:class:`PositionTrimmed`): ``"raise"`` stops the consumer with that error,
+            ``"continue"`` logs it, counts ``stats.trimmed`` and reads on from the first entry
+            left. Default: ``"raise"``, ``"continue"`` on dead-letter topics (``herald dead
+            replay`` removes entries from them).
 
     Example::
 
@@ -142,10 +167,13 @@ class Consumer:
         backoff: Sequence[float] | None = None,
         max_ack_pending: int = 1000,
         batch: int = 100,
-        start: str = "new",
+        start: Position = "new",
         handler: DurableHandler | None = None,
         auto_ack: bool = True,
         delete_idle_after: float = 3600.0,
+        concurrency: int = 1,
+        ordered_by_key: bool = False,
+        on_trimmed: OnTrimmed | None = None,
     ) -> None:
         if not isinstance(group, str) or not group:
             raise ConfigurationError("group must be a non-empty str")
@@ -161,6 +189,10 @@ class Consumer:
             raise ConfigurationError("backoff delays must be >= 0 seconds")
         if not delete_idle_after > 0:
             raise ConfigurationError("delete_idle_after must be > 0 seconds")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or concurrency < 1:
+            raise ConfigurationError("concurrency must be an int >= 1")
+        if on_trimmed not in (None, "raise", "continue"):
+            raise ConfigurationError("on_trimmed must be 'raise' or 'continue'")
         self.topic = topic
         self.group = group
         self.name = consumer or default_consumer_name()
@@ -169,17 +201,29 @@ class Consumer:
         self.backoff = list(backoff) if backoff else None
         self.max_ack_pending = max_ack_pending
         self.batch = batch
-        self.start_id = {"new": "$", "all": "0"}.get(start, start)
-        self.handler = handler
+        self.start_id = group_start(start)
+        self.handler: Callable[[DurableMessage], Any] | None = (
+            None if handler is None else typed(handler, self._invalid)
+        )
         self.auto_ack = auto_ack
         self.delete_idle_after = delete_idle_after
+        self.concurrency = concurrency
+        self.ordered_by_key = ordered_by_key
         self.stats = ConsumerStats()
         self._host = host
         self._dead = topic.endswith(DEAD_SUFFIX)
+        self.on_trimmed: OnTrimmed = on_trimmed or ("continue" if self._dead else "raise")
+        self._position: PositionCheck | None = None
         self._max = _UNLIMITED if max_deliver is None else max_deliver
         # A blocked read makes this consumer look idle to the others' clean-up for that long.
         self._block = min(2.0, delete_idle_after / 4)
         self._low_water = batch // 2
+        # Entries per read: batch, doubled (up to 4x) while the application waits for reads
+        # with a backlog in the stream (see _next), back to batch once the stream is caught up.
+        # A slow handler never waits for reads, so it never holds more than batch * 1.5 unread.
+        self._read_size = batch
+        self._read_cap = max(batch, min(4 * batch, max_ack_pending // 2))
+        self._read_full = False  # the last read got all it asked for: there is a backlog
         self._buffer: deque[DurableMessage] = deque()
         self._outstanding: dict[str, DurableMessage] = {}  # read here, not yet settled
         self._last: DurableMessage | None = None  # the iterator's current message (auto_ack)
@@ -217,6 +261,7 @@ class Consumer:
             options = {**setup.link_options, "probe_interval": 0, "probe_timeout": None}
             self._read = Link(setup.endpoint, name=f"{setup.name}-consume", **options)
             await self._read.connect()
+            self._position = PositionCheck(self._read, self.topic, setup.spec.stream, self.group)
         except BaseException:
             self._closed = True
             self._host._consumer_closed(self)
@@ -234,7 +279,11 @@ class Consumer:
         )
         self._tasks = [loop.create_task(self._fetch()), loop.create_task(self._redelivery.run())]
         if self.handler is not None:
-            self._tasks.append(loop.create_task(self._run_handler(self.handler)))
+            if self.concurrency > 1 or self.ordered_by_key:
+                runner = run_tasks(self, self.handler)
+            else:
+                runner = self._run_handler(self.handler)
+            self._tasks.append(loop.create_task(runner))
         return self
 
     def __await__(self) -> Generator[Any, None, Consumer]:
@@ -253,6 +302,11 @@ class Consumer:
     @property
     def closed(self) -> bool:
         return self._closed
+
+    @property
+    def error(self) -> HeraldError | None:
+        """The error that stopped this consumer (e.g. :class:`PositionTrimmed`), if any."""
+        return self._error
 
     @property
     def pending(self) -> int:
@@ -351,10 +405,14 @@ class Consumer:
         assert self._member is not None
         if not read.connected:
             await read.wait_connected(None)
+        # Queued ahead of the read, in the same write: it must see the group's position
+        # before the read moves it (see _position).
+        check = self._position.queue() if self._position is not None else None
         fut = read.execute(
             "XREADGROUP", "GROUP", self.group, self.name, "COUNT", count,
             "BLOCK", max(1, int(self._block * 1000)), "STREAMS", self._member.spec.stream, ">",
         )  # fmt: skip
+        read.flush_now()  # the server reads while the handler works through the buffer
         try:
             async with asyncio.timeout(self._block + READ_MARGIN):
                 reply = await fut
@@ -365,7 +423,22 @@ class Consumer:
             if proto is not None:
                 proto._abort(ConnectionLost(reason))
             raise ConnectionLost(reason) from None
-        return parse_read(reply)
+        entries = parse_read(reply)
+        self._read_full = len(entries) >= count
+        if not self._read_full and self._read_size != self.batch:  # caught up
+            self._read_size = self.batch
+            self._low_water = self.batch // 2
+        if self._position is not None and (trimmed := self._position.verdict(check)):
+            self.stats.trimmed += trimmed.lost
+            if self.on_trimmed == "raise":
+                if entries:  # never handed out: back to the group at once, no attempt counted
+                    offsets = [e[0].decode() for e in entries]
+                    with contextlib.suppress(HeraldError):
+                        await self._member.lease(offsets, HANDBACK_IDLE_MS, ["0"] * len(offsets))
+                await self._fail(trimmed)
+                return []
+            log.warning("consumer %s: %s; reading on", self.name, trimmed)
+        return entries
 
     async def _repair(self) -> bool:
         """NOGROUP: the group (or the whole stream) is gone. Recreate it, from the stream's
@@ -398,7 +471,7 @@ class Consumer:
         while not self._closed:
             free = self.max_ack_pending - len(self._outstanding)
             if free > 0 and len(self._buffer) <= self._low_water:
-                return min(self.batch, free)
+                return min(self._read_size, free)
             waiter = self._room_waiter = self._loop.create_future()
             free = self.max_ack_pending - len(self._outstanding)  # a thread may have made room
             if not (free > 0 and len(self._buffer) <= self._low_water):
@@ -414,7 +487,15 @@ class Consumer:
         if w is None or self._loop is None:
             return
         if threading.get_ident() == self._loop_thread:
-            if not w.done():
+            # Only when a read is due (acks wake it too): a woken reader makes the handler
+            # yield to it (_next, _run_handler).
+            if not w.done() and (
+                self._closed
+                or (
+                    len(self._buffer) <= self._low_water
+                    and len(self._outstanding) < self.max_ack_pending
+                )
+            ):
                 w.set_result(None)
         else:
             self._loop.call_soon_threadsafe(_set_once, w)
@@ -429,7 +510,11 @@ class Consumer:
                 assert self._acks is not None
                 self._acks.add(offset)
                 continue
-            msg = DurableMessage(decode_entry(self.topic, fields), offset, deliveries, self)
+            msg = fast_entry(self.topic, offset, fields, deliveries, self) or DurableMessage(
+                decode_entry(self.topic, fields), offset, deliveries, self
+            )
+            if len(fields) > 2:
+                msg.key = entry_key(fields)
             if msg.decode_error is not None and not self._dead:
                 # Never delivered: a payload that cannot be decoded would fail every time. (On
                 # a dead-letter topic it is delivered, to be inspected, rather than buried again.)
@@ -478,6 +563,11 @@ class Consumer:
         buf = self._buffer
         while True:
             if buf:
+                if (w := self._room_waiter) is not None and w.done():
+                    # The reader was woken (the buffer ran low): let it send its next read
+                    # before going on. Before taking a message, so a cancel here loses none.
+                    await asyncio.sleep(0)
+                    continue
                 return self._took(buf.popleft())
             if self._closed:
                 if self._error is not None:
@@ -487,6 +577,9 @@ class Consumer:
                 await self.start()
                 continue
             assert self._loop is not None
+            if self._read_full and self._read_size < self._read_cap:
+                self._read_size = min(2 * self._read_size, self._read_cap)  # reads lag behind
+                self._low_water = self._read_size // 2
             waiter = self._waiter = self._loop.create_future()
             await waiter
 
@@ -533,13 +626,17 @@ class Consumer:
             self._event.wait(0.25 if remaining is None else min(remaining, 0.25))  # Ctrl-C
             self._sync_waiting = False
 
-    async def _run_handler(self, handler: DurableHandler) -> None:
+    async def _run_handler(self, handler: Callable[[DurableMessage], Any]) -> None:
         is_coro = inspect.iscoroutinefunction(handler)
+        buf = self._buffer
         while True:
-            try:
-                msg = await self._next()
-            except (StopAsyncIteration, HeraldError):
-                return  # closed (an error is logged by _fail)
+            if buf and not ((w := self._room_waiter) is not None and w.done()):
+                msg = self._took(buf.popleft())  # no coroutine per message
+            else:
+                try:
+                    msg = await self._next()
+                except (StopAsyncIteration, HeraldError):
+                    return  # closed (an error is logged by _fail)
             try:
                 result = handler(msg)
                 if is_coro or (result is not None and inspect.isawaitable(result)):
@@ -555,6 +652,13 @@ class Consumer:
             else:
                 if self.auto_ack and not msg._settled:
                     msg.ack()
+
+    def _invalid(self, msg: Message, reason: str) -> Awaitable[None]:
+        """A typed handler's payload did not validate: dead-letter it, never handle it."""
+        assert isinstance(msg, DurableMessage)
+        self.stats.invalid += 1
+        log.warning("consumer %s: %s dead-lettered: invalid payload: %s", self.name, msg, reason)
+        return self._term(msg, f"invalid payload: {reason}")
 
     def _failed(self, msg: DurableMessage, exc: BaseException) -> Awaitable[None]:
         """A handler raised: nak with backoff, or dead-letter on the last delivery."""

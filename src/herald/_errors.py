@@ -16,6 +16,8 @@
      ├── SlowConsumer                           a subscription overflowed its buffer (.pending)
      ├── NoResponders                           nobody received a request (.topic)
      ├── ResponderFailed                        the responder's handler raised (.topic, .error)
+     ├── PositionTrimmed                        a group's unread entries were trimmed away
+     │                                          (.topic, .group, .position, .first_available, .lost)
      └── ClientClosed                           the client or subscription was closed
 """
 
@@ -123,6 +125,33 @@ class ResponderFailed(HeraldError):
         self.topic = topic
         self.error = error
         self.reply = reply
+
+
+class PositionTrimmed(HeraldError):
+    """Entries a consumer group had not read yet were removed from the stream (trimmed by
+    ``trim_unacked`` retention, or by someone's XTRIM or XDEL): the group can never get them.
+
+    Attributes:
+        topic: the durable topic.
+        group: the consumer group.
+        position: the group's last delivered entry id when the loss was found.
+        first_available: the oldest entry still in the stream (``None``: the stream is empty).
+        lost: how many entries after ``position`` were removed unread.
+    """
+
+    def __init__(
+        self, topic: str, group: str, position: str, first_available: str | None, lost: int
+    ) -> None:
+        first = first_available or "none: the stream is empty"
+        super().__init__(
+            f"group {group!r} of {topic!r}: {lost} entries after its position {position} were "
+            f"removed before it read them (first available entry: {first})"
+        )
+        self.topic = topic
+        self.group = group
+        self.position = position
+        self.first_available = first_available
+        self.lost = lost
 
 
 class ClientClosed(HeraldError):

@@ -14,6 +14,7 @@ from typing import Any
 
 from ._durable import Scripts
 from ._errors import ClientClosed, ConfigurationError, HeraldError, ServerError
+from ._resp import command
 from ._streams import (
     CLAIM,
     LEASE,
@@ -150,16 +151,23 @@ class Acks:
         self._offsets: list[str] = []
         self._lock = threading.Lock()
         self._scheduled = False
+        # "XACK <stream> <group>" without the argument count: the ids follow.
+        self._head = command("XACK", member.spec.stream, member.group).split(b"\r\n", 1)[1]
 
     def add(self, offset: str) -> None:
+        if threading.get_ident() == self._loop_thread:
+            # No lock on the loop's thread: flush() runs there too, so it cannot interleave,
+            # and a thread's add() at worst schedules a second flush, which finds nothing.
+            self._offsets.append(offset)
+            if not self._scheduled:
+                self._scheduled = True
+                self._loop.call_soon(self.flush)
+            return
         with self._lock:
             self._offsets.append(offset)
             scheduled, self._scheduled = self._scheduled, True
         if not scheduled:
-            if threading.get_ident() == self._loop_thread:
-                self._loop.call_soon(self.flush)
-            else:
-                self._loop.call_soon_threadsafe(self.flush)
+            self._loop.call_soon_threadsafe(self.flush)
 
     def flush(self) -> asyncio.Future[Any] | None:
         """Send the acks queued so far (event-loop thread); the XACK's reply, if any."""
@@ -169,8 +177,13 @@ class Acks:
         if not offsets:
             return None
         m = self._member
+        link = m.scripts.link
+        # Entry ids are ASCII: one encode for all of them.
+        ids = "".join([f"${len(o)}\r\n{o}\r\n" for o in offsets]).encode()
         try:
-            fut = m.scripts.link.execute("XACK", m.spec.stream, m.group, *offsets)
+            assert link.loop is not None
+            fut: asyncio.Future[Any] = link.loop.create_future()
+            link.send_nowait(b"*%d\r\n%b%b" % (len(offsets) + 3, self._head, ids), [fut])
         except HeraldError as exc:
             log.warning("consumer %s: %d acks not sent: %s", m.name, len(offsets), exc)
             return None

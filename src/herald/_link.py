@@ -370,6 +370,50 @@ class Link:
             self.loop.call_soon(self._flush)
         return QUEUED
 
+    def try_send(self, data: bytes, waiters: list[asyncio.Future[Reply] | None]) -> int:
+        """Queue pre-encoded commands (event-loop thread): ``data`` holds one command per
+        waiter, in order; a ``None`` waiter's reply is consumed (an error reply is counted in
+        :attr:`errors`). Returns :data:`QUEUED`, :data:`FLUSHED` or :data:`BLOCKED` (nothing
+        queued) exactly as :meth:`try_publish` does, with the same backpressure."""
+        if self._pending_bytes >= self.max_pending_bytes:
+            return BLOCKED
+        proto = self._proto
+        if proto is not None and proto.paused and not proto.lost:
+            return BLOCKED
+        with self._lock:
+            if self._closed:
+                raise ClientClosed("connection closed")
+            if self._batch_prefix is not None:
+                self._close_batch()
+            self._pending.append(data)
+            self._pending_waiters += waiters
+            self._pending_bytes += len(data)
+            scheduled, self._scheduled = self._scheduled, True
+            pending = self._pending_bytes
+        if pending >= self.flush_at:
+            self._flush()
+            return FLUSHED
+        if not scheduled:
+            assert self.loop is not None
+            self.loop.call_soon(self._flush)
+        return QUEUED
+
+    def send_nowait(self, data: bytes, waiters: list[asyncio.Future[Reply] | None]) -> None:
+        """Queue pre-encoded commands as :meth:`try_send` does, but even past the buffer limit
+        (acks: small, and refusing them would only cause redeliveries)."""
+        assert self.loop is not None
+        with self._lock:
+            if self._closed:
+                raise ClientClosed("connection closed")
+            if self._batch_prefix is not None:
+                self._close_batch()
+            self._pending.append(data)
+            self._pending_waiters += waiters
+            self._pending_bytes += len(data)
+            scheduled, self._scheduled = self._scheduled, True
+        if not scheduled:
+            self.loop.call_soon(self._flush)
+
     def _close_batch(self) -> None:
         # Caller holds _lock.
         batch = self._batch
@@ -455,6 +499,11 @@ class Link:
     def _resumed(self) -> None:
         if self._sync_waiting:
             self._writable.set()
+
+    def flush_now(self) -> None:
+        """Write what is queued now rather than at the end of this event-loop iteration (a
+        consumer's read: the server works on it while the consumer's handler runs)."""
+        self._flush()
 
     def _flush(self) -> None:
         with self._lock:

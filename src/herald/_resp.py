@@ -38,3 +38,20 @@ def prefix(name: bytes, key: bytes) -> bytes:
     ``prefix(b"PUBLISH", b"news") + b"%d\\r\\n" % len(v) + v + b"\\r\\n"`` is the whole command.
     """
     return b"*3\r\n$%d\r\n%s\r\n$%d\r\n%s\r\n$" % (len(name), name, len(key), key)
+
+
+def head(*args: Arg) -> bytes:
+    """The bytes of a command whose last argument is still to come, up to that argument's length.
+
+    ``head(b"XADD", key, b"*", b"m") + b"%d\\r\\n" % len(v) + v + b"\\r\\n"`` is
+    ``command(b"XADD", key, b"*", b"m", v)``: cached per topic by durable publishers.
+
+    >>> head("PUBLISH", "news") == prefix(b"PUBLISH", b"news")
+    True
+    """
+    parts = [b"*%d\r\n" % (len(args) + 1)]
+    for a in args:
+        b = _arg(a)
+        parts += (b"$%d\r\n" % len(b), b, b"\r\n")
+    parts.append(b"$")
+    return b"".join(parts)

@@ -13,13 +13,22 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
-from ._errors import ClientClosed, ConfigurationError, HeraldError, SlowConsumer, Timeout
+from ._errors import (
+    ClientClosed,
+    ConfigurationError,
+    DecodeError,
+    HeraldError,
+    SlowConsumer,
+    Timeout,
+)
 from ._message import Message, replier_of
+from ._typed import typed
 
 log = logging.getLogger("herald")
 
 Overflow = Literal["drop_oldest", "drop_newest", "disconnect"]
-Handler = Callable[[Message], Any]
+# A function of the message; or, typed (see _typed), of the decoded payload [and the message].
+Handler = Callable[[Message], Any] | Callable[[Any], Any] | Callable[[Any, Message], Any]
 
 
 class Registry(Protocol):
@@ -55,6 +64,7 @@ class SubscriptionStats:
     dropped: int = 0
     gaps: int = 0
     handler_errors: int = 0
+    invalid: int = 0  # payloads a typed handler refused (skipped)
 
 
 class Subscription:
@@ -89,7 +99,9 @@ class Subscription:
         self.max_pending = max_pending
         self.overflow = overflow
         self.on_gap = on_gap
-        self.handler = handler
+        self.handler: Callable[[Message], Any] | None = (
+            None if handler is None else typed(handler, self._invalid)
+        )
         self.stats = SubscriptionStats()
         self._subscriber = subscriber
         self._buffer: deque[Message] = deque()
@@ -179,6 +191,20 @@ class Subscription:
         buf.extend(messages)
         if self._waiter is not None or self._sync_waiting:  # a call per frame saved when busy
             self._wake()
+
+    def _invalid(self, msg: Message, reason: str) -> None:
+        """A typed handler's payload did not validate: skip it (a request gets an error reply)."""
+        self.stats.invalid += 1
+        if self.stats.invalid == 1 or self.stats.invalid % 1000 == 0:
+            log.warning(
+                "subscription %s: skipped %r: invalid payload: %s (%d so far)",
+                ",".join(self.names),
+                msg,
+                reason,
+                self.stats.invalid,
+            )
+        if msg.headers and (r := replier_of(msg)):
+            r.reply_error(msg, DecodeError(f"invalid payload: {reason}"))
 
     def _gap(self, gap: Gap) -> None:
         self.stats.gaps += 1

@@ -17,12 +17,17 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar, Unpack, overload
 
+from . import _replay
+from ._admin import DeadLetter, TopicInfo
 from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
 from ._consumer import ConsumeOptions
+from ._durable_message import StoredMessage
 from ._errors import ClientClosed, HeraldError, Timeout
 from ._message import Message, replier_of
-from ._subscription import Gap, Overflow, Subscription
+from ._offsets import Position
+from ._subscription import Gap, Handler, Overflow, Subscription
 from ._sync_consumer import SyncConsumer
+from ._typed import typed
 
 T = TypeVar("T")
 log = logging.getLogger("herald")
@@ -116,6 +121,7 @@ class Client:
         headers: Mapping[str, str] | None = None,
         confirm: Literal[True],
         msg_id: str | None = None,
+        key: str | None = None,
     ) -> PubAck: ...
 
     @overload
@@ -127,6 +133,7 @@ class Client:
         headers: Mapping[str, str] | None = None,
         confirm: bool | None = None,
         msg_id: str | None = None,
+        key: str | None = None,
     ) -> PubAck | None: ...
 
     def publish(
@@ -137,12 +144,15 @@ class Client:
         headers: Mapping[str, str] | None = None,
         confirm: bool | None = None,
         msg_id: str | None = None,
+        key: str | None = None,
     ) -> PubAck | None:
         """Publish one message; see :meth:`AsyncClient.publish`."""
         portal = self._live()
-        if confirm or msg_id is not None:
+        if confirm or msg_id is not None or key is not None:
             return portal.call(
-                self._async.publish(topic, data, headers=headers, confirm=confirm, msg_id=msg_id)
+                self._async.publish(
+                    topic, data, headers=headers, confirm=confirm, msg_id=msg_id, key=key
+                )
             )
         durable = self._async._publish_threadsafe(topic, data, headers)
         if durable is None:
@@ -194,7 +204,7 @@ class Client:
     def subscribe(
         self,
         *names: str,
-        handler: Callable[[Message], Any] | None = None,
+        handler: Handler | None = None,
         max_pending: int = 10_000,
         overflow: Overflow = "drop_oldest",
         on_gap: Callable[[Gap], Any] | None = None,
@@ -272,6 +282,53 @@ class Client:
         self._consumers.append(wrapper)
         return wrapper
 
+    def history(
+        self, topic: str, *, since: Position | None = None, limit: int = 100
+    ) -> list[StoredMessage]:
+        """Stored messages of a durable topic; see :meth:`AsyncClient.history`."""
+        return self._live().call(self._async.history(topic, since=since, limit=limit))
+
+    def replay(
+        self,
+        topic: str,
+        *,
+        since: Position | None = None,
+        until: Position | None = None,
+        page: int = 1000,
+    ) -> Iterator[StoredMessage]:
+        """Every stored message from ``since`` to ``until``; see :meth:`AsyncClient.replay`.
+
+        Example::
+
+            for msg in hub.replay("orders", since=datetime(2024, 5, 1, tzinfo=UTC)):
+                print(msg.offset, msg.data)
+        """
+        portal = self._live()
+        execute = portal.call(self._async._durable_reader(topic))
+        flow = _replay.ranges(since, until, page)
+        bounds = next(flow)
+        while True:  # a page per call into the I/O thread, not a message
+            messages = portal.call(_replay.read(execute, topic, *bounds, page))
+            yield from messages
+            try:
+                bounds = flow.send(messages)
+            except StopIteration:
+                return
+
+    def topic_info(self, topic: str) -> TopicInfo:
+        """See :meth:`AsyncClient.topic_info`."""
+        return self._live().call(self._async.topic_info(topic))
+
+    def dead_letters(
+        self, topic: str, *, since: str | None = None, limit: int = 100
+    ) -> list[DeadLetter]:
+        """See :meth:`AsyncClient.dead_letters`."""
+        return self._live().call(self._async.dead_letters(topic, since=since, limit=limit))
+
+    def replay_dead(self, topic: str, offsets: Iterable[str] | None = None) -> dict[str, str]:
+        """See :meth:`AsyncClient.replay_dead`."""
+        return self._live().call(self._async.replay_dead(topic, offsets))
+
     def topics(self) -> dict[str, TopicPolicy]:
         return self._live().call(self._async.topics())
 
@@ -316,12 +373,10 @@ class Client:
 class SyncSubscription:
     """A subscription for threads: an iterator and a context manager, or a handler thread."""
 
-    def __init__(
-        self, sub: Subscription, portal: _Portal, handler: Callable[[Message], Any] | None
-    ) -> None:
+    def __init__(self, sub: Subscription, portal: _Portal, handler: Handler | None) -> None:
         self._sub = sub
         self._portal = portal
-        self._handler = handler
+        self._handler = None if handler is None else typed(handler, sub._invalid)
         self._thread: threading.Thread | None = None
         if handler is not None:
             self._thread = threading.Thread(

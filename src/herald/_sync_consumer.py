@@ -5,15 +5,19 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures
 import contextlib
+import functools
 import logging
 import os
 import threading
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from types import TracebackType
+from typing import Any
 
 from ._consumer import Consumer
 from ._durable_message import ConsumerStats, DurableHandler, DurableMessage
 from ._errors import ClientClosed, HeraldError
+from ._ordered import ThreadLanes
+from ._typed import typed
 
 log = logging.getLogger("herald")
 
@@ -33,12 +37,16 @@ class SyncConsumer:
         self._consumer = consumer
         self._pid = os.getpid()
         self._thread: threading.Thread | None = None
+        self._lanes: ThreadLanes | None = None
         if handler is not None:
+            handler = typed(handler, consumer._invalid)
+            target: Callable[[], None] = functools.partial(self._run_handler, handler)
+            if consumer.concurrency > 1 or consumer.ordered_by_key:
+                # This thread dispatches to the lanes' worker threads.
+                self._lanes = ThreadLanes(consumer, handler)
+                target = self._lanes.dispatch
             self._thread = threading.Thread(
-                target=self._run_handler,
-                args=(handler,),
-                name=f"herald-handler-{consumer.topic}",
-                daemon=True,
+                target=target, name=f"herald-handler-{consumer.topic}", daemon=True
             )
             self._thread.start()
 
@@ -54,6 +62,11 @@ class SyncConsumer:
     @property
     def closed(self) -> bool:
         return self._consumer.closed
+
+    @property
+    def error(self) -> HeraldError | None:
+        """The error that stopped this consumer (e.g. :class:`PositionTrimmed`), if any."""
+        return self._consumer.error
 
     def _check(self) -> None:
         if os.getpid() != self._pid:
@@ -74,7 +87,7 @@ class SyncConsumer:
                     raise
                 return
 
-    def _run_handler(self, handler: DurableHandler) -> None:
+    def _run_handler(self, handler: Callable[[DurableMessage], Any]) -> None:
         c = self._consumer
         while True:
             try:
@@ -108,6 +121,8 @@ class SyncConsumer:
     def _join(self) -> None:
         if self._thread is not None and self._thread is not threading.current_thread():
             self._thread.join(5)
+        if self._lanes is not None:
+            self._lanes.join(5)
 
     def __enter__(self) -> SyncConsumer:
         return self

@@ -18,6 +18,7 @@ from rich.console import Console
 
 import herald
 
+from ._cli_durable import dead, replay, topics
 from ._server import EmbeddedServer, clear_state, default_data_dir, discover, write_state
 
 _URL = click.option(
@@ -36,6 +37,11 @@ def _fail(message: str) -> None:
 @click.version_option(herald.__version__, prog_name="herald")
 def main() -> None:
     """Herald: fast, loss-aware pub/sub on Redis and Valkey."""
+
+
+main.add_command(topics)
+main.add_command(dead)
+main.add_command(replay)
 
 
 @main.command()
@@ -251,6 +257,21 @@ def bench_live(as_json: bool, runs: int, duration: float, quick: bool) -> None:
     if quick:
         runs, duration = 1, 1.0
     result = run_live(runs=runs, duration=duration)
+    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
+
+
+@bench.command("durable")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--runs", type=click.IntRange(min=1), default=3, help="Runs per row (median).")
+@click.option("--duration", type=float, default=3.0, help="Seconds per run.")
+@click.option("--quick", is_flag=True, help="One short run per row.")
+def bench_durable(as_json: bool, runs: int, duration: float, quick: bool) -> None:
+    """Durable topics: Herald's publish and consumers vs redis-py vs FastStream."""
+    from ._bench.durable import format_table, run_durable
+
+    if quick:
+        runs, duration = 1, 1.0
+    result = run_durable(runs=runs, duration=duration)
     click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
 
 

@@ -88,25 +88,41 @@ def run_pair(
     :func:`machine_load`); a worker that failed or did not answer within ``timeout`` seconds
     after the barrier is killed and reported as ``{"error": ...}``.
     """
+    (sub, pub), load = run_workers(registry, [subscriber, publisher], params, timeout, server_pid)
+    return pub, sub, load
+
+
+def run_workers(
+    registry: str,
+    kinds: Sequence[str],
+    params: dict[str, Any],
+    timeout: float,
+    server_pid: int | None = None,
+) -> tuple[list[Sample], Sample]:
+    """Run one fresh process per name in ``kinds`` (started in that order), behind one barrier
+    with the parent; worker ``i`` gets ``params`` plus ``"index": i``.
+
+    Returns the workers' dicts, in the order of ``kinds``, and a dict about the machine during
+    the run (see :func:`machine_load`); a worker that failed or did not answer within
+    ``timeout`` seconds after the barrier is killed and reported as ``{"error": ...}``.
+    """
     ctx = multiprocessing.get_context("spawn")
-    barrier = ctx.Barrier(3)
-    pipes = [ctx.Pipe(duplex=False) for _ in range(2)]
+    barrier = ctx.Barrier(len(kinds) + 1)
+    pipes = [ctx.Pipe(duplex=False) for _ in kinds]
     procs = [
         ctx.Process(
             target=worker_main,
-            args=(registry, kind, params, barrier, w),
-            name=f"bench-{role}",
+            args=(registry, kind, {**params, "index": i}, barrier, w),
+            name=f"bench-{kind}-{i}",
             daemon=True,
         )
-        for (kind, role), (_, w) in zip(
-            ((subscriber, "sub"), (publisher, "pub")), pipes, strict=True
-        )
+        for i, (kind, (_, w)) in enumerate(zip(kinds, pipes, strict=True))
     ]
     for p in procs:
         p.start()
     for _, w in pipes:
         w.close()
-    results: list[Sample | None] = [None, None]
+    results: list[Sample | None] = [None for _ in kinds]
     before = after = _snapshot(None)
     try:
         try:
@@ -132,10 +148,8 @@ def run_pair(
                 p.join()
         for r, _ in pipes:
             r.close()
-    sub, pub = results
-    assert sub is not None
-    assert pub is not None
-    return pub, sub, machine_load(before, after, pub, sub)
+    done = [r if r is not None else {"error": "no result"} for r in results]
+    return done, machine_load(before, after, *done)
 
 
 def _snapshot(server_pid: int | None) -> tuple[float, list[int] | None, float | None]:
@@ -157,14 +171,13 @@ def _snapshot(server_pid: int | None) -> tuple[float, list[int] | None, float | 
 def machine_load(
     before: tuple[float, list[int] | None, float | None],
     after: tuple[float, list[int] | None, float | None],
-    pub: Sample,
-    sub: Sample,
+    *workers: Sample,
 ) -> Sample:
     """How busy the machine was during a run, and how much of that was not the benchmark.
 
     ``busy_cores``: CPUs in use on average (from /proc/stat); ``bench_cores``: what the
-    publisher, the subscriber and the server used; ``other_cores``: the rest (other programs,
-    the kernel's network work on their behalf); a quiet machine shows ~0.1 or less.
+    workers (publisher, subscriber, ...) and the server used; ``other_cores``: the rest (other
+    programs, the kernel's network work on their behalf); a quiet machine shows ~0.1 or less.
     """
     (t0, s0, srv0), (t1, s1, srv1) = before, after
     wall = t1 - t0
@@ -176,7 +189,7 @@ def machine_load(
     idle = delta[3] + (delta[4] if len(delta) > 4 else 0)
     cpus = os.cpu_count() or 1
     busy = (total - idle) / total * cpus if total else 0.0
-    bench = sum(x.get("cpu_seconds", 0.0) for x in (pub, sub))
+    bench = sum(x.get("cpu_seconds", 0.0) for x in workers)
     if srv0 is not None and srv1 is not None:
         bench += srv1 - srv0
     out.update(

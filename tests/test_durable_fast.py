@@ -1,0 +1,252 @@
+"""The fast paths of durable topics: publishing without Lua, publish_many in one burst, the
+one-step message construction, batched acks and the consumer's read size.
+
+The behaviour they must keep (at least once, redelivery, dead letters) is tested in
+``test_durable.py`` and ``test_consumer_faults.py``; these tests pin what the fast paths do
+differently, and check them against the general paths.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from typing import Any
+
+import pytest
+
+import herald
+from herald import DurableMessage, EmbeddedServer, ServerError
+from herald._durable_message import durable_message
+from herald._message import Message
+from herald._resp import command, head, prefix
+from herald._streams import DurableTopic, decode_entry, fast_entry, stream_key
+from herald._wire import Encoder, batch
+
+
+async def wait_until(cond: Any, timeout: float, what: str) -> None:
+    start = time.monotonic()
+    while not cond():
+        if time.monotonic() - start > timeout:
+            pytest.fail(f"not within {timeout}s: {what}")
+        await asyncio.sleep(0.01)
+
+
+async def command_calls(hub: herald.AsyncClient, *names: str) -> dict[str, int]:
+    """How many times the server ran each command so far (INFO commandstats)."""
+    info = bytes(await hub.execute("INFO", "commandstats")).decode()
+    calls = dict.fromkeys(names, 0)
+    for line in info.splitlines():
+        name, _, rest = line.partition(":")
+        cmd = name.removeprefix("cmdstat_")
+        if cmd in calls:
+            calls[cmd] = int(rest.split(",")[0].split("=")[1])
+    return calls
+
+
+def _spec(topic: str = "orders") -> DurableTopic:
+    return DurableTopic(
+        topic,
+        max_len=None,
+        max_age=None,
+        dedup_window=120,
+        trim_unacked=False,
+        policy_json=b"",
+        dead_json=b"",
+    )
+
+
+# -- sans-I/O --------------------------------------------------------------------------------
+
+
+def test_append_command_is_xadd_then_publish() -> None:
+    spec = _spec("orders.eu")
+    frame = Encoder("json").envelope({"id": 7}, None)
+    assert spec.append_command(frame) == command(
+        "XADD", stream_key("orders.eu"), "*", "m", frame
+    ) + command("PUBLISH", "orders.eu", frame)
+    assert head("PUBLISH", "news") == prefix(b"PUBLISH", b"news")
+
+
+class _Settler:
+    def _ack(self, msg: DurableMessage, confirm: bool) -> Any: ...
+    def _nak(self, msg: DurableMessage, delay: float | None) -> Any: ...
+    def _term(self, msg: DurableMessage, reason: str) -> Any: ...
+    def _in_progress(self, msg: DurableMessage) -> Any: ...
+
+
+def _slots(cls: type) -> list[str]:
+    return [s for k in cls.__mro__ for s in getattr(k, "__slots__", ()) if s != "__weakref__"]
+
+
+def test_durable_message_sets_every_slot_as_the_constructor_does() -> None:
+    # Guards the one-step constructor against slots added to Message or DurableMessage later.
+    settler = _Settler()
+    fast = durable_message("t", {"a": 1}, b"raw", 1, b"p" * 8, 3, 4, "1-1", 2, settler)
+    slow = DurableMessage(Message("t", {"a": 1}, b"raw", 1, b"p" * 8, 3, 4, {}), "1-1", 2, settler)
+    for name in _slots(DurableMessage):
+        if name == "_replier":
+            continue  # set on requests only, never by a constructor
+        assert hasattr(fast, name), f"durable_message() does not set {name}"
+        assert getattr(fast, name) == getattr(slow, name), name
+    assert fast.headers is not slow.headers
+
+
+def test_fast_entry_matches_the_general_path() -> None:
+    settler = _Settler()
+    enc = Encoder("json")
+    frame = enc.envelope({"id": 7, "items": [1, 2]}, None)
+    msg = fast_entry("t", "5-0", [b"m", frame], 3, settler)
+    assert msg is not None
+    ref = DurableMessage(decode_entry("t", [b"m", frame]), "5-0", 3, settler)
+    for name in _slots(DurableMessage):
+        if name != "_replier":
+            assert getattr(msg, name) == getattr(ref, name), name
+    # Everything else takes the general path (which reports errors, headers, keys, foreign).
+    others = [
+        [b"m", enc.envelope({"id": 7}, {"trace": "x"})],  # headers
+        [b"m", Encoder("msgpack").envelope({"id": 7}, None)],  # another codec
+        [b"m", enc.envelope({"id": 7}, None)[:-1]],  # broken JSON
+        [b"m", b"plain text"],  # foreign payload
+        [b"m", batch([frame, frame])],  # a batch frame
+        [b"m", frame, b"k", b"key-1"],  # an ordering key
+        [b"m", frame, b"herald-reason", b"why"],  # a dead letter
+        [b"x", b"y"],  # a foreign entry
+    ]
+    for fields in others:
+        assert fast_entry("t", "5-0", fields, 1, settler) is None, fields
+
+
+# -- publishing ------------------------------------------------------------------------------
+
+
+async def test_publish_without_msg_id_is_xadd_and_publish_without_lua(url: str, topic: str) -> None:
+    async with herald.AsyncClient(url) as hub, herald.AsyncClient(url) as listener:
+        await hub.declare(topic, durable=True)
+        live: list[Message] = []
+        await listener.subscribe(topic, handler=live.append)
+        before = await command_calls(hub, "evalsha", "xadd", "publish")
+        ack = await hub.publish(topic, {"n": 0})
+        for i in range(1, 50):
+            assert await hub.publish(topic, {"n": i}, confirm=False) is None
+        await hub.publish_many(topic, [{"n": i} for i in range(50, 2500)])
+        await hub.flush()
+        after = await command_calls(hub, "evalsha", "xadd", "publish")
+        assert after["evalsha"] == before["evalsha"]  # no script without msg_id
+        assert after["xadd"] - before["xadd"] == 2500
+        assert after["publish"] - before["publish"] >= 2500
+        assert ack is not None
+        assert ack.receivers == 1
+        assert not ack.duplicate
+        reply = await hub.execute("XRANGE", stream_key(topic), "-", "+")
+        assert reply[0][0].decode() == ack.offset
+        frames = [e[1][1] for e in reply]
+        await wait_until(lambda: len(live) == 2500, 5, "every live copy")
+        assert [m.raw for m in live] == frames  # the same bytes, in the same order
+        assert [m.data["n"] for m in live] == list(range(2500))
+        assert hub.stats.publish_errors == 0
+
+
+async def test_msg_id_still_deduplicates_with_the_script(url: str, topic: str) -> None:
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, durable=True)
+        before = await command_calls(hub, "evalsha")
+        first = await hub.publish(topic, "a", msg_id="m-1", confirm=True)
+        again = await hub.publish(topic, "a", msg_id="m-1", confirm=True)
+        assert (await command_calls(hub, "evalsha"))["evalsha"] - before["evalsha"] == 2
+        assert again.duplicate
+        assert again.offset == first.offset
+        assert await hub.execute("XLEN", stream_key(topic)) == 1
+
+
+async def test_a_refused_xadd_is_an_error_to_the_publisher(url: str, topic: str) -> None:
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, durable=True)
+        await hub.execute("SET", stream_key(topic), "not a stream")
+        with pytest.raises(ServerError, match="WRONGTYPE"):
+            await hub.publish(topic, "x")
+        await hub.publish(topic, "y", confirm=False)
+        await hub.publish_many(topic, ["z1", "z2"])
+        await hub.flush()
+        assert hub.stats.publish_errors == 3
+        await hub.execute("DEL", stream_key(topic))
+        ack = await hub.publish(topic, "ok", confirm=True)  # the connection is fine afterwards
+        assert ack.offset
+
+
+async def test_publish_many_trims_periodically(url: str, topic: str) -> None:
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, durable=True, max_len=10)
+        await hub.publish_many(topic, list(range(2500)))
+        await hub.flush()
+        await asyncio.sleep(0.05)
+        # a trim follows every 100 publishes (each chunk of up to 1000 counts as its size)
+        assert await hub.execute("XLEN", stream_key(topic)) <= 10 + 1000
+
+
+async def test_fire_and_forget_publishes_wait_out_an_outage(
+    own_server: EmbeddedServer, topic: str
+) -> None:
+    async with herald.AsyncClient(own_server.url, probe_interval=0.2) as hub:
+        await hub.declare(topic, durable=True)
+        await hub.publish(topic, -1)
+        own_server.stop()
+        assert hub._link is not None
+        link = hub._link
+        await wait_until(lambda: not link.connected, 5, "the outage noticed")
+        for i in range(200):  # buffered while disconnected
+            await hub.publish(topic, i, confirm=False)
+        await hub.publish_many(topic, list(range(200, 400)))
+        await asyncio.to_thread(own_server.start)
+        await hub.flush(timeout=15)
+        assert await hub.execute("XLEN", stream_key(topic)) == 401
+        assert hub.stats.publish_errors == 0
+
+
+# -- consuming -------------------------------------------------------------------------------
+
+
+async def test_acks_go_out_batched(url: str, topic: str) -> None:
+    n = 3000
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, durable=True)
+        await hub.publish_many(topic, list(range(n)))
+        await hub.flush()
+        before = await command_calls(hub, "xack")
+        got: list[int] = []
+        c = await hub.consume(topic, "g", start="all", handler=lambda m: got.append(m.data))
+        await wait_until(lambda: len(got) == n, 10, "every message")
+        await c.close()
+        xacks = (await command_calls(hub, "xack"))["xack"] - before["xack"]
+        assert 1 <= xacks <= n // 20, xacks  # many ids per XACK, not one per message
+        assert got == list(range(n))
+        pending = await hub.execute("XPENDING", stream_key(topic), "g")
+        assert pending[0] == 0
+
+
+async def test_read_size_grows_only_while_the_application_waits(url: str, topic: str) -> None:
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, durable=True)
+        await hub.publish_many(topic, list(range(600)))
+        await hub.flush()
+        # A slow handler never waits for reads: the consumer keeps reading `batch` at once.
+        sizes: list[int] = []
+        slow: herald.Consumer
+
+        async def handle(msg: DurableMessage) -> None:
+            sizes.append(slow._read_size)
+            await asyncio.sleep(0.002)
+
+        slow = await hub.consume(topic, "slow", start="all", batch=20, handler=handle)
+        await wait_until(lambda: len(sizes) == 600, 15, "the slow handler")
+        await slow.close()
+        assert set(sizes) == {20}
+        # A fast one drains the backlog; once caught up the read size is back to `batch`.
+        got: list[int] = []
+        fast = await hub.consume(
+            topic, "fast", start="all", batch=20, handler=lambda m: got.append(m.data)
+        )
+        await wait_until(lambda: len(got) == 600, 10, "the fast handler")
+        await wait_until(lambda: fast._read_size == 20, 5, "the read size reset")
+        assert fast._read_cap == 80
+        await fast.close()
+        assert got == list(range(600))
