@@ -298,12 +298,7 @@ class Link:
         fut: asyncio.Future[Reply] = self.loop.create_future()
         data = command(*args)
         with self._lock:
-            if self._batch_prefix is not None:
-                self._close_batch()
-            self._pending.append(data)
-            self._pending_waiters.append(fut)
-            self._pending_bytes += len(data)
-            scheduled, self._scheduled = self._scheduled, True
+            scheduled = self._queue_raw_locked(data, [fut])
         if not scheduled:
             self.loop.call_soon(self._flush)
         return fut
@@ -383,12 +378,7 @@ class Link:
         with self._lock:
             if self._closed:
                 raise ClientClosed("connection closed")
-            if self._batch_prefix is not None:
-                self._close_batch()
-            self._pending.append(data)
-            self._pending_waiters += waiters
-            self._pending_bytes += len(data)
-            scheduled, self._scheduled = self._scheduled, True
+            scheduled = self._queue_raw_locked(data, waiters)
             pending = self._pending_bytes
         if pending >= self.flush_at:
             self._flush()
@@ -405,14 +395,20 @@ class Link:
         with self._lock:
             if self._closed:
                 raise ClientClosed("connection closed")
-            if self._batch_prefix is not None:
-                self._close_batch()
-            self._pending.append(data)
-            self._pending_waiters += waiters
-            self._pending_bytes += len(data)
-            scheduled, self._scheduled = self._scheduled, True
+            scheduled = self._queue_raw_locked(data, waiters)
         if not scheduled:
             self.loop.call_soon(self._flush)
+
+    def _queue_raw_locked(self, data: bytes, waiters: list[asyncio.Future[Reply] | None]) -> bool:
+        """Queue pre-encoded commands, one waiter each (caller holds _lock): after the open batch,
+        so order is kept. Returns whether a flush was already scheduled."""
+        if self._batch_prefix is not None:
+            self._close_batch()
+        self._pending.append(data)
+        self._pending_waiters += waiters
+        self._pending_bytes += len(data)
+        scheduled, self._scheduled = self._scheduled, True
+        return scheduled
 
     def _close_batch(self) -> None:
         # Caller holds _lock.
