@@ -21,11 +21,12 @@ serve: $(VENV)/.installed
 	$(BIN)/herald serve
 
 lint: $(VENV)/.installed-dev
-	$(BIN)/ruff check src tests bench scripts
-	$(BIN)/ruff format --check src tests bench scripts
+	$(BIN)/ruff check src tests bench scripts examples
+	$(BIN)/ruff format --check src tests bench scripts examples
 	$(BIN)/mypy
 
 test: lint
+	scripts/ensure-browser.sh
 	$(BIN)/python -m pytest
 
 bench: $(VENV)/.installed-dev

@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 
 from herald import EmbeddedServer
+from herald.testing import LocalCluster, LocalSentinel
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -53,3 +54,31 @@ def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
 def topic() -> str:
     """A topic name no other test uses."""
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+@pytest.fixture(scope="session")
+def cluster() -> Iterator[LocalCluster]:
+    """A 3-primary + 3-replica Valkey Cluster for the session; tests must not kill its nodes."""
+    with LocalCluster(primaries=3, replicas_per_primary=1) as c:
+        yield c
+
+
+@pytest.fixture
+def own_cluster() -> Iterator[LocalCluster]:
+    """A 3-primary + 3-replica cluster of the test's own, for tests that kill or pause nodes."""
+    with LocalCluster(primaries=3, replicas_per_primary=1) as c:
+        yield c
+
+
+@pytest.fixture(scope="session")
+def sentinel() -> Iterator[LocalSentinel]:
+    """1 primary + 1 replica + 3 sentinels for the session; tests must not fail it over."""
+    with LocalSentinel(replicas=1, sentinels=3) as s:
+        yield s
+
+
+@pytest.fixture
+def own_sentinel() -> Iterator[LocalSentinel]:
+    """A sentinel group of the test's own, for tests that kill or pause the primary."""
+    with LocalSentinel(replicas=1, sentinels=3) as s:
+        yield s

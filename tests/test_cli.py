@@ -80,7 +80,7 @@ def test_sub_timeout_before_count_exits_1(url: str, topic: str) -> None:
 
 
 def test_serve_is_found_by_other_commands_and_keeps_data(tmp_path: Path, topic: str) -> None:
-    env = {**os.environ, "HERALD_HOME": str(tmp_path)}
+    env = {**os.environ, "HERALD_HOME": str(tmp_path), "HERALD_GATEWAY_PORT": "0"}
     env.pop("HERALD_URL", None)
 
     def start() -> subprocess.Popen[str]:

@@ -586,5 +586,5 @@ async def test_durable_topics_on_redis7(topic: str) -> None:
         finally:
             await hub.delete_topic(topic)
             await hub.delete_topic(f"{topic}.dead")
-            if not await hub.execute("HLEN", "herald:topics"):
-                await hub.execute("DEL", "herald:topics:version")
+            if not await hub.execute("HLEN", "herald:{herald}:topics"):
+                await hub.execute("DEL", "herald:{herald}:topics:version")

@@ -70,7 +70,7 @@ async def wait_for_clients(port: int, password: str | None, expected: int) -> in
 BAD_URLS = [
     "http://127.0.0.1:6379",
     "mysql://127.0.0.1",
-    "redis+sentinel://127.0.0.1:26379/mymaster",
+    "redis+sentinel://127.0.0.1:26379",  # no primary name
     "redis://127.0.0.1:notaport",
     "redis://127.0.0.1:6379/notadb",
     "unix://",
@@ -219,7 +219,7 @@ async def test_acl_user_without_access_to_policies(
     async with herald.AsyncClient(url) as hub, hub.subscribe(topic) as sub:
         assert (await hub.publish(topic, "still live", confirm=True)).receivers == 1
         assert (await sub.next(timeout=2)).data == "still live"
-    assert "herald:topics" in caplog.text
+    assert "herald:{herald}:topics" in caplog.text
     assert "treated as live" in caplog.text
 
 

@@ -1,14 +1,14 @@
 """Faults under live pub/sub: server crash, killed connection, hung server, publishing in an outage.
 
 Outages of the server itself use ``own_server`` (kill -9, SIGSTOP). Outages seen by the publisher
-alone go through :class:`Proxy`, a TCP relay the test takes down and brings back, so that a
-subscriber connected straight to the server can count every message that was buffered.
+alone go through :class:`~herald.faults.proxy.Proxy`, a TCP relay the test takes down and brings
+back, so that a subscriber connected straight to the server can count every message that was
+buffered.
 """
 
 from __future__ import annotations
 
 import asyncio
-import threading
 import time
 from collections.abc import Callable, Iterator
 
@@ -16,83 +16,9 @@ import pytest
 
 import herald
 from herald import EmbeddedServer, Gap
-from herald._server import free_port
+from herald.faults.proxy import Proxy
 
 N = 1000
-
-
-class Proxy:
-    """A TCP relay to a server, on its own thread, that the test can take down and bring back.
-
-    ``down()`` stops listening and aborts every relayed connection (the client sees a server
-    that died); ``up()`` listens again on the same port. With ``blackhole`` set, what the client
-    sends is swallowed: its commands are in flight forever.
-    """
-
-    def __init__(self, upstream_port: int) -> None:
-        self.upstream_port = upstream_port
-        self.port = free_port()
-        self.blackhole = False
-        self.swallowed = 0
-        self._loop = asyncio.new_event_loop()
-        self._thread = threading.Thread(target=self._loop.run_forever, name="test-proxy")
-        self._thread.start()
-        self._server: asyncio.Server | None = None
-        self._writers: set[asyncio.StreamWriter] = set()
-
-    @property
-    def url(self) -> str:
-        return f"redis://127.0.0.1:{self.port}"
-
-    def up(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._up(), self._loop).result(5)
-
-    def down(self) -> None:
-        asyncio.run_coroutine_threadsafe(self._down(), self._loop).result(5)
-
-    def close(self) -> None:
-        self.down()
-        self._loop.call_soon_threadsafe(self._loop.stop)
-        self._thread.join(5)
-        self._loop.close()
-
-    async def _up(self) -> None:
-        self._server = await asyncio.start_server(self._relay, "127.0.0.1", self.port)
-
-    async def _down(self) -> None:
-        if self._server is not None:
-            self._server.close()
-            await self._server.wait_closed()
-            self._server = None
-        for w in list(self._writers):
-            w.transport.abort()
-        self._writers.clear()
-        await asyncio.sleep(0)  # let the relays see the abort and finish
-
-    async def _relay(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
-        try:
-            up_reader, up_writer = await asyncio.open_connection("127.0.0.1", self.upstream_port)
-        except OSError:
-            writer.transport.abort()
-            return
-        self._writers |= {writer, up_writer}
-        await asyncio.gather(self._pipe(reader, up_writer, True), self._pipe(up_reader, writer))
-
-    async def _pipe(
-        self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter, upstream: bool = False
-    ) -> None:
-        try:
-            while data := await reader.read(65536):
-                if upstream and self.blackhole:
-                    self.swallowed += len(data)
-                    continue
-                writer.write(data)
-                await writer.drain()
-        except OSError:
-            pass
-        finally:
-            writer.transport.abort()
-            self._writers.discard(writer)
 
 
 @pytest.fixture
@@ -461,3 +387,41 @@ async def test_subscribe_during_an_outage_waits_for_the_reconnect(
         assert await writer.execute("PUBSUB", "NUMSUB", refused) == [refused.encode(), 0]
         for s in [sub, *subs]:
             await s.close()
+
+
+async def test_a_server_loading_its_data_is_waited_for(
+    own_server: EmbeddedServer, topic: str
+) -> None:
+    """After a restart the server answers LOADING until its AOF is read: the client waits for
+    it instead of handing the error to a publisher."""
+    async with herald.AsyncClient(own_server.url) as hub:
+        await hub.declare(topic, durable=True)
+        # 2,000 keys, loaded at 0.5 ms each (the server's key-load-delay): ~1 s of LOADING.
+        await hub.execute(
+            "EVAL", "for i = 1, 2000 do redis.call('SET', 'fill:' .. i, i) end return 1", 0
+        )
+        await hub.execute("BGREWRITEAOF")  # into the AOF's RDB base, where the delay applies
+
+        async def rewritten() -> bool:
+            info = await hub.execute("INFO", "persistence")
+            return b"aof_rewrite_in_progress:0" in info and b"aof_rewrite_scheduled:0" in info
+
+        for _ in range(200):
+            if await rewritten():
+                break
+            await asyncio.sleep(0.05)
+        own_server.kill()
+        await wait_until(lambda: not hub.stats.connected, 5.0, "the client saw the crash")
+        own_server.args = [
+            *own_server.args,
+            "--key-load-delay", "500",
+            "--loading-process-events-interval-bytes", "1024",  # answer LOADING meanwhile
+        ]  # fmt: skip
+        own_server.launch()  # not waiting: the client reconnects while the server loads
+        try:
+            for i in range(20):
+                ack = await hub.publish(topic, i, confirm=True)
+                assert ack is not None
+        finally:
+            await asyncio.to_thread(own_server.wait_ready)
+        assert await hub.execute("XLEN", f"herald:{{{topic}}}:s") == 20

@@ -23,6 +23,7 @@ from ._errors import (
     InvalidTopic,
     MessageTooLarge,
     NoResponders,
+    NotReplicated,
     PermissionDenied,
     PositionTrimmed,
     ResponderFailed,
@@ -30,6 +31,7 @@ from ._errors import (
     SlowConsumer,
     Timeout,
 )
+from ._history import HistoryLost
 from ._message import Message
 from ._server import EmbeddedServer
 from ._subscription import Gap, Subscription, SubscriptionStats
@@ -58,10 +60,12 @@ __all__ = [
     "Gap",
     "GroupInfo",
     "HeraldError",
+    "HistoryLost",
     "InvalidTopic",
     "Message",
     "MessageTooLarge",
     "NoResponders",
+    "NotReplicated",
     "PermissionDenied",
     "PositionTrimmed",
     "PubAck",

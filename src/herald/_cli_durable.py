@@ -79,6 +79,9 @@ def _duration(seconds: float) -> str:
 def _describe(policy: herald.TopicPolicy | None) -> str:
     if policy is None:
         return "live (not declared)"
+    if policy.history:
+        ttl = f", history_ttl={_duration(policy.history_ttl)}" if policy.history_ttl else ""
+        return f"recoverable, history={policy.history}{ttl}"
     if not policy.durable:
         return "bare" if policy.bare else "live"
     parts = ["durable"]
@@ -151,6 +154,13 @@ def topics() -> None:
 @click.option("--dedup-window", type=Duration(), default=120.0, help="For msg_id (default 2m).")
 @click.option("--trim-unacked", is_flag=True, help="Let retention remove unacked entries.")
 @click.option("--bare", is_flag=True, help="Publish payloads without Herald's envelope.")
+@click.option(
+    "--history",
+    type=click.IntRange(min=0),
+    default=0,
+    help="Recoverable: keep the last N messages for subscribers that reconnect.",
+)
+@click.option("--history-ttl", type=Duration(), default=None, help="Drop history idle this long.")
 @click.option("--update", is_flag=True, help="Change the settings of a declared topic.")
 @URL
 def declare(
@@ -161,6 +171,8 @@ def declare(
     dedup_window: float,
     trim_unacked: bool,
     bare: bool,
+    history: int,
+    history_ttl: float | None,
     update: bool,
     url: str | None,
 ) -> None:
@@ -174,6 +186,8 @@ def declare(
             max_age=max_age,
             dedup_window=dedup_window,
             trim_unacked=trim_unacked,
+            history=history,
+            history_ttl=history_ttl,
             update=update,
         )
     click.echo(f"{topic}: {_describe(policy)}")
@@ -404,3 +418,51 @@ def replay(
             console.print(line, markup=True, soft_wrap=True)
     if not as_json:
         click.echo(f"{n} message(s)", err=True)
+
+
+@click.command()
+@click.argument("topic")
+@click.option(
+    "--since",
+    default=None,
+    help="Recoverable topics: an offset (the messages after it); durable topics: an entry id "
+    "(after it) or an ISO time (from it). Default: the oldest kept.",
+)
+@click.option("--limit", "-n", type=click.IntRange(min=1, max=10_000), default=100)
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@URL
+def history(topic: str, since: str | None, limit: int, as_json: bool, url: str | None) -> None:
+    """Print the kept messages of a recoverable or durable TOPIC, oldest first."""
+    console = _console()
+    with _client(url) as hub:
+        policy = hub.topics().get(topic)
+        position: Any = None
+        if since is not None:
+            if policy is not None and policy.history:
+                try:
+                    position = int(since)
+                except ValueError:
+                    raise click.BadParameter(
+                        "an offset (an integer)", param_hint="--since"
+                    ) from None
+            else:
+                position = _position(since, inclusive=False)
+        messages = hub.history(topic, since=position, limit=limit)
+    for msg in messages:
+        if as_json:
+            record = {
+                "offset": msg.offset,
+                "epoch": msg.epoch,
+                "topic": msg.topic,
+                "id": msg.id,
+                "timestamp": msg.timestamp,
+                "headers": msg.headers,
+                "data": _jsonable(msg.data),
+            }
+            sys.stdout.write(json.dumps(record) + "\n")
+            continue
+        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(msg.stored_at))
+        data = msg.data if isinstance(msg.data, str) else json.dumps(_jsonable(msg.data))
+        console.print(f"[dim]{msg.offset} {stamp}[/] {escape(data)}", markup=True, soft_wrap=True)
+    if not as_json:
+        click.echo(f"{len(messages)} message(s)", err=True)

@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Unpack, overload
@@ -15,6 +15,8 @@ import msgspec
 
 from . import _admin, _replay
 from ._admin import DeadLetter, TopicInfo
+from ._cluster import new_link
+from ._cluster_sub import new_subscriber
 from ._consumer import ConsumeOptions, Consumer, ConsumerSetup
 from ._durable import Scripts
 from ._durable import declare as durable_declare
@@ -29,15 +31,30 @@ from ._errors import (
     ConnectionFailed,
     HeraldError,
     MessageTooLarge,
+    NotReplicated,
     PermissionDenied,
     Timeout,
 )
+from ._history import (
+    PUBLISH_HISTORY,
+    READ_HISTORY,
+    Counters,
+    HistoryLost,
+    HistoryTopic,
+    Page,
+    check_history,
+    history_key,
+    meta_key,
+    parse_page,
+)
 from ._keyed import publish_keyed, validate_key
-from ._link import BLOCKED, FLUSHED, MAX_BATCH_MESSAGES, Link
+from ._link import BLOCKED, FLUSHED, MAX_BATCH_MESSAGES, Link, Prefix
 from ._message import Message
 from ._offsets import Position, normalize_id
+from ._recovery import check_start
 from ._request import Requests
 from ._resp import prefix
+from ._sentinel import SentinelResolver
 from ._server import EmbeddedServer, discover
 from ._streams import (
     DEAD_SUFFIX,
@@ -51,14 +68,16 @@ from ._streams import (
 )
 from ._subscriber import Subscriber
 from ._subscription import Gap, Handler, Overflow, Subscription
-from ._topics import validate_subscription, validate_topic
+from ._topics import is_pattern, match, validate_subscription, validate_topic
 from ._url import Endpoint, parse_url
-from ._wire import Codec, Encoder
+from ._wire import Codec, Encoder, decode
 
 log = logging.getLogger("herald")
 
 _PUBLISH = b"PUBLISH"
 _PREFIX_CACHE_MAX = 10_000
+# How a topic is published: PUBLISH prefix, bare, durable spec, history spec (cached per topic).
+_Route = tuple[bytes, bool, DurableTopic | None, HistoryTopic | None]
 
 
 class TopicPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
@@ -74,6 +93,10 @@ class TopicPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
         dedup_window: durable topics: seconds during which a publish with the same ``msg_id``
             is stored once (0: no deduplication).
         trim_unacked: let ``max_len``/``max_age`` remove entries some group has not acked.
+        history: recoverable topics: keep the last this many messages, each with an offset,
+            so that subscribers recover what they missed (see ``docs/recoverable.md``).
+        history_ttl: recoverable topics: drop the history after this many seconds without a
+            publish (the offsets and epoch are kept).
     """
 
     bare: bool = False
@@ -82,6 +105,8 @@ class TopicPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
     max_age: float | None = None
     dedup_window: float = 120.0
     trim_unacked: bool = False
+    history: int = 0
+    history_ttl: float | None = None
 
 
 _policy_decode = msgspec.json.Decoder(TopicPolicy).decode
@@ -106,14 +131,17 @@ class PubAck:
 
     Attributes:
         receivers: live deliveries the server made (per subscribed channel and matching pattern).
-        offset: durable topics: the stream entry id the message was stored as.
+        offset: durable topics: the stream entry id the message was stored as; recoverable
+            topics: the message's offset.
         duplicate: durable topics: the ``msg_id`` was seen within the dedup window; nothing
             was stored and ``offset`` is the first publish's entry.
+        epoch: recoverable topics: the history's epoch.
     """
 
     receivers: int
-    offset: str | None = None
+    offset: str | int | None = None
     duplicate: bool = False
+    epoch: int | None = None
 
 
 @dataclass
@@ -126,15 +154,19 @@ class ClientStats:
     publish_errors: int
     connected: bool
     late_replies: int = 0  # replies that found no pending request (timed out, cancelled)
+    recovered: int = 0  # recoverable topics: messages delivered from history after a break
+    duplicates: int = 0  # recoverable topics: messages received twice, delivered once
+    history_lost: int = 0  # recoverable topics: HistoryLost reports
 
 
 class AsyncClient:
     """Publish and subscribe with asyncio.
 
     Args:
-        url: ``redis://``, ``rediss://`` or ``unix://``; ``None`` means ``$HERALD_URL``, else
-            the server ``herald serve`` runs, else (``start_embedded``) a fresh embedded Valkey
-            owned by this client and stopped with it.
+        url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://h:p,h:p`` (see
+            ``docs/scaling.md``); ``None`` means ``$HERALD_URL``, else the server ``herald
+            serve`` runs, else (``start_embedded``) a fresh embedded Valkey owned by this client
+            and stopped with it.
         codec: payload codec for values that are not ``bytes`` or ``str``: json or msgpack.
         batch: pack consecutive publishes to one topic into one frame when they queue up.
         max_message_size: largest encoded message accepted by ``publish``.
@@ -185,7 +217,8 @@ class AsyncClient:
         self._subscriber: Subscriber | None = None
         self._requests: Requests | None = None
         self._server: EmbeddedServer | None = None
-        self._prefixes: dict[str, tuple[bytes, bool, DurableTopic | None]] = {}
+        self._prefixes: dict[str, _Route] = {}
+        self._history_totals = Counters()
         self._durable: Scripts | None = None
         self._consumers: set[Consumer] = set()
         self._policies: dict[str, TopicPolicy] = {}
@@ -213,8 +246,11 @@ class AsyncClient:
                 return
             if self.endpoint is None:
                 self.endpoint = parse_url(await self._default_url())
+            if self.endpoint.sentinel is not None and "resolver" not in self._link_options:
+                # Every connection of this client asks the sentinels where the primary is.
+                self._link_options["resolver"] = SentinelResolver(self.endpoint)
             tag = self._encoder.publisher_id.hex()[:8]
-            link = Link(self.endpoint, name=f"{self._name}-{tag}-pub", **self._link_options)
+            link = new_link(self.endpoint, name=f"{self._name}-{tag}-pub", **self._link_options)
             await link.connect()
             self._link = link
             try:
@@ -229,7 +265,8 @@ class AsyncClient:
                 self._policy_task = asyncio.get_running_loop().create_task(self._watch_policies())
 
     async def _check_server_limits(self) -> None:
-        """Read the server's Pub/Sub output-buffer limit: the point where it cuts a slow reader."""
+        """Read the server's Pub/Sub output-buffer limit (the point where it cuts a slow reader);
+        warn about a limit of 0 and about a ``maxmemory-policy`` that evicts keys."""
         assert self._link is not None
         try:
             reply = await self._link.execute("CONFIG", "GET", "client-output-buffer-limit")
@@ -241,6 +278,25 @@ class AsyncClient:
             log.warning(
                 "the server has no client-output-buffer-limit for pubsub: a stalled subscriber "
                 "can grow the server's memory without bound"
+            )
+        # An evicting policy loses data silently when memory is full; noeviction refuses writes,
+        # which publishers see (ServerError "OOM ...").
+        try:
+            reply = await self._link.execute("CONFIG", "GET", "maxmemory-policy")
+            policy = reply[1].decode() if len(reply) > 1 else ""
+        except (HeraldError, AttributeError, UnicodeDecodeError):
+            return
+        if policy.startswith(("allkeys-", "volatile-")):
+            victims = (
+                "durable streams, history and topic policies among them"
+                if policy.startswith("allkeys-")
+                else "idempotency keys among them (duplicates within the dedup window)"
+            )
+            log.warning(
+                "the server's maxmemory-policy is %s: when memory is full it evicts keys, %s; "
+                "set it to noeviction so that publishes fail visibly instead",
+                policy,
+                victims,
             )
 
     async def _default_url(self) -> str:
@@ -303,13 +359,19 @@ class AsyncClient:
 
     # -- publishing --------------------------------------------------------------------------
 
-    def _prefix(self, topic: str) -> tuple[bytes, bool, DurableTopic | None]:
+    def _prefix(self, topic: str) -> _Route:
+        """(PUBLISH prefix, bare, durable spec, history spec) of a topic, cached."""
         entry = self._prefixes.get(topic)
         if entry is None:
             raw = validate_topic(topic)
             policy = self._policies.get(topic)
             durable = _durable_topic(topic, policy) if policy and policy.durable else None
-            entry = (prefix(_PUBLISH, raw), policy is not None and policy.bare, durable)
+            history = (
+                HistoryTopic(topic, policy.history, policy.history_ttl)
+                if policy and policy.history
+                else None
+            )
+            entry = (prefix(_PUBLISH, raw), policy is not None and policy.bare, durable, history)
             if len(self._prefixes) >= _PREFIX_CACHE_MAX:
                 self._prefixes.clear()
             self._prefixes[topic] = entry
@@ -319,14 +381,16 @@ class AsyncClient:
         self, topic: str, data: Any, headers: Mapping[str, str] | None
     ) -> tuple[bytes, bytes, bool]:
         """(command prefix, frame, bare) of a live publish."""
-        pfx, frame, bare, _ = self._encode(topic, data, headers)
+        pfx, frame, bare, _, _ = self._encode(topic, data, headers)
         return pfx, frame, bare
 
     def _encode(
         self, topic: str, data: Any, headers: Mapping[str, str] | None
-    ) -> tuple[bytes, bytes, bool, DurableTopic | None]:
-        pfx, bare, durable = self._prefix(topic)
-        if not bare:
+    ) -> tuple[bytes, bytes, bool, DurableTopic | None, HistoryTopic | None]:
+        pfx, bare, durable, history = self._prefix(topic)
+        if history is not None:
+            frame = self._encoder.envelope(data, headers, 0, 0)  # the script fills them in
+        elif not bare:
             frame = self._encoder.envelope(data, headers)
         else:
             if headers and topic not in self._warned_bare:
@@ -335,7 +399,7 @@ class AsyncClient:
             frame = self._encoder.payload(data)[1]
         if len(frame) > self.max_message_size:
             raise MessageTooLarge(len(frame), self.max_message_size)
-        return pfx, frame, bare, durable
+        return pfx, frame, bare, durable, history
 
     @overload
     async def publish(
@@ -347,6 +411,7 @@ class AsyncClient:
         confirm: Literal[True],
         msg_id: str | None = None,
         key: str | None = None,
+        replicas: int = 0,
     ) -> PubAck: ...
 
     @overload
@@ -359,6 +424,7 @@ class AsyncClient:
         confirm: bool | None = None,
         msg_id: str | None = None,
         key: str | None = None,
+        replicas: int = 0,
     ) -> PubAck | None: ...
 
     async def publish(
@@ -370,6 +436,7 @@ class AsyncClient:
         confirm: bool | None = None,
         msg_id: str | None = None,
         key: str | None = None,
+        replicas: int = 0,
     ) -> PubAck | None:
         """Publish one message.
 
@@ -388,16 +455,28 @@ class AsyncClient:
         stored once (``PubAck.duplicate``). Live topics ignore ``msg_id``: a publisher cannot
         know whether a topic is durable, that is the topic's policy. ``key`` is a durable
         message's ordering key (``consume(..., ordered_by_key=True)``); live topics ignore it.
+        ``replicas=N`` (durable topics, confirmed publishes): after the store, wait (``WAIT``,
+        up to ``publish_timeout``) until ``N`` replicas have it, so that a failover cannot lose
+        an acknowledged message (see ``docs/scaling.md``); other topics ignore it.
 
         Raises:
             InvalidTopic, MessageTooLarge, TypeError: before anything is sent.
+            NotReplicated: with ``replicas``, fewer replicas acknowledged in time; the message
+                is stored on the primary.
             Timeout: the send buffer stayed full (or, with ``confirm=True``, the connection
                 stayed down) for ``publish_timeout``; the message was not queued.
             ConnectionLost: with ``confirm=True``, the connection died before the reply.
         """
         link = self._link
         entry = self._prefixes.get(topic)
-        if link is not None and entry is not None and not confirm and not entry[1] and not entry[2]:
+        if (
+            link is not None
+            and entry is not None
+            and not confirm
+            and not entry[1]
+            and entry[2] is None
+            and entry[3] is None
+        ):
             # The hot path: a known live topic, fire-and-forget.
             frame = self._encoder.envelope(data, headers)
             if len(frame) > self.max_message_size:
@@ -408,11 +487,19 @@ class AsyncClient:
             await self.connect()
             link = self._link
             assert link is not None
-        pfx, frame, bare, durable = self._encode(topic, data, headers)
+        pfx, frame, bare, durable, history = self._encode(topic, data, headers)
+        if history is not None:
+            return await self._publish_history(history, [frame], confirm)
         if durable is not None:
+            if replicas and confirm is False:
+                raise ConfigurationError("replicas= needs a confirmed publish (confirm=True)")
             if key is not None:
-                return await self._publish_keyed(frame, durable, key, msg_id, confirm)
-            return await self._publish_durable(frame, durable, msg_id, confirm)
+                ack = await self._publish_keyed(frame, durable, key, msg_id, confirm)
+            else:
+                ack = await self._publish_durable(frame, durable, msg_id, confirm)
+            if replicas and ack is not None:
+                await self._wait_replicas(link, durable, replicas, ack)
+            return ack
         if confirm:
             # Wait for the connection before queuing: a Timeout then means "not sent", never
             # "sent later by surprise".
@@ -425,7 +512,7 @@ class AsyncClient:
         return None
 
     async def _publish_live(
-        self, link: Link, pfx: bytes, frames: list[bytes], batchable: bool
+        self, link: Link, pfx: Prefix, frames: list[bytes], batchable: bool
     ) -> None:
         status = link.try_publish(pfx, frames, batchable)
         while status == BLOCKED:
@@ -452,7 +539,15 @@ class AsyncClient:
             await self.connect()
         link = self._link
         assert link is not None
-        pfx, bare, durable = self._prefix(topic)
+        pfx, bare, durable, history = self._prefix(topic)
+        if history is not None:
+            frames = [self._encoder.envelope(data, headers, 0, 0) for data in items]
+            for frame in frames:
+                if len(frame) > self.max_message_size:
+                    raise MessageTooLarge(len(frame), self.max_message_size)
+            for i in range(0, len(frames), MAX_BATCH_MESSAGES):
+                await self._publish_history(history, frames[i : i + MAX_BATCH_MESSAGES], False)
+            return
         if durable is not None and not bare:
             frames = [self._encoder.envelope(data, headers) for data in items]
             for frame in frames:
@@ -476,16 +571,18 @@ class AsyncClient:
             await self._publish_live(link, pfx, frames[i : i + MAX_BATCH_MESSAGES], self.batch)
 
     def _publish_threadsafe(
-        self, topic: str, data: Any, headers: Mapping[str, str] | None
-    ) -> tuple[bytes, DurableTopic] | None:
-        """Publish live from any thread; for a durable topic return (frame, topic) instead, to
-        be published by :meth:`_publish_durable` on the loop."""
+        self, topic: str, data: Any, headers: Mapping[str, str] | None, confirm: bool | None
+    ) -> Coroutine[Any, Any, PubAck | None] | None:
+        """Publish live from any thread; for a durable or recoverable topic return the
+        coroutine that publishes it, to be run on the loop."""
         link = self._link
         if link is None:
             raise ClientClosed("client is not connected")
-        pfx, frame, bare, durable = self._encode(topic, data, headers)
+        pfx, frame, bare, durable, history = self._encode(topic, data, headers)
+        if history is not None:
+            return self._publish_history(history, [frame], confirm)
         if durable is not None:
-            return frame, durable
+            return self._publish_durable(frame, durable, None, confirm)
         link.publish_threadsafe(pfx, frame, self.batch and not bare, self.publish_timeout)
         self.published += 1
         return None
@@ -512,6 +609,47 @@ class AsyncClient:
         self.published += 1
         offset, duplicate, receivers = reply
         return PubAck(receivers, offset, duplicate)
+
+    async def _wait_replicas(
+        self, link: Link, durable: DurableTopic, replicas: int, ack: PubAck
+    ) -> None:
+        """``WAIT`` on the connection that stored the message (its node's, on a cluster).
+
+        WAIT blocks its connection: it is sent in slices shorter than half the probe timeout,
+        so that the liveness probe queued behind it is answered in time and a slow replica
+        is a ``NotReplicated``, not a connection declared dead."""
+        node = link.link_for_key(durable.stream_raw) if hasattr(link, "link_for_key") else link
+        loop = asyncio.get_running_loop()
+        deadline = None if self.publish_timeout is None else loop.time() + self.publish_timeout
+        probe = node.probe_timeout if node.probe_interval > 0 else None
+        while True:
+            left = None if deadline is None else max(0.001, deadline - loop.time())
+            step = min(x for x in (left, probe / 2 if probe else None, 3600.0) if x is not None)
+            acked = int(await node.execute("WAIT", replicas, max(1, int(step * 1000))))
+            if acked >= replicas:
+                return
+            if deadline is not None and loop.time() >= deadline:
+                raise NotReplicated(acked, replicas, ack)
+
+    async def _publish_history(
+        self, history: HistoryTopic, frames: list[bytes], confirm: bool | None
+    ) -> PubAck | None:
+        """Publish to a recoverable topic: one script stores and publishes (``_history``).
+        Fire-and-forget publishes of one event-loop iteration share one script call."""
+        link = self._link
+        assert link is not None
+        scripts = self._scripts()
+        if confirm:
+            if not link.connected:
+                await link.wait_connected(self.publish_timeout)
+            _, last, epoch, receivers = await scripts.call(
+                PUBLISH_HISTORY, history.keys, [*history.args, *frames]
+            )
+            self.published += len(frames)
+            return PubAck(int(receivers), int(last), epoch=int(epoch))
+        scripts.ensure(PUBLISH_HISTORY)
+        await self._publish_live(link, history, frames, True)
+        return None
 
     def _scripts(self) -> Scripts:
         if self._durable is None:
@@ -543,12 +681,23 @@ class AsyncClient:
         max_pending: int = 10_000,
         overflow: Overflow = "drop_oldest",
         on_gap: Callable[[Gap], Any] | None = None,
+        since: int | None = None,
+        epoch: int | None = None,
+        last: int | None = None,
+        on_history_lost: Callable[[HistoryLost], Any] | None = None,
     ) -> Subscription:
         """Subscribe to topics and glob patterns (``*``, ``?``, ``[a-z]``, ``\\`` escapes).
 
         Use as ``async with hub.subscribe(...) as sub``, or ``sub = await hub.subscribe(...)``;
         with ``handler`` every message is passed to it (a function or coroutine function) on a
         task of this client until the subscription is closed.
+
+        Recoverable topics (declared with ``history``; see ``docs/recoverable.md``) start at
+        the first message published after the subscribe, or ``last`` messages earlier, or
+        after offset ``since`` (one topic; with its ``epoch`` if known, to detect a reset).
+        Their messages arrive in order, none twice, none missed across reconnects; history
+        that no longer reaches back raises :class:`HistoryLost` from the iterator, or calls
+        ``on_history_lost`` (and the subscription goes on).
 
         Example::
 
@@ -560,23 +709,58 @@ class AsyncClient:
             raise ConfigurationError("subscribe needs at least one topic or pattern")
         for name in names:
             validate_subscription(name)
+        unique = tuple(dict.fromkeys(names))
+        check_start(unique, since, epoch, last)
         if self._closed:
             raise ClientClosed("client closed")
         return Subscription(
             _Registry(self),
-            tuple(dict.fromkeys(names)),
+            unique,
             max_pending=max_pending,
             overflow=overflow,
             on_gap=on_gap,
             handler=handler,
+            since=since,
+            epoch=epoch,
+            last=last,
+            on_history_lost=on_history_lost,
         )
+
+    async def _history_topics(self, names: tuple[str, ...]) -> dict[str, str | None]:
+        """The recoverable topics among ``names`` and matched by its patterns (-> pattern)."""
+        await self.connect()
+        assert self._link is not None
+        if self._link.connected:  # else the policies in hand will do (no wait in an outage)
+            with contextlib.suppress(HeraldError, TimeoutError):
+                async with asyncio.timeout(self.subscribe_timeout):
+                    version = await self._link.execute("GET", TOPICS_VERSION_KEY)
+                    if version != self._policy_version:
+                        await self._load_policies()
+        found: dict[str, str | None] = {}
+        for name in names:
+            if is_pattern(name):
+                for topic, p in self._policies.items():
+                    if p.history and topic not in found and match(name, topic):
+                        found[topic] = name
+            elif (policy := self._policies.get(name)) is not None and policy.history:
+                found[name] = None
+        return found
+
+    async def _read_history(self, topic: str, after: int, limit: int) -> Page:
+        await self.connect()
+        reply = await self._scripts().call(
+            READ_HISTORY, [meta_key(topic), history_key(topic)], [after, limit]
+        )
+        return parse_page(reply)
 
     async def _get_subscriber(self) -> Subscriber:
         if self._subscriber is None:
             await self.connect()
             assert self.endpoint is not None
             tag = self._encoder.publisher_id.hex()[:8]
-            self._subscriber = Subscriber(
+            assert self._link is not None
+            self._subscriber = new_subscriber(
+                self._link,
                 self.endpoint,
                 name=f"{self._name}-{tag}-sub",
                 subscribe_timeout=self.subscribe_timeout,
@@ -657,6 +841,8 @@ class AsyncClient:
         max_age: float | None = None,
         dedup_window: float = 120.0,
         trim_unacked: bool = False,
+        history: int = 0,
+        history_ttl: float | None = None,
         update: bool = False,
     ) -> TopicPolicy:
         """Store a topic's policy in Redis; every client applies it within ``policy_refresh``.
@@ -672,9 +858,11 @@ class AsyncClient:
 
             await hub.declare("legacy.events", bare=True)  # plain payloads for redis-py readers
             await hub.declare("orders", durable=True, max_age=7 * 86400)
+            await hub.declare("prices", history=1000, history_ttl=3600)  # recoverable
         """
         validate_topic(topic)
         check_policy(durable, max_len, max_age, dedup_window, trim_unacked)
+        check_history(history, history_ttl, durable=durable, bare=bare)
         policy = TopicPolicy(
             bare=bare,
             durable=durable,
@@ -682,6 +870,8 @@ class AsyncClient:
             max_age=None if max_age is None else float(max_age),
             dedup_window=float(dedup_window),
             trim_unacked=trim_unacked,
+            history=history,
+            history_ttl=None if history_ttl is None else float(history_ttl),
         )
         dead = dead_topic(topic) if durable and not topic.endswith(DEAD_SUFFIX) else ""
         if dead:
@@ -789,19 +979,33 @@ class AsyncClient:
     async def history(
         self, topic: str, *, since: Position | None = None, limit: int = 100
     ) -> list[StoredMessage]:
-        """Up to ``limit`` stored messages of a durable topic, oldest first, read without a
-        consumer group (nothing is acked, no group moves).
+        """Up to ``limit`` stored messages of a durable or recoverable topic, oldest first, read
+        without a consumer group (nothing is acked, no group moves).
 
         Args:
             since: ``None`` (the oldest entry on), an entry id (the entries *after* it: pass the
                 last ``offset`` you got to read on), or a point in time (a ``datetime``, naive
                 meaning local time, or seconds since the epoch: entries stored at or after it).
+                On a recoverable topic: ``None`` or an offset (an int: the messages after it).
 
         Example::
 
             page = await hub.history("orders", since=datetime(2024, 5, 1, tzinfo=UTC))
             more = await hub.history("orders", since=page[-1].offset)
         """
+        validate_topic(topic)
+        await self.connect()
+        await self._load_policies()  # fresh: it may have been declared a moment ago
+        if self._prefix(topic)[3] is not None:
+            if since is not None and (isinstance(since, bool) or not isinstance(since, int)):
+                raise ConfigurationError(f"topic {topic!r} is recoverable: since is an offset")
+            page = await self._read_history(topic, since or 0, max(0, min(limit, 10_000)))
+            return [
+                StoredMessage(m, m.offset)
+                for env in page.envelopes
+                for m in decode(topic, env)
+                if isinstance(m.offset, int)
+            ]
         execute = await self._durable_reader(topic)
         return await _replay.history(execute, topic, since, limit)
 
@@ -882,7 +1086,10 @@ class AsyncClient:
         await self.connect()
         await self._load_policies()  # fresh: it may have been declared a moment ago
         if self._prefix(topic)[2] is None:
-            raise ConfigurationError(f"topic {topic!r} is not durable: it has no stream")
+            raise ConfigurationError(
+                f"topic {topic!r} is not durable: it has no stream"
+                + (" (it is recoverable: see history())" if self._prefix(topic)[3] else "")
+            )
         assert self._link is not None
         return self._link.execute
 
@@ -970,6 +1177,9 @@ class AsyncClient:
             + (self._durable.errors if self._durable else 0),
             connected=bool(link and link.connected),
             late_replies=self._requests.late_replies if self._requests else 0,
+            recovered=self._history_totals.recovered,
+            duplicates=self._history_totals.duplicates,
+            history_lost=self._history_totals.history_lost,
         )
 
     async def execute(self, *args: str | bytes | int | float) -> Any:
@@ -1007,6 +1217,7 @@ class _Registry:
     def __init__(self, client: AsyncClient) -> None:
         self._client = client
         self._real: Subscriber | None = None
+        self.totals = client._history_totals
 
     async def add(self, sub: Subscription) -> None:
         self._real = await self._client._get_subscriber()
@@ -1019,3 +1230,9 @@ class _Registry:
     def discard(self, sub: Subscription) -> None:
         if self._real is not None:
             self._real.discard(sub)
+
+    async def history_topics(self, names: tuple[str, ...]) -> dict[str, str | None]:
+        return await self._client._history_topics(names)
+
+    async def read_history(self, topic: str, after: int, limit: int) -> Page:
+        return await self._client._read_history(topic, after, limit)

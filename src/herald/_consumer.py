@@ -31,6 +31,7 @@ from types import TracebackType
 from typing import Any, Literal, Protocol, TypedDict
 
 from ._backoff import Backoff
+from ._cluster import new_link
 from ._durable import Scripts
 from ._durable_message import DONE, ConsumerStats, DurableHandler, DurableMessage
 from ._errors import ClientClosed, ConfigurationError, ConnectionLost, HeraldError, ServerError
@@ -259,7 +260,7 @@ class Consumer:
             )
             await member.create(self.start_id)
             options = {**setup.link_options, "probe_interval": 0, "probe_timeout": None}
-            self._read = Link(setup.endpoint, name=f"{setup.name}-consume", **options)
+            self._read = new_link(setup.endpoint, name=f"{setup.name}-consume", **options)
             await self._read.connect()
             self._position = PositionCheck(self._read, self.topic, setup.spec.stream, self.group)
         except BaseException:

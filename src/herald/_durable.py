@@ -15,6 +15,7 @@ from collections.abc import Sequence
 from typing import Any
 
 from ._errors import ClientClosed, ConnectionLost, HeraldError, ServerError
+from ._history import history_key, meta_key
 from ._link import BLOCKED, FLUSHED, MAX_BATCH_MESSAGES, Link
 from ._resp import Arg
 from ._streams import (
@@ -42,6 +43,7 @@ class Scripts:
         self._conn = -1
         self._loaded: set[bytes] = set()
         self.errors = 0  # error replies to fire-and-forget scripts
+        self._errors_seen = 0
         self.last_error: str | None = None
 
     def _command(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> list[Arg]:
@@ -55,6 +57,17 @@ class Scripts:
             self._loaded.add(script.sha)
             link.execute("SCRIPT", "LOAD", script.text).add_done_callback(_retrieve)
         return [b"EVALSHA", script.sha, _NKEYS[len(keys)], *keys, *args]
+
+    def ensure(self, script: Script) -> None:
+        """Load ``script`` on the connection its next commands go out on, if not yet done (for
+        fire-and-forget EVALSHA calls queued by other means than :meth:`call` and :meth:`send`).
+        A NOSCRIPT reply to one of those (SCRIPT FLUSH on the server) makes it load again."""
+        link = self.link
+        if link.errors != self._errors_seen:
+            self._errors_seen = link.errors
+            if (link.last_error or "").startswith("NOSCRIPT"):
+                self._loaded = set()
+        self._command(script, (), ())
 
     async def call(self, script: Script, keys: Sequence[Arg], args: Sequence[Arg]) -> Any:
         """Run a script and return its reply."""
@@ -202,9 +215,9 @@ async def declare(
 
 
 async def delete(link: Link, topic: str) -> bool:
-    """Remove a topic's policy, stream and idempotency keys; True if it was declared."""
+    """Remove a topic's policy, stream, history and idempotency keys; True if it was declared."""
     removed = await link.execute("HDEL", TOPICS_KEY, topic)
-    await link.execute("UNLINK", stream_key(topic))
+    await link.execute("UNLINK", stream_key(topic), history_key(topic), meta_key(topic))
     cursor = b"0"
     while True:
         cursor, keys = await link.execute(

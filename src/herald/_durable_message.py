@@ -53,13 +53,14 @@ class StoredMessage(Message):
     dead letters); :class:`DurableMessage`, delivered by a consumer, is one too.
 
     Attributes:
-        offset: the stream entry id (``"1700000000000-0"``), the topic's offset.
+        offset: the stream entry id (``"1700000000000-0"``), the topic's offset; on a
+            recoverable topic the message's offset (an int).
         key: the ordering key given to ``publish(..., key=...)``, else ``None``.
     """
 
     __slots__ = ("key",)
 
-    def __init__(self, msg: Message, offset: str, key: str | None = None) -> None:
+    def __init__(self, msg: Message, offset: str | int, key: str | None = None) -> None:
         super().__init__(
             msg.topic,
             msg.data,
@@ -71,14 +72,17 @@ class StoredMessage(Message):
             msg.headers,
             None,
             offset,
-            None,
+            msg.epoch,
             msg.decode_error,
         )
         self.key = key
 
     @property
     def stored_at(self) -> float:
-        """When the server stored it: seconds since the epoch (from the entry id)."""
+        """When the server stored it: seconds since the epoch (from the entry id; on a
+        recoverable topic, the publish time)."""
+        if isinstance(self.offset, int):
+            return self._ts / 1e6
         assert isinstance(self.offset, str)
         return int(self.offset.partition("-")[0]) / 1000
 

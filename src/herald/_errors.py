@@ -16,6 +16,8 @@
      ├── SlowConsumer                           a subscription overflowed its buffer (.pending)
      ├── NoResponders                           nobody received a request (.topic)
      ├── ResponderFailed                        the responder's handler raised (.topic, .error)
+     ├── NotReplicated                          fewer replicas than asked acknowledged a write
+     │                                          (.acked, .required, .ack)
      ├── PositionTrimmed                        a group's unread entries were trimmed away
      │                                          (.topic, .group, .position, .first_available, .lost)
      └── ClientClosed                           the client or subscription was closed
@@ -26,6 +28,7 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from ._client import PubAck
     from ._message import Message
 
 
@@ -156,3 +159,22 @@ class PositionTrimmed(HeraldError):
 
 class ClientClosed(HeraldError):
     """The client or subscription is closed."""
+
+
+class NotReplicated(HeraldError):
+    """A durable publish with ``replicas=N`` was stored on the primary, but fewer than ``N``
+    replicas acknowledged it within the timeout (``WAIT``): a failover now could lose it.
+
+    Attributes:
+        acked: replicas that acknowledged.
+        required: replicas asked for.
+        ack: the primary's :class:`PubAck` (the message *is* stored there).
+    """
+
+    def __init__(self, acked: int, required: int, ack: PubAck) -> None:
+        super().__init__(
+            f"stored on the primary but acknowledged by {acked} of {required} required replicas"
+        )
+        self.acked = acked
+        self.required = required
+        self.ack = ack

@@ -151,6 +151,7 @@ class Acks:
         self._offsets: list[str] = []
         self._lock = threading.Lock()
         self._scheduled = False
+        self._sent: asyncio.Future[Any] | None = None  # the last XACK's reply
         # "XACK <stream> <group>" without the argument count: the ids follow.
         self._head = command("XACK", member.spec.stream, member.group).split(b"\r\n", 1)[1]
 
@@ -188,13 +189,18 @@ class Acks:
             log.warning("consumer %s: %d acks not sent: %s", m.name, len(offsets), exc)
             return None
         fut.add_done_callback(self._done)
+        self._sent = fut
         return fut
 
     async def confirm(self) -> None:
-        """Send the queued acks now and wait for the server."""
-        fut = self.flush()
+        """Send the queued acks now and wait for the server.
+
+        The ack to confirm may already be on its way (a flush scheduled by ``add`` runs before
+        this): then wait for the last XACK sent, whose reply comes after it on the connection.
+        """
+        fut = self.flush() or self._sent
         if fut is not None:
-            await fut
+            await asyncio.shield(fut)
 
     def _done(self, fut: asyncio.Future[Any]) -> None:
         exc = None if fut.cancelled() else fut.exception()

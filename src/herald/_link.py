@@ -15,7 +15,7 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any
+from typing import Any, Protocol
 
 from . import _wire
 from ._backoff import Backoff
@@ -36,6 +36,29 @@ log = logging.getLogger("herald")
 
 MAX_BATCH_MESSAGES = 1000
 MAX_BATCH_BYTES = 256 * 1024
+
+
+class BatchCommand(Protocol):
+    """A publish that is not a PUBLISH (a recoverable topic's script): the command carrying a
+    group of envelopes queued in one event-loop iteration. Identity is the batching key."""
+
+    def build(self, frames: list[bytes]) -> bytes: ...
+
+
+Prefix = bytes | BatchCommand
+
+
+class Resolver(Protocol):
+    """Where a Link connects, decided again on every (re)connect (Sentinel: the current primary).
+
+    ``resolve`` returns the endpoint to open (credentials, db and TLS as the Link's own) or
+    raises :class:`ConnectionFailed`; ``release`` is called once when the Link closes.
+    """
+
+    async def resolve(self, link: Link) -> Endpoint: ...
+
+    async def release(self, link: Link) -> None: ...
+
 
 # try_publish results
 QUEUED = 0
@@ -59,8 +82,12 @@ class Link:
         probe_timeout: float | None = None,
         max_pending_bytes: int = 8 * 1024 * 1024,
         flush_at: int = 256 * 1024,
+        resolver: Resolver | None = None,
     ) -> None:
         self.endpoint = endpoint
+        self.resolver = resolver
+        self._retry_now: asyncio.Event | None = None
+        self.address = endpoint.address  # the node connected to (resolved), for messages
         self.name = name
         self._on_push = on_push
         self.on_connect = on_connect
@@ -83,7 +110,7 @@ class Link:
         self._pending_waiters: list[asyncio.Future[Reply] | None] = []
         self._pending_bytes = 0
         self._scheduled = False
-        self._batch_prefix: bytes | None = None
+        self._batch_prefix: Prefix | None = None
         self._batch: list[bytes] = []
         self._batch_bytes = 0
         self._writable = threading.Event()
@@ -103,6 +130,11 @@ class Link:
     def errors(self) -> int:
         """Error replies to fire-and-forget commands on the current connection."""
         return self._proto.errors if self._proto else 0
+
+    @property
+    def last_error(self) -> str | None:
+        """The last of those error replies."""
+        return self._proto.last_error if self._proto else None
 
     async def connect(self) -> None:
         """Connect once; raise :class:`ConnectionFailed` if the server cannot be reached."""
@@ -141,6 +173,9 @@ class Link:
         proto, self._proto = self._proto, None
         if self._connected is not None:
             self._connected.set()  # wake waiters so they see the close
+        if self.resolver is not None:
+            with contextlib.suppress(Exception):
+                await self.resolver.release(self)
         with self._lock:
             waiters, self._pending_waiters = self._pending_waiters, []
             self._pending.clear()
@@ -162,11 +197,17 @@ class Link:
         assert loop is not None
 
         def factory() -> RespProtocol:
-            return RespProtocol(self._on_push, self._lost, self._resumed)
+            proto = RespProtocol(self._on_push, self._lost, self._resumed)
+            if self.resolver is not None:
+                proto.on_error = self._server_error
+            return proto
 
         proto: RespProtocol | None = None
         try:
             async with asyncio.timeout(self.connect_timeout):
+                if self.resolver is not None:
+                    ep = await self.resolver.resolve(self)
+                    self.address = ep.address
                 if ep.path:
                     _, proto = await loop.create_unix_connection(factory, ep.path)
                 else:
@@ -222,6 +263,32 @@ class Link:
                 await _direct(proto, "SELECT", ep.db)
             except ServerError as exc:
                 raise ConfigurationError(f"cannot use database {ep.db}: {exc.reply}") from exc
+        # A server still loading its data after a restart answers LOADING to every command:
+        # the connection is ready once it has loaded (within connect_timeout, else a retry).
+        while True:
+            try:
+                await _direct(proto, "PING")
+                return
+            except ServerError as exc:
+                if not exc.reply.startswith("LOADING"):
+                    raise
+            await asyncio.sleep(0.05)
+
+    def _server_error(self, reply: str) -> None:
+        # With a resolver (Sentinel), READONLY means the node was demoted under this connection:
+        # never keep writing to it; reconnect to wherever the primary is now.
+        if reply.startswith("READONLY"):
+            self.drop(f"{self.address} is a replica now ({reply})")
+
+    def drop(self, reason: str) -> None:
+        """Abort the current connection, or cut a reconnect's backoff short: the Link connects
+        again at once, asking its resolver where to."""
+        proto = self._proto
+        if proto is not None and not proto.lost and proto.transport is not None:
+            log.warning("connection %s to %s dropped: %s", self.name, self.address, reason)
+            proto._abort(ConnectionLost(reason))
+        elif self._retry_now is not None:
+            self._retry_now.set()
 
     async def _established(self, proto: RespProtocol) -> None:
         assert self._connected is not None
@@ -242,22 +309,27 @@ class Link:
             self._connected.clear()
         if self._closed:
             return
-        log.warning("connection %s to %s lost: %s", self.name, self.endpoint.address, exc)
+        log.warning("connection %s to %s lost: %s", self.name, self.address, exc)
         if self.on_disconnect is not None:
             self.on_disconnect(exc)
         self._spawn(self._reconnect())
 
     async def _reconnect(self) -> None:
         backoff = Backoff()
+        self._retry_now = asyncio.Event()
         while not self._closed:
-            await asyncio.sleep(backoff.next())
+            # wake() (the resolver learned where to go) cuts the wait short.
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(backoff.next()):
+                    await self._retry_now.wait()
+            self._retry_now.clear()
             try:
                 proto = await self._open()
             except HeraldError as exc:
                 log.info("reconnect %s failed: %s", self.name, exc)
                 continue
             self.reconnects += 1
-            log.info("connection %s to %s restored", self.name, self.endpoint.address)
+            log.info("connection %s to %s restored", self.name, self.address)
             await self._established(proto)
             return
 
@@ -303,7 +375,7 @@ class Link:
             self.loop.call_soon(self._flush)
         return fut
 
-    def _queue_publish(self, prefix: bytes, frame: bytes, batchable: bool) -> tuple[bool, int]:
+    def _queue_publish(self, prefix: Prefix, frame: bytes, batchable: bool) -> tuple[bool, int]:
         """Queue one PUBLISH-like command; return (flush already scheduled, pending bytes)."""
         with self._lock:
             if self._closed:
@@ -312,7 +384,7 @@ class Link:
             scheduled, self._scheduled = self._scheduled, True
             return scheduled, self._pending_bytes
 
-    def _queue_locked(self, prefix: bytes, frame: bytes, batchable: bool) -> None:
+    def _queue_locked(self, prefix: Prefix, frame: bytes, batchable: bool) -> None:
         # Caller holds _lock. A publish to the topic of the open batch joins it while it has room.
         size = len(frame)
         if self._batch_prefix is not None:
@@ -327,7 +399,7 @@ class Link:
                 self._pending_bytes += size
                 return
             self._close_batch()
-        if batchable:
+        if batchable or not isinstance(prefix, bytes):
             self._batch_prefix = prefix
             self._batch.append(frame)
             self._batch_bytes = size
@@ -336,7 +408,7 @@ class Link:
             self._pending_waiters.append(None)
         self._pending_bytes += size
 
-    def try_publish(self, prefix: bytes, frames: list[bytes], batchable: bool) -> int:
+    def try_publish(self, prefix: Prefix, frames: list[bytes], batchable: bool) -> int:
         """Queue fire-and-forget publishes to one topic (event-loop thread), all or none.
 
         Returns :data:`QUEUED`; :data:`FLUSHED` when the buffer reached ``flush_at`` and was
@@ -413,9 +485,13 @@ class Link:
     def _close_batch(self) -> None:
         # Caller holds _lock.
         batch = self._batch
-        frame = batch[0] if len(batch) == 1 else _wire.batch(batch)
-        assert self._batch_prefix is not None
-        self._pending += (self._batch_prefix, b"%d\r\n" % len(frame), frame, b"\r\n")
+        pfx = self._batch_prefix
+        assert pfx is not None
+        if isinstance(pfx, bytes):
+            frame = batch[0] if len(batch) == 1 else _wire.batch(batch)
+            self._pending += (pfx, b"%d\r\n" % len(frame), frame, b"\r\n")
+        else:
+            self._pending.append(pfx.build(batch))
         self._pending_waiters.append(None)
         self._batch = []
         self._batch_bytes = 0

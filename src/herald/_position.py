@@ -86,10 +86,14 @@ class PositionCheck:
             if conn != self._conn:  # a new connection, maybe a restarted server: load it
                 self._conn = conn
                 link.execute("SCRIPT", "LOAD", _TEXT).add_done_callback(_ignore)
-            return link.execute("EVALSHA", _SHA, 1, self.stream, self.group)
+            fut = link.execute("EVALSHA", _SHA, 1, self.stream, self.group)
         except HeraldError as exc:  # e.g. the connection closed meanwhile: the read will say so
             log.debug("position check not sent: %s", exc)
             return None
+        # Marked retrieved at once: when the read fails (the connection closed), nobody asks
+        # for the verdict and asyncio would log "Future exception was never retrieved".
+        fut.add_done_callback(_ignore)
+        return fut
 
     def verdict(self, fut: asyncio.Future[Any] | None) -> PositionTrimmed | None:
         """The loss the check found, if any (its reply came before the read's)."""
@@ -111,4 +115,5 @@ class PositionCheck:
 
 def _ignore(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
-        fut.exception()  # a failed load shows up as NOSCRIPT on the check
+        fut.exception()  # a failed load shows up as NOSCRIPT on the check; a failed check
+        # means no verdict

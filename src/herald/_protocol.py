@@ -20,7 +20,7 @@ from ._errors import (
 Reply = Any
 PushHandler = Callable[[list[Any]], None]
 # Pub/Sub messages arrive unrequested; everything else answers a command, in order.
-PUSH_KINDS = frozenset((b"message", b"pmessage", b"smessage"))
+PUSH_KINDS = frozenset((b"message", b"pmessage", b"smessage", b"sunsubscribe"))
 
 
 def error_from_reply(reply: hiredis.ReplyError) -> HeraldError:
@@ -58,6 +58,7 @@ class RespProtocol(asyncio.Protocol):
         self.last_error: str | None = None
         self.lost = False
         self.abort_error: Exception | None = None
+        self.on_error: Callable[[str], None] | None = None  # every error reply, e.g. READONLY
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
         assert isinstance(transport, asyncio.Transport)
@@ -85,11 +86,16 @@ class RespProtocol(asyncio.Protocol):
             if isinstance(reply, hiredis.ReplyError):
                 self.errors += 1
                 self.last_error = str(reply)
-            return
-        if waiter.done():
+                if self.on_error is not None:
+                    self.on_error(self.last_error)
             return
         if isinstance(reply, hiredis.ReplyError):
-            waiter.set_exception(error_from_reply(reply))
+            if self.on_error is not None:
+                self.on_error(str(reply))
+            if not waiter.done():
+                waiter.set_exception(error_from_reply(reply))
+        elif waiter.done():
+            return
         else:
             waiter.set_result(reply)
 

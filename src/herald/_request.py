@@ -163,11 +163,12 @@ class Requests:
     ) -> asyncio.Future[Any]:
         """Queue the request's PUBLISH; the future resolves with the server's receiver count."""
         client = self._client
-        _, bare, durable = client._prefix(topic)
-        if bare or durable is not None:
-            # bare: no envelope, so no headers to carry the reply address; durable: every
-            # publish must also go to the stream, which a request (live, at most once) does not.
-            kind = "bare" if bare else "durable"
+        _, bare, durable, history = client._prefix(topic)
+        if bare or durable is not None or history is not None:
+            # bare: no envelope, so no headers to carry the reply address; durable and
+            # recoverable: every publish must also be stored, which a request (live, at most
+            # once) is not.
+            kind = "bare" if bare else "durable" if durable else "recoverable"
             raise ConfigurationError(f"topic {topic!r} is {kind}: requests need a live topic")
         h = {REPLY_TO: self.inbox, REQUEST_ID: rid}
         if headers:
@@ -259,7 +260,7 @@ class Requests:
         if not on_loop:
             # A user thread (herald.Client's handler threads among them): blocks while the send
             # buffer is full, as Client.publish does; nothing is left to await.
-            client._publish_threadsafe(to, data, h)
+            client._publish_threadsafe(to, data, h, None)
             return _Queued(None, None, False)
         # Queued at once, even if nobody awaits the result: awaiting only applies backpressure.
         pfx, frame, bare = client._frame(to, data, h)

@@ -29,8 +29,8 @@ from ._wire import _HEAD, CODEC_BYTES, CODEC_JSON, FLAG_BATCH, HEAD_SIZE, MAGIC,
 from ._wire import _json_decode as json_decode
 
 DEAD_SUFFIX = ".dead"
-TOPICS_KEY = "herald:topics"  # hash: topic -> JSON policy
-TOPICS_VERSION_KEY = "herald:topics:version"  # incremented by every declare/delete
+TOPICS_KEY = "herald:{herald}:topics"  # hash: topic -> JSON policy; {herald}: one slot
+TOPICS_VERSION_KEY = "herald:{herald}:topics:version"  # incremented by every declare/delete
 META_PREFIX = "herald-"  # stream fields (and message headers) reserved for Herald's metadata
 # XCLAIM IDLE for entries handed back: claimable at once by any ack_wait below ~115 days. The
 # server replaces an idle time larger than its clock with "now", so this cannot be "infinite".
@@ -40,7 +40,7 @@ TRIM_PERIOD = 1.0  # ...or when this many seconds passed since its last trim of 
 TRIM_SCAN = 1000  # entries one trim step may remove for max_len (later steps catch up)
 
 
-def _tagged(topic: str) -> str:
+def tagged(topic: str) -> str:
     # "orders.dead.dead" -> "{orders}.dead.dead": dead letters share their topic's slot.
     root = topic
     while root.endswith(DEAD_SUFFIX) and len(root) > len(DEAD_SUFFIX):
@@ -50,17 +50,17 @@ def _tagged(topic: str) -> str:
 
 def stream_key(topic: str) -> str:
     """The stream of a durable topic: ``herald:{orders}:s``."""
-    return f"{_tagged(topic)}:s"
+    return f"{tagged(topic)}:s"
 
 
 def dedup_key(topic: str, msg_id: str) -> str:
     """A publisher's idempotency key: ``herald:{orders}:d:<msg_id>``."""
-    return f"{_tagged(topic)}:d:{msg_id}"
+    return f"{tagged(topic)}:d:{msg_id}"
 
 
 def dedup_pattern(topic: str) -> str:
     """SCAN pattern of a topic's idempotency keys (topics never contain glob characters)."""
-    return f"{_tagged(topic)}:d:*"
+    return f"{tagged(topic)}:d:*"
 
 
 def dead_topic(topic: str) -> str:

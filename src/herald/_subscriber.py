@@ -165,6 +165,8 @@ class Subscriber:
     # -- connection events -------------------------------------------------------------------
 
     def _disconnected(self, exc: Exception | None) -> None:
+        for sub in self._subs:
+            sub._stale()
         if self._down_since is None:
             self._down_since = time.time()
             self._down_reason = f"connection lost: {exc}" if exc else "connection closed by server"
@@ -193,6 +195,8 @@ class Subscriber:
             isinstance(r, BaseException) and not isinstance(r, PermissionDenied) for r in results
         ):
             return  # the next reconnect tries again; the gap stays open
+        for sub in list(self._subs):
+            sub._resumed()  # recoverable topics catch up
         if self._down_since is None:
             return
         gap_since, reason = self._down_since, self._down_reason

@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Protocol
+from typing import TYPE_CHECKING, Any, Literal, Protocol
 
 from ._errors import (
     ClientClosed,
@@ -21,8 +21,12 @@ from ._errors import (
     SlowConsumer,
     Timeout,
 )
+from ._history import Counters, HistoryLost, Page
 from ._message import Message, replier_of
 from ._typed import typed
+
+if TYPE_CHECKING:
+    from ._recovery import Recovery
 
 log = logging.getLogger("herald")
 
@@ -32,11 +36,15 @@ Handler = Callable[[Message], Any] | Callable[[Any], Any] | Callable[[Any, Messa
 
 
 class Registry(Protocol):
+    totals: Counters  # recoverable topics' counters of all subscriptions
+
     """Where a subscription registers itself on the server (the client's subscriber)."""
 
     async def add(self, sub: Subscription) -> None: ...
     async def remove(self, sub: Subscription) -> None: ...
     def discard(self, sub: Subscription) -> None: ...
+    async def history_topics(self, names: tuple[str, ...]) -> dict[str, str | None]: ...
+    async def read_history(self, topic: str, after: int, limit: int) -> Page: ...
 
 
 @dataclass(frozen=True)
@@ -65,6 +73,9 @@ class SubscriptionStats:
     gaps: int = 0
     handler_errors: int = 0
     invalid: int = 0  # payloads a typed handler refused (skipped)
+    recovered: int = 0  # recoverable topics: messages delivered from history after a break
+    duplicates: int = 0  # recoverable topics: messages received twice, delivered once
+    history_lost: int = 0  # recoverable topics: HistoryLost reports
 
 
 class Subscription:
@@ -79,6 +90,11 @@ class Subscription:
     The buffer holds at most ``max_pending`` messages; past that the ``overflow`` policy drops
     the oldest or the newest message (counted in ``stats.dropped``), or closes the subscription
     and raises :class:`SlowConsumer` once the buffered messages are consumed.
+
+    Messages of recoverable topics (declared with ``history``) come in offset order with no gap
+    and no duplicate across reconnects; when their history no longer reaches back, the
+    iterator raises :class:`HistoryLost` at that point (or ``on_history_lost`` is called) and
+    iterating again goes on with the first message still available.
     """
 
     def __init__(
@@ -90,6 +106,10 @@ class Subscription:
         overflow: Overflow = "drop_oldest",
         on_gap: Callable[[Gap], Any] | None = None,
         handler: Handler | None = None,
+        since: int | None = None,
+        epoch: int | None = None,
+        last: int | None = None,
+        on_history_lost: Callable[[HistoryLost], Any] | None = None,
     ) -> None:
         if max_pending < 1:
             raise ConfigurationError("max_pending must be at least 1")
@@ -99,12 +119,15 @@ class Subscription:
         self.max_pending = max_pending
         self.overflow = overflow
         self.on_gap = on_gap
+        self.on_history_lost = on_history_lost
+        self._start = (since, epoch, last)
+        self._recovery: Recovery | None = None
         self.handler: Callable[[Message], Any] | None = (
             None if handler is None else typed(handler, self._invalid)
         )
         self.stats = SubscriptionStats()
         self._subscriber = subscriber
-        self._buffer: deque[Message] = deque()
+        self._buffer: deque[Message | HistoryLost] = deque()
         self._waiter: asyncio.Future[None] | None = None
         self._event: threading.Event | None = None
         self._sync_waiting = False
@@ -119,7 +142,16 @@ class Subscription:
         """Subscribe on the server; returns when every topic and pattern is confirmed."""
         if not self._started:
             self._started = True
+            topics = await self._subscriber.history_topics(self.names)
+            if topics:
+                self._recovering().hold(topics)
             await self._subscriber.add(self)
+            if topics:
+                try:
+                    await self._recovering().position(topics, *self._start)
+                except BaseException:
+                    await self.close()
+                    raise
             if self.handler is not None:
                 self._task = asyncio.get_running_loop().create_task(self._run_handler())
         return self
@@ -141,6 +173,8 @@ class Subscription:
             return
         self._closed = True
         self._wake()
+        if self._recovery is not None:
+            self._recovery.close()
         if self._started:
             await self._subscriber.remove(self)
         task = self._task
@@ -164,6 +198,45 @@ class Subscription:
 
     def _deliver(self, messages: list[Message]) -> None:
         if self._closed:
+            return
+        if messages[0].offset.__class__ is int:  # a recoverable topic's: keep its sequence
+            messages = self._recovering().accept(messages)
+        self._add(messages)
+
+    def _recovering(self) -> Recovery:
+        if self._recovery is None:
+            from ._recovery import Recovery
+
+            registry = self._subscriber
+            self._recovery = Recovery(self, registry.read_history, registry.totals)
+        return self._recovery
+
+    def _stale(self) -> None:
+        """The connection is lost (called by the subscriber)."""
+        if self._recovery is not None:
+            self._recovery.stale()
+
+    def _resumed(self) -> None:
+        """Subscribed again after a lost connection (called by the subscriber)."""
+        if self._recovery is not None:
+            self._recovery.resume()
+
+    def _lost(self, lost: HistoryLost) -> None:
+        """Report lost history in sequence: to ``on_history_lost``, else raised by the iterator
+        (a handler's subscription logs it)."""
+        if self.on_history_lost is not None:
+            try:
+                self.on_history_lost(lost)
+            except Exception:
+                log.exception("on_history_lost callback of %s failed", self.names)
+        elif self.handler is not None:
+            log.error("subscription %s: %s", ",".join(self.names), lost)
+        elif not self._closed:
+            self._buffer.append(lost)  # past max_pending if need be: a report is never dropped
+            self._wake()
+
+    def _add(self, messages: list[Message]) -> None:
+        if not messages or self._closed:
             return
         buf = self._buffer
         room = self.max_pending - len(buf)
@@ -209,11 +282,15 @@ class Subscription:
     def _gap(self, gap: Gap) -> None:
         self.stats.gaps += 1
         if self.on_gap is None:
+            recovering = self._recovery is not None and self._recovery.tracks
             log.warning(
-                "subscription %s: connection was down %.3fs (%s); live messages may be missed",
+                "subscription %s: connection was down %.3fs (%s); %s",
                 ",".join(gap.names),
                 gap.until - gap.since,
                 gap.reason,
+                "recoverable topics catch up from their history"
+                if recovering
+                else "live messages may be missed",
             )
             return
         try:
@@ -251,8 +328,11 @@ class Subscription:
         buf = self._buffer
         while True:
             if buf:
+                msg = buf.popleft()
+                if msg.__class__ is HistoryLost:
+                    raise msg
                 self.stats.delivered += 1
-                return buf.popleft()
+                return msg  # type: ignore[return-value]
             if self._closed:
                 if self._error is not None:
                     raise self._error
@@ -286,6 +366,8 @@ class Subscription:
             except IndexError:
                 pass
             else:
+                if isinstance(msg, HistoryLost):
+                    raise msg
                 self.stats.delivered += 1
                 return msg
             if self._closed:
@@ -310,12 +392,13 @@ class Subscription:
         is_coro = inspect.iscoroutinefunction(handler)
         buf = self._buffer
         stats = self.stats
+        msg: Message
         try:
             while True:
                 # Hot path: take buffered messages directly; __anext__ (a coroutine per call)
                 # only when the buffer is empty, to wait or to end.
                 if buf:
-                    msg = buf.popleft()
+                    msg = buf.popleft()  # type: ignore[assignment]  # never a report: see _lost
                     stats.delivered += 1
                 else:
                     try:

@@ -23,6 +23,7 @@ from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
 from ._consumer import ConsumeOptions
 from ._durable_message import StoredMessage
 from ._errors import ClientClosed, HeraldError, Timeout
+from ._history import HistoryLost
 from ._message import Message, replier_of
 from ._offsets import Position
 from ._subscription import Gap, Handler, Overflow, Subscription
@@ -122,6 +123,7 @@ class Client:
         confirm: Literal[True],
         msg_id: str | None = None,
         key: str | None = None,
+        replicas: int = 0,
     ) -> PubAck: ...
 
     @overload
@@ -134,6 +136,7 @@ class Client:
         confirm: bool | None = None,
         msg_id: str | None = None,
         key: str | None = None,
+        replicas: int = 0,
     ) -> PubAck | None: ...
 
     def publish(
@@ -145,19 +148,26 @@ class Client:
         confirm: bool | None = None,
         msg_id: str | None = None,
         key: str | None = None,
+        replicas: int = 0,
     ) -> PubAck | None:
         """Publish one message; see :meth:`AsyncClient.publish`."""
         portal = self._live()
-        if confirm or msg_id is not None or key is not None:
+        if confirm or msg_id is not None or key is not None or replicas:
             return portal.call(
                 self._async.publish(
-                    topic, data, headers=headers, confirm=confirm, msg_id=msg_id, key=key
+                    topic,
+                    data,
+                    headers=headers,
+                    confirm=confirm,
+                    msg_id=msg_id,
+                    key=key,
+                    replicas=replicas,
                 )
             )
-        durable = self._async._publish_threadsafe(topic, data, headers)
-        if durable is None:
+        stored = self._async._publish_threadsafe(topic, data, headers, confirm)
+        if stored is None:
             return None
-        return portal.call(self._async._publish_durable(*durable, None, confirm))
+        return portal.call(stored)
 
     def publish_many(
         self, topic: str, items: Iterable[Any], *, headers: Mapping[str, str] | None = None
@@ -208,14 +218,26 @@ class Client:
         max_pending: int = 10_000,
         overflow: Overflow = "drop_oldest",
         on_gap: Callable[[Gap], Any] | None = None,
+        since: int | None = None,
+        epoch: int | None = None,
+        last: int | None = None,
+        on_history_lost: Callable[[HistoryLost], Any] | None = None,
     ) -> SyncSubscription:
         """Subscribe; returns once the server confirmed. See :meth:`AsyncClient.subscribe`.
 
-        With ``handler``, each message is passed to it on a thread of this subscription.
+        With ``handler``, each message is passed to it on a thread of this subscription
+        (a :class:`HistoryLost` without ``on_history_lost`` is logged there).
         """
         portal = self._live()
         sub = self._async.subscribe(
-            *names, max_pending=max_pending, overflow=overflow, on_gap=on_gap
+            *names,
+            max_pending=max_pending,
+            overflow=overflow,
+            on_gap=on_gap,
+            since=since,
+            epoch=epoch,
+            last=last,
+            on_history_lost=on_history_lost,
         )
         portal.call(sub.start())
         wrapper = SyncSubscription(sub, portal, handler)
@@ -232,6 +254,8 @@ class Client:
         max_age: float | None = None,
         dedup_window: float = 120.0,
         trim_unacked: bool = False,
+        history: int = 0,
+        history_ttl: float | None = None,
         update: bool = False,
     ) -> TopicPolicy:
         """See :meth:`AsyncClient.declare`."""
@@ -244,6 +268,8 @@ class Client:
                 max_age=max_age,
                 dedup_window=dedup_window,
                 trim_unacked=trim_unacked,
+                history=history,
+                history_ttl=history_ttl,
                 update=update,
             )
         )
@@ -421,6 +447,9 @@ class SyncSubscription:
                 msg = self._sub._next_sync(None)
             except ClientClosed:
                 return
+            except HistoryLost as exc:  # reported, and the subscription goes on
+                log.error("subscription %s: %s", ",".join(self.names), exc)
+                continue
             except HeraldError as exc:
                 log.error("subscription %s ended: %s", ",".join(self.names), exc)
                 return

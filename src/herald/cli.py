@@ -7,6 +7,7 @@ import base64
 import json
 import os
 import signal
+import socket
 import sys
 import time
 from collections.abc import Sequence
@@ -15,10 +16,12 @@ from typing import Any
 
 import click
 from rich.console import Console
+from rich.markup import escape
 
 import herald
 
-from ._cli_durable import dead, replay, topics
+from ._cli_durable import dead, history, replay, topics
+from ._cli_faults import faults
 from ._server import EmbeddedServer, clear_state, default_data_dir, discover, write_state
 
 _URL = click.option(
@@ -42,6 +45,8 @@ def main() -> None:
 main.add_command(topics)
 main.add_command(dead)
 main.add_command(replay)
+main.add_command(history)
+main.add_command(faults)
 
 
 @main.command()
@@ -52,17 +57,52 @@ main.add_command(replay)
     help="Where the embedded Valkey keeps its AOF files (default: $HERALD_HOME or "
     "~/.local/share/herald).",
 )
-@click.option("--port", type=int, default=None, help="Port of the embedded Valkey (default: free).")
-def serve(data_dir: Path | None, port: int | None) -> None:
-    """Run the embedded Valkey with AOF persistence until Ctrl-C.
+@click.option("--host", default="127.0.0.1", show_default=True, help="Gateway address.")
+@click.option(
+    "--port",
+    type=int,
+    default=8080,
+    show_default=True,
+    envvar="HERALD_GATEWAY_PORT",
+    help="Gateway port (0: a free one; $HERALD_GATEWAY_PORT).",
+)
+@click.option(
+    "--valkey-port", type=int, default=None, help="Port of the embedded Valkey (default: free)."
+)
+@click.option(
+    "--url",
+    default=None,
+    help="Serve the gateway for this Redis/Valkey instead of starting the embedded one.",
+)
+@click.option("--no-gateway", is_flag=True, help="Run the embedded Valkey alone.")
+def serve(
+    data_dir: Path | None,
+    host: str,
+    port: int,
+    valkey_port: int | None,
+    url: str | None,
+    no_gateway: bool,
+) -> None:
+    """Run Herald: the embedded Valkey (AOF persistence) and the gateway with its dashboard
+    on http://127.0.0.1:8080, until Ctrl-C.
 
-    Other herald commands and herald.Client() without a URL find it through the data directory.
+    Other herald commands and herald.Client() without a URL find the embedded server through
+    the data directory. With --url only the gateway runs, for that server.
     """
+    from .gateway.serve import run_gateway
+
+    console = Console()
+    if not no_gateway and port and not _port_free(host, port):
+        _fail(f"port {port} on {host} is in use: pass --port (0 for a free one)")
+    if url is not None:
+        if no_gateway:
+            _fail("--url with --no-gateway leaves nothing to run")
+        run_gateway(url, host, port, console, lambda: True)
+        return
     data_dir = data_dir or default_data_dir()
     if running := discover(data_dir):
         _fail(f"a Herald server is already running at {running} (data directory {data_dir})")
-    console = Console()
-    server = EmbeddedServer(data_dir, port=port, persist=True, owned=True)
+    server = EmbeddedServer(data_dir, port=valkey_port, persist=True, owned=True)
     try:
         server.start()
     except herald.HeraldError as exc:
@@ -71,6 +111,25 @@ def serve(data_dir: Path | None, port: int | None) -> None:
     write_state(data_dir, server.url, server.process.pid)
     console.print(f"[bold green]Herald[/] Valkey running at [bold]{server.url}[/]")
     console.print(f"data directory: {data_dir} (AOF, fsync every second)")
+
+    def alive() -> bool:
+        return server.process is not None and server.process.poll() is None
+
+    try:
+        if no_gateway:
+            _wait_for_signal(console, alive)
+        else:
+            run_gateway(server.url, host, port, console, alive)
+    finally:
+        crashed = not alive()
+        server.stop()
+        clear_state(data_dir)
+    if crashed:
+        _fail(f"valkey-server exited unexpectedly; see {server.log_file}")
+    console.print("stopped")
+
+
+def _wait_for_signal(console: Console, alive: Any) -> None:
     console.print("try:  herald sub 'demo.*'    and in another shell:  herald pub demo.hello hi")
     console.print("Ctrl-C to stop")
     stop = False
@@ -83,17 +142,20 @@ def serve(data_dir: Path | None, port: int | None) -> None:
     signal.signal(signal.SIGTERM, _stop)
     signal.signal(signal.SIGINT, _stop)
     try:
-        while not stop and server.process is not None and server.process.poll() is None:
+        while not stop and alive():
             time.sleep(0.2)
     except KeyboardInterrupt:
         pass
-    finally:
-        crashed = server.process is not None and server.process.poll() is not None
-        server.stop()
-        clear_state(data_dir)
-    if crashed:
-        _fail(f"valkey-server exited unexpectedly; see {server.log_file}")
-    console.print("stopped")
+
+
+def _port_free(host: str, port: int) -> bool:
+    with socket.socket() as s:
+        s.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+        try:
+            s.bind((host, port))
+        except OSError:
+            return False
+    return True
 
 
 def _parse_headers(values: Sequence[str]) -> dict[str, str]:
@@ -164,12 +226,26 @@ def _jsonable(data: Any) -> Any:
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @click.option("--count", "-n", type=click.IntRange(min=1), default=None, help="Exit after N.")
 @click.option("--timeout", "-t", type=float, default=None, help="Exit after S seconds.")
+@click.option(
+    "--since",
+    type=click.IntRange(min=0),
+    default=None,
+    help="Recoverable topic: start after this offset (one topic).",
+)
+@click.option(
+    "--last",
+    type=click.IntRange(min=1),
+    default=None,
+    help="Recoverable topics: start with the last N kept messages.",
+)
 @_URL
 def sub(
     patterns: Sequence[str],
     as_json: bool,
     count: int | None,
     timeout: float | None,
+    since: int | None,
+    last: int | None,
     url: str | None,
 ) -> None:
     """Print messages of topics and glob patterns as they arrive.
@@ -189,11 +265,27 @@ def sub(
                 f"messages may have been missed ({gap.reason})[/]"
             )
 
+    def on_history_lost(lost: herald.HistoryLost) -> None:
+        if as_json:
+            record = {
+                "history_lost": {
+                    "topic": lost.topic,
+                    "last_offset": lost.last_offset,
+                    "first_available": lost.first_available,
+                    "reason": lost.reason,
+                }
+            }
+            print(json.dumps(record), file=sys.stderr)
+        else:
+            errors.print(f"[red]{escape(str(lost))}[/]")
+
     async def run() -> int:
         received = 0
         async with (
             herald.AsyncClient(url, start_embedded=False) as hub,
-            hub.subscribe(*patterns, on_gap=on_gap) as subscription,
+            hub.subscribe(
+                *patterns, on_gap=on_gap, since=since, last=last, on_history_lost=on_history_lost
+            ) as subscription,
         ):
             if not as_json:
                 errors.print(f"[dim]subscribed to {', '.join(patterns)}[/]")
@@ -229,6 +321,8 @@ def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None
             "headers": msg.headers,
             "timestamp": msg.timestamp,
         }
+        if msg.offset is not None:
+            record["offset"] = msg.offset
         if msg.decode_error is not None:
             record["decode_error"] = str(msg.decode_error)
         sys.stdout.write(json.dumps(record) + "\n")
@@ -272,6 +366,73 @@ def bench_durable(as_json: bool, runs: int, duration: float, quick: bool) -> Non
     if quick:
         runs, duration = 1, 1.0
     result = run_durable(runs=runs, duration=duration)
+    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
+
+
+@bench.command("recoverable")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--runs", type=click.IntRange(min=1), default=3, help="Runs per row (median).")
+@click.option("--duration", type=float, default=3.0, help="Seconds per run.")
+@click.option("--rate", type=click.IntRange(min=1), default=20_000, help="Latency rows' rate.")
+@click.option("--missed", type=click.IntRange(min=1), default=10_000, help="Messages to recover.")
+@click.option("--quick", is_flag=True, help="One short run per row.")
+def bench_recoverable(
+    as_json: bool, runs: int, duration: float, rate: int, missed: int, quick: bool
+) -> None:
+    """Recoverable topics: a history topic next to a live one; time to recover missed ones."""
+    from ._bench.recoverable import format_table, run_recoverable
+
+    if quick:
+        runs, duration = 1, 1.0
+    result = run_recoverable(runs=runs, duration=duration, rate=rate, missed=missed)
+    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
+
+
+@bench.command("compare")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--plot", is_flag=False, flag_value="docs/img", default=None, metavar="DIR",
+              help="Write PNG charts (default folder: docs/img).")  # fmt: skip
+@click.option("--quick", is_flag=True, help="One short run per row (~1.5 min).")
+def bench_compare(as_json: bool, plot: str | None, quick: bool) -> None:
+    """Herald vs redis-py, FastStream, broadcaster, nats-py, aio-pika and a raw client."""
+    from ._bench.compare import format_table, run_compare, write_charts
+
+    result = run_compare(quick=quick, progress=lambda line: click.echo(line, err=True))
+    if plot:
+        for path in write_charts(result, plot):
+            click.echo(f"wrote {path}", err=True)
+    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
+
+
+@bench.command("cluster")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--runs", type=click.IntRange(min=1), default=3, help="Runs per row (median).")
+@click.option("--duration", type=float, default=3.0, help="Seconds per run.")
+@click.option("--publishers", type=click.IntRange(min=1), default=2, help="Publisher processes.")
+@click.option("--quick", is_flag=True, help="One short run per row.")
+def bench_cluster(as_json: bool, runs: int, duration: float, publishers: int, quick: bool) -> None:
+    """Live and durable throughput: a 3-shard local cluster vs one node, in one run."""
+    from ._bench.cluster import format_table, run_cluster
+
+    if quick:
+        runs, duration = 1, 1.0
+    result = run_cluster(runs=runs, duration=duration, publishers=publishers)
+    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
+
+
+@bench.command("gateway")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+@click.option("--clients", type=click.IntRange(min=1), default=100, help="WebSocket clients.")
+@click.option("--rate", type=click.IntRange(min=1), default=200, help="Messages per second.")
+@click.option("--duration", type=float, default=5.0, help="Seconds of publishing.")
+@click.option("--full", is_flag=True, help="1,000 clients x 1,000 msg/s x 30 s.")
+def bench_gateway(as_json: bool, clients: int, rate: int, duration: float, full: bool) -> None:
+    """Gateway WebSocket fan-out: N clients on one topic; delivered/s, p99, memory."""
+    from ._bench.gateway import format_table, run_gateway_bench
+
+    if full:
+        clients, rate, duration = 1000, 1000, 30.0
+    result = run_gateway_bench(clients=clients, rate=rate, duration=duration)
     click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
 
 

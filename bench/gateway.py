@@ -1,0 +1,31 @@
+"""Gateway benchmark: WebSocket fan-out of one topic to many clients.
+
+python bench/gateway.py                  # short: 100 clients x 200 msg/s x 5 s
+python bench/gateway.py --full           # 1,000 clients x 1,000 msg/s x 30 s
+python bench/gateway.py --clients 500 --rate 500 --duration 10 --json
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+
+from herald._bench.gateway import format_table, run_gateway_bench
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", action="store_true", help="print the result as JSON")
+    parser.add_argument("--full", action="store_true", help="1000 clients x 1000 msg/s x 30 s")
+    parser.add_argument("--clients", type=int, default=100)
+    parser.add_argument("--rate", type=int, default=200, help="messages per second")
+    parser.add_argument("--duration", type=float, default=5.0, help="seconds of publishing")
+    args = parser.parse_args()
+    if args.full:
+        args.clients, args.rate, args.duration = 1000, 1000, 30.0
+    result = run_gateway_bench(args.clients, args.rate, args.duration)
+    print(json.dumps(result, indent=2) if args.json else format_table(result))
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,326 @@
+"""Recoverable topics, the sans-I/O part: keys, the publish and read scripts, and the bookkeeping
+that turns live messages and history reads into one gap-free, duplicate-free sequence per topic.
+
+A topic declared with ``history=N`` is published by one script (``PUBLISH_HISTORY``): it takes
+the next offsets from the topic's meta hash, writes each envelope (with offset and epoch filled
+in) to a stream bounded to N entries whose ids are ``0-<offset>``, and publishes them, several
+as one batch frame. The epoch is the server time when the meta hash was created: a server that
+lost its data (restart without persistence, FLUSHALL, the meta deleted) starts a new epoch, and
+a subscriber that remembers the old one knows its history is gone.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from ._errors import ConfigurationError, HeraldError
+from ._message import Message
+from ._resp import command
+from ._streams import Script, tagged
+from ._wire import HEAD_SIZE
+
+# Where the 16 bytes of offset and epoch sit in an envelope encoded with offset=0, epoch=0.
+OFFSET_POS = HEAD_SIZE
+MAX_READ = 1000  # entries per history read
+
+
+def history_key(topic: str) -> str:
+    """The bounded history stream of a recoverable topic: ``herald:{prices}:h``."""
+    return f"{tagged(topic)}:h"
+
+
+def meta_key(topic: str) -> str:
+    """Offset and epoch of a recoverable topic: ``herald:{prices}:o`` (fields offset, epoch)."""
+    return f"{tagged(topic)}:o"
+
+
+def check_history(size: object, ttl: float | None, *, durable: bool, bare: bool) -> None:
+    """Refuse history options that make no sense, before anything is stored."""
+    if isinstance(size, bool) or not isinstance(size, int) or size < 0:
+        raise ConfigurationError("history must be an int >= 0 (messages kept)")
+    if ttl is not None and not (size and ttl > 0):
+        raise ConfigurationError("history_ttl needs history > 0 and must be > 0 seconds")
+    if size and durable:
+        raise ConfigurationError(
+            "a topic is durable or recoverable, not both: durable topics keep every message "
+            "in their stream already (replay, history)"
+        )
+    if size and bare:
+        raise ConfigurationError(
+            "a recoverable topic cannot be bare: its offsets travel in the envelope"
+        )
+
+
+class HistoryTopic:
+    """How a recoverable topic is published: the script's keys and arguments, and the bytes of
+    one call for a group of envelopes (:meth:`build`, used by the connection's batching: the
+    publishes to a topic queued in one event-loop iteration share one script call)."""
+
+    __slots__ = ("_head", "args", "keys", "size", "topic", "ttl")
+
+    def __init__(self, topic: str, size: int, ttl: float | None) -> None:
+        self.topic = topic
+        self.size = size
+        self.ttl = ttl
+        self.keys = [meta_key(topic), history_key(topic)]
+        ttl_ms = "0" if not ttl else str(max(1, round(ttl * 1000)))
+        self.args = [topic, str(size), ttl_ms, str(OFFSET_POS)]
+        whole = command(b"EVALSHA", PUBLISH_HISTORY.sha, b"2", *self.keys, *self.args)
+        self._head = whole[whole.index(b"\r\n") + 2 :]  # without the argument count
+
+    def build(self, frames: list[bytes]) -> bytes:
+        parts = [b"*%d\r\n" % (9 + len(frames)), self._head]
+        for f in frames:
+            parts += (b"$%d\r\n" % len(f), f, b"\r\n")
+        return b"".join(parts)
+
+
+class HistoryLost(HeraldError):
+    """Messages of a recoverable topic were missed and its history no longer holds them.
+
+    Raised by a subscription's iterator (or passed to ``on_history_lost``) at the point in the
+    sequence where the missing messages would have been; iterating again continues with the
+    first message still available.
+
+    Attributes:
+        topic: the topic.
+        last_offset: the last offset the subscription delivered (0: none yet).
+        first_available: the first offset it delivers next (``None``: unknown yet, the history
+            was reset and nothing has been published since).
+        epoch: the topic's epoch now (``None`` when reset and empty).
+        reason: what happened.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        last_offset: int,
+        first_available: int | None,
+        epoch: int | None,
+        reason: str,
+    ) -> None:
+        self.topic = topic
+        self.last_offset = last_offset
+        self.first_available = first_available
+        self.epoch = epoch
+        self.reason = reason
+        missed = (
+            f"offsets {last_offset + 1}..{first_available - 1}"
+            if first_available is not None and first_available > last_offset + 1
+            else f"messages after offset {last_offset}"
+        )
+        super().__init__(f"topic {topic!r}: {missed} are lost: {reason}")
+
+    def __reduce__(self) -> Any:
+        args = (self.topic, self.last_offset, self.first_available, self.epoch, self.reason)
+        return (HistoryLost, args)
+
+
+@dataclass
+class Counters:
+    """Recoverable topics' counters of all the subscriptions of a client."""
+
+    recovered: int = 0  # messages delivered from history after a break
+    duplicates: int = 0  # received twice, delivered once
+    history_lost: int = 0  # HistoryLost reports
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One history read: the topic's epoch (``None``: no history at all), its last offset,
+    the first offset still stored (``top + 1`` when none), and envelopes after the position."""
+
+    epoch: int | None
+    top: int
+    first: int
+    envelopes: list[bytes]
+
+
+def parse_page(reply: Any) -> Page:
+    epoch, top, first, envelopes = reply
+    return Page(None if not epoch else int(epoch), int(top), int(first), list(envelopes))
+
+
+class Track:
+    """What one subscription knows of one recoverable topic."""
+
+    __slots__ = ("epoch", "held", "offset", "pattern", "recovering", "resync")
+
+    def __init__(self, epoch: int | None, offset: int, pattern: str | None = None) -> None:
+        self.epoch = epoch
+        self.offset = offset
+        self.pattern = pattern  # the subscription's pattern that matched the topic, if any
+        self.recovering = False  # live messages are held until a history read catches up
+        self.resync = False  # a history read is due (again)
+        self.held: list[Message] = []  # live messages received while recovering
+
+
+def accept(
+    tracks: dict[str, Track], messages: list[Message], out: list[Message], stale: list[str]
+) -> int:
+    """Sort live messages of recoverable topics: the next in sequence go to ``out``; a topic
+    whose sequence broke (a jump, a new epoch) is appended to ``stale`` to be recovered, its
+    messages held meanwhile. Returns the number of duplicates dropped."""
+    duplicates = 0
+    for m in messages:
+        offset = m.offset
+        if not isinstance(offset, int):  # a live or foreign message among recoverable ones
+            out.append(m)
+            continue
+        t = tracks.get(m.topic)
+        if t is None:
+            # First sight of a topic (a pattern's, declared after the subscription started).
+            tracks[m.topic] = Track(m.epoch, offset, m.pattern)
+            out.append(m)
+        elif t.recovering:
+            t.held.append(m)
+        elif m.epoch == t.epoch and offset <= t.offset:
+            duplicates += 1
+        elif offset == t.offset + 1 and (m.epoch == t.epoch or t.epoch is None):
+            t.epoch, t.offset = m.epoch, offset  # (an unknown epoch is learnt)
+            out.append(m)
+        else:
+            t.recovering = True
+            t.held.append(m)
+            stale.append(m.topic)
+    return duplicates
+
+
+def apply_page(
+    topic: str, t: Track, page: Page, decode: Any, out: list[Message]
+) -> tuple[HistoryLost | None, bool]:
+    """Bring ``t`` forward with one history read. Delivers (into ``out``) the stored messages
+    after its offset; returns the loss to report (if any) and whether more pages may follow."""
+    lost = None
+    if page.epoch is None:
+        # No history: never published, or reset (restart without persistence, flush).
+        if t.epoch is not None and t.offset > 0:
+            lost = HistoryLost(topic, t.offset, None, None, "the topic's history was reset")
+        t.epoch, t.offset = None, 0
+        return lost, False
+    if t.epoch is not None and page.epoch != t.epoch:
+        lost = HistoryLost(
+            topic, t.offset, page.first, page.epoch, "the topic's history was reset (new epoch)"
+        )
+        t.epoch, t.offset = page.epoch, page.first - 1
+        return lost, True  # read again from the new epoch's first offset
+    t.epoch = page.epoch
+    if page.top < t.offset:
+        # The offset is ahead of the topic (a since= beyond the end): wait from the top.
+        t.offset = page.top
+        return None, False
+    if page.first > t.offset + 1 and page.top > t.offset:
+        lost = HistoryLost(
+            topic, t.offset, page.first, page.epoch, "history no longer reaches back that far"
+        )
+        t.offset = page.first - 1
+        return lost, True
+    for env in page.envelopes:
+        for m in decode(topic, env):
+            if isinstance(m.offset, int) and m.offset == t.offset + 1:
+                t.offset = m.offset
+                out.append(m)
+    return None, len(page.envelopes) >= MAX_READ
+
+
+def release(t: Track, out: list[Message]) -> int:
+    """End a recovery: deliver the held live messages after the recovered offset, in order.
+    Returns the duplicates dropped; leaves ``t.recovering`` set if the held ones skip ahead."""
+    held, t.held = t.held, []
+    t.recovering = False
+    duplicates = 0
+    for i, m in enumerate(held):
+        assert isinstance(m.offset, int)
+        if m.epoch != t.epoch and t.epoch is not None:
+            t.recovering = True  # a newer epoch arrived meanwhile: recover again
+        elif t.epoch is None:
+            t.epoch, t.offset = m.epoch, m.offset
+            out.append(m)
+            continue
+        elif m.offset <= t.offset:
+            duplicates += 1
+            continue
+        elif m.offset == t.offset + 1:
+            t.offset = m.offset
+            out.append(m)
+            continue
+        else:
+            t.recovering = True
+        t.held = held[i:]
+        break
+    return duplicates
+
+
+# Lua helpers: offsets and epochs as big-endian u64 (both stay below 2^53).
+_U64 = r"""
+local function u64(n)
+  local hi = math.floor(n / 4294967296)
+  return struct.pack('>I4I4', hi, n - hi * 4294967296)
+end
+"""
+
+PUBLISH_HISTORY = Script(
+    "publish_history",
+    _U64
+    + r"""
+-- KEYS: meta hash, history stream
+-- ARGV: channel, max entries, ttl ms ('0': none), offset position, envelope...
+-- Each envelope was encoded with offset 0 and epoch 0; this fills them in, stores and publishes
+-- (several as one batch frame). Returns {first offset, last offset, epoch, receivers}.
+local epoch = redis.call('HGET', KEYS[1], 'epoch')
+if not epoch then
+  local t = redis.call('TIME')
+  epoch = string.format('%d', tonumber(t[1]) * 1000000 + tonumber(t[2]))
+  redis.call('HSET', KEYS[1], 'epoch', epoch)
+  redis.call('DEL', KEYS[2])
+end
+local n = #ARGV - 4
+local last = redis.call('HINCRBY', KEYS[1], 'offset', n)
+local first = last - n + 1
+local e = u64(tonumber(epoch))
+local pos = tonumber(ARGV[4])
+local parts = {}
+for i = 1, n do
+  local env = ARGV[4 + i]
+  local off = first + i - 1
+  env = string.sub(env, 1, pos) .. u64(off) .. e .. string.sub(env, pos + 17)
+  redis.call('XADD', KEYS[2], string.format('0-%d', off), 'd', env)
+  if n == 1 then
+    parts[1] = env
+  else
+    parts[2 * i - 1] = struct.pack('>I4', #env)
+    parts[2 * i] = env
+  end
+end
+redis.call('XTRIM', KEYS[2], 'MAXLEN', ARGV[2])
+if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
+local frame
+if n == 1 then
+  frame = parts[1]
+else
+  frame = '\255HR' .. string.char(1, 1) .. struct.pack('>I4', n) .. table.concat(parts)
+end
+local receivers = redis.call('PUBLISH', ARGV[1], frame)
+return {first, last, epoch, receivers}
+""",
+)
+
+READ_HISTORY = Script(
+    "read_history",
+    r"""
+-- KEYS: meta hash, history stream; ARGV: after offset, limit
+-- Returns {epoch or '', last offset, first stored offset, envelopes after the offset}.
+local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
+local top = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
+local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
+local first = top + 1
+if #head > 0 then first = tonumber(string.sub(head[1][1], 3)) end
+local out = {}
+if tonumber(ARGV[2]) > 0 then
+  local rows = redis.call('XRANGE', KEYS[2], '(0-' .. ARGV[1], '+', 'COUNT', ARGV[2])
+  for i, row in ipairs(rows) do out[i] = row[2][2] end
+end
+return {epoch, top, first, out}
+""",
+)

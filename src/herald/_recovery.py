@@ -1,0 +1,213 @@
+"""Recovery of a subscription's recoverable topics: positions at start, catch-up after a
+reconnect or a break in the sequence, delivered in order with no gap and no duplicate.
+
+The rule that leaves no window: a topic is read from its history only after the subscription
+is confirmed on the server, while the live messages arriving meanwhile are held; the history
+read delivers everything up to the moment it ran, the held messages everything after, and the
+offsets sort out the overlap (``_history.accept``/``apply_page``/``release``).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Awaitable, Callable
+from typing import TYPE_CHECKING
+
+from ._backoff import Backoff
+from ._errors import ClientClosed, ConfigurationError, HeraldError
+from ._history import (
+    MAX_READ,
+    Counters,
+    HistoryLost,
+    Page,
+    Track,
+    accept,
+    apply_page,
+    release,
+)
+from ._message import Message
+from ._wire import decode
+
+if TYPE_CHECKING:
+    from ._subscription import Subscription
+
+log = logging.getLogger("herald")
+
+Reader = Callable[[str, int, int], Awaitable[Page]]
+
+
+class Recovery:
+    """Per subscription: what it knows of each recoverable topic, and the catch-up tasks."""
+
+    def __init__(self, sub: Subscription, read: Reader, totals: Counters) -> None:
+        self.sub = sub
+        self.read = read
+        self.totals = totals
+        self.tracks: dict[str, Track] = {}
+        self.tasks: dict[str, asyncio.Task[None]] = {}
+        self.live = True  # False between a lost connection and the resubscribe
+
+    # -- live messages -----------------------------------------------------------------------
+
+    def accept(self, messages: list[Message]) -> list[Message]:
+        """The messages of a frame that continue their topic's sequence (in order)."""
+        out: list[Message] = []
+        stale: list[str] = []
+        self._count(duplicates=accept(self.tracks, messages, out, stale))
+        for topic in stale:
+            self._recover(topic)
+        return out
+
+    def stale(self) -> None:
+        """The connection is lost: every topic needs a history read after the resubscribe."""
+        self.live = False
+        for t in self.tracks.values():
+            t.recovering = True
+
+    def resume(self) -> None:
+        """Subscribed again: catch up every topic."""
+        self.live = True
+        for topic, t in self.tracks.items():
+            if t.recovering:
+                self._recover(topic)
+
+    def close(self) -> None:
+        for task in self.tasks.values():
+            task.cancel()
+        self.tasks.clear()
+
+    # -- start -------------------------------------------------------------------------------
+
+    def hold(self, topics: dict[str, str | None]) -> None:
+        """Before subscribing: hold the live messages of these topics until positioned."""
+        for topic, pattern in topics.items():
+            t = self.tracks[topic] = Track(None, 0, pattern)
+            t.recovering = True
+
+    async def position(
+        self, topics: dict[str, str | None], since: int | None, epoch: int | None, last: int | None
+    ) -> None:
+        """Once subscribed: place each topic at ``since``, at its last ``last`` messages, or at
+        the end (the first message delivered is the first published after the subscribe)."""
+        for topic in topics:
+            t = self.tracks[topic]
+            if since is not None:
+                t.epoch, t.offset = epoch, since
+            else:
+                page = await self.read(topic, 0, 0)
+                if page.epoch is None:
+                    t.epoch, t.offset = None, 0
+                elif last:
+                    t.epoch = page.epoch
+                    t.offset = max(page.top - last, page.first - 1, 0)
+                else:
+                    t.epoch, t.offset = page.epoch, page.top
+                    first_held = t.held[0] if t.held else None
+                    if first_held is not None and first_held.epoch == page.epoch:
+                        assert isinstance(first_held.offset, int)
+                        t.offset = min(t.offset, first_held.offset - 1)
+                    out: list[Message] = []
+                    self._count(duplicates=release(t, out))
+                    self.sub._add(out)
+                    if not t.recovering:
+                        continue
+            await self._catch_up(topic, t, initial=True)
+
+    # -- catch-up ----------------------------------------------------------------------------
+
+    def _recover(self, topic: str) -> None:
+        t = self.tracks[topic]
+        t.resync = True  # a running task reads once more
+        if topic not in self.tasks:
+            self.tasks[topic] = asyncio.get_running_loop().create_task(self._run(topic))
+
+    async def _run(self, topic: str) -> None:
+        t = self.tracks[topic]
+        backoff = Backoff(0.05, 2.0)
+        try:
+            while not self.sub.closed and self.live:
+                try:
+                    if await self._catch_up(topic, t):
+                        return
+                    backoff.reset()
+                except ClientClosed:
+                    return
+                except HeraldError as exc:
+                    log.warning("recovering %r failed, retrying: %s", topic, exc)
+                    await asyncio.sleep(backoff.next())
+        finally:
+            # Synchronously with the last check of _catch_up: a _recover() after this point
+            # starts a new task, none can be lost on a task about to end.
+            if self.tasks.get(topic) is asyncio.current_task():
+                del self.tasks[topic]
+
+    async def _catch_up(self, topic: str, t: Track, initial: bool = False) -> bool:
+        """Read history until caught up; True when done (live again)."""
+        sub = self.sub
+        while not sub.closed:
+            if not initial and not self.live:
+                return False  # the resubscribe starts again
+            room = sub.max_pending - sub.pending
+            if room <= 0 and sub.handler is None and not initial:
+                await asyncio.sleep(0.005)  # the reader is behind: wait rather than drop
+                continue
+            t.resync = False
+            page = await self.read(topic, t.offset, max(1, min(MAX_READ, room)))
+            out: list[Message] = []
+            lost, more = apply_page(topic, t, page, self._decoder(t), out)
+            if lost is not None:
+                self._count(lost=1)
+                sub._lost(lost)
+            self._count(recovered=len(out))
+            sub._add(out)
+            if more or t.resync:
+                if initial:
+                    self._recover(topic)  # the rest in the background: start() returns now
+                    return False
+                continue
+            out = []
+            self._count(duplicates=release(t, out))
+            sub._add(out)
+            if not t.recovering and not t.resync:
+                return True
+            t.recovering = True
+            if initial:
+                self._recover(topic)  # the rest in the background: start() returns now
+                return False
+        return True
+
+    def _count(self, recovered: int = 0, duplicates: int = 0, lost: int = 0) -> None:
+        stats, totals = self.sub.stats, self.totals
+        stats.recovered += recovered
+        totals.recovered += recovered
+        stats.duplicates += duplicates
+        totals.duplicates += duplicates
+        stats.history_lost += lost
+        totals.history_lost += lost
+
+    @staticmethod
+    def _decoder(t: Track) -> Callable[[str, bytes], list[Message]]:
+        pattern = t.pattern
+        if pattern is None:
+            return decode
+        return lambda topic, raw: decode(topic, raw, pattern)
+
+
+def check_start(
+    names: tuple[str, ...], since: int | None, epoch: int | None, last: int | None
+) -> None:
+    """Refuse start positions that cannot apply to these names."""
+    if since is not None and last is not None:
+        raise ConfigurationError("pass since= or last=, not both")
+    if since is not None and (len(names) != 1 or any(c in names[0] for c in "*?[")):
+        raise ConfigurationError("since= applies to a subscription to one recoverable topic")
+    if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
+        raise ConfigurationError("since must be an offset (an int >= 0)")
+    if epoch is not None and since is None:
+        raise ConfigurationError("epoch= goes with since=")
+    if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
+        raise ConfigurationError("last must be an int >= 1")
+
+
+__all__ = ["HistoryLost", "Recovery", "check_start"]

@@ -1,0 +1,173 @@
+"""Topologies under durable load: 7. a Sentinel failover, the primary killed -9 or paused
+(SIGSTOP) past ``down-after-milliseconds``; 8. a cluster shard's primary killed -9, and the
+topic's slot migrated; publishing with and without ``replicas=1`` (``WAIT``).
+
+Redis replication is asynchronous: without ``WAIT`` a failover can lose writes the old primary
+acknowledged. The scenario measures that loss rather than hiding it; with ``replicas=1`` an
+acknowledged publish is on a replica before the ack, and the promise is lost == 0.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from herald import AsyncClient
+
+from ._harness import Publisher, Scale, drain, recorder, summary
+from .checker import Checker
+
+
+async def _one_failover(how: str, replicas: int, seconds: float) -> dict[str, Any]:
+    from herald.testing import LocalSentinel
+
+    checker = Checker(f"sentinel-{how}-replicas={replicas}")
+    group = LocalSentinel(replicas=2, sentinels=3, down_after=1000, failover_timeout=3000)
+    await asyncio.to_thread(group.start)
+    try:
+        opts: dict[str, Any] = {"probe_interval": 0.25, "publish_timeout": 5.0}
+        hubs = [AsyncClient(group.url, **opts) for _ in range(2)]
+        try:
+            await hubs[0].declare("orders", durable=True)
+            consumer = await hubs[1].consume(
+                "orders", "g", "c0", ack_wait=5.0, handler=recorder(checker, "g", "c0")
+            )
+            pub = Publisher(hubs[0], "orders", checker, "p0", window=8, replicas=replicas)
+            stop = asyncio.Event()
+            load = asyncio.create_task(pub.run(stop=stop))
+            await asyncio.sleep(1.0)
+            with checker.fault(f"primary {how}"):
+                if how == "kill":
+                    old = await asyncio.to_thread(group.kill_primary)
+                    await asyncio.to_thread(group.wait_failover, old, 30)
+                else:
+                    old = await asyncio.to_thread(group.pause_primary)
+                    await asyncio.to_thread(group.wait_failover, old, 30)
+                    group.resume(old)  # the old primary wakes up and is demoted
+            await asyncio.sleep(seconds)
+            stop.set()
+            await load
+            drained = await drain(checker, ["g"], 30)
+            await consumer.close()
+            errors = dict(pub.errors)
+        finally:
+            for hub in hubs:
+                await hub.close()
+    finally:
+        await asyncio.to_thread(group.close)
+    r = checker.report()
+    return {
+        "how": how,
+        "replicas": replicas,
+        "ok": r["ops"]["ok"],
+        "unknown": r["ops"]["unknown"],
+        "failed": r["ops"]["failed"],
+        "lost": r["lost"],
+        "lost_split": r["lost_split"],
+        "unexpected": r["unexpected"],
+        "duplicates": r["duplicates"],
+        "time_to_recover_s": r["time_to_recover_s"],
+        "p99_ms": r["latency_ms"]["p99"],
+        "drained": drained,
+        "publish_errors": errors,
+    }
+
+
+async def sentinel_failover(scale: Scale) -> dict[str, Any]:
+    modes = scale.pick(
+        [("kill", 0), ("kill", 1)], [("kill", 0), ("kill", 1), ("pause", 0), ("pause", 1)]
+    )
+    runs = [await _one_failover(how, n, scale.pick(2.0, 5.0)) for how, n in modes]
+    checks = {
+        f"{r['how']}, replicas={r['replicas']}: unexpected == 0": r["unexpected"] == 0 for r in runs
+    }
+    for r in runs:
+        if r["replicas"]:
+            checks[f"{r['how']}, replicas=1: lost == 0"] = r["lost"] == 0
+    report = {
+        "scenario": "sentinel-failover",
+        "runs": runs,
+        "lost": sum(r["lost"] for r in runs if r["replicas"]),
+        "lost_without_wait": sum(r["lost"] for r in runs if not r["replicas"]),
+    }
+    return summary(report, checks)
+
+
+async def _cluster_run(fault: str, replicas: int, seconds: float) -> dict[str, Any]:
+    """One cluster run: ``kill`` -9 the primary of the topic's slot, or ``migrate`` the slot
+    (stream and all) to another primary, under durable load."""
+    from herald.testing import LocalCluster
+
+    checker = Checker(f"cluster-{fault}-replicas={replicas}")
+    cluster = LocalCluster(primaries=3, replicas_per_primary=1)
+    await asyncio.to_thread(cluster.start)
+    try:
+        opts: dict[str, Any] = {"probe_interval": 0.25, "publish_timeout": 5.0}
+        hubs = [AsyncClient(cluster.url, **opts) for _ in range(2)]
+        try:
+            await hubs[0].declare("orders", durable=True)
+            consumer = await hubs[1].consume(
+                "orders", "g", "c0", ack_wait=5.0, handler=recorder(checker, "g", "c0")
+            )
+            pub = Publisher(hubs[0], "orders", checker, "p0", window=8, replicas=replicas)
+            stop = asyncio.Event()
+            load = asyncio.create_task(pub.run(stop=stop))
+            await asyncio.sleep(1.0)
+            slot = cluster.keyslot("{orders}")
+            with checker.fault(f"slot {slot}: {fault}"):
+                old = cluster.primary_for(slot)
+                if fault == "kill":
+                    await asyncio.to_thread(cluster.kill, old)
+                    await asyncio.to_thread(cluster.wait_failover, old, 30)
+                else:
+                    target = next(n for n in cluster.primaries() if n is not old)
+                    await asyncio.to_thread(cluster.migrate_slot, slot, target)
+            await asyncio.sleep(seconds)
+            stop.set()
+            await load
+            drained = await drain(checker, ["g"], 30)
+            await consumer.close()
+            errors = dict(pub.errors)
+        finally:
+            for hub in hubs:
+                await hub.close()
+    finally:
+        await asyncio.to_thread(cluster.close)
+    r = checker.report()
+    return {
+        "fault": fault,
+        "replicas": replicas,
+        "ok": r["ops"]["ok"],
+        "unknown": r["ops"]["unknown"],
+        "failed": r["ops"]["failed"],
+        "lost": r["lost"],
+        "unexpected": r["unexpected"],
+        "duplicates": r["duplicates"],
+        "time_to_recover_s": r["time_to_recover_s"],
+        "p99_ms": r["latency_ms"]["p99"],
+        "drained": drained,
+        "publish_errors": errors,
+    }
+
+
+async def cluster_faults(scale: Scale) -> dict[str, Any]:
+    """8. A cluster shard's primary killed -9 (with and without ``replicas=1``), and the topic's
+    slot migrated to another primary, under durable load."""
+    modes = scale.pick([("kill", 1), ("migrate", 0)], [("kill", 0), ("kill", 1), ("migrate", 0)])
+    runs = [await _cluster_run(f, n, scale.pick(2.0, 5.0)) for f, n in modes]
+    checks = {
+        f"{r['fault']}, replicas={r['replicas']}: unexpected == 0": r["unexpected"] == 0
+        for r in runs
+    }
+    for r in runs:
+        if r["replicas"] or r["fault"] == "migrate":
+            checks[f"{r['fault']}, replicas={r['replicas']}: lost == 0"] = r["lost"] == 0
+    report = {
+        "scenario": "cluster-faults",
+        "runs": runs,
+        "lost": sum(r["lost"] for r in runs if r["replicas"] or r["fault"] == "migrate"),
+        "lost_without_wait": sum(
+            r["lost"] for r in runs if not r["replicas"] and r["fault"] == "kill"
+        ),
+    }
+    return summary(report, checks)

@@ -1,0 +1,214 @@
+"""JWT authentication and per-topic grants: pure functions, no I/O.
+
+A token is a JWT signed with one of the configured algorithms (``none`` is never accepted),
+with ``exp``, ``aud`` and ``iss`` required and checked (``leeway`` seconds of clock skew), and a
+claim (``herald`` by default) holding the grants::
+
+    {"herald": {"publish": ["chat.*"], "subscribe": ["chat.*", "news"], "history": ["chat.*"],
+                "admin": false}}
+
+A topic is granted when a grant matches it as a glob (Redis ``stringmatch``). A pattern
+subscription is granted only when a grant covers it for certain: the same pattern, or a grant
+``prefix*`` (no other glob character) whose prefix starts the pattern. Nothing is granted that is
+not listed: deny by default.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Literal
+
+import jwt
+
+from herald import match
+
+Action = Literal["publish", "subscribe", "history"]
+_GLOB = frozenset("*?[\\")
+
+
+class AuthError(Exception):
+    """A request that may not go on.
+
+    Attributes:
+        status: the HTTP status that says why (401: no or bad token, 403: not granted).
+        reason: what was wrong, for the client.
+    """
+
+    def __init__(self, status: int, reason: str) -> None:
+        super().__init__(reason)
+        self.status = status
+        self.reason = reason
+
+
+@dataclass(frozen=True)
+class AuthConfig:
+    """How tokens are checked.
+
+    Attributes:
+        key: the HMAC secret, or the public key (PEM) for RS*/ES*/EdDSA algorithms.
+        audience: the required ``aud``.
+        issuer: the required ``iss``.
+        algorithms: the accepted algorithms, pinned (never taken from the token).
+        leeway: seconds of clock skew allowed on ``exp``/``nbf``/``iat``.
+        claim: the claim holding the grants.
+
+    Example::
+
+        AuthConfig(key=os.environ["HERALD_JWT_KEY"], audience="herald", issuer="auth.example")
+    """
+
+    key: str | bytes
+    audience: str
+    issuer: str
+    algorithms: tuple[str, ...] = ("HS256",)
+    leeway: float = 5.0
+    claim: str = "herald"
+
+    def __post_init__(self) -> None:
+        if not self.algorithms or any(a.lower() == "none" for a in self.algorithms):
+            raise ValueError("algorithms must be pinned and must not include 'none'")
+
+
+@dataclass(frozen=True)
+class Principal:
+    """Who is calling and what they may do.
+
+    ``Principal.anonymous()`` (auth off) may do everything.
+    """
+
+    subject: str | None
+    publish: tuple[str, ...] = ()
+    subscribe: tuple[str, ...] = ()
+    history: tuple[str, ...] = ()
+    admin: bool = False
+    expires: float | None = None
+    everything: bool = False
+    claims: Mapping[str, Any] = field(default_factory=dict)
+
+    @classmethod
+    def anonymous(cls) -> Principal:
+        return cls(subject=None, admin=True, everything=True)
+
+    def grants(self, action: Action) -> tuple[str, ...]:
+        return {"publish": self.publish, "subscribe": self.subscribe, "history": self.history}[
+            action
+        ]
+
+    def may(self, action: Action, name: str) -> bool:
+        """Whether ``action`` is granted on topic or pattern ``name``."""
+        if self.everything:
+            return True
+        return covers(self.grants(action), name)
+
+    def check(self, action: Action, name: str) -> None:
+        """Raise :class:`AuthError` (403) unless ``action`` is granted on ``name``."""
+        if not self.may(action, name):
+            raise AuthError(403, f"no {action} grant for {name!r}")
+
+    def check_admin(self) -> None:
+        if not (self.everything or self.admin):
+            raise AuthError(403, "no admin grant")
+
+    def expired(self, now: float | None = None, leeway: float = 0.0) -> bool:
+        if self.expires is None:
+            return False
+        return (time.time() if now is None else now) > self.expires + leeway
+
+
+def covers(grants: Iterable[str], name: str) -> bool:
+    """Whether a grant covers topic or pattern ``name`` (see the module docstring)."""
+    is_pattern = not _GLOB.isdisjoint(name)
+    for grant in grants:
+        if not is_pattern:
+            if match(grant, name):
+                return True
+        elif grant == name or (
+            grant.endswith("*") and _GLOB.isdisjoint(grant[:-1]) and name.startswith(grant[:-1])
+        ):
+            return True
+    return False
+
+
+def _prefix_grant(grant: str, pattern: str) -> bool:
+    # "news.*" covers any pattern that starts with "news." (whatever follows, it only narrows)
+    prefix = grant[:-1]
+    return grant.endswith("*") and _GLOB.isdisjoint(prefix) and pattern.startswith(prefix)
+
+
+def _strings(value: Any, what: str) -> tuple[str, ...]:
+    if value is None:
+        return ()
+    if isinstance(value, str):
+        value = [value]
+    if not isinstance(value, Sequence) or not all(isinstance(v, str) for v in value):
+        raise AuthError(401, f"grant {what!r} must be a list of strings")
+    return tuple(value)
+
+
+def authenticate(token: str | None, config: AuthConfig | None) -> Principal:
+    """Check ``token`` and return who it names; with ``config`` ``None`` everyone is allowed.
+
+    Raises:
+        AuthError: 401 for a missing, malformed, expired or wrongly signed token, or one for
+            another audience or issuer.
+
+    Example::
+
+        principal = authenticate(request.headers.get("authorization"), config.auth)
+        principal.check("publish", "chat.room1")
+    """
+    if config is None:
+        return Principal.anonymous()
+    if not token:
+        raise AuthError(401, "a bearer token is required")
+    if token[:7].lower() == "bearer ":
+        token = token[7:].strip()
+    try:
+        claims = jwt.decode(
+            token,
+            config.key,
+            algorithms=list(config.algorithms),
+            audience=config.audience,
+            issuer=config.issuer,
+            leeway=config.leeway,
+            options={"require": ["exp", "aud", "iss"]},
+        )
+    except jwt.ExpiredSignatureError:
+        raise AuthError(401, "token expired") from None
+    except jwt.InvalidAudienceError:
+        raise AuthError(401, "token has the wrong audience") from None
+    except jwt.InvalidIssuerError:
+        raise AuthError(401, "token has the wrong issuer") from None
+    except jwt.InvalidAlgorithmError:
+        raise AuthError(401, "token algorithm not allowed") from None
+    except jwt.PyJWTError as exc:
+        raise AuthError(401, f"invalid token: {exc}") from None
+    grants = claims.get(config.claim) or {}
+    if not isinstance(grants, Mapping):
+        raise AuthError(401, f"claim {config.claim!r} must be an object")
+    return Principal(
+        subject=str(claims["sub"]) if "sub" in claims else None,
+        publish=_strings(grants.get("publish"), "publish"),
+        subscribe=_strings(grants.get("subscribe"), "subscribe"),
+        history=_strings(grants.get("history"), "history"),
+        admin=grants.get("admin") is True,
+        expires=float(claims["exp"]),
+        claims=claims,
+    )
+
+
+def origin_allowed(origin: str | None, host: str | None, allowed: Sequence[str] | None) -> bool:
+    """Whether a browser ``Origin`` may talk to the gateway reached as ``host``.
+
+    No ``Origin`` (not a browser) is allowed; ``allowed`` ``None`` means same origin only.
+    """
+    if origin is None:
+        return True
+    if allowed is None:
+        if host is None:
+            return False
+        scheme_sep = origin.find("://")
+        return scheme_sep > 0 and origin[scheme_sep + 3 :].rstrip("/") == host
+    return "*" in allowed or origin.rstrip("/") in allowed

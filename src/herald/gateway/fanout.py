@@ -1,0 +1,342 @@
+"""From Herald subscriptions to clients: bounded outbound queues and shared subscriptions.
+
+A topic or pattern that several clients follow live is subscribed once; each message is encoded
+once and the same text is queued for every client. A client that resumes from an offset gets a
+subscription of its own (its catch-up differs from everyone else's). A client whose queue is
+full is cut off with a reason instead of growing the gateway's memory.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import inspect
+import logging
+import time
+from collections import deque
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from herald import AsyncClient, Gap, HeraldError, Message, Subscription
+
+from .frames import event_frame, message_dict, message_frame
+
+log = logging.getLogger("herald.gateway")
+
+#: Whether this Herald has recoverable topics (``subscribe(..., since=, last=)``).
+RESUME_SUPPORTED = "since" in inspect.signature(AsyncClient.subscribe).parameters
+
+#: Gateway's own subscription buffer: deep, since the per-client queues are the real limit.
+_SHARED_PENDING = 100_000
+#: Messages encoded and queued for every client in one step, at most.
+_BATCH = 1000
+
+
+@dataclass
+class GatewayStats:
+    """Counters of one gateway (also exported as Prometheus metrics)."""
+
+    published: int = 0
+    delivered: int = 0
+    dropped: int = 0
+    slow_disconnects: int = 0
+    gaps: int = 0
+    resumed: int = 0
+    recovered: int = 0
+    history_lost: int = 0
+    refused: int = 0
+    errors: int = 0
+    ws_clients: int = 0
+    # seconds from publish to the gateway's fan-out of the last batch, and the most seen
+    fanout_lag: float = 0.0
+    fanout_lag_max: float = 0.0
+    sse_clients: int = 0
+    started: float = field(default_factory=time.time)
+
+
+class Sink:
+    """One client's outbound queue of frames waiting to be sent.
+
+    An item is ``(text, event_id, n)``: ``text`` holds ``n`` JSON objects separated by commas
+    (a chunk, for WebSocket clients, which get them as one array) or one object (``n == 1``,
+    with its SSE event id). Full (``max_queue`` messages or ``max_bytes``): the client is
+    closed as too slow; the transport's writer then sends the close with ``reason``.
+    """
+
+    __slots__ = (
+        "_event",
+        "bytes",
+        "chunks",
+        "close_code",
+        "closed",
+        "count",
+        "max_bytes",
+        "max_queue",
+        "queue",
+        "reason",
+        "stats",
+    )
+
+    def __init__(
+        self, stats: GatewayStats, max_queue: int, max_bytes: int, *, chunks: bool = False
+    ) -> None:
+        self.stats = stats
+        self.max_queue = max_queue
+        self.max_bytes = max_bytes
+        self.chunks = chunks
+        self.queue: deque[tuple[str, str | None, int]] = deque()
+        self.count = 0
+        self.bytes = 0
+        self.closed = False
+        self.close_code = 1000
+        self.reason = ""
+        self._event = asyncio.Event()
+
+    def _room(self, n: int, size: int) -> bool:
+        if self.count + n <= self.max_queue and self.bytes + size <= self.max_bytes:
+            return True
+        self.stats.slow_disconnects += 1
+        self.stats.dropped += self.count + n
+        self.close(1008, f"slow client: {self.count} messages ({self.bytes} bytes) not read")
+        self.queue.clear()
+        self.count = self.bytes = 0
+        return False
+
+    def push(self, frame: str, event_id: str | None = None) -> bool:
+        """Queue one frame; False if the client is closed (now or before)."""
+        if self.closed or not self._room(1, len(frame)):
+            return False
+        self.queue.append((frame, event_id, 1))
+        self.count += 1
+        self.bytes += len(frame)
+        self._event.set()
+        return True
+
+    def push_many(self, frames: list[str], chunk: str, event_ids: list[str | None]) -> None:
+        """Queue several messages: as one chunk for a WebSocket client, one by one for SSE."""
+        n = len(frames)
+        if self.closed or not self._room(n, len(chunk)):
+            return
+        if self.chunks:
+            self.queue.append((chunk, None, n))
+        else:
+            self.queue.extend(zip(frames, event_ids, (1,) * n, strict=True))
+        self.count += n
+        self.bytes += len(chunk)
+        self._event.set()
+
+    def close(self, code: int = 1000, reason: str = "") -> None:
+        if not self.closed:
+            self.closed = True
+            self.close_code = code
+            self.reason = reason
+        self._event.set()
+
+    async def take(self) -> tuple[list[tuple[str, str | None, int]], int]:
+        """Every queued item (waiting for one) and the number of messages in them; nothing
+        once closed and drained."""
+        while not self.queue:
+            if self.closed:
+                return [], 0
+            self._event.clear()
+            await self._event.wait()
+        items = list(self.queue)
+        n = self.count
+        self.queue.clear()
+        self.count = self.bytes = 0
+        self.stats.delivered += n
+        return items, n
+
+
+def event_id(msg: Message) -> str | None:
+    """The SSE id of a message: its offset where it has one (resumable), else its id."""
+    return str(msg.offset) if msg.offset is not None else msg.id
+
+
+class _Shared:
+    """One live Herald subscription shared by every client following the same name.
+
+    Its task takes every message buffered at once, encodes each once, and queues the batch
+    for each client in one step: under load batches grow, so the work per client and second
+    shrinks instead of falling behind message by message.
+    """
+
+    def __init__(self, name: str, stats: GatewayStats) -> None:
+        self.name = name
+        self.stats = stats
+        self.sinks: set[Sink] = set()
+        self.sub: Subscription | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    async def pump(self) -> None:
+        sub = self.sub
+        assert sub is not None
+        name = self.name
+        try:
+            while True:
+                try:
+                    first = await sub.__anext__()
+                except StopAsyncIteration:
+                    return
+                batch = [first]
+                while sub.pending and len(batch) < _BATCH:
+                    batch.append(await sub.__anext__())
+                if (ts := first.timestamp) is not None:
+                    lag = self.stats.fanout_lag = time.time() - ts
+                    if lag > self.stats.fanout_lag_max:
+                        self.stats.fanout_lag_max = lag
+                frames = [message_frame(m, name) for m in batch]
+                eids = [event_id(m) for m in batch]
+                if len(frames) == 1:
+                    for sink in tuple(self.sinks):
+                        sink.push(frames[0], eids[0])
+                else:
+                    chunk = ",".join(frames)
+                    for sink in tuple(self.sinks):
+                        sink.push_many(frames, chunk, eids)
+        except HeraldError as exc:
+            log.error("gateway subscription %s ended: %s", name, exc)
+            for sink in tuple(self.sinks):
+                sink.close(1011, f"subscription {name} ended: {exc}"[:120])
+
+    def gap(self, gap: Gap) -> None:
+        self.stats.gaps += 1
+        frame = event_frame(
+            "gap", subscription=self.name, since=gap.since, until=gap.until, reason=gap.reason
+        )
+        for sink in tuple(self.sinks):
+            sink.push(frame)
+
+
+class Fanout:
+    """The gateway's subscriptions, shared where possible."""
+
+    def __init__(self, hub: AsyncClient, stats: GatewayStats) -> None:
+        self.hub = hub
+        self.stats = stats
+        self._shared: dict[str, _Shared] = {}
+        self._lock = asyncio.Lock()
+        self._own: set[Subscription] = set()
+
+    def clients(self, name: str) -> int:
+        shared = self._shared.get(name)
+        return len(shared.sinks) if shared else 0
+
+    @property
+    def names(self) -> list[str]:
+        return list(self._shared)
+
+    def dropped(self) -> int:
+        """Messages the shared Herald subscriptions dropped (the gateway itself fell behind)."""
+        return sum(s.sub.stats.dropped for s in self._shared.values() if s.sub is not None)
+
+    async def add(self, name: str, sink: Sink) -> None:
+        async with self._lock:
+            shared = self._shared.get(name)
+            if shared is None:
+                shared = _Shared(name, self.stats)
+                sub = self.hub.subscribe(name, max_pending=_SHARED_PENDING, on_gap=shared.gap)
+                await sub.start()
+                shared.sub = sub
+                shared.task = asyncio.get_running_loop().create_task(shared.pump())
+                self._shared[name] = shared
+            shared.sinks.add(sink)
+
+    async def remove(self, name: str, sink: Sink) -> None:
+        async with self._lock:
+            shared = self._shared.get(name)
+            if shared is None:
+                return
+            shared.sinks.discard(sink)
+            if not shared.sinks:
+                del self._shared[name]
+                await _stop(shared)
+
+    async def close(self) -> None:
+        async with self._lock:
+            for shared in self._shared.values():
+                for sink in shared.sinks:
+                    sink.close(1001, "gateway shutting down")
+                await _stop(shared)
+            self._shared.clear()
+
+    async def resume(
+        self, name: str, sink: Sink, *, since: int | None = None, last: int | None = None
+    ) -> Subscription:
+        """A subscription of ``sink``'s own on a recoverable topic, from an offset, then live.
+
+        Raises:
+            NotImplementedError: this Herald has no recoverable topics.
+        """
+        if not RESUME_SUPPORTED:
+            raise NotImplementedError("this Herald has no recoverable topics")
+        stats = self.stats
+        stats.resumed += 1
+        resumed_to = since or 0
+
+        def deliver(msg: Message) -> None:
+            nonlocal resumed_to
+            if isinstance(msg.offset, int) and msg.offset > resumed_to:
+                resumed_to = msg.offset
+            sink.push(message_frame(msg, name), event_id(msg))
+
+        def lost(exc: Any) -> None:
+            stats.history_lost += 1
+            sink.push(event_frame("history_lost", **history_lost_fields(exc, name)))
+
+        def gap(g: Gap) -> None:
+            stats.gaps += 1
+            sink.push(
+                event_frame("gap", subscription=name, since=g.since, until=g.until, reason=g.reason)
+            )
+
+        options: dict[str, Any] = {"since": since} if since is not None else {"last": last}
+        subscribe: Callable[..., Subscription] = self.hub.subscribe
+        sub = subscribe(
+            name,
+            handler=deliver,
+            max_pending=_SHARED_PENDING,
+            on_gap=gap,
+            on_history_lost=lost,
+            **options,
+        )
+        await sub.start()
+        self._own.add(sub)
+        return sub
+
+    async def release(self, sub: Subscription) -> None:
+        """Close a subscription made by :meth:`resume`, keeping its counts."""
+        if sub in self._own:
+            self._own.discard(sub)
+            self.stats.recovered += getattr(sub.stats, "recovered", 0)
+        await sub.close()
+
+    def recovered(self) -> int:
+        """Messages recovered from history, by open and closed resumed subscriptions."""
+        return self.stats.recovered + sum(getattr(s.stats, "recovered", 0) for s in self._own)
+
+
+async def _stop(shared: _Shared) -> None:
+    if shared.sub is not None:
+        await shared.sub.close()
+    if shared.task is not None:
+        shared.task.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await shared.task
+
+
+def history_lost_fields(exc: Any, name: str) -> dict[str, Any]:
+    """The fields of a ``history_lost`` frame from a ``herald.HistoryLost``."""
+    return {
+        "subscription": name,
+        "topic": getattr(exc, "topic", name),
+        "last_offset": getattr(exc, "last_offset", None),
+        "first_available": getattr(exc, "first_available", None),
+        "epoch": getattr(exc, "epoch", None),
+        "reason": str(getattr(exc, "reason", exc)),
+    }
+
+
+def stored_dicts(messages: list[Any]) -> list[dict[str, Any]]:
+    return [message_dict(m) for m in messages]

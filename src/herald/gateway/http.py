@@ -1,0 +1,318 @@
+"""The HTTP API: publish, topics, history, dead letters, stats, health and readiness."""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import time
+from typing import Any
+
+import msgspec
+from starlette.requests import Request
+from starlette.responses import JSONResponse, Response
+
+from herald import (
+    ConfigurationError,
+    HeraldError,
+    InvalidTopic,
+    MessageTooLarge,
+    TopicPolicy,
+)
+from herald import Timeout as HeraldTimeout
+
+from .auth import Action, AuthError, Principal, authenticate, origin_allowed
+from .fanout import stored_dicts
+from .frames import message_dict
+from .publishing import message_headers, publish_message
+from .rates import INTERNAL_PREFIX
+from .state import Gateway, durable, recoverable
+
+_MAX_TOPICS_LISTED = 500
+
+
+def error(status: int, code: str, message: str) -> JSONResponse:
+    return JSONResponse({"error": code, "message": message}, status_code=status)
+
+
+def gateway(request: Request) -> Gateway:
+    gw: Gateway = request.app.state.gateway
+    return gw
+
+
+def _principal(request: Request, gw: Gateway) -> Principal:
+    if request.method not in ("GET", "HEAD") and not origin_allowed(
+        request.headers.get("origin"), request.headers.get("host"), gw.config.allowed_origins
+    ):
+        raise AuthError(403, "origin not allowed")
+    token = request.headers.get("authorization") or request.query_params.get("token")
+    return authenticate(token, gw.config.auth)
+
+
+def _authorize(request: Request, action: Action | None, topic: str | None = None) -> Gateway:
+    gw = gateway(request)
+    principal = _principal(request, gw)
+    if action is None:
+        principal.check_admin()
+    else:
+        assert topic is not None
+        principal.check(action, topic)
+    return gw
+
+
+def policy_dict(policy: TopicPolicy | None) -> dict[str, Any]:
+    if policy is None:
+        return {}
+    # Only what was set: a policy's defaults say nothing about the topic.
+    out: dict[str, Any] = msgspec.to_builtins(policy)
+    return out
+
+
+def kind(policy: TopicPolicy | None) -> str:
+    if durable(policy):
+        return "durable"
+    if recoverable(policy):
+        return "recoverable"
+    return "live"
+
+
+def handle_errors(exc: Exception) -> JSONResponse:
+    if isinstance(exc, AuthError):
+        return error(exc.status, "unauthorized" if exc.status == 401 else "forbidden", exc.reason)
+    if isinstance(exc, InvalidTopic):
+        return error(400, "invalid_topic", str(exc))
+    if isinstance(exc, MessageTooLarge):
+        return error(413, "too_large", str(exc))
+    if isinstance(exc, ConfigurationError):
+        return error(409, "not_applicable", str(exc))
+    if isinstance(exc, HeraldTimeout):
+        return error(504, "timeout", str(exc))
+    if isinstance(exc, HeraldError):
+        return error(503, "unavailable", str(exc))
+    if isinstance(exc, ValueError):
+        return error(400, "bad_request", str(exc))
+    raise exc
+
+
+async def publish(request: Request) -> Response:
+    """POST /topics/{topic}: the body is the message (JSON, text or bytes)."""
+    topic = request.path_params["topic"]
+    gw = _authorize(request, "publish", topic)
+    limit = gw.config.max_message_size
+    declared = request.headers.get("content-length")
+    if declared is not None and declared.isdigit() and int(declared) > limit:
+        return error(413, "too_large", f"body over {limit} bytes")
+    body = bytearray()
+    async for chunk in request.stream():
+        body += chunk
+        if len(body) > limit:
+            return error(413, "too_large", f"body over {limit} bytes")
+    ctype = request.headers.get("content-type", "application/octet-stream").split(";")[0].strip()
+    data: Any
+    if ctype == "application/json" or ctype.endswith("+json"):
+        try:
+            data = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            return error(400, "bad_json", f"body is not JSON: {exc}")
+    elif ctype.startswith("text/"):
+        try:
+            data = body.decode()
+        except UnicodeDecodeError:
+            return error(400, "bad_text", "text body is not UTF-8")
+    else:
+        data = bytes(body)
+    params = request.query_params
+    ack = await publish_message(
+        gw,
+        topic,
+        data,
+        message_headers(request.headers),
+        confirm=True,
+        msg_id=params.get("msg_id") or None,
+        key=params.get("key") or None,
+    )
+    response = JSONResponse({"topic": topic, **ack})
+    if parent := request.headers.get("traceparent"):
+        response.headers["traceparent"] = parent
+    return response
+
+
+async def list_topics(request: Request) -> Response:
+    """GET /topics: declared and recently seen topics, with policy, subscribers and rate."""
+    gw = _authorize(request, None)
+    await gw.rates.want()
+    policies = await gw.policies()
+    names = set(policies)
+    names.update(t for t in gw.rates.seen if not t.startswith(INTERNAL_PREFIX))
+    names.update(n for n in gw.fanout.names if not _is_pattern(n))
+    names.discard(gw.probe_topic)
+    ordered = sorted(names)[:_MAX_TOPICS_LISTED]
+    subscribers = await gw.subscribers(ordered)
+    rates = gw.rates.per_topic()
+    topics = [
+        {
+            "topic": t,
+            "kind": kind(policies.get(t)),
+            "policy": policy_dict(policies.get(t)),
+            "subscribers": subscribers.get(t, 0),
+            "gateway_clients": gw.fanout.clients(t),
+            "rate": round(rates.get(t, 0.0), 2),
+        }
+        for t in ordered
+    ]
+    return JSONResponse(
+        {"topics": topics, "patterns": await gw.patterns(), "monitoring_since": gw.rates.since}
+    )
+
+
+def _is_pattern(name: str) -> bool:
+    return any(c in name for c in "*?[\\")
+
+
+async def topic_detail(request: Request) -> Response:
+    """GET /topics/{topic}: policy, subscribers, and for durable topics groups and dead letters."""
+    topic = request.path_params["topic"]
+    gw = _authorize(request, None)
+    policies = await gw.policies()
+    policy = policies.get(topic)
+    out: dict[str, Any] = {
+        "topic": topic,
+        "kind": kind(policy),
+        "policy": policy_dict(policy),
+        "subscribers": (await gw.subscribers([topic])).get(topic, 0),
+        "gateway_clients": gw.fanout.clients(topic),
+    }
+    if durable(policy):
+        info = await gw.hub.topic_info(topic)
+        out.update(
+            length=info.length,
+            first_offset=info.first_offset,
+            last_offset=info.last_offset,
+            dead_letters=info.dead_letters,
+            pending=info.pending,
+            groups=[
+                {
+                    "name": g.name,
+                    "pending": g.pending,
+                    "lag": g.lag,
+                    "last_delivered": g.last_delivered,
+                    "consumers": [dataclasses.asdict(c) for c in g.consumers],
+                }
+                for g in info.groups
+            ],
+        )
+    return JSONResponse(out)
+
+
+def _limit(request: Request, gw: Gateway) -> int:
+    raw = request.query_params.get("limit") or str(min(100, gw.config.history_limit))
+    if not raw.isdigit() or not 1 <= int(raw) <= gw.config.history_limit:
+        raise ValueError(f"limit must be an integer from 1 to {gw.config.history_limit}")
+    return int(raw)
+
+
+async def messages(request: Request) -> Response:
+    """GET /topics/{topic}/messages?after=&limit=: stored messages after an offset."""
+    topic = request.path_params["topic"]
+    gw = _authorize(request, "history", topic)
+    limit = _limit(request, gw)
+    after = request.query_params.get("after") or None
+    policy = (await gw.policies()).get(topic)
+    if recoverable(policy):
+        if after is not None and not after.isdigit():
+            raise ValueError("after must be an offset (an integer >= 0)")
+        since: Any = int(after) if after is not None else 0
+    elif durable(policy):
+        if after is not None and not all(part.isdigit() for part in after.split("-", 1)):
+            raise ValueError("after must be an entry id such as 1700000000000-0")
+        since = after
+    else:
+        return error(404, "no_history", f"topic {topic!r} keeps no history (it is live)")
+    stored = await gw.hub.history(topic, since=since, limit=limit)
+    items = stored_dicts(stored)
+    return JSONResponse(
+        {"topic": topic, "messages": items, "next": items[-1]["offset"] if items else after}
+    )
+
+
+async def dead_letters(request: Request) -> Response:
+    """GET /topics/{topic}/dead: dead letters of a durable topic."""
+    topic = request.path_params["topic"]
+    gw = _authorize(request, None)
+    limit = _limit(request, gw)
+    dead = await gw.hub.dead_letters(topic, since=request.query_params.get("after"), limit=limit)
+    return JSONResponse(
+        {
+            "topic": topic,
+            "dead_letters": [
+                {
+                    "offset": d.offset,
+                    "reason": d.reason,
+                    "deliveries": d.deliveries,
+                    "group": d.group,
+                    "consumer": d.consumer,
+                    "original_offset": d.original_offset,
+                    "time": d.time,
+                    "message": message_dict(d.message),
+                }
+                for d in dead
+            ],
+        }
+    )
+
+
+async def replay_dead(request: Request) -> Response:
+    """POST /topics/{topic}/dead/replay: put dead letters back (body: {"offsets": [...]})."""
+    topic = request.path_params["topic"]
+    gw = _authorize(request, None)
+    body = await request.body()
+    offsets: list[str] | None = None
+    if body.strip():
+        try:
+            parsed = json.loads(body)
+        except (ValueError, RecursionError) as exc:
+            return error(400, "bad_json", f"body is not JSON: {exc}")
+        raw = parsed.get("offsets") if isinstance(parsed, dict) else None
+        if raw is not None:
+            if not isinstance(raw, list) or not all(isinstance(o, str) for o in raw):
+                return error(400, "bad_request", "offsets must be a list of entry ids")
+            offsets = raw
+    replayed = await gw.hub.replay_dead(topic, offsets)
+    return JSONResponse({"topic": topic, "replayed": replayed})
+
+
+async def stats(request: Request) -> Response:
+    """GET /stats: the gateway's and its client's counters, and the message rate series."""
+    gw = _authorize(request, None)
+    await gw.rates.want()
+    hub = gw.hub.stats
+    s = gw.stats
+    return JSONResponse(
+        {
+            "gateway": {k: v for k, v in dataclasses.asdict(s).items() if k != "started"}
+            | {
+                "uptime": time.time() - s.started,
+                "subscription_dropped": gw.fanout.dropped(),
+                "shared_subscriptions": len(gw.fanout.names),
+            },
+            "client": dataclasses.asdict(hub),
+            "rates": {
+                "series": gw.rates.series(),
+                "monitoring_since": gw.rates.since,
+            },
+        }
+    )
+
+
+async def healthz(request: Request) -> Response:
+    """GET /healthz: the process answers."""
+    return JSONResponse({"status": "ok"})
+
+
+async def readyz(request: Request) -> Response:
+    """GET /readyz: ready only when a probe message makes the round trip through the server."""
+    gw = gateway(request)
+    try:
+        rtt = await gw.probe()
+    except (HeraldError, TimeoutError) as exc:
+        return JSONResponse({"status": "unavailable", "reason": str(exc) or "timeout"}, 503)
+    return JSONResponse({"status": "ready", "round_trip_ms": round(rtt * 1000, 3)})

@@ -1,0 +1,107 @@
+"""Server-sent events: ``GET /topics/{topic}/events``, resumable with ``Last-Event-ID``.
+
+Every event is an unnamed SSE event whose data is one JSON frame (``type`` says which: message,
+gap, history_lost, closed). Messages of recoverable topics carry their offset as the event id, so
+a browser's ``EventSource`` resumes after a reconnect with no gap and no duplicate, or gets a
+``history_lost`` frame when the history no longer reaches back.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+
+from starlette.requests import Request
+from starlette.responses import Response, StreamingResponse
+
+from herald import Subscription
+
+from .fanout import RESUME_SUPPORTED, Sink
+from .frames import event_frame
+from .http import _authorize, error
+from .state import Gateway, recoverable
+
+
+def _offset(value: str | None, what: str) -> int | None:
+    if value is None or value == "":
+        return None
+    if not value.isdigit():
+        raise ValueError(f"{what} must be an offset (an integer >= 0)")
+    return int(value)
+
+
+async def events(request: Request) -> Response:
+    topic = request.path_params["topic"]
+    gw = _authorize(request, "subscribe", topic)
+    await gw.hub.subscribe(topic).close()  # validates the name; nothing is sent
+    params = request.query_params
+    policy = (await gw.policies()).get(topic)
+    since = last = None
+    resuming_live = False
+    if recoverable(policy):
+        since = _offset(params.get("since"), "since")
+        last = _offset(params.get("last"), "last")
+        resumed = request.headers.get("last-event-id", "")
+        if since is None and last is None and resumed:
+            # EventSource sends back whatever id it saw last; one that is not an offset (the
+            # topic was live then) cannot be resumed from: say so instead of refusing, since a
+            # refused EventSource stops reconnecting.
+            if resumed.isdigit():
+                since = int(resumed)
+            else:
+                resuming_live = True
+    elif request.headers.get("last-event-id") or params.get("since"):
+        resuming_live = True
+    if (since is not None or last is not None) and not RESUME_SUPPORTED:
+        return error(501, "not_supported", "this Herald has no recoverable topics")
+    return StreamingResponse(
+        _stream(gw, topic, since, last, resuming_live),
+        media_type="text/event-stream",
+        headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
+    )
+
+
+async def _stream(
+    gw: Gateway, topic: str, since: int | None, last: int | None, resuming_live: bool
+) -> AsyncIterator[str]:
+    sink = Sink(gw.stats, gw.config.max_queue, gw.config.max_queue_bytes)
+    own: Subscription | None = None
+    gw.stats.sse_clients += 1
+    try:
+        if since is not None or last is not None:
+            own = await gw.fanout.resume(topic, sink, since=since, last=last)
+        else:
+            await gw.fanout.add(topic, sink)
+        yield "retry: 2000\n\n"
+        if resuming_live:
+            yield (
+                "data: "
+                + event_frame(
+                    "gap",
+                    subscription=topic,
+                    reason="live topic: messages sent while disconnected are not kept",
+                )
+                + "\n\n"
+            )
+        heartbeat = gw.config.sse_heartbeat
+        while True:
+            try:
+                items, _ = await asyncio.wait_for(sink.take(), heartbeat)
+            except TimeoutError:
+                yield ": keepalive\n\n"
+                continue
+            if not items:
+                break
+            out = []
+            for text, eid, _ in items:
+                out.append(f"id: {eid}\ndata: {text}\n\n" if eid else f"data: {text}\n\n")
+            yield "".join(out)
+        if sink.reason:
+            yield "data: " + event_frame("closed", reason=sink.reason) + "\n\n"
+    finally:
+        gw.stats.sse_clients -= 1
+        sink.close()
+        if own is not None:
+            await gw.fanout.release(own)
+        else:
+            await gw.fanout.remove(topic, sink)

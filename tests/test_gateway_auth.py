@@ -1,0 +1,151 @@
+"""Gateway auth: the refusal matrix for JWTs, per-topic grants, origins, token expiry."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import time
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+from websockets.exceptions import ConnectionClosed, InvalidStatus
+from websockets.frames import Close
+
+import herald
+from herald.gateway import AuthConfig, GatewayConfig, create_app
+from herald.gateway.auth import covers
+from herald.gateway.serve import BackgroundGateway
+from herald.gateway.state import Gateway
+
+KEY = "k" * 64
+AUTH = AuthConfig(key=KEY, audience="herald", issuer="tests", leeway=0)
+GRANTS = {"publish": ["chat.*"], "subscribe": ["chat.*"], "history": [], "admin": False}
+
+
+def token(
+    *,
+    key: str = KEY,
+    algorithm: str = "HS256",
+    exp: float | None = 300,
+    aud: str = "herald",
+    iss: str = "tests",
+    grants: dict[str, Any] | None = None,
+) -> str:
+    claims: dict[str, Any] = {"sub": "alice", "aud": aud, "iss": iss, "herald": grants or GRANTS}
+    if exp is not None:
+        claims["exp"] = int(time.time() + exp)
+    if algorithm == "none":
+        return jwt.encode(claims, None, algorithm="none")
+    return jwt.encode(claims, key, algorithm=algorithm)
+
+
+@pytest.fixture
+async def api(url: str) -> AsyncIterator[httpx.AsyncClient]:
+    async with herald.AsyncClient(url) as hub:
+        app = create_app(hub, GatewayConfig(auth=AUTH))
+        gw: Gateway = app.state.gateway
+        await gw.start()
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+            yield client
+        await gw.stop()
+
+
+REFUSED = {
+    "no token": (None, 401),
+    "alg none": (token(algorithm="none"), 401),
+    "wrong alg": (token(algorithm="HS512"), 401),
+    "wrong key": (token(key="x" * 64), 401),
+    "expired": (token(exp=-60), 401),
+    "no exp": (token(exp=None), 401),
+    "wrong audience": (token(aud="other"), 401),
+    "wrong issuer": (token(iss="other"), 401),
+    "garbage": ("not.a.jwt", 401),
+    "wrong topic grant": (token(grants={"publish": ["news.*"]}), 403),
+    "subscribe grant only": (token(grants={"subscribe": ["chat.*"]}), 403),
+}
+
+
+@pytest.mark.parametrize("case", list(REFUSED))
+async def test_publish_is_refused(api: httpx.AsyncClient, case: str) -> None:
+    bearer, status = REFUSED[case]
+    headers = {"authorization": f"Bearer {bearer}"} if bearer else {}
+    r = await api.post("/topics/chat.room", json={"hi": 1}, headers=headers)
+    assert r.status_code == status, r.text
+    assert r.json()["error"] in ("unauthorized", "forbidden")
+
+
+async def test_granted_requests_pass_and_admin_is_separate(api: httpx.AsyncClient) -> None:
+    headers = {"authorization": f"Bearer {token()}"}
+    r = await api.post("/topics/chat.room", json={"hi": 1}, headers=headers)
+    assert r.status_code == 200, r.text
+    assert (await api.get("/stats", headers=headers)).status_code == 403
+    admin = {"authorization": f"Bearer {token(grants={'admin': True})}"}
+    assert (await api.get("/stats", headers=admin)).status_code == 200
+    assert (await api.get("/stats")).status_code == 401
+    # History needs its own grant.
+    assert (await api.get("/topics/chat.room/messages", headers=headers)).status_code == 403
+    # Health, readiness, metrics and the dashboard page stay open.
+    for path in ("/healthz", "/readyz", "/metrics", "/", "/openapi.json"):
+        assert (await api.get(path)).status_code == 200, path
+
+
+def test_grants_cover_topics_and_only_narrower_patterns() -> None:
+    assert covers(["chat.*"], "chat.room")
+    assert not covers(["chat.*"], "news.room")
+    assert covers(["chat.*"], "chat.*")
+    assert covers(["chat.*"], "chat.room.*")
+    assert not covers(["chat.*"], "*")
+    assert not covers(["chat.?"], "chat.*")  # "?" would match the "*" literally
+    assert not covers(["a?"], "a*")
+    assert covers(["*"], "anything.*")
+
+
+@pytest.fixture
+def secured(url: str) -> Iterator[BackgroundGateway]:
+    config = GatewayConfig(auth=AUTH, allowed_origins=("http://app.example",))
+    with BackgroundGateway(url, config) as gw:
+        yield gw
+
+
+async def test_websocket_refusals_and_expiry(secured: BackgroundGateway) -> None:
+    for bad in (None, token(algorithm="none"), token(exp=-60), token(aud="other")):
+        target = secured.ws_url + (f"?token={bad}" if bad else "")
+        with pytest.raises(InvalidStatus) as refused:
+            async with connect(target):
+                pass
+        assert refused.value.response.status_code == 403
+    with pytest.raises(InvalidStatus):
+        async with connect(secured.ws_url + f"?token={token()}", origin="http://evil.example"):  # type: ignore[arg-type]
+            pass
+    # A valid token: subscribe within the grant only; then it expires and closes the socket.
+    async with connect(
+        secured.ws_url, additional_headers={"authorization": f"Bearer {token(exp=3)}"}
+    ) as ws:
+        await ws.send(json.dumps({"op": "subscribe", "topic": "news", "id": 1}))
+        reply = json.loads(await ws.recv())
+        assert (reply["type"], reply["code"]) == ("error", "forbidden")
+        await ws.send(json.dumps({"op": "subscribe", "topic": "chat.*", "id": 2}))
+        assert json.loads(await ws.recv())["type"] == "subscribed"
+        rcvd = await _closed(ws)
+        assert rcvd is not None
+        assert (rcvd.code, rcvd.reason) == (1008, "token expired")
+
+
+async def _closed(ws: ClientConnection) -> Close | None:
+    """Read until the gateway closes the connection; its close frame."""
+    async with asyncio.timeout(10):
+        try:
+            while True:
+                await ws.recv()
+        except ConnectionClosed as exc:
+            return exc.rcvd
+
+
+def test_auth_config_refuses_none() -> None:
+    with pytest.raises(ValueError, match="none"):
+        AuthConfig(key=KEY, audience="a", issuer="i", algorithms=("none",))
