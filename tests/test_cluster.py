@@ -195,6 +195,51 @@ async def test_request_reply_on_a_cluster(cluster: LocalCluster) -> None:
         assert [r.data for r in replies] == [0, 2, 4, 6, 8]
 
 
+async def test_acl_user_without_channel_permission(cluster: LocalCluster) -> None:
+    prefix = f"acl{next(_ids)}"
+    allowed = topics_on_every_shard(cluster, f"{prefix}.ok.", 1)
+    forbidden = topics_on_every_shard(cluster, f"{prefix}.no.", 1)
+    # ACLs are per node: the user exists on every node, as an operator would set it up.
+    for node in cluster.nodes:
+        node.call("ACL", "SETUSER", prefix, "on", ">pw", "~*", f"&{prefix}.ok.*", "+@all")
+    url = cluster.url.replace("redis+cluster://", f"redis+cluster://{prefix}:pw@")
+    async with AsyncClient(url) as hub:
+        for t in forbidden:  # on every shard
+            with pytest.raises(herald.PermissionDenied, match="NOPERM"):
+                await hub.subscribe(t)
+            with pytest.raises(herald.PermissionDenied):
+                await hub.publish(t, 1, confirm=True)
+        async with hub.subscribe(*allowed) as sub:
+            for t in allowed:
+                assert (await hub.publish(t, t, confirm=True)).receivers == 1
+            got = await take(sub, len(allowed))
+            assert sorted(m.topic for m in got) == sorted(allowed)
+    wrong = cluster.url.replace("redis+cluster://", f"redis+cluster://{prefix}:wrong@")
+    with pytest.raises(herald.AuthenticationFailed):
+        async with AsyncClient(wrong):
+            pass
+
+
+async def test_gateway_counts_sharded_subscribers(cluster: LocalCluster) -> None:
+    from herald.gateway import GatewayConfig
+    from herald.gateway.state import Gateway
+
+    topics = topics_on_every_shard(cluster, "gw.", 1)
+    async with (
+        AsyncClient(cluster.url) as hub,
+        AsyncClient(cluster.url) as a,
+        AsyncClient(cluster.url) as b,
+    ):
+        gateway = Gateway(hub, GatewayConfig(), owns_hub=False)
+        assert await gateway.subscribers(topics) == dict.fromkeys(topics, 0)
+        async with a.subscribe(*topics), b.subscribe(topics[0]):
+            # Each count comes from the topic's own shard, in the order asked.
+            reply = await hub.execute("PUBSUB", "SHARDNUMSUB", *topics)
+            assert reply == [x for t in topics for x in (t.encode(), 2 if t == topics[0] else 1)]
+            counts = await gateway.subscribers(topics)
+            assert counts == {t: 2 if t == topics[0] else 1 for t in topics}
+
+
 # -- a cluster of this module's own, for faults --------------------------------------------
 
 

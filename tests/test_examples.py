@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import asyncio
 import json
-import socket
 import subprocess
 import sys
 import time
@@ -13,6 +12,8 @@ import urllib.request
 from collections import Counter
 from pathlib import Path
 from typing import Any
+
+from herald._server import free_port
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
 
@@ -49,13 +50,6 @@ def test_routing_by_content(url: str) -> None:
     assert sum(summary["routed"].values()) == 490
     assert summary["received_by_topic"]["prices.unrouted"] == 10
     assert summary["tech_desk"] == summary["routed"]["prices.tech"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port: int = s.getsockname()[1]
-        return port
 
 
 def test_scoreboard_counts_the_feed_and_serves_the_top_10(url: str) -> None:
@@ -103,15 +97,8 @@ def stop(proc: subprocess.Popen[str]) -> None:
 
 
 def fetch(address: str) -> Any:
-    deadline = time.monotonic() + 10
-    while True:
-        try:
-            with urllib.request.urlopen(address, timeout=5) as response:
-                return json.loads(response.read())
-        except OSError:
-            if time.monotonic() > deadline:
-                raise
-            time.sleep(0.1)
+    """GET ``address`` (retried while the example starts) and decode its JSON."""
+    return json.loads(fetch_text(address))
 
 
 def test_cache_invalidation_stays_correct_across_reconnects(url: str) -> None:
@@ -186,6 +173,7 @@ async def next_message(ws: Any) -> dict[str, Any]:
 
 
 def fetch_text(address: str) -> str:
+    """GET ``address``, retried for 10 s while the example starts listening."""
     deadline = time.monotonic() + 10
     while True:
         try:

@@ -92,7 +92,8 @@ def test_deeply_nested_payload_is_a_decode_error_not_a_crash() -> None:
     for opener in (b"[", b"{", b"\x91"):
         raw = enc.envelope(None)[:-4] + opener * 100_000
         (msg,) = decode("t", raw)
-        assert msg.decode_error is not None or msg.data is not None
+        assert msg.decode_error is not None
+        assert msg.data == opener * 100_000  # the payload, kept undecoded
 
 
 # -- a stateful test against a reference model -----------------------------------------------
@@ -111,7 +112,9 @@ class DurableModel(RuleBasedStateMachine):
     """Publishes, a live subscription, two consumers of one group with acks, reclaims after
     ack_wait, and killed connections, against what the model says must hold:
 
-    - a consumer never gets a message that was not published, nor one whose ack was confirmed;
+    - a consumer never gets a message that was not published; a message whose ack was
+      confirmed is not pending any more (a copy reclaimed before the ack landed may still be
+      handed out once, as a redelivery);
     - the live subscription gets the messages in publish order, none twice, and misses one only
       when a gap was reported;
     - at the end every published message is delivered to the group and nothing stays pending.
@@ -170,7 +173,14 @@ class DurableModel(RuleBasedStateMachine):
             except herald.Timeout:
                 return
             assert msg.data in self.published, f"unexpected {msg.data}"
-            assert msg.data not in self.acked, f"{msg.data} delivered after a confirmed ack"
+            if msg.data in self.acked:
+                # A copy reclaimed (ack_wait passed) into a consumer's buffer before the ack
+                # reached the server: at least once allows it, provided the confirmed ack did
+                # reach the server (the entry is no longer pending).
+                assert msg.deliveries > 1, f"{msg.data} delivered after a confirmed ack"
+                stream, entry = f"herald:{{{self.topic}}}:s", str(msg.offset)
+                pending = await self.admin.execute("XPENDING", stream, "g", entry, entry, 1)
+                assert pending == [], f"{msg.data} still pending after a confirmed ack"
             self.held[name].append(msg)
 
         self.run(go())

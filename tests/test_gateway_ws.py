@@ -15,12 +15,15 @@ import httpx
 import pytest
 from websockets.asyncio.client import ClientConnection, connect
 from websockets.exceptions import ConnectionClosed
+from websockets.frames import Frame, Opcode
 
 import herald
-from herald.gateway import GatewayConfig
+from herald.gateway import GatewayConfig, serve
 from herald.gateway.fanout import RESUME_SUPPORTED
+from herald.gateway.frames import json_array, ws_text_frame
 from herald.gateway.serve import BackgroundGateway
 from herald.gateway.state import Gateway
+from herald.gateway.uvicorn_ws import FrameWriterProtocol
 
 Factory = Callable[..., BackgroundGateway]
 
@@ -112,6 +115,47 @@ async def test_shared_subscription_fans_out_to_every_client(
             await hub.publish(topic, i)
         for ws in clients:
             assert [m["data"] for m in await receive(ws, 20)] == list(range(20))
+    finally:
+        for ws in clients:
+            await ws.close()
+
+
+@pytest.mark.parametrize("size", [0, 1, 125, 126, 127, 65535, 65536, 70000])
+def test_ws_text_frame_is_what_the_websockets_library_frames(size: int) -> None:
+    payload = b"x" * size
+    expected = Frame(Opcode.TEXT, payload).serialize(mask=False, extensions=[])
+    assert ws_text_frame(payload) == expected
+    assert json_array([b"1"]) == b"1"
+    assert json.loads(json_array([b'{"a":1}', b"2", b'"x"'])) == [{"a": 1}, 2, "x"]
+
+
+@pytest.mark.parametrize("impl", ["frames", "asgi"])
+async def test_burst_reaches_every_client_in_order_with_either_writer(
+    gateway_factory: Factory,
+    hub: herald.AsyncClient,
+    topic: str,
+    impl: str,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # "frames": the shared frame written to each transport; "asgi": plain websocket.send.
+    if impl == "asgi":
+        monkeypatch.setattr(serve, "WS_IMPL", "websockets-sansio")
+    gw = gateway_factory()
+    kinds = {type(c) for c in gw._server.server_state.connections}
+    clients = [await connect(gw.ws_url) for _ in range(10)]
+    try:
+        for ws in clients:
+            assert (await request(ws, op="subscribe", topic=topic))["type"] == "subscribed"
+        protocols = [c for c in gw._server.server_state.connections if type(c) not in kinds]
+        assert len(protocols) == 10
+        assert all(isinstance(c, FrameWriterProtocol) == (impl == "frames") for c in protocols)
+        await hub.publish_many(topic, list(range(250)))
+        for i in range(250, 500):
+            await hub.publish(topic, i)
+        for ws in clients:
+            frames = await receive(ws, 500, timeout=20)
+            assert [m["data"] for m in frames] == list(range(500))
+        assert (await request(clients[0], op="ping", id=7)) == {"type": "pong", "id": 7}
     finally:
         for ws in clients:
             await ws.close()

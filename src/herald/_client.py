@@ -163,10 +163,12 @@ class AsyncClient:
     """Publish and subscribe with asyncio.
 
     Args:
-        url: ``redis://``, ``rediss://``, ``unix://`` or ``redis+cluster://h:p,h:p`` (see
-            ``docs/scaling.md``); ``None`` means ``$HERALD_URL``, else the server ``herald
-            serve`` runs, else (``start_embedded``) a fresh embedded Valkey owned by this client
-            and stopped with it.
+        url: ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://h:p,h:p`` or
+            ``redis+sentinel://h:p,h:p/name`` (``rediss+`` for TLS; query options
+            ``ssl_ca_certs=``, ``ssl_certfile=``, ``ssl_keyfile=``, ``ssl_check_hostname=``,
+            ``ssl_cert_reqs=``: see ``docs/scaling.md``); ``None`` means ``$HERALD_URL``, else
+            the server ``herald serve`` runs, else (``start_embedded``) a fresh embedded Valkey
+            owned by this client and stopped with it.
         codec: payload codec for values that are not ``bytes`` or ``str``: json or msgpack.
         batch: pack consecutive publishes to one topic into one frame when they queue up.
         max_message_size: largest encoded message accepted by ``publish``.

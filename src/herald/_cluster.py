@@ -30,7 +30,14 @@ from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any
 
-from ._errors import ClientClosed, ConnectionFailed, HeraldError, ServerError, Timeout
+from ._errors import (
+    AuthenticationFailed,
+    ClientClosed,
+    ConnectionFailed,
+    HeraldError,
+    ServerError,
+    Timeout,
+)
 from ._link import BLOCKED, Link, Prefix
 from ._protocol import Reply
 from ._resp import Arg, prefix
@@ -192,6 +199,7 @@ class ClusterLink(Link):
     async def _read_slots(self, candidates: list[Node]) -> None:
         """Read ``CLUSTER SLOTS`` from the first node that answers and apply it."""
         errors: list[str] = []
+        refused = False
         for node in candidates:
             link = self.links.get(node)
             try:
@@ -201,6 +209,7 @@ class ClusterLink(Link):
                     reply = await self._ask(node)
             except (HeraldError, OSError, TimeoutError) as exc:
                 errors.append(f"{node.address}: {exc}")
+                refused = refused or isinstance(exc, AuthenticationFailed)
                 continue
             slots = SlotMap.from_cluster_slots(reply, default_host=node.host)
             if not slots.shards:
@@ -208,7 +217,9 @@ class ClusterLink(Link):
                 continue
             self._apply(slots)
             return
-        raise ConnectionFailed("no cluster node answered CLUSTER SLOTS: " + "; ".join(errors))
+        # A wrong user or password is the user's to fix, not a node being down: say so.
+        error = AuthenticationFailed if refused else ConnectionFailed
+        raise error("no cluster node answered CLUSTER SLOTS: " + "; ".join(errors))
 
     async def _ask(self, node: Node) -> Any:
         opts = {**self._options, "probe_interval": 0, "probe_timeout": None}
@@ -248,9 +259,7 @@ class ClusterLink(Link):
                 self._spawn(link.close())
         for node in primaries:
             if node not in self.links:
-                link = Link(
-                    self.endpoint_of(node), name=f"{self.name}-{node.port}", **self._options
-                )
+                link = self._new_link(node)
                 self.links[node] = link
                 if self.loop is not None and self._connected is not None:
                     self._spawn(self._connect_new(link))
@@ -401,6 +410,10 @@ class ClusterLink(Link):
             # Answered once every primary answered: all queued before it was written (flush).
             self._spawn(self._ping_all(fut))
             return fut
+        if _name(args[0]) == b"PUBSUB" and len(args) > 2 and _name(args[1]) == b"SHARDNUMSUB":
+            # A sharded channel's subscribers are counted by its slot's primary only.
+            self._spawn(self._shardnumsub(args[2:], fut))
+            return fut
         if _name(args[0]) == b"SCRIPT" and len(args) > 1 and _name(args[1]) == b"LOAD":
             # Scripts are loaded on every primary: EVALSHA may go to any of them.
             for link in self.links.values():
@@ -487,9 +500,7 @@ class ClusterLink(Link):
                 await self._read_slots_quietly()
                 link = self.links.get(node)
             if link is None:  # an ASK target that is not a primary in our map: a transient link
-                link = Link(
-                    self.endpoint_of(node), name=f"{self.name}-{node.port}", **self._options
-                )
+                link = self._new_link(node)
                 self.links[node] = link
                 await self._connect_new(link)
             routed = self._link_of_args(args)[1]
@@ -616,6 +627,28 @@ class ClusterLink(Link):
             return
         if not fut.done():
             fut.set_result(replies[0] if replies else b"PONG")
+
+    async def _shardnumsub(self, channels: tuple[Arg, ...], fut: asyncio.Future[Reply]) -> None:
+        names = [c if isinstance(c, bytes) else str(c).encode() for c in channels]
+        groups: dict[Link, list[bytes]] = {}
+        for name in names:
+            groups.setdefault(self.link_for_key(name), []).append(name)
+        try:
+            replies = await asyncio.gather(
+                *(link.execute(b"PUBSUB", b"SHARDNUMSUB", *chs) for link, chs in groups.items())
+            )
+        except BaseException as exc:
+            if not fut.done():
+                fut.set_exception(exc)
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+            return
+        counts: dict[bytes, Any] = {}
+        for reply in replies:
+            it = iter(reply)
+            counts.update(zip(it, it, strict=True))
+        if not fut.done():
+            fut.set_result([x for name in names for x in (name, counts.get(name, 0))])
 
 
 def new_link(endpoint: Endpoint, *, name: str, **options: Any) -> Link:

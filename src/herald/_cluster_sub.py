@@ -24,7 +24,8 @@ import logging
 import time
 from typing import Any
 
-from ._cluster import PATTERN_LEASE, PATTERN_REFRESH, PATTERNS_KEY, ClusterLink
+from ._backoff import Backoff
+from ._cluster import PATTERN_LEASE, PATTERN_REFRESH, PATTERNS_KEY, ClusterLink, _consume
 from ._errors import HeraldError, PermissionDenied, ServerError, Timeout
 from ._link import Link
 from ._message import REPLY_TO
@@ -337,14 +338,15 @@ class ClusterSubscriber(Subscriber):
         self.router.refresh_soon()
 
         async def move() -> None:
-            for attempt in range(100):
-                if not entry.subs or self._sharded.get(entry.raw) is not entry:
-                    return
+            # Until it is placed or no longer wanted, as a connection keeps reconnecting: a
+            # subscription that silently stopped trying would never hear of its topic again.
+            backoff = Backoff(cap=1.0)
+            while entry.subs and self._sharded.get(entry.raw) is entry:
                 try:
                     await self._place(entry)
                 except (HeraldError, OSError) as exc:
                     log.info("resubscribing %r after %s: %s", entry.name, reason, exc)
-                    await asyncio.sleep(min(0.05 * (attempt + 1), 1.0))
+                    await asyncio.sleep(backoff.next())
                     continue
                 self._gap([entry], since, reason)
                 return
@@ -387,11 +389,6 @@ class ClusterSubscriber(Subscriber):
                 del self._shards[node]
                 self._retired.append(shard)
                 self._spawn(shard.close())
-
-
-def _consume(fut: asyncio.Future[Any]) -> None:
-    if not fut.cancelled():
-        fut.exception()
 
 
 def new_subscriber(

@@ -49,10 +49,12 @@ from ._streams import (
     HANDBACK_IDLE_MS,
     DurableTopic,
     Entry,
+    ReadEntry,
     backoff_delay,
     decode_entry,
     fast_entry,
     parse_read,
+    read_messages,
 )
 from ._typed import typed
 from ._url import Endpoint
@@ -377,12 +379,13 @@ class Consumer:
             count = await self._room()
             if not count:
                 continue
+            new: list[ReadEntry] | None = None
             try:
                 if resume is not None:
                     resume, entries, buried = await member.resume(resume, count)
                     self.stats.dead_lettered += buried
                 else:
-                    entries = await self._read_new(read, count)
+                    new = await self._read_new(read, count)
                 backoff.reset()
             except ServerError as exc:
                 if not exc.reply.startswith("NOGROUP"):
@@ -400,9 +403,12 @@ class Consumer:
                 continue
             except ClientClosed:
                 return
-            self._deliver(entries)
+            if new is not None:
+                self._deliver_new(new)
+            else:
+                self._deliver(entries)
 
-    async def _read_new(self, read: Link, count: int) -> list[Entry]:
+    async def _read_new(self, read: Link, count: int) -> list[ReadEntry]:
         assert self._member is not None
         if not read.connected:
             await read.wait_connected(None)
@@ -501,32 +507,53 @@ class Consumer:
         else:
             self._loop.call_soon_threadsafe(_set_once, w)
 
+    def _deliver_new(self, entries: list[ReadEntry]) -> None:
+        """:meth:`_deliver` for entries read for the first time (the hot loop of reading)."""
+        if read_messages(
+            self.topic, entries, self, self._outstanding, self._buffer.append, self._first
+        ):
+            self._wake()
+
+    def _first(self, offset: str, fields: list[bytes]) -> DurableMessage | None:
+        return self._general(offset, fields, 1)
+
     def _deliver(self, entries: list[Entry]) -> None:
+        outstanding = self._outstanding
+        append = self._buffer.append
+        topic = self.topic
         added = False
         for entry_id, fields, deliveries in entries:
             offset = entry_id.decode()
-            if offset in self._outstanding:
+            if offset in outstanding:
                 continue  # still being processed here; it outlived ack_wait
-            if not fields:  # trimmed away after it was delivered
-                assert self._acks is not None
-                self._acks.add(offset)
-                continue
-            msg = fast_entry(self.topic, offset, fields, deliveries, self) or DurableMessage(
-                decode_entry(self.topic, fields), offset, deliveries, self
-            )
-            if len(fields) > 2:
-                msg.key = entry_key(fields)
-            if msg.decode_error is not None and not self._dead:
-                # Never delivered: a payload that cannot be decoded would fail every time. (On
-                # a dead-letter topic it is delivered, to be inspected, rather than buried again.)
-                self.stats.decode_errors += 1
-                self._run(self._bury(offset, f"undecodable: {msg.decode_error}"))
-                continue
-            self._outstanding[offset] = msg
-            self._buffer.append(msg)
+            msg = fast_entry(topic, offset, fields, deliveries, self) if fields else None
+            if msg is None:
+                msg = self._general(offset, fields, deliveries)
+                if msg is None:
+                    continue
+            outstanding[offset] = msg
+            append(msg)
             added = True
         if added:
             self._wake()
+
+    def _general(self, offset: str, fields: list[bytes], deliveries: int) -> DurableMessage | None:
+        """The message of an entry :func:`fast_entry` does not build (headers, a key, another
+        codec, a foreign entry, an undecodable payload); ``None``: not delivered."""
+        if not fields:  # trimmed away after it was delivered
+            assert self._acks is not None
+            self._acks.add(offset)
+            return None
+        msg = DurableMessage(decode_entry(self.topic, fields), offset, deliveries, self)
+        if len(fields) > 2:
+            msg.key = entry_key(fields)
+        if msg.decode_error is not None and not self._dead:
+            # Never delivered: a payload that cannot be decoded would fail every time. (On a
+            # dead-letter topic it is delivered, to be inspected, rather than buried again.)
+            self.stats.decode_errors += 1
+            self._run(self._bury(offset, f"undecodable: {msg.decode_error}"))
+            return None
+        return msg
 
     # -- handing messages to the application -------------------------------------------------
 
@@ -542,7 +569,7 @@ class Consumer:
     def _took(self, msg: DurableMessage) -> DurableMessage:
         msg._seen = True
         self.stats.delivered += 1
-        if len(self._buffer) <= self._low_water:
+        if self._room_waiter is not None and len(self._buffer) <= self._low_water:
             self._wake_room()
         return msg
 
@@ -555,8 +582,16 @@ class Consumer:
         return self
 
     async def __anext__(self) -> DurableMessage:
-        self._auto_ack_last()
-        msg = await self._next()
+        last = self._last
+        if last is not None:
+            self._last = None
+            if self.auto_ack and not last._settled:
+                self._ack_here(last)
+        buf = self._buffer
+        if buf and ((w := self._room_waiter) is None or not w.done()):
+            msg = self._took(buf.popleft())  # what _next() does first, without its coroutine
+        else:
+            msg = await self._next()
         self._last = msg
         return msg
 
@@ -629,10 +664,21 @@ class Consumer:
 
     async def _run_handler(self, handler: Callable[[DurableMessage], Any]) -> None:
         is_coro = inspect.iscoroutinefunction(handler)
+        auto_ack = self.auto_ack
         buf = self._buffer
+        popleft = buf.popleft
+        stats = self.stats
+        outstanding = self._outstanding
+        assert self._acks is not None
+        ack = self._acks.add_here
         while True:
-            if buf and not ((w := self._room_waiter) is not None and w.done()):
-                msg = self._took(buf.popleft())  # no coroutine per message
+            if buf and ((w := self._room_waiter) is None or not w.done()):
+                # _took() written out: no call, no coroutine per message.
+                msg = popleft()
+                msg._seen = True
+                stats.delivered += 1
+                if w is not None and len(buf) <= self._low_water:
+                    self._wake_room()
             else:
                 try:
                     msg = await self._next()
@@ -643,16 +689,25 @@ class Consumer:
                 if is_coro or (result is not None and inspect.isawaitable(result)):
                     await result
             except Exception as exc:
-                self.stats.handler_errors += 1
+                stats.handler_errors += 1
                 log.exception("handler %r failed on %r", handler, msg)
-                if self.auto_ack and not msg._settled:
+                if auto_ack and not msg._settled:
                     try:
                         await self._failed(msg, exc)
                     except HeraldError as err:
                         log.warning("consumer %s: nak of %s failed: %s", self.name, msg.offset, err)
             else:
-                if self.auto_ack and not msg._settled:
-                    msg.ack()
+                if auto_ack and not msg._settled:
+                    # _ack_here() written out.
+                    msg._settled = True
+                    if (
+                        outstanding.pop(msg._entry, None) is not None
+                        and self._room_waiter is not None
+                        and len(buf) <= self._low_water
+                    ):
+                        self._wake_room()
+                    stats.acked += 1
+                    ack(msg._entry)
 
     def _invalid(self, msg: Message, reason: str) -> Awaitable[None]:
         """A typed handler's payload did not validate: dead-letter it, never handle it."""
@@ -674,17 +729,36 @@ class Consumer:
         if msg._settled:
             return False
         msg._settled = True
-        if self._outstanding.pop(msg._entry, None) is not None:
+        if self._outstanding.pop(msg._entry, None) is not None and self._room_waiter is not None:
             self._wake_room()
         return True
 
     def _ack(self, msg: DurableMessage, confirm: bool) -> Awaitable[None]:
-        if not self._settle(msg):
+        # _settle() written out: an ack per message is the common case.
+        if msg._settled:
             return DONE
-        assert self._acks is not None
+        msg._settled = True
+        if self._outstanding.pop(msg._entry, None) is not None and self._room_waiter is not None:
+            self._wake_room()
+        acks = self._acks
+        assert acks is not None
         self.stats.acked += 1
-        self._acks.add(msg._entry)
-        return self._run(self._acks.confirm()) if confirm else DONE
+        acks.add(msg._entry)
+        return self._run(acks.confirm()) if confirm else DONE
+
+    def _ack_here(self, msg: DurableMessage) -> None:
+        """``msg.ack()`` of an unsettled message, on the event loop's thread (auto-ack)."""
+        msg._settled = True
+        if (
+            self._outstanding.pop(msg._entry, None) is not None
+            and self._room_waiter is not None
+            and len(self._buffer) <= self._low_water  # else _wake_room() would not wake it
+        ):
+            self._wake_room()
+        acks = self._acks
+        assert acks is not None
+        self.stats.acked += 1
+        acks.add_here(msg._entry)
 
     def _nak(self, msg: DurableMessage, delay: float | None) -> Awaitable[None]:
         if not self._settle(msg):

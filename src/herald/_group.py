@@ -10,6 +10,7 @@ import asyncio
 import logging
 import threading
 from collections.abc import Sequence
+from itertools import groupby
 from typing import Any
 
 from ._durable import Scripts
@@ -138,6 +139,23 @@ class Member:
         return int(reply)
 
 
+def bulk_strings(items: list[str]) -> bytes:
+    """ASCII strings as RESP bulk strings, in any order (as XACK takes its ids).
+
+    Grouped by length, each group is one ``join``: entry ids have few distinct lengths, and this
+    costs about a third of formatting each one.
+
+    Example::
+
+        >>> bulk_strings(["10-1", "9-1"])
+        b'$3\\r\\n9-1\\r\\n$4\\r\\n10-1\\r\\n'
+    """
+    parts = []
+    for n, group in groupby(sorted(items, key=len), len):
+        parts.append(f"${n}\r\n" + f"\r\n${n}\r\n".join(group) + "\r\n")
+    return "".join(parts).encode()
+
+
 class Acks:
     """Acks from the loop or any thread, sent as one XACK per event-loop iteration.
 
@@ -170,6 +188,13 @@ class Acks:
         if not scheduled:
             self._loop.call_soon_threadsafe(self.flush)
 
+    def add_here(self, offset: str) -> None:
+        """:meth:`add` on the event loop's thread (the caller knows)."""
+        self._offsets.append(offset)
+        if not self._scheduled:
+            self._scheduled = True
+            self._loop.call_soon(self.flush)
+
     def flush(self) -> asyncio.Future[Any] | None:
         """Send the acks queued so far (event-loop thread); the XACK's reply, if any."""
         with self._lock:
@@ -179,8 +204,7 @@ class Acks:
             return None
         m = self._member
         link = m.scripts.link
-        # Entry ids are ASCII: one encode for all of them.
-        ids = "".join([f"${len(o)}\r\n{o}\r\n" for o in offsets]).encode()
+        ids = bulk_strings(offsets)
         try:
             assert link.loop is not None
             fut: asyncio.Future[Any] = link.loop.create_future()

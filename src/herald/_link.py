@@ -30,7 +30,7 @@ from ._errors import (
 )
 from ._protocol import PushHandler, Reply, RespProtocol
 from ._resp import Arg, command
-from ._url import Endpoint
+from ._url import Endpoint, tls_refused
 
 log = logging.getLogger("herald")
 
@@ -225,6 +225,8 @@ class Link:
                 proto.transport.abort()
             # Herald's own errors first: ConnectionFailed and ConnectionLost are OSErrors too.
             if isinstance(exc, ConnectionLost):
+                if ep.tls:
+                    raise ConnectionFailed(tls_refused(ep, ep.address, exc)) from exc
                 raise ConnectionFailed(f"{ep.address} closed the connection: {exc}") from exc
             if isinstance(exc, HeraldError):
                 raise
@@ -232,6 +234,11 @@ class Link:
                 raise ConnectionFailed(
                     f"cannot connect to {ep.address}: no answer within {self.connect_timeout}s"
                 ) from None
+            if isinstance(exc, ssl.SSLCertVerificationError):
+                raise ConnectionFailed(
+                    f"TLS handshake with {ep.address} failed: {exc} (ssl_ca_certs= names the CA "
+                    "that signed the server's certificate)"
+                ) from exc
             if isinstance(exc, ssl.SSLError):
                 raise ConnectionFailed(f"TLS handshake with {ep.address} failed: {exc}") from exc
             if isinstance(exc, OSError):

@@ -25,7 +25,7 @@ from ._backoff import Backoff
 from ._errors import AuthenticationFailed, ConnectionFailed, HeraldError
 from ._protocol import error_from_reply
 from ._resp import Arg, command
-from ._url import Endpoint, SentinelSpec
+from ._url import Endpoint, SentinelSpec, tls_refused
 
 if TYPE_CHECKING:
     from ._link import Link
@@ -75,17 +75,28 @@ def parse_switch(payload: bytes, master: str) -> Address | None:
 class _Conn:
     """A plain connection for a few commands (sentinel queries, the ROLE check, the watcher)."""
 
-    def __init__(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+    def __init__(
+        self,
+        reader: asyncio.StreamReader,
+        writer: asyncio.StreamWriter,
+        tls: tuple[Endpoint, str] | None = None,
+    ) -> None:
         self.reader = reader
         self.writer = writer
         self.parser = hiredis.Reader()
+        # (endpoint, address) until the first reply: a TLS server that drops the connection
+        # then is refusing the client certificate (or its absence), and the error says so.
+        self._tls = tls
 
     @classmethod
-    async def open(cls, host: str, port: int, ctx: ssl.SSLContext | None) -> _Conn:
+    async def open(
+        cls, host: str, port: int, ctx: ssl.SSLContext | None, endpoint: Endpoint | None = None
+    ) -> _Conn:
         reader, writer = await asyncio.open_connection(
             host, port, ssl=ctx, server_hostname=host if ctx else None
         )
-        return cls(reader, writer)
+        tls = (endpoint, f"{host}:{port}") if ctx is not None and endpoint is not None else None
+        return cls(reader, writer, tls)
 
     def send(self, *args: Arg) -> None:
         self.writer.write(command(*args))
@@ -93,10 +104,18 @@ class _Conn:
     async def reply(self) -> Any:
         """The next reply (an error reply is returned as ``hiredis.ReplyError``)."""
         while (reply := self.parser.gets()) is False:
-            data = await self.reader.read(65536)
+            try:
+                data = await self.reader.read(65536)
+            except OSError as exc:
+                if self._tls is None:
+                    raise
+                raise ConnectionFailed(tls_refused(*self._tls, exc)) from exc
             if not data:
+                if self._tls is not None:
+                    raise ConnectionFailed(tls_refused(*self._tls, "closed"))
                 raise ConnectionFailed("connection closed by the server")
             self.parser.feed(data)
+        self._tls = None
         return reply
 
     async def close(self) -> None:
@@ -250,7 +269,7 @@ class SentinelResolver:
     async def _ask(self, host: str, port: int) -> tuple[int, bool, Address] | None:
         """(config epoch, failover in progress, primary address) as one sentinel knows them;
         epoch -1 when the sentinel's ACL allows only ``GET-MASTER-ADDR-BY-NAME``."""
-        conn = await _Conn.open(host, port, self._ctx)
+        conn = await _Conn.open(host, port, self._ctx, self.endpoint)
         try:
             await _auth(conn, self.spec.username, self.spec.password, f"sentinel {host}:{port}")
             conn.send("SENTINEL", "MASTER", self.spec.master)
@@ -274,7 +293,7 @@ class SentinelResolver:
 
     async def _role(self, addr: Address) -> str | None:
         """The node's own view: ``master``, ``slave``; ``None`` when the ACL forbids ROLE."""
-        conn = await _Conn.open(addr[0], addr[1], self._ctx)
+        conn = await _Conn.open(addr[0], addr[1], self._ctx, self.endpoint)
         try:
             ep = self.endpoint
             await _auth(conn, ep.username, ep.password, f"{addr[0]}:{addr[1]}")
@@ -310,7 +329,7 @@ class SentinelResolver:
             conn: _Conn | None = None
             try:
                 async with asyncio.timeout(self.timeout):
-                    conn = await _Conn.open(host, port, self._ctx)
+                    conn = await _Conn.open(host, port, self._ctx, self.endpoint)
                     await _auth(conn, self.spec.username, self.spec.password, "sentinel")
                     conn.send("SUBSCRIBE", SWITCH_MASTER, PROMOTED, PROMOTING)
                     for _ in range(3):

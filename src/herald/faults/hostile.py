@@ -74,6 +74,7 @@ def fuzz(seconds: float, seed: int = 0) -> dict[str, Any]:
     """Decode mutated frames for ``seconds``; counts of executions and crashes, the slowest call."""
     rng = random.Random(seed)
     corpus = seeds()
+    kept = len(corpus)  # the seeds stay; mutants beyond them are replaced oldest first
     state: dict[str, Any] = {"executions": 0, "crashes": 0, "slowest_ms": 0.0, "examples": []}
     deadline = time.monotonic() + seconds
     while time.monotonic() < deadline:
@@ -97,7 +98,7 @@ def fuzz(seconds: float, seed: int = 0) -> dict[str, Any]:
         if state["executions"] % 50 == 0 and rng.random() < 0.2:
             corpus.append(raw)  # mutants of mutants
             if len(corpus) > 500:
-                corpus.pop(len(seeds()))
+                corpus.pop(kept)
     return state
 
 

@@ -15,7 +15,16 @@ from typing import Any
 import herald
 from herald import AsyncClient, Gap
 
-from ._harness import Publisher, Scale, drain, recorder, running_server, summary, wait_for
+from ._harness import (
+    Publisher,
+    Scale,
+    drain,
+    recorder,
+    recording,
+    running_server,
+    summary,
+    wait_for,
+)
 from .checker import Checker
 from .proxy import Proxy
 
@@ -60,22 +69,8 @@ async def reading(
     def on_gap(gap: Gap) -> None:
         checker.gap(reader, gap.since, gap.until, gap.reason)
 
-    checker.reader(reader, topic)
-    sub = await hub.subscribe(topic, on_gap=on_gap, max_pending=100_000)
-
-    async def consume() -> None:
-        async for msg in sub:
-            d = msg.data
-            checker.deliver(d["p"], d["s"], reader=reader)
-
-    task = asyncio.get_running_loop().create_task(consume())
-    try:
+    async with recording(hub, topic, checker, reader, on_gap=on_gap) as sub:
         yield sub
-    finally:
-        await sub.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, herald.HeraldError):
-            await task
 
 
 async def live_drain(checker: Checker, reader: str, last: int, timeout: float) -> None:

@@ -11,7 +11,7 @@ from typing import Any
 import herald
 from herald import AsyncClient
 
-from ._harness import Scale, running_server, summary, wait_for
+from ._harness import Scale, recording, running_server, summary, wait_for
 from .checker import Checker
 from .proxy import Proxy
 from .scenarios_net import LiveFeed
@@ -21,25 +21,13 @@ from .scenarios_net import LiveFeed
 async def recovering(
     hub: AsyncClient, topic: str, checker: Checker, reader: str
 ) -> AsyncIterator[herald.Subscription]:
+    """A subscription whose deliveries and ``HistoryLost`` reports go to ``checker``."""
+
     def lost(exc: herald.HistoryLost) -> None:
         checker.gap(reader, reason=str(exc))
 
-    checker.reader(reader, topic)
-    sub = await hub.subscribe(topic, on_history_lost=lost, max_pending=100_000)
-
-    async def consume() -> None:
-        async for msg in sub:
-            d = msg.data
-            checker.deliver(d["p"], d["s"], reader=reader)
-
-    task = asyncio.get_running_loop().create_task(consume())
-    try:
+    async with recording(hub, topic, checker, reader, on_history_lost=lost) as sub:
         yield sub
-    finally:
-        await sub.close()
-        task.cancel()
-        with contextlib.suppress(asyncio.CancelledError, herald.HeraldError):
-            await task
 
 
 async def recoverable_reset(scale: Scale) -> dict[str, Any]:

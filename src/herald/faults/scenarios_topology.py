@@ -10,6 +10,7 @@ acknowledged publish is on a replica before the ack, and the promise is lost == 
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from herald import AsyncClient
@@ -18,46 +19,39 @@ from ._harness import Publisher, Scale, drain, recorder, summary
 from .checker import Checker
 
 
-async def _one_failover(how: str, replicas: int, seconds: float) -> dict[str, Any]:
-    from herald.testing import LocalSentinel
-
-    checker = Checker(f"sentinel-{how}-replicas={replicas}")
-    group = LocalSentinel(replicas=2, sentinels=3, down_after=1000, failover_timeout=3000)
-    await asyncio.to_thread(group.start)
+async def _durable_load_through(
+    url: str,
+    checker: Checker,
+    replicas: int,
+    seconds: float,
+    fault: str,
+    inject: Callable[[], Awaitable[None]],
+) -> dict[str, Any]:
+    """Publish to a durable topic on ``url`` and consume it, run ``inject`` (the fault) after a
+    second of load, keep publishing ``seconds`` more, drain; the run's figures."""
+    opts: dict[str, Any] = {"probe_interval": 0.25, "publish_timeout": 5.0}
+    hubs = [AsyncClient(url, **opts) for _ in range(2)]
     try:
-        opts: dict[str, Any] = {"probe_interval": 0.25, "publish_timeout": 5.0}
-        hubs = [AsyncClient(group.url, **opts) for _ in range(2)]
-        try:
-            await hubs[0].declare("orders", durable=True)
-            consumer = await hubs[1].consume(
-                "orders", "g", "c0", ack_wait=5.0, handler=recorder(checker, "g", "c0")
-            )
-            pub = Publisher(hubs[0], "orders", checker, "p0", window=8, replicas=replicas)
-            stop = asyncio.Event()
-            load = asyncio.create_task(pub.run(stop=stop))
-            await asyncio.sleep(1.0)
-            with checker.fault(f"primary {how}"):
-                if how == "kill":
-                    old = await asyncio.to_thread(group.kill_primary)
-                    await asyncio.to_thread(group.wait_failover, old, 30)
-                else:
-                    old = await asyncio.to_thread(group.pause_primary)
-                    await asyncio.to_thread(group.wait_failover, old, 30)
-                    group.resume(old)  # the old primary wakes up and is demoted
-            await asyncio.sleep(seconds)
-            stop.set()
-            await load
-            drained = await drain(checker, ["g"], 30)
-            await consumer.close()
-            errors = dict(pub.errors)
-        finally:
-            for hub in hubs:
-                await hub.close()
+        await hubs[0].declare("orders", durable=True)
+        consumer = await hubs[1].consume(
+            "orders", "g", "c0", ack_wait=5.0, handler=recorder(checker, "g", "c0")
+        )
+        pub = Publisher(hubs[0], "orders", checker, "p0", window=8, replicas=replicas)
+        stop = asyncio.Event()
+        load = asyncio.create_task(pub.run(stop=stop))
+        await asyncio.sleep(1.0)
+        with checker.fault(fault):
+            await inject()
+        await asyncio.sleep(seconds)
+        stop.set()
+        await load
+        drained = await drain(checker, ["g"], 30)
+        await consumer.close()
     finally:
-        await asyncio.to_thread(group.close)
+        for hub in hubs:
+            await hub.close()
     r = checker.report()
     return {
-        "how": how,
         "replicas": replicas,
         "ok": r["ops"]["ok"],
         "unknown": r["ops"]["unknown"],
@@ -69,8 +63,35 @@ async def _one_failover(how: str, replicas: int, seconds: float) -> dict[str, An
         "time_to_recover_s": r["time_to_recover_s"],
         "p99_ms": r["latency_ms"]["p99"],
         "drained": drained,
-        "publish_errors": errors,
+        "publish_errors": dict(pub.errors),
     }
+
+
+async def _one_failover(how: str, replicas: int, seconds: float) -> dict[str, Any]:
+    """One Sentinel run: the primary killed -9 (``kill``) or paused past
+    ``down-after-milliseconds`` and resumed after the failover (``pause``)."""
+    from herald.testing import LocalSentinel
+
+    checker = Checker(f"sentinel-{how}-replicas={replicas}")
+    group = LocalSentinel(replicas=2, sentinels=3, down_after=1000, failover_timeout=3000)
+
+    async def inject() -> None:
+        if how == "kill":
+            old = await asyncio.to_thread(group.kill_primary)
+            await asyncio.to_thread(group.wait_failover, old, 30)
+        else:
+            old = await asyncio.to_thread(group.pause_primary)
+            await asyncio.to_thread(group.wait_failover, old, 30)
+            group.resume(old)  # the old primary wakes up and is demoted
+
+    await asyncio.to_thread(group.start)
+    try:
+        run = await _durable_load_through(
+            group.url, checker, replicas, seconds, f"primary {how}", inject
+        )
+    finally:
+        await asyncio.to_thread(group.close)
+    return {"how": how, **run}
 
 
 async def sentinel_failover(scale: Scale) -> dict[str, Any]:
@@ -102,52 +123,23 @@ async def _cluster_run(fault: str, replicas: int, seconds: float) -> dict[str, A
     cluster = LocalCluster(primaries=3, replicas_per_primary=1)
     await asyncio.to_thread(cluster.start)
     try:
-        opts: dict[str, Any] = {"probe_interval": 0.25, "publish_timeout": 5.0}
-        hubs = [AsyncClient(cluster.url, **opts) for _ in range(2)]
-        try:
-            await hubs[0].declare("orders", durable=True)
-            consumer = await hubs[1].consume(
-                "orders", "g", "c0", ack_wait=5.0, handler=recorder(checker, "g", "c0")
-            )
-            pub = Publisher(hubs[0], "orders", checker, "p0", window=8, replicas=replicas)
-            stop = asyncio.Event()
-            load = asyncio.create_task(pub.run(stop=stop))
-            await asyncio.sleep(1.0)
-            slot = cluster.keyslot("{orders}")
-            with checker.fault(f"slot {slot}: {fault}"):
-                old = cluster.primary_for(slot)
-                if fault == "kill":
-                    await asyncio.to_thread(cluster.kill, old)
-                    await asyncio.to_thread(cluster.wait_failover, old, 30)
-                else:
-                    target = next(n for n in cluster.primaries() if n is not old)
-                    await asyncio.to_thread(cluster.migrate_slot, slot, target)
-            await asyncio.sleep(seconds)
-            stop.set()
-            await load
-            drained = await drain(checker, ["g"], 30)
-            await consumer.close()
-            errors = dict(pub.errors)
-        finally:
-            for hub in hubs:
-                await hub.close()
+        slot = cluster.keyslot("{orders}")
+
+        async def inject() -> None:
+            old = cluster.primary_for(slot)
+            if fault == "kill":
+                await asyncio.to_thread(cluster.kill, old)
+                await asyncio.to_thread(cluster.wait_failover, old, 30)
+            else:
+                target = next(n for n in cluster.primaries() if n is not old)
+                await asyncio.to_thread(cluster.migrate_slot, slot, target)
+
+        run = await _durable_load_through(
+            cluster.url, checker, replicas, seconds, f"slot {slot}: {fault}", inject
+        )
     finally:
         await asyncio.to_thread(cluster.close)
-    r = checker.report()
-    return {
-        "fault": fault,
-        "replicas": replicas,
-        "ok": r["ops"]["ok"],
-        "unknown": r["ops"]["unknown"],
-        "failed": r["ops"]["failed"],
-        "lost": r["lost"],
-        "unexpected": r["unexpected"],
-        "duplicates": r["duplicates"],
-        "time_to_recover_s": r["time_to_recover_s"],
-        "p99_ms": r["latency_ms"]["p99"],
-        "drained": drained,
-        "publish_errors": errors,
-    }
+    return {"fault": fault, **run}
 
 
 async def cluster_faults(scale: Scale) -> dict[str, Any]:

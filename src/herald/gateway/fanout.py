@@ -20,7 +20,7 @@ from typing import Any
 
 from herald import AsyncClient, Gap, HeraldError, Message, Subscription
 
-from .frames import event_frame, message_dict, message_frame
+from .frames import event_frame, json_array, message_bytes, message_dict, ws_text_frame
 
 log = logging.getLogger("herald.gateway")
 
@@ -55,22 +55,73 @@ class GatewayStats:
     started: float = field(default_factory=time.time)
 
 
-class Sink:
-    """One client's outbound queue of frames waiting to be sent.
+class Batch:
+    """Messages queued together: encoded once, and framed once for all clients that get it.
 
-    An item is ``(text, event_id, n)``: ``text`` holds ``n`` JSON objects separated by commas
-    (a chunk, for WebSocket clients, which get them as one array) or one object (``n == 1``,
-    with its SSE event id). Full (``max_queue`` messages or ``max_bytes``): the client is
-    closed as too slow; the transport's writer then sends the close with ``reason``.
+    ``frames`` are the messages' JSON (UTF-8), ``event_ids`` their SSE ids. What a WebSocket
+    client receives for it (one object, or an array of several) and the WebSocket frame of
+    that are computed on first use and shared by every client that gets exactly this batch,
+    which is every client that keeps up.
+    """
+
+    __slots__ = ("_body", "_frame", "_text", "_texts", "event_ids", "frames", "size")
+
+    def __init__(self, frames: list[bytes], event_ids: list[str | None] | None = None) -> None:
+        self.frames = frames
+        self.event_ids = event_ids if event_ids is not None else [None] * len(frames)
+        self.size = sum(map(len, frames))
+        self._body: bytes | None = None
+        self._frame: bytes | None = None
+        self._text: str | None = None
+        self._texts: list[str] | None = None
+
+    @classmethod
+    def one(cls, text: str, event_id: str | None = None) -> Batch:
+        return cls([text.encode()], [event_id])
+
+    def body(self) -> bytes:
+        """The payload of one WebSocket frame: the object, or a JSON array of several."""
+        if self._body is None:
+            self._body = json_array(self.frames)
+        return self._body
+
+    def frame(self) -> bytes:
+        """The whole WebSocket text frame carrying :meth:`body`."""
+        if self._frame is None:
+            self._frame = ws_text_frame(self.body())
+        return self._frame
+
+    def text(self) -> str:
+        """:meth:`body` as text (for ASGI's ``websocket.send``)."""
+        if self._text is None:
+            self._text = self.body().decode()
+        return self._text
+
+    def texts(self) -> list[str]:
+        """Each message as text (for SSE, one event each)."""
+        if self._texts is None:
+            self._texts = [f.decode() for f in self.frames]
+        return self._texts
+
+
+class Sink:
+    """One client's outbound queue of batches waiting to be sent.
+
+    A WebSocket client served by :mod:`.uvicorn_ws` has a ``direct`` writer: while nothing is
+    queued and its socket takes data, a batch's shared frame is written to it at once, with no
+    task switch and no per-client framing. Otherwise batches queue here for the connection's
+    writer, which sends everything queued as one frame. Full (``max_queue`` messages or
+    ``max_bytes``): the client is closed as too slow; the writer then sends the close with
+    ``reason``.
     """
 
     __slots__ = (
         "_event",
         "bytes",
-        "chunks",
         "close_code",
         "closed",
         "count",
+        "direct",
         "max_bytes",
         "max_queue",
         "queue",
@@ -79,13 +130,18 @@ class Sink:
     )
 
     def __init__(
-        self, stats: GatewayStats, max_queue: int, max_bytes: int, *, chunks: bool = False
+        self,
+        stats: GatewayStats,
+        max_queue: int,
+        max_bytes: int,
+        *,
+        direct: Callable[[bytes], bool] | None = None,
     ) -> None:
         self.stats = stats
         self.max_queue = max_queue
         self.max_bytes = max_bytes
-        self.chunks = chunks
-        self.queue: deque[tuple[str, str | None, int]] = deque()
+        self.direct = direct
+        self.queue: deque[Batch] = deque()
         self.count = 0
         self.bytes = 0
         self.closed = False
@@ -105,26 +161,24 @@ class Sink:
 
     def push(self, frame: str, event_id: str | None = None) -> bool:
         """Queue one frame; False if the client is closed (now or before)."""
-        if self.closed or not self._room(1, len(frame)):
+        return self.push_batch(Batch.one(frame, event_id))
+
+    def push_batch(self, batch: Batch) -> bool:
+        """Send or queue a batch; False if the client is closed (now or before)."""
+        if self.closed:
             return False
-        self.queue.append((frame, event_id, 1))
-        self.count += 1
-        self.bytes += len(frame)
+        n = len(batch.frames)
+        # Written at once only behind nothing queued, so frames never overtake each other.
+        if not self.queue and self.direct is not None and self.direct(batch.frame()):
+            self.stats.delivered += n
+            return True
+        if not self._room(n, batch.size):
+            return False
+        self.queue.append(batch)
+        self.count += n
+        self.bytes += batch.size
         self._event.set()
         return True
-
-    def push_many(self, frames: list[str], chunk: str, event_ids: list[str | None]) -> None:
-        """Queue several messages: as one chunk for a WebSocket client, one by one for SSE."""
-        n = len(frames)
-        if self.closed or not self._room(n, len(chunk)):
-            return
-        if self.chunks:
-            self.queue.append((chunk, None, n))
-        else:
-            self.queue.extend(zip(frames, event_ids, (1,) * n, strict=True))
-        self.count += n
-        self.bytes += len(chunk)
-        self._event.set()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if not self.closed:
@@ -133,20 +187,40 @@ class Sink:
             self.reason = reason
         self._event.set()
 
-    async def take(self) -> tuple[list[tuple[str, str | None, int]], int]:
-        """Every queued item (waiting for one) and the number of messages in them; nothing
-        once closed and drained."""
+    async def wait(self) -> bool:
+        """Wait until a batch is queued; False once closed and drained."""
         while not self.queue:
             if self.closed:
-                return [], 0
+                return False
             self._event.clear()
             await self._event.wait()
-        items = list(self.queue)
-        n = self.count
+        return True
+
+    def take_nowait(self) -> list[Batch]:
+        """Every queued batch, oldest first (counted as delivered)."""
+        batches = list(self.queue)
         self.queue.clear()
+        self.stats.delivered += self.count
         self.count = self.bytes = 0
-        self.stats.delivered += n
+        return batches
+
+    async def take(self) -> tuple[list[tuple[str, str | None, int]], int]:
+        """Every queued message as ``(text, event_id, 1)`` (waiting for one) and their number;
+        nothing once closed and drained."""
+        if not await self.wait():
+            return [], 0
+        n = self.count
+        items: list[tuple[str, str | None, int]] = []
+        for batch in self.take_nowait():
+            items.extend(zip(batch.texts(), batch.event_ids, (1,) * len(batch.frames), strict=True))
         return items, n
+
+
+def body_of(batches: list[Batch]) -> bytes:
+    """One WebSocket payload for everything queued: shared when it is a single batch."""
+    if len(batches) == 1:
+        return batches[0].body()
+    return json_array([f for b in batches for f in b.frames])
 
 
 def event_id(msg: Message) -> str | None:
@@ -186,15 +260,10 @@ class _Shared:
                     lag = self.stats.fanout_lag = time.time() - ts
                     if lag > self.stats.fanout_lag_max:
                         self.stats.fanout_lag_max = lag
-                frames = [message_frame(m, name) for m in batch]
-                eids = [event_id(m) for m in batch]
-                if len(frames) == 1:
-                    for sink in tuple(self.sinks):
-                        sink.push(frames[0], eids[0])
-                else:
-                    chunk = ",".join(frames)
-                    for sink in tuple(self.sinks):
-                        sink.push_many(frames, chunk, eids)
+                frames = [message_bytes(m, name) for m in batch]
+                shared = Batch(frames, [event_id(m) for m in batch])
+                for sink in tuple(self.sinks):
+                    sink.push_batch(shared)
         except HeraldError as exc:
             log.error("gateway subscription %s ended: %s", name, exc)
             for sink in tuple(self.sinks):
@@ -205,8 +274,9 @@ class _Shared:
         frame = event_frame(
             "gap", subscription=self.name, since=gap.since, until=gap.until, reason=gap.reason
         )
+        batch = Batch.one(frame)
         for sink in tuple(self.sinks):
-            sink.push(frame)
+            sink.push_batch(batch)
 
 
 class Fanout:
@@ -279,7 +349,7 @@ class Fanout:
             nonlocal resumed_to
             if isinstance(msg.offset, int) and msg.offset > resumed_to:
                 resumed_to = msg.offset
-            sink.push(message_frame(msg, name), event_id(msg))
+            sink.push_batch(Batch([message_bytes(msg, name)], [event_id(msg)]))
 
         def lost(exc: Any) -> None:
             stats.history_lost += 1

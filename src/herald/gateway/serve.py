@@ -15,9 +15,11 @@ from starlette.applications import Starlette
 
 from .app import create_app
 from .config import GatewayConfig
+from .uvicorn_ws import WS_PROTOCOL
 
-#: uvicorn's WebSocket implementation on the ``websockets`` library's current (sans-I/O) API.
-WS_IMPL = "websockets-sansio"
+#: uvicorn's ``websockets-sansio`` WebSocket implementation, letting the fan-out write the
+#: same ready-made frame to every client (see ``uvicorn_ws.py``).
+WS_IMPL = WS_PROTOCOL
 
 
 def uvicorn_config(

@@ -83,15 +83,33 @@ class Gateway:
         }
 
     async def subscribers(self, topics: list[str]) -> dict[str, int]:
-        """Subscriber connections per topic (``PUBSUB NUMSUB``)."""
+        """Subscriber connections per topic.
+
+        One server: ``PUBSUB NUMSUB`` plus ``PUBSUB SHARDNUMSUB`` (a client of another
+        library may subscribe either way). A cluster: ``PUBSUB SHARDNUMSUB``, asked of each
+        topic's shard: a Herald subscription there is one ``SSUBSCRIBE`` on that shard; its
+        ``SUBSCRIBE`` (for the copies that scripts publish) would count it twice, and
+        ``NUMSUB`` only sees the node that answers it.
+        """
         if not topics:
             return {}
-        reply: Any = await self.hub.execute("PUBSUB", "NUMSUB", *topics)
-        out: dict[str, int] = {}
-        for i in range(0, len(reply) - 1, 2):
-            name = reply[i].decode() if isinstance(reply[i], bytes) else str(reply[i])
-            out[name] = int(reply[i + 1])
+        asks = [self._shard_subscribers(topics)]
+        endpoint = self.hub.endpoint
+        if endpoint is None or not endpoint.seeds:  # not a cluster
+            asks.append(self.hub.execute("PUBSUB", "NUMSUB", *topics))
+        replies = await asyncio.gather(*asks)
+        out = dict.fromkeys(topics, 0)
+        for reply in replies:
+            for i in range(0, len(reply) - 1, 2):
+                name = reply[i].decode() if isinstance(reply[i], bytes) else str(reply[i])
+                out[name] = out.get(name, 0) + int(reply[i + 1])
         return out
+
+    async def _shard_subscribers(self, topics: list[str]) -> Any:
+        try:
+            return await self.hub.execute("PUBSUB", "SHARDNUMSUB", *topics)
+        except HeraldError:  # a server before Redis 7 has no sharded Pub/Sub
+            return []
 
     async def patterns(self) -> int:
         try:

@@ -38,10 +38,11 @@ from herald import (
 )
 
 from .auth import AuthError, Principal, authenticate, origin_allowed
-from .fanout import Sink
-from .frames import event_frame
+from .fanout import Sink, body_of
+from .frames import event_frame, ws_text_frame
 from .publishing import publish_message
 from .state import Gateway
+from .uvicorn_ws import EXTENSION, FrameWriter
 
 log = logging.getLogger("herald.gateway")
 
@@ -84,7 +85,14 @@ class Connection:
         self.ws = ws
         self.principal = principal
         cfg = gw.config
-        self.sink = Sink(gw.stats, cfg.max_queue, cfg.max_queue_bytes, chunks=True)
+        frames: FrameWriter | None = ws.scope.get("extensions", {}).get(EXTENSION)
+        self.frames = frames
+        self.sink = Sink(
+            gw.stats,
+            cfg.max_queue,
+            cfg.max_queue_bytes,
+            direct=frames["write"] if frames is not None else None,
+        )
         self.shared: set[str] = set()
         self.own: dict[str, Subscription] = {}
         self.bucket = _Bucket(cfg.publish_rate, cfg.publish_burst)
@@ -109,20 +117,22 @@ class Connection:
         self.send("error", id=ref, code=code, message=message)
 
     async def writer(self) -> None:
+        """Send what queued up for this client (its socket was full, or no direct writer)."""
         ws = self.ws
-        while True:
-            items, n = await self.sink.take()
-            if not items:
-                break
-            if n == 1:
-                text = items[0][0]
-            elif len(items) == 1:
-                text = "[" + items[0][0] + "]"
+        sink = self.sink
+        frames = self.frames
+        while await sink.wait():
+            if frames is not None:
+                writable = frames["writable"]
+                while not writable.is_set() and not sink.closed:
+                    await writable.wait()
+                # Taken and written in one step: nothing can be written in between.
+                frames["write"](ws_text_frame(body_of(sink.take_nowait())))
             else:
-                text = "[" + ",".join(t for t, _, _ in items) + "]"
-            await ws.send({"type": "websocket.send", "text": text})
+                text = body_of(sink.take_nowait()).decode()
+                await ws.send({"type": "websocket.send", "text": text})
         if ws.client_state == WebSocketState.CONNECTED:
-            await ws.close(self.sink.close_code, self.sink.reason[:120])
+            await ws.close(sink.close_code, sink.reason[:120])
 
     async def handle(self, text: str) -> None:
         try:

@@ -15,17 +15,25 @@ Example::
         hub = herald.Client(group.url)              # redis+sentinel://.../herald
         old = group.kill_primary()
         new = group.wait_failover(old)
+
+    certs = make_certificates(tmp_dir)              # a CA, server and client certificates
+    with LocalCluster(primaries=3, replicas_per_primary=0, tls=certs) as cluster:
+        hub = herald.Client(cluster.url)            # rediss+cluster://...?ssl_ca_certs=...
 """
 
 from ._cluster import ClusterNode, CommandError, LocalCluster, call, info, wait_until
 from ._sentinel import LocalSentinel
+from ._tls import Certificates, make_certificates, tls_binary
 
 __all__ = [
+    "Certificates",
     "ClusterNode",
     "CommandError",
     "LocalCluster",
     "LocalSentinel",
     "call",
     "info",
+    "make_certificates",
+    "tls_binary",
     "wait_until",
 ]

