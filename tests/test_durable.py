@@ -588,3 +588,27 @@ async def test_durable_topics_on_redis7(topic: str) -> None:
             await hub.delete_topic(f"{topic}.dead")
             if not await hub.execute("HLEN", "herald:{herald}:topics"):
                 await hub.execute("DEL", "herald:{herald}:topics:version")
+
+
+async def test_a_closed_consumer_takes_nothing_published_after(url: str, topic: str) -> None:
+    """Closing ends the consumer's blocked read on the server: what is published next stays
+    in the group for others instead of going pending to a consumer that is gone."""
+    async with herald.AsyncClient(url) as hub:
+        # A trimmed topic: the publishers' trim steps shift the timing so that, without the
+        # unblock, the race shows in every round.
+        await hub.declare(topic, durable=True, max_len=100, trim_unacked=True)
+        stream = f"herald:{{{topic}}}:s"
+        for i in range(3):
+            group = f"g{i}"
+            await hub.execute("XGROUP", "CREATE", stream, group, "$", "MKSTREAM")
+            for n in range(10):
+                await hub.publish(topic, n, confirm=False)
+            async with hub.consume(topic, group, "c") as c:
+                for _ in range(10):
+                    await (await c.next(5)).ack()
+                # ... and its next XREADGROUP ... BLOCK waits on the server
+            for n in range(2000):
+                await hub.publish(topic, n, confirm=False)
+            await hub.flush()
+            pending = await hub.execute("XPENDING", stream, group)
+            assert pending[0] == 0, f"round {i}: {pending}"

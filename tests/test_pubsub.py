@@ -545,3 +545,15 @@ def test_publish_many_sync(url: str, topic: str) -> None:
     with herald.Client(url) as hub, hub.subscribe(topic) as sub:
         hub.publish_many(topic, (f"m{i}" for i in range(1500)))
         assert [sub.next(timeout=5).data for _ in range(1500)] == [f"m{i}" for i in range(1500)]
+
+
+def test_runs_on_uvloop(url: str, topic: str) -> None:
+    uvloop = pytest.importorskip("uvloop")
+
+    async def main() -> list[object]:
+        async with herald.AsyncClient(url) as hub, hub.subscribe(f"{topic}.*") as sub:
+            await hub.publish(f"{topic}.a", 1)
+            await hub.publish_many(f"{topic}.b", [2, 3])
+            return [(await sub.next(2)).data for _ in range(3)]
+
+    assert uvloop.run(main()) == [1, 2, 3]

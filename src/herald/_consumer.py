@@ -326,6 +326,7 @@ class Consumer:
             self._redelivery.close()
         self._wake()
         self._wake_room()
+        await self._unblock_read()
         current = asyncio.current_task()
         for task in self._tasks:
             if task is not current:
@@ -360,6 +361,24 @@ class Consumer:
         if self._read is not None:
             await self._read.close()
         self._host._consumer_closed(self)
+
+    async def _unblock_read(self) -> None:
+        """End a blocked XREADGROUP on the server (CLIENT UNBLOCK from the command connection)
+        before closing: else an entry published meanwhile can still be handed to this closing
+        consumer's read, and stays pending for it until another consumer reclaims it."""
+        read, member = self._read, self._member
+        if read is None or member is None or not read.connected:
+            return
+        key = member.spec.stream_raw
+        node = read.link_for_key(key) if hasattr(read, "link_for_key") else read
+        command = member.scripts.link
+        command = command.link_for_key(key) if hasattr(command, "link_for_key") else command
+        client_id = node.server.get("id")
+        if client_id is None or not command.connected:
+            return
+        with contextlib.suppress(HeraldError, TimeoutError):
+            async with asyncio.timeout(CLOSE_TIMEOUT):
+                await command.execute("CLIENT", "UNBLOCK", client_id)
 
     async def _fail(self, error: HeraldError) -> None:
         if self._error is None:

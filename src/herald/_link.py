@@ -188,6 +188,15 @@ class Link:
         if proto is not None and proto.transport is not None:
             proto.transport.close()
             proto._fail_waiters(ClientClosed("connection closed"))
+            if self.endpoint.tls:
+                # A TLS close waits for the server's close_notify; a socket still open when
+                # the event loop closes leaks. Wait a moment for it, then drop it.
+                for _ in range(50):
+                    if proto.lost:
+                        return
+                    await asyncio.sleep(0.01)
+                proto.transport.abort()
+                await asyncio.sleep(0)
 
     # -- connecting --------------------------------------------------------------------------
 

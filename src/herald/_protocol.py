@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections import deque
 from collections.abc import Callable
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 
@@ -61,8 +61,8 @@ class RespProtocol(asyncio.Protocol):
         self.on_error: Callable[[str], None] | None = None  # every error reply, e.g. READONLY
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        self.transport = transport
+        # A stream transport; not always an asyncio.Transport subclass (uvloop's are not).
+        self.transport = transport = cast(asyncio.Transport, transport)
         transport.set_write_buffer_limits(high=4 * 1024 * 1024)
 
     def data_received(self, data: bytes) -> None:

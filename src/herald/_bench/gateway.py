@@ -3,8 +3,9 @@
 One embedded Valkey, one gateway process (uvicorn, as ``herald serve`` runs it), one process
 holding every WebSocket client, and a publisher (this process, Herald's AsyncClient) sending
 ``rate`` messages per second for ``duration`` seconds. Every client counts what it receives; a
-sample of them decodes each message and measures its latency from the publisher's
-``time.monotonic_ns()`` (one clock for every process on Linux) to its arrival in the client.
+sample of them (websockets' client) decodes each message and measures its latency from the
+publisher's ``time.monotonic_ns()`` (one clock for every process on Linux) to its arrival in the
+client; the others only count messages in the bytes they receive (:class:`_CountingClient`).
 Memory per connection is the gateway's resident memory with every client connected and
 subscribed, less its memory before the first one, divided by the number of clients.
 
@@ -49,12 +50,15 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _gateway_main(url: str, conn: Connection, max_queue: int) -> None:
+def _gateway_main(url: str, conn: Connection, max_queue: int, frame_writer: bool) -> None:
     from herald.gateway import GatewayConfig, create_app
     from herald.gateway.serve import _Server, uvicorn_config
 
     config = GatewayConfig(max_queue=max_queue)
-    server = _Server(uvicorn_config(create_app(url, config), config, "127.0.0.1", 0, "error"))
+    settings = uvicorn_config(create_app(url, config), config, "127.0.0.1", 0, "error")
+    if not frame_writer:  # plain uvicorn: every frame through ASGI's websocket.send
+        settings.ws = "websockets-sansio"
+    server = _Server(settings)
 
     async def main() -> None:
         loop = asyncio.get_running_loop()
@@ -270,12 +274,15 @@ def run_gateway_bench(
     max_queue: int = 10_000,
     *,
     counting_clients: bool = True,
+    frame_writer: bool = True,
 ) -> dict[str, Any]:
     """Run the fan-out benchmark once and return a JSON-able result.
 
     ``counting_clients``: all but the sampled clients count messages in the raw byte stream
     (:class:`_CountingClient`); False runs every client on websockets' asyncio client, whose
     frame parsing makes the client process the limit long before the gateway at 1,000 clients.
+    ``frame_writer``: False serves the gateway with uvicorn's plain ``websockets-sansio``, so
+    every frame goes through ASGI's ``websocket.send`` (the fallback path), for comparison.
     """
     import httpx
 
@@ -285,7 +292,9 @@ def run_gateway_bench(
     topic = f"bench.gateway.{uuid.uuid4().hex[:8]}"
     with EmbeddedServer(persist=False) as server:
         parent, child = ctx.Pipe()
-        gateway = ctx.Process(target=_gateway_main, args=(server.url, child, max_queue))
+        gateway = ctx.Process(
+            target=_gateway_main, args=(server.url, child, max_queue, frame_writer)
+        )
         gateway.start()
         try:
             port = parent.recv()
@@ -337,6 +346,7 @@ def run_gateway_bench(
             "duration": duration,
             "max_queue": max_queue,
             "counting_clients": counting_clients,
+            "frame_writer": frame_writer,
         },
         "environment": {
             "python": platform.python_version(),
