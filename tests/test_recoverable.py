@@ -259,7 +259,8 @@ async def test_history_lost_once_while_held_down(server: herald.EmbeddedServer, 
             await settle(got, lambda: _true(len(got) == 1))
             proxy.down()
             await settle(got, lambda: _true(not hub.stats.connected))
-            await pub.publish_many(topic, list(range(200)))  # 2..201; 152..201 kept
+            for i in range(200):  # 2..201, one stored entry each; 152..201 kept
+                await pub.publish(topic, i, confirm=True)
             await pub.flush()
             proxy.up()
             await settle(got, lambda: _true(offsets_of(got, topic)[-1:] == [201]))
@@ -427,3 +428,26 @@ async def test_start_from_an_offset_while_publishing_leaves_no_window(url: str, 
             elif "last" in opts:
                 assert top - first > 500  # started 500 back from the top at its subscribe
             assert not [m for m in got if isinstance(m, herald.HistoryLost)], opts
+
+
+async def test_a_batch_is_stored_whole_and_recovered_within_max_pending(
+    url: str, topic: str
+) -> None:
+    """publish_many stores one entry per script call: history=N keeps every entry holding one of
+    the last N offsets (so here all 300), and a catch-up larger than max_pending waits for the
+    reader instead of dropping."""
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, history=10)
+        await hub.publish_many(topic, list(range(300)))  # one call: offsets 1..300, one entry
+        await hub.flush()
+        assert [m.offset for m in await hub.history(topic, since=290)] == list(range(291, 301))
+        assert len(await hub.history(topic, limit=1000)) == 300
+        async with hub.subscribe(topic, since=0, max_pending=25) as sub:
+            got = [await sub.next(2) for _ in range(300)]
+            assert [m.offset for m in got] == list(range(1, 301))
+            assert sub.stats.dropped == 0
+            assert sub.stats.recovered == 300
+        # The next single publishes trim the batch away once it no longer holds a kept offset.
+        for i in range(10):
+            await hub.publish(topic, i, confirm=True)
+        assert [m.offset for m in await hub.history(topic)] == list(range(301, 311))

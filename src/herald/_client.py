@@ -1001,13 +1001,18 @@ class AsyncClient:
         if self._prefix(topic)[3] is not None:
             if since is not None and (isinstance(since, bool) or not isinstance(since, int)):
                 raise ConfigurationError(f"topic {topic!r} is recoverable: since is an offset")
-            page = await self._read_history(topic, since or 0, max(0, min(limit, 10_000)))
-            return [
+            after = since or 0
+            limit = max(0, min(limit, 10_000))
+            # Each stored frame holds one publish call's messages: at most ``limit`` frames hold
+            # the first ``limit`` messages after the offset.
+            page = await self._read_history(topic, after, limit)
+            found = [
                 StoredMessage(m, m.offset)
-                for env in page.envelopes
-                for m in decode(topic, env)
-                if isinstance(m.offset, int)
+                for frame in page.envelopes
+                for m in decode(topic, frame)
+                if isinstance(m.offset, int) and m.offset > after
             ]
+            return found[:limit]
         execute = await self._durable_reader(topic)
         return await _replay.history(execute, topic, since, limit)
 

@@ -2,11 +2,12 @@
 that turns live messages and history reads into one gap-free, duplicate-free sequence per topic.
 
 A topic declared with ``history=N`` is published by one script (``PUBLISH_HISTORY``): it takes
-the next offsets from the topic's meta hash, writes each envelope (with offset and epoch filled
-in) to a stream bounded to N entries whose ids are ``0-<offset>``, and publishes them, several
-as one batch frame. The epoch is the server time when the meta hash was created: a server that
-lost its data (restart without persistence, FLUSHALL, the meta deleted) starts a new epoch, and
-a subscriber that remembers the old one knows its history is gone.
+the next offsets from the topic's meta hash, fills offset and epoch into the envelopes, and
+stores and publishes them as one frame (a batch frame for several): one stream entry per call,
+id ``0-<last offset>``, trimmed to the entries that hold one of the last N offsets. The epoch
+is the server time when the meta hash was created: a server that lost its data (restart
+without persistence, FLUSHALL, the meta deleted) starts a new epoch, and a subscriber that
+remembers the old one knows its history is gone.
 """
 
 from __future__ import annotations
@@ -188,10 +189,11 @@ def accept(
 
 
 def apply_page(
-    topic: str, t: Track, page: Page, decode: Any, out: list[Message]
+    topic: str, t: Track, page: Page, decode: Any, out: list[Message], room: int = MAX_READ
 ) -> tuple[HistoryLost | None, bool]:
-    """Bring ``t`` forward with one history read. Delivers (into ``out``) the stored messages
-    after its offset; returns the loss to report (if any) and whether more pages may follow."""
+    """Bring ``t`` forward with one history read. Delivers (into ``out``, at most ``room``) the
+    stored messages after its offset; returns the loss to report (if any) and whether more
+    may follow (a page of ``MAX_READ`` frames, or one cut short by ``room``)."""
     lost = None
     if page.epoch is None:
         # No history: never published, or reset (restart without persistence, flush).
@@ -216,9 +218,11 @@ def apply_page(
         )
         t.offset = page.first - 1
         return lost, True
-    for env in page.envelopes:
-        for m in decode(topic, env):
+    for frame in page.envelopes:
+        for m in decode(topic, frame):
             if isinstance(m.offset, int) and m.offset == t.offset + 1:
+                if len(out) >= room:
+                    return None, True  # the rest on the next read, from t.offset
                 t.offset = m.offset
                 out.append(m)
     return None, len(page.envelopes) >= MAX_READ
@@ -265,9 +269,11 @@ PUBLISH_HISTORY = Script(
     _U64
     + r"""
 -- KEYS: meta hash, history stream
--- ARGV: channel, max entries, ttl ms ('0': none), offset position, envelope...
--- Each envelope was encoded with offset 0 and epoch 0; this fills them in, stores and publishes
--- (several as one batch frame). Returns {first offset, last offset, epoch, receivers}.
+-- ARGV: channel, messages kept, ttl ms ('0': none), offset position, envelope...
+-- Each envelope was encoded with offset 0 and epoch 0; this fills them in and stores and
+-- publishes them as one frame (a batch frame for several): one stream entry per call, id
+-- 0-<last offset>, field f its first offset. Trimming by MINID keeps every entry that holds
+-- one of the last N offsets. Returns {first offset, last offset, epoch, receivers}.
 local epoch = redis.call('HGET', KEYS[1], 'epoch')
 if not epoch then
   local t = redis.call('TIME')
@@ -285,7 +291,6 @@ for i = 1, n do
   local env = ARGV[4 + i]
   local off = first + i - 1
   env = string.sub(env, 1, pos) .. u64(off) .. e .. string.sub(env, pos + 17)
-  redis.call('XADD', KEYS[2], string.format('0-%d', off), 'd', env)
   if n == 1 then
     parts[1] = env
   else
@@ -293,14 +298,16 @@ for i = 1, n do
     parts[2 * i] = env
   end
 end
-redis.call('XTRIM', KEYS[2], 'MAXLEN', ARGV[2])
-if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 local frame
 if n == 1 then
   frame = parts[1]
 else
   frame = '\255HR' .. string.char(1, 1) .. struct.pack('>I4', n) .. table.concat(parts)
 end
+redis.call('XADD', KEYS[2], string.format('0-%d', last), 'f', first, 'd', frame)
+local keep = last - tonumber(ARGV[2]) + 1
+if keep > 1 then redis.call('XTRIM', KEYS[2], 'MINID', string.format('0-%d', keep)) end
+if ARGV[3] ~= '0' then redis.call('PEXPIRE', KEYS[2], ARGV[3]) end
 local receivers = redis.call('PUBLISH', ARGV[1], frame)
 return {first, last, epoch, receivers}
 """,
@@ -310,16 +317,17 @@ READ_HISTORY = Script(
     "read_history",
     r"""
 -- KEYS: meta hash, history stream; ARGV: after offset, limit
--- Returns {epoch or '', last offset, first stored offset, envelopes after the offset}.
+-- Returns {epoch or '', last offset, first stored offset, frames holding offsets after it}.
 local epoch = redis.call('HGET', KEYS[1], 'epoch') or ''
 local top = tonumber(redis.call('HGET', KEYS[1], 'offset') or '0')
 local head = redis.call('XRANGE', KEYS[2], '-', '+', 'COUNT', 1)
 local first = top + 1
-if #head > 0 then first = tonumber(string.sub(head[1][1], 3)) end
+if #head > 0 then first = tonumber(head[1][2][2]) end
 local out = {}
 if tonumber(ARGV[2]) > 0 then
+  -- an entry's id is its last offset: (0-<after> starts at the entry holding after + 1
   local rows = redis.call('XRANGE', KEYS[2], '(0-' .. ARGV[1], '+', 'COUNT', ARGV[2])
-  for i, row in ipairs(rows) do out[i] = row[2][2] end
+  for i, row in ipairs(rows) do out[i] = row[2][4] end
 end
 return {epoch, top, first, out}
 """,

@@ -153,9 +153,10 @@ class Recovery:
                 await asyncio.sleep(0.005)  # the reader is behind: wait rather than drop
                 continue
             t.resync = False
-            page = await self.read(topic, t.offset, max(1, min(MAX_READ, room)))
+            room = max(1, room)
+            page = await self.read(topic, t.offset, min(MAX_READ, room))
             out: list[Message] = []
-            lost, more = apply_page(topic, t, page, self._decoder(t), out)
+            lost, more = apply_page(topic, t, page, self._decoder(t), out, room)
             if lost is not None:
                 self._count(lost=1)
                 sub._lost(lost)
