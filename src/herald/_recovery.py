@@ -19,7 +19,6 @@ from ._errors import ClientClosed, ConfigurationError, HeraldError
 from ._history import (
     MAX_READ,
     Counters,
-    HistoryLost,
     Page,
     Track,
     accept,
@@ -27,6 +26,7 @@ from ._history import (
     release,
 )
 from ._message import Message
+from ._topics import is_pattern
 from ._wire import decode
 
 if TYPE_CHECKING:
@@ -201,7 +201,7 @@ def check_start(
     """Refuse start positions that cannot apply to these names."""
     if since is not None and last is not None:
         raise ConfigurationError("pass since= or last=, not both")
-    if since is not None and (len(names) != 1 or any(c in names[0] for c in "*?[")):
+    if since is not None and (len(names) != 1 or is_pattern(names[0])):
         raise ConfigurationError("since= applies to a subscription to one recoverable topic")
     if since is not None and (isinstance(since, bool) or not isinstance(since, int) or since < 0):
         raise ConfigurationError("since must be an offset (an int >= 0)")
@@ -209,6 +209,3 @@ def check_start(
         raise ConfigurationError("epoch= goes with since=")
     if last is not None and (isinstance(last, bool) or not isinstance(last, int) or last < 1):
         raise ConfigurationError("last must be an int >= 1")
-
-
-__all__ = ["HistoryLost", "Recovery", "check_start"]

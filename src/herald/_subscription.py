@@ -11,7 +11,7 @@ from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, Protocol
+from typing import Any, Literal, Protocol
 
 from ._errors import (
     ClientClosed,
@@ -23,10 +23,8 @@ from ._errors import (
 )
 from ._history import Counters, HistoryLost, Page
 from ._message import Message, replier_of
+from ._recovery import Recovery
 from ._typed import typed
-
-if TYPE_CHECKING:
-    from ._recovery import Recovery
 
 log = logging.getLogger("herald")
 
@@ -205,8 +203,6 @@ class Subscription:
 
     def _recovering(self) -> Recovery:
         if self._recovery is None:
-            from ._recovery import Recovery
-
             registry = self._subscriber
             self._recovery = Recovery(self, registry.read_history, registry.totals)
         return self._recovery
