@@ -1,5 +1,7 @@
 """The fast paths of durable topics: publishing without Lua, publish_many in one burst, the
-one-step message construction, batched acks and the consumer's read size.
+one-step message construction, the read path for new entries (``read_messages``: the same
+messages as the general path, in stream order, entries still held skipped), batched acks and
+their grouped XACK ids, and the consumer's read size.
 
 The behaviour they must keep (at least once, redelivery, dead letters) is tested in
 ``test_durable.py`` and ``test_consumer_faults.py``; these tests pin what the fast paths do
@@ -12,14 +14,23 @@ import asyncio
 import time
 from typing import Any
 
+import hiredis
 import pytest
 
 import herald
 from herald import DurableMessage, EmbeddedServer, ServerError
 from herald._durable_message import durable_message
+from herald._group import bulk_strings
 from herald._message import Message
 from herald._resp import command, head, prefix
-from herald._streams import DurableTopic, decode_entry, fast_entry, stream_key
+from herald._streams import (
+    DurableTopic,
+    decode_entry,
+    fast_entry,
+    parse_read,
+    read_messages,
+    stream_key,
+)
 from herald._wire import Encoder, batch
 
 
@@ -250,3 +261,87 @@ async def test_read_size_grows_only_while_the_application_waits(url: str, topic:
         assert fast._read_cap == 80
         await fast.close()
         assert got == list(range(600))
+
+
+# -- the read path for new entries (read_messages) and the grouped XACK ids -----------------
+
+
+def _read(entries: list[list[Any]]) -> list[list[Any]]:
+    return parse_read([[b"herald:{t}:s", entries]])
+
+
+def test_read_messages_builds_what_the_general_path_builds_in_stream_order() -> None:
+    enc = Encoder("json")
+    settler = _Settler()
+    plain = [enc.envelope({"n": i}, None) for i in range(5)]
+    headers = enc.envelope({"n": 5}, {"trace": "x"})
+    entries: list[list[Any]] = [[f"{i}-0".encode(), [b"m", f]] for i, f in enumerate(plain)]
+    entries.insert(2, [b"9-0", [b"m", headers]])  # not the fast kind: general path
+    entries.insert(4, [b"10-0", None])  # deleted after it was read: general path
+    entries.insert(0, [b"11-0", [b"m", plain[0]]])  # still held: skipped
+    held = DurableMessage(decode_entry("t", [b"m", plain[0]]), "11-0", 1, settler)
+    outstanding: dict[str, DurableMessage] = {"11-0": held}
+    out: list[DurableMessage] = []
+    general: list[tuple[str, list[bytes]]] = []
+
+    def slow(offset: str, fields: list[bytes]) -> DurableMessage | None:
+        general.append((offset, fields))
+        if not fields:
+            return None  # acked away, not delivered
+        return DurableMessage(decode_entry("t", fields), offset, 1, settler)
+
+    added = read_messages("t", _read(entries), settler, outstanding, out.append, slow)
+
+    assert added == 6
+    assert [m.offset for m in out] == ["0-0", "1-0", "9-0", "2-0", "3-0", "4-0"]
+    assert general == [("9-0", [b"m", headers]), ("10-0", [])]
+    assert outstanding["11-0"] is held
+    assert {o: outstanding[o] for o in outstanding if o != "11-0"} == {m.offset: m for m in out}
+    for msg in out:
+        offset = msg._entry
+        fields = [b"m", headers] if offset == "9-0" else [b"m", plain[int(offset[0])]]
+        ref = DurableMessage(decode_entry("t", fields), offset, 1, settler)
+        for name in _slots(DurableMessage):
+            if name != "_replier":
+                assert getattr(msg, name) == getattr(ref, name), (msg.offset, name)
+        assert msg.headers is not ref.headers
+    assert len({id(m.headers) for m in out}) == len(out)  # never shared
+
+
+def test_read_messages_leaves_broken_frames_to_the_general_path() -> None:
+    enc = Encoder("json")
+    frame = enc.envelope({"id": 7}, None)
+    odd = [
+        [b"m", frame[:-1]],  # broken JSON
+        [b"m", frame[:20]],  # a header cut short
+        [b"m", Encoder("msgpack").envelope({"id": 7}, None)],
+        [b"m", frame, b"k", b"key-1"],  # an ordering key
+        [b"x", b"y"],  # a foreign entry
+    ]
+    seen: list[str] = []
+
+    def slow(offset: str, fields: list[bytes]) -> DurableMessage | None:
+        seen.append(offset)
+        return None
+
+    entries: list[list[Any]] = [[f"{i}-1".encode(), fields] for i, fields in enumerate(odd)]
+    out: list[DurableMessage] = []
+    added = read_messages("t", _read(entries), _Settler(), {}, out.append, slow)
+    assert added == 0
+    assert out == []
+    assert seen == [f"{i}-1" for i in range(len(odd))]
+
+
+def test_parse_read_of_no_reply() -> None:
+    assert parse_read(None) == []
+    assert parse_read([]) == []
+
+
+def test_bulk_strings_is_one_bulk_string_per_id() -> None:
+    ids = [f"1764452831{i % 3}-{i * 37}" for i in range(300)] + ["1-1", "10-10"]
+    encoded = bulk_strings(ids)
+    reader = hiredis.Reader()
+    reader.feed(b"*%d\r\n" % len(ids) + encoded)
+    got = reader.gets()
+    assert sorted(x.decode() for x in got) == sorted(ids)
+    assert bulk_strings([]) == b""

@@ -398,24 +398,7 @@ def replay(
             if count is not None and n >= count:
                 break
             n += 1
-            if as_json:
-                record = {
-                    "offset": msg.offset,
-                    "topic": msg.topic,
-                    "key": msg.key,
-                    "id": msg.id,
-                    "timestamp": msg.timestamp,
-                    "stored_at": msg.stored_at,
-                    "headers": msg.headers,
-                    "data": _jsonable(msg.data),
-                }
-                sys.stdout.write(json.dumps(record) + "\n")
-                continue
-            stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(msg.stored_at))
-            data = msg.data if isinstance(msg.data, str) else json.dumps(_jsonable(msg.data))
-            key = f" [magenta]{escape(msg.key)}[/]" if msg.key else ""
-            line = f"[dim]{msg.offset} {stamp}[/]{key} {escape(data)}"
-            console.print(line, markup=True, soft_wrap=True)
+            _print_stored(console, msg, as_json)
     if not as_json:
         click.echo(f"{n} message(s)", err=True)
 
@@ -449,20 +432,28 @@ def history(topic: str, since: str | None, limit: int, as_json: bool, url: str |
                 position = _position(since, inclusive=False)
         messages = hub.history(topic, since=position, limit=limit)
     for msg in messages:
-        if as_json:
-            record = {
-                "offset": msg.offset,
-                "epoch": msg.epoch,
-                "topic": msg.topic,
-                "id": msg.id,
-                "timestamp": msg.timestamp,
-                "headers": msg.headers,
-                "data": _jsonable(msg.data),
-            }
-            sys.stdout.write(json.dumps(record) + "\n")
-            continue
-        stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(msg.stored_at))
-        data = msg.data if isinstance(msg.data, str) else json.dumps(_jsonable(msg.data))
-        console.print(f"[dim]{msg.offset} {stamp}[/] {escape(data)}", markup=True, soft_wrap=True)
+        _print_stored(console, msg, as_json)
     if not as_json:
         click.echo(f"{len(messages)} message(s)", err=True)
+
+
+def _print_stored(console: Console, msg: herald.StoredMessage, as_json: bool) -> None:
+    """One stored message (replay, history): a JSON line, or offset, time, key and data."""
+    if as_json:
+        record = {
+            "offset": msg.offset,
+            "epoch": msg.epoch,
+            "topic": msg.topic,
+            "key": msg.key,
+            "id": msg.id,
+            "timestamp": msg.timestamp,
+            "stored_at": msg.stored_at,
+            "headers": msg.headers,
+            "data": _jsonable(msg.data),
+        }
+        sys.stdout.write(json.dumps(record) + "\n")
+        return
+    stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(msg.stored_at))
+    data = msg.data if isinstance(msg.data, str) else json.dumps(_jsonable(msg.data))
+    key = f" [magenta]{escape(msg.key)}[/]" if msg.key else ""
+    console.print(f"[dim]{msg.offset} {stamp}[/]{key} {escape(data)}", markup=True, soft_wrap=True)

@@ -62,7 +62,6 @@ class _Shard:
         self.channels: dict[bytes, _Channel] = {}
         self.down_since: float | None = None
         self.down_reason = ""
-        self._connecting: asyncio.Task[None] | None = None
         self.link = Link(
             owner.router.endpoint_of(node),
             on_push=self._on_push,
@@ -70,16 +69,6 @@ class _Shard:
             on_disconnect=self._down,
             **link_options,
         )
-
-    async def ensure_connected(self) -> None:
-        if self._connecting is None:
-            self._connecting = asyncio.get_running_loop().create_task(self.link.connect())
-        try:
-            await asyncio.shield(self._connecting)
-        except BaseException:
-            if self._connecting.done():
-                self._connecting = None
-            raise
 
     def _on_push(self, reply: list[Any]) -> None:
         if reply[0] == b"smessage":
@@ -218,7 +207,7 @@ class ClusterSubscriber(Subscriber):
                 node = self.router.slots.node_for(entry.slot)
                 continue
             shard = self._shard(node)
-            await shard.ensure_connected()
+            await shard.link.ensure_connected()
             if not entry.subs:
                 return  # removed meanwhile
             ready = shard.subscribe(entry)

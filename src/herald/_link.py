@@ -103,6 +103,7 @@ class Link:
         self._connected: asyncio.Event | None = None
         self._closed = False
         self._tasks: set[asyncio.Task[None]] = set()
+        self._connecting: asyncio.Task[None] | None = None  # see ensure_connected
 
         # Write side; guarded by _lock because user threads queue publishes directly.
         self._lock = threading.Lock()
@@ -144,6 +145,18 @@ class Link:
         await self._established(proto)
         if self.probe_interval > 0:
             self._spawn(self._probe())
+
+    async def ensure_connected(self) -> None:
+        """:meth:`connect` once, however many callers wait for it; after a failure the next
+        call tries again. (The first subscription of a client connects its subscriber.)"""
+        if self._connecting is None:
+            self._connecting = asyncio.get_running_loop().create_task(self.connect())
+        try:
+            await asyncio.shield(self._connecting)
+        except BaseException:
+            if self._connecting.done():
+                self._connecting = None
+            raise
 
     async def wait_connected(self, timeout: float | None) -> None:
         assert self._connected is not None

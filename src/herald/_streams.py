@@ -22,7 +22,7 @@ from typing import Any
 
 import msgspec
 
-from ._durable_message import DurableMessage, Settler
+from ._durable_message import DurableMessage, Settler, durable_message
 from ._errors import ConfigurationError, DecodeError
 from ._message import Message
 from ._resp import head
@@ -286,27 +286,9 @@ def fast_entry(
         data = json_decode(frame[HEAD_SIZE:])
     except (struct.error, msgspec.DecodeError, RecursionError):
         return None
-    # durable_message() written out: a call with ten arguments less per message.
-    msg: DurableMessage = _new(DurableMessage)
-    msg.topic = topic
-    msg.data = data
-    msg.raw = frame
-    msg._codec = CODEC_JSON
-    msg._pid = pid
-    msg._seq = seq
-    msg._ts = ts
-    msg.headers = {}  # never shared: receivers may mutate msg.headers
-    msg.pattern = None
-    msg.offset = offset
-    msg.epoch = None
-    msg.decode_error = None
-    msg.key = None
-    msg.deliveries = deliveries
-    msg._entry = offset
-    msg._consumer = consumer
-    msg._settled = False
-    msg._seen = False
-    return msg
+    return durable_message(
+        topic, data, frame, CODEC_JSON, pid, seq, ts, offset, deliveries, consumer
+    )
 
 
 def read_messages(
@@ -319,9 +301,10 @@ def read_messages(
 ) -> int:
     """The messages of entries read for the first time, in stream order: each one ``append``-ed
     and put in ``outstanding`` (by offset); entries already there (still being processed) are
-    skipped. :func:`fast_entry` written out as a loop (a consumer's hot path: no call per
-    entry); any other entry goes to ``general(offset, fields)`` (``None``: not delivered).
-    Returns how many were appended.
+    skipped. :func:`fast_entry` and :func:`durable_message` written out as a loop (a consumer's
+    hot path, ~2 us per message: a call per entry would cost ~0.2 us of it); any other entry
+    goes to ``general(offset, fields)`` (``None``: not delivered). Returns how many were
+    appended.
     """
     added = 0
     entries.reverse()  # taken from the end: each entry's lists are freed as soon as it is read

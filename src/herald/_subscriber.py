@@ -50,20 +50,9 @@ class Subscriber:
         self._channels: dict[bytes, _Entry] = {}
         self._patterns: dict[bytes, _Entry] = {}
         self._subs: set[Subscription] = set()
-        self._connecting: asyncio.Task[None] | None = None
         self._down_since: float | None = None
         self._down_reason = ""
         self.gaps = 0
-
-    async def _ensure_connected(self) -> None:
-        if self._connecting is None:
-            self._connecting = asyncio.get_running_loop().create_task(self.link.connect())
-        try:
-            await asyncio.shield(self._connecting)
-        except BaseException:
-            if self._connecting.done():
-                self._connecting = None
-            raise
 
     def _table(self, name: str) -> tuple[dict[bytes, _Entry], str]:
         if is_pattern(name):
@@ -71,7 +60,7 @@ class Subscriber:
         return self._channels, "SUBSCRIBE"
 
     async def add(self, sub: Subscription) -> None:
-        await self._ensure_connected()
+        await self.link.ensure_connected()
         self._subs.add(sub)
         waits: list[asyncio.Future[Any]] = []
         for name in sub.names:
