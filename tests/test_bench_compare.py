@@ -100,3 +100,32 @@ def test_charts_are_written(tmp_path: Path) -> None:
     paths = compare.write_charts(live_result({}), str(tmp_path))
     assert paths == [str(tmp_path / "compare-live.png")]
     assert (tmp_path / "compare-live.png").read_bytes().startswith(b"\x89PNG")
+
+
+def test_a_latency_row_that_fell_behind_its_rate_is_not_compared() -> None:
+    # broadcaster publishes one message per round trip: asked for 20k/s it manages ~7k/s, and
+    # its latency at that lower rate must not decide the goal.
+    figures = {  # row -> (achieved rate, p50, p99)
+        "herald": (20e3, 250.0, 540.0),
+        "broadcaster-fixed": (7.4e3, 140.0, 410.0),
+        "redis-py-asyncio": (20e3, 1000.0, 2400.0),
+    }
+
+    class Ctx:
+        def run(self, row: Any, params: dict[str, Any]) -> dict[str, Any]:
+            achieved, p50, p99 = figures[row.name]
+            sub = {"latency_us": {"p50": p50, "p99": p99}}
+            return {"workers": [sub, {"rate": achieved}], "machine": {"other_cores": 0.0}}
+
+    unavailable = dict.fromkeys(("faststream", "nats", "rabbitmq", "raw"), "not in this test")
+    results = compare._latency(Ctx(), 1, (20_000,), [], unavailable, lambda _: None)  # type: ignore[arg-type]
+    rows = {r["row"]: r for r in results["latency-20k"]}
+    assert rows["broadcaster-fixed"]["note"] == "fell behind: 7.4k/s of 20k/s"
+    assert "note" not in rows["herald"]
+    (goal,) = compare._goals(results)
+    assert goal["met"]
+    assert goal["best_other"] == "redis-py-asyncio"
+    figures["redis-py-asyncio"] = (20e3, 200.0, 500.0)  # a peer at the full rate still counts
+    results = compare._latency(Ctx(), 1, (20_000,), [], unavailable, lambda _: None)  # type: ignore[arg-type]
+    (goal,) = compare._goals(results)
+    assert not goal["met"]

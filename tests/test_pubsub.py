@@ -390,7 +390,53 @@ async def test_handler_returning_an_awaitable_is_awaited(url: str, topic: str) -
         assert await asyncio.wait_for(done, 2) == "via coroutine"
 
 
+async def test_a_handler_result_to_await_keeps_the_order_of_a_batch(url: str, topic: str) -> None:
+    # A plain function's handler runs as messages arrive; one that returns something to await
+    # hands over to the subscription's task, and the rest of the batch waits its turn.
+    got: list[Any] = []
+    done = asyncio.Event()
+
+    async def slow(i: int) -> None:
+        await asyncio.sleep(0.05)
+        got.append(f"{i} done")
+
+    def handler(msg: Message) -> Any:
+        got.append(msg.data)
+        if msg.data == 9 and got.count(9) == 2:
+            done.set()
+        return slow(msg.data) if msg.data in (3, 6) else None
+
+    async with herald.AsyncClient(url) as hub, hub.subscribe(topic, handler=handler) as sub:
+        for _ in range(2):  # the second burst arrives while the first is still being handled
+            for i in range(10):
+                await hub.publish(topic, i)
+            await asyncio.sleep(0.01)
+        async with asyncio.timeout(2):
+            await done.wait()
+        await asyncio.sleep(0.05)  # nothing else arrives
+        one = [0, 1, 2, 3, "3 done", 4, 5, 6, "6 done", 7, 8, 9]
+        assert got == one + one
+        assert sub.stats.delivered == 20
+        assert sub.stats.handler_errors == 0
+
+
 # -- volume and order ------------------------------------------------------------------------
+
+
+async def test_a_lone_publish_is_written_at_once_and_a_burst_still_batched(
+    own_server: EmbeddedServer, topic: str
+) -> None:
+    # Nothing in flight: the first publish goes out at once rather than at the end of the
+    # event-loop iteration; the nine published right after it, while it is in flight, share
+    # one batch frame. Without yielding in between, so this is exact.
+    async with herald.AsyncClient(own_server.url) as hub, hub.subscribe(topic) as sub:
+        calls = await publish_calls(hub)
+        for i in range(10):
+            await hub.publish(topic, i)
+        await hub.flush()
+        assert await publish_calls(hub) - calls == 2
+        assert [(await sub.next(timeout=2)).data for _ in range(10)] == list(range(10))
+
 
 N = 10_000
 

@@ -691,8 +691,10 @@ class AsyncClient:
         """Subscribe to topics and glob patterns (``*``, ``?``, ``[a-z]``, ``\\`` escapes).
 
         Use as ``async with hub.subscribe(...) as sub``, or ``sub = await hub.subscribe(...)``;
-        with ``handler`` every message is passed to it (a function or coroutine function) on a
-        task of this client until the subscription is closed.
+        with ``handler`` every message is passed to it (a function or coroutine function), in
+        order, on this client's event loop until the subscription is closed: a plain function
+        is called as the message arrives when nothing is queued before it, else from the
+        subscription's task (it must not block: that would hold up the connection).
 
         Recoverable topics (declared with ``history``; see ``docs/recoverable.md``) start at
         the first message published after the subscribe, or ``last`` messages earlier, or

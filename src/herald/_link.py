@@ -400,8 +400,7 @@ class Link:
         data = command(*args)
         with self._lock:
             scheduled = self._queue_raw_locked(data, [fut])
-        if not scheduled:
-            self.loop.call_soon(self._flush)
+        self._kick(scheduled)
         return fut
 
     def _queue_publish(self, prefix: Prefix, frame: bytes, batchable: bool) -> tuple[bool, int]:
@@ -461,9 +460,7 @@ class Link:
         if pending >= self.flush_at:
             self._flush()
             return FLUSHED
-        if not scheduled:
-            assert self.loop is not None
-            self.loop.call_soon(self._flush)
+        self._kick(scheduled)
         return QUEUED
 
     def try_send(self, data: bytes, waiters: list[asyncio.Future[Reply] | None]) -> int:
@@ -484,9 +481,7 @@ class Link:
         if pending >= self.flush_at:
             self._flush()
             return FLUSHED
-        if not scheduled:
-            assert self.loop is not None
-            self.loop.call_soon(self._flush)
+        self._kick(scheduled)
         return QUEUED
 
     def send_nowait(self, data: bytes, waiters: list[asyncio.Future[Reply] | None]) -> None:
@@ -497,7 +492,19 @@ class Link:
             if self._closed:
                 raise ClientClosed("connection closed")
             scheduled = self._queue_raw_locked(data, waiters)
-        if not scheduled:
+        self._kick(scheduled)
+
+    def _kick(self, scheduled: bool) -> None:
+        """After queueing on the event-loop thread: write at once when the server has answered
+        everything sent before (nothing in flight: a lone command would only wait for the end
+        of this loop iteration, which is latency); else flush once at the end of the iteration
+        with whatever else is queued by then, so that a busy connection still sends batches.
+        Nagle's rule, minus its timer: one extra write per loop iteration at most."""
+        proto = self._proto
+        if proto is not None and not proto.waiters:
+            self._flush()
+        elif not scheduled:
+            assert self.loop is not None
             self.loop.call_soon(self._flush)
 
     def _queue_raw_locked(self, data: bytes, waiters: list[asyncio.Future[Reply] | None]) -> bool:
@@ -533,9 +540,7 @@ class Link:
         if pending >= self.flush_at:
             self._flush()
             return True
-        if not scheduled:
-            assert self.loop is not None
-            self.loop.call_soon(self._flush)
+        self._kick(scheduled)
         return self.blocked
 
     def publish_threadsafe(

@@ -76,6 +76,17 @@ class SubscriptionStats:
     history_lost: int = 0  # recoverable topics: HistoryLost reports
 
 
+class _Pending:
+    """A handler's result still to be awaited or replied with, queued ahead of the messages
+    that came after it (see Subscription._dispatch)."""
+
+    __slots__ = ("msg", "result")
+
+    def __init__(self, msg: Message, result: Any) -> None:
+        self.msg = msg
+        self.result = result
+
+
 class Subscription:
     """Messages of one or more topics and patterns, in arrival order.
 
@@ -125,8 +136,9 @@ class Subscription:
         )
         self.stats = SubscriptionStats()
         self._subscriber = subscriber
-        self._buffer: deque[Message | HistoryLost] = deque()
+        self._buffer: deque[Message | HistoryLost | _Pending] = deque()
         self._waiter: asyncio.Future[None] | None = None
+        self._parked = False  # the handler task waits with nothing buffered: see _dispatch
         self._event: threading.Event | None = None
         self._sync_waiting = False
         self._error: HeraldError | None = None
@@ -235,6 +247,9 @@ class Subscription:
         if not messages or self._closed:
             return
         buf = self._buffer
+        if self._parked and not buf:
+            self._dispatch(messages)
+            return
         room = self.max_pending - len(buf)
         if len(messages) > room:
             if self.overflow == "drop_newest":
@@ -260,6 +275,36 @@ class Subscription:
         buf.extend(messages)
         if self._waiter is not None or self._sync_waiting:  # a call per frame saved when busy
             self._wake()
+
+    def _dispatch(self, messages: list[Message]) -> None:
+        """Run a plain function's handler on ``messages`` now, in the connection's callback,
+        while the handler task waits with nothing buffered: the order and error handling are
+        the task's, one event-loop iteration sooner (about 40 us of latency on this machine).
+        A result to await or to reply with is the task's work: it is queued, ahead of the rest
+        of the messages, and the task takes over."""
+        self._parked = False  # until the task waits again, whatever arrives is buffered
+        handler = self.handler
+        assert handler is not None
+        stats = self.stats
+        for i, msg in enumerate(messages):
+            stats.delivered += 1
+            try:
+                result = handler(msg)
+            except Exception as exc:
+                self._handler_failed(msg, exc)
+                continue
+            if result is not None:
+                self._buffer.append(_Pending(msg, result))
+                self._add(messages[i + 1 :])
+                self._wake()
+                return
+        self._parked = True
+
+    def _handler_failed(self, msg: Message, exc: Exception) -> None:
+        self.stats.handler_errors += 1
+        log.exception("handler %r failed on %r", self.handler, msg)
+        if msg.headers and (r := replier_of(msg)):
+            r.reply_error(msg, exc)
 
     def _invalid(self, msg: Message, reason: str) -> None:
         """A typed handler's payload did not validate: skip it (a request gets an error reply)."""
@@ -365,7 +410,7 @@ class Subscription:
                 if isinstance(msg, HistoryLost):
                     raise msg
                 self.stats.delivered += 1
-                return msg
+                return msg  # type: ignore[return-value]  # no _Pending without a handler
             if self._closed:
                 if self._error is not None:
                     raise self._error
@@ -388,31 +433,39 @@ class Subscription:
         is_coro = inspect.iscoroutinefunction(handler)
         buf = self._buffer
         stats = self.stats
+        loop = asyncio.get_running_loop()
         msg: Message
         try:
             while True:
-                # Hot path: take buffered messages directly; __anext__ (a coroutine per call)
-                # only when the buffer is empty, to wait or to end.
-                if buf:
-                    msg = buf.popleft()  # type: ignore[assignment]  # never a report: see _lost
-                    stats.delivered += 1
-                else:
-                    try:
-                        msg = await self.__anext__()
-                    except StopAsyncIteration:
+                if not buf:
+                    if self._closed:
+                        if self._error is not None:
+                            raise self._error
                         return
+                    # While this task waits, _add runs a plain function's handler itself.
+                    self._parked = not is_coro
+                    waiter = self._waiter = loop.create_future()
+                    try:
+                        await waiter
+                    finally:
+                        self._parked = False
+                    continue
+                item = buf.popleft()  # never a report: see _lost
                 try:
-                    result = handler(msg)
-                    # isawaitable() is an ABC check: skip it for the usual None of a plain function
-                    if is_coro or (result is not None and inspect.isawaitable(result)):
-                        result = await result
-                    # A value returned for a request is its reply (docs/request-reply.md).
-                    if result is not None and msg.headers and (r := replier_of(msg)):
-                        await r.reply(msg, result, None)
+                    if item.__class__ is _Pending:
+                        msg, result = item.msg, item.result
+                    else:
+                        msg = item  # type: ignore[assignment]
+                        stats.delivered += 1
+                        result = handler(msg)
+                    if result is not None:
+                        # isawaitable() is an ABC check: skipped for the None of a plain function
+                        if is_coro or inspect.isawaitable(result):
+                            result = await result
+                        # A value returned for a request is its reply (docs/request-reply.md).
+                        if result is not None and msg.headers and (r := replier_of(msg)):
+                            await r.reply(msg, result, None)
                 except Exception as exc:
-                    self.stats.handler_errors += 1
-                    log.exception("handler %r failed on %r", handler, msg)
-                    if msg.headers and (r := replier_of(msg)):
-                        r.reply_error(msg, exc)
+                    self._handler_failed(msg, exc)
         except HeraldError as exc:
             log.error("subscription %s ended: %s", ",".join(self.names), exc)
