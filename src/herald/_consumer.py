@@ -431,7 +431,7 @@ class Consumer:
         assert self._member is not None
         if not read.connected:
             await read.wait_connected(None)
-        # Queued ahead of the read, in the same write: it must see the group's position
+        # Queued ahead of the read on its connection: it must see the group's position
         # before the read moves it (see _position).
         check = self._position.queue() if self._position is not None else None
         fut = read.execute(
@@ -454,7 +454,7 @@ class Consumer:
         if not self._read_full and self._read_size != self.batch:  # caught up
             self._read_size = self.batch
             self._low_water = self.batch // 2
-        if self._position is not None and (trimmed := self._position.verdict(check)):
+        if self._position is not None and (trimmed := await self._position.verdict(check)):
             self.stats.trimmed += trimmed.lost
             if self.on_trimmed == "raise":
                 if entries:  # never handed out: back to the group at once, no attempt counted
