@@ -11,12 +11,9 @@ from __future__ import annotations
 import contextlib
 import socket
 import ssl
-import tempfile
 import time
 from collections.abc import Callable, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
-from types import TracebackType
 from typing import Any, TypeVar
 
 import hiredis
@@ -27,6 +24,7 @@ from herald._server import EmbeddedServer, free_port
 from herald._slots import SLOTS
 
 from ._tls import Certificates, _Server
+from ._topology import _Launcher, _Topology
 
 T = TypeVar("T")
 
@@ -124,21 +122,6 @@ def wait_until(
         time.sleep(interval)
 
 
-class _Launcher:
-    """Starts processes from one long-lived thread: an owned server dies with the thread that
-    started it (PR_SET_PDEATHSIG), so a restart from a short-lived worker thread must not be the
-    parent."""
-
-    def __init__(self) -> None:
-        self._pool = ThreadPoolExecutor(1, thread_name_prefix="herald-testing-launcher")
-
-    def launch(self, server: EmbeddedServer) -> None:
-        self._pool.submit(server.launch).result()
-
-    def close(self) -> None:
-        self._pool.shutdown(wait=True)
-
-
 class ClusterNode:
     """One node of a :class:`LocalCluster`.
 
@@ -190,7 +173,7 @@ class ClusterNode:
         return f"ClusterNode({self.address}, id={self.node_id[:8]})"
 
 
-class LocalCluster:
+class LocalCluster(_Topology):
     """A Valkey Cluster of ``primaries`` shards with ``replicas_per_primary`` replicas each.
 
     Args:
@@ -231,21 +214,11 @@ class LocalCluster:
     ) -> None:
         if primaries < 1 or replicas_per_primary < 0:
             raise ConfigurationError("a cluster needs at least one primary")
+        super().__init__("herald-cluster-", data_dir, persist, args, binary, tls)
         self.primaries_count = primaries
         self.replicas_per_primary = replicas_per_primary
         self.node_timeout = node_timeout
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="herald-cluster-")
-            data_dir = self._tmp.name
-        self.data_dir = Path(data_dir)
-        self.persist = persist
-        self.args = list(args)
-        self.binary = binary
-        self.tls = tls
-        self._context = tls.client_context() if tls is not None else None
         self.nodes: list[ClusterNode] = []
-        self._launcher: _Launcher | None = None
         self._paused: set[ClusterNode] = set()
         self._owned: dict[ClusterNode, set[tuple[int, int]]] = {}
 
@@ -334,27 +307,8 @@ class LocalCluster:
         lines = node.call("CLUSTER", "NODES").decode().splitlines()
         return sum(1 for line in lines if "handshake" not in line and "noaddr" not in line)
 
-    def close(self) -> None:
-        """Stop every node and remove the temporary directory."""
-        for node in self.nodes:
-            with contextlib.suppress(Exception):
-                if node.running:
-                    node.server.resume()  # a paused process cannot handle SIGTERM
-                node.server.kill()
-        if self._launcher is not None:
-            self._launcher.close()
-            self._launcher = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> LocalCluster:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    def _processes(self) -> list[EmbeddedServer]:
+        return [node.server for node in self.nodes]
 
     # -- topology ----------------------------------------------------------------------------
 

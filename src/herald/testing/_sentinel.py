@@ -10,17 +10,16 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from types import TracebackType
 from typing import Any
 
 from herald._errors import ConfigurationError, HeraldError
 from herald._server import EmbeddedServer, _die_with_parent, valkey_binary
 
-from ._cluster import CommandError, _Launcher, call, info, wait_until
+from ._cluster import CommandError, call, info, wait_until
 from ._tls import Certificates, _Server
+from ._topology import _Launcher, _Topology
 
 
 class _SentinelProcess(_Server):
@@ -58,7 +57,7 @@ class _SentinelProcess(_Server):
         )
 
 
-class LocalSentinel:
+class LocalSentinel(_Topology):
     """A primary with ``replicas`` replicas, watched by ``sentinels`` sentinels.
 
     Args:
@@ -105,26 +104,16 @@ class LocalSentinel:
     ) -> None:
         if sentinels < 1 or replicas < 0:
             raise ConfigurationError("a sentinel group needs at least one sentinel")
+        super().__init__("herald-sentinel-", data_dir, persist, args, binary, tls)
         self.master_name = master_name
         self.down_after = down_after
         self.failover_timeout = failover_timeout
         self.password = password
         self.sentinel_password = sentinel_password
-        self._tmp: tempfile.TemporaryDirectory[str] | None = None
-        if data_dir is None:
-            self._tmp = tempfile.TemporaryDirectory(prefix="herald-sentinel-")
-            data_dir = self._tmp.name
-        self.data_dir = Path(data_dir)
-        self.persist = persist
-        self.args = list(args)
-        self.binary = binary
-        self.tls = tls
-        self._context = tls.client_context() if tls is not None else None
         self._replicas = replicas
         self._sentinels = sentinels
         self.servers: list[EmbeddedServer] = []
         self.sentinels: list[EmbeddedServer] = []
-        self._launcher: _Launcher | None = None
         self._paused: set[EmbeddedServer] = set()
 
     @property
@@ -219,27 +208,8 @@ class LocalSentinel:
                 return False
         return True
 
-    def close(self) -> None:
-        """Stop every process and remove the temporary directory."""
-        for srv in [*self.sentinels, *self.servers]:
-            with contextlib.suppress(Exception):
-                if srv.running:
-                    srv.resume()
-                srv.kill()
-        if self._launcher is not None:
-            self._launcher.close()
-            self._launcher = None
-        if self._tmp is not None:
-            self._tmp.cleanup()
-            self._tmp = None
-
-    def __enter__(self) -> LocalSentinel:
-        return self.start()
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
+    def _processes(self) -> list[EmbeddedServer]:
+        return [*self.sentinels, *self.servers]
 
     # -- queries -----------------------------------------------------------------------------
 
