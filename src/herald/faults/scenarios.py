@@ -42,14 +42,31 @@ def _core_checks(r: dict[str, Any]) -> dict[str, bool]:
     return {"lost == 0": r["lost"] == 0, "unexpected == 0": r["unexpected"] == 0}
 
 
-def _retry_checks(r: dict[str, Any], stored_twice: int, pending: int) -> dict[str, bool]:
-    """The checks of a run whose publishers retry with idempotency keys."""
+async def _settled(
+    checker: Checker, hub: AsyncClient, topic: str, timeout: float
+) -> dict[str, Any]:
+    """After a load whose publishers retry with idempotency keys: wait for group ``g`` to drain;
+    what the stream then holds twice and what the group still has pending."""
     return {
-        **_core_checks(r),
-        "stored twice == 0": stored_twice == 0,
-        "duplicates_after_dedup == 0": r["duplicates_after_dedup"] == 0,
-        "pending == 0": pending == 0,
+        "drained": await drain(checker, ["g"], timeout),
+        "stored_twice": await stored_twice(hub, topic),
+        "pending": await group_pending(hub, STREAM % topic, "g"),
     }
+
+
+def _retry_summary(
+    checker: Checker, settled: dict[str, Any], errors: dict[str, int]
+) -> dict[str, Any]:
+    """The verdict of such a run: nothing lost or unexpected, nothing stored or handled twice,
+    nothing left pending."""
+    r = checker.report()
+    checks = {
+        **_core_checks(r),
+        "stored twice == 0": settled["stored_twice"] == 0,
+        "duplicates_after_dedup == 0": r["duplicates_after_dedup"] == 0,
+        "pending == 0": settled["pending"] == 0,
+    }
+    return summary(r, checks, **settled, publish_errors=errors)
 
 
 async def soak(scale: Scale) -> dict[str, Any]:
@@ -119,24 +136,14 @@ async def server_kill(scale: Scale) -> dict[str, Any]:
                     await start(server)
                 await asyncio.sleep(0.5)
             await load
-            drained = await drain(checker, ["g"], scale.pick(30, 90))
-            pending = await group_pending(hubs[0], STREAM % "orders", "g")
-            twice = await stored_twice(hubs[0], "orders")
+            settled = await _settled(checker, hubs[0], "orders", scale.pick(30, 90))
             for c in consumers:
                 await c.close()
             errors = publish_errors(pubs)
         finally:
             for hub in hubs:
                 await hub.close()
-    r = checker.report()
-    return summary(
-        r,
-        _retry_checks(r, twice, pending),
-        drained=drained,
-        pending=pending,
-        stored_twice=twice,
-        publish_errors=errors,
-    )
+    return _retry_summary(checker, settled, errors)
 
 
 CONSUMER_CHILD = """
@@ -320,24 +327,14 @@ async def server_pause(scale: Scale) -> dict[str, Any]:
                 await asyncio.sleep(1.5)
             stop.set()
             await load
-            drained = await drain(checker, ["g"], 60)
-            twice = await stored_twice(hubs[0], "payments")
-            pending = await group_pending(hubs[0], STREAM % "payments", "g")
+            settled = await _settled(checker, hubs[0], "payments", 60)
             await consumer.close()
             errors = publish_errors(pubs)
         finally:
             server.resume()
             for hub in hubs:
                 await hub.close()
-    r = checker.report()
-    return summary(
-        r,
-        _retry_checks(r, twice, pending),
-        drained=drained,
-        stored_twice=twice,
-        pending=pending,
-        publish_errors=errors,
-    )
+    return _retry_summary(checker, settled, errors)
 
 
 ZOMBIE_CHILD = """
