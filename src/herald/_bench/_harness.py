@@ -19,7 +19,10 @@ import time
 import traceback
 from collections.abc import Callable, Sequence
 from multiprocessing.connection import Connection
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol
+
+if TYPE_CHECKING:
+    from herald._server import EmbeddedServer
 
 Sample = dict[str, Any]
 
@@ -217,3 +220,14 @@ def percentiles(values: list[int], qs: Sequence[float]) -> list[float]:
 
 def rate(count: int, seconds: float) -> float | None:
     return count / seconds if seconds > 0 and count > 0 else None
+
+
+def worker_params(server: EmbeddedServer, **extra: Any) -> dict[str, Any]:
+    """What every worker of a run against ``server`` gets: its url, host and port, and
+    ``extra`` (duration, payload size, ...)."""
+    return {"url": server.url, "host": "127.0.0.1", "port": server.port, **extra}
+
+
+def server_pid(server: EmbeddedServer) -> int | None:
+    """The server's process id, for :func:`machine_load` (``None`` for one not started here)."""
+    return server.process.pid if server.process is not None else None

@@ -40,7 +40,7 @@ from ._compare_rows import (
     _request_rows,
 )
 from ._compare_setup import _Context, _server_versions, _unavailable, _versions
-from ._harness import Sample, median
+from ._harness import Sample, median, server_pid, worker_params
 from .live import PINNED, SERVER_ARGS, _environment
 
 __all__ = ["format_table", "run_compare", "write_charts"]
@@ -85,20 +85,18 @@ def run_compare(
     server.start()
     results: dict[str, list[dict[str, Any]]] = {}
     try:
-        pid = server.process.pid if server.process is not None else None
+        pid = server_pid(server)
         env = _environment(server.url)
         env["packages"].update(_versions())
         env["servers"] = _server_versions(nats_url, amqp_url, unavailable)
-        base = {
-            "url": server.url,
-            "host": "127.0.0.1",
-            "port": server.port,
-            "nats_url": nats_url,
-            "amqp_url": amqp_url,
-            "duration": duration,
-            "payload_size": payload_size,
-            "rate": 0,
-        }
+        base = worker_params(
+            server,
+            nats_url=nats_url,
+            amqp_url=amqp_url,
+            duration=duration,
+            payload_size=payload_size,
+            rate=0,
+        )
         plan = _plan(want, quick)
         samples: dict[tuple[str, str], list[dict[str, Any]]] = {
             (r.workload, r.name): [] for r in plan

@@ -31,7 +31,7 @@ import hiredis
 from herald._resp import command
 from herald._streams import stream_key
 
-from ._harness import median, run_workers
+from ._harness import median, run_workers, server_pid
 from .live import PINNED, _cores, _environment, _num
 
 REGISTRY = "herald._bench._durable_workers:WORKERS"
@@ -195,7 +195,7 @@ def run_durable(
     server = EmbeddedServer(persist=False)
     server.start()
     try:
-        pid = server.process.pid if server.process is not None else None
+        pid = server_pid(server)
         env = _environment(server.url)
         env["packages"]["faststream"] = _version("faststream")
         admin = _Admin(server.port)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from importlib import metadata
 from typing import Any
 
-from ._harness import Sample, median, run_pair
+from ._harness import Sample, median, run_pair, server_pid, worker_params
 
 REGISTRY = "herald._bench._live_workers:WORKERS"
 SERVER_ARGS = (
@@ -214,14 +214,8 @@ def run_live(
     server = EmbeddedServer(persist=False, args=SERVER_ARGS)
     server.start()
     try:
-        base = {
-            "url": server.url,
-            "host": "127.0.0.1",
-            "port": server.port,
-            "duration": duration,
-            "payload_size": payload_size,
-        }
-        pid = server.process.pid if server.process is not None else None
+        base = worker_params(server, duration=duration, payload_size=payload_size)
+        pid = server_pid(server)
         env = _environment(server.url)
         samples: list[list[dict[str, Sample]]] = [[] for _ in plan]
         for _ in range(runs):

@@ -21,7 +21,7 @@ import time
 import uuid
 from typing import Any
 
-from ._harness import median, run_pair
+from ._harness import median, run_pair, server_pid, worker_params
 from .live import PINNED, REGISTRY, SERVER_ARGS, _environment
 
 HISTORY = 100_000
@@ -44,15 +44,9 @@ def run_recoverable(
     server.start()
     rows: dict[str, list[dict[str, Any]]] = {}
     try:
-        pid = server.process.pid if server.process is not None else None
+        pid = server_pid(server)
         env = _environment(server.url)
-        base = {
-            "url": server.url,
-            "host": "127.0.0.1",
-            "port": server.port,
-            "duration": duration,
-            "payload_size": payload_size,
-        }
+        base = worker_params(server, duration=duration, payload_size=payload_size)
         with herald.Client(server.url) as hub:
 
             def channel(kind: str) -> str:

@@ -24,7 +24,16 @@ import uuid
 from dataclasses import dataclass
 from typing import Any
 
-from ._harness import Barrier, Sample, Worker, median, percentiles, rate, run_pair
+from ._harness import (
+    Barrier,
+    Sample,
+    Worker,
+    median,
+    percentiles,
+    rate,
+    run_pair,
+    server_pid,
+)
 from .live import PINNED, _cores, _environment, _has_redis, _num, _us
 
 REGISTRY = "herald._bench.request:WORKERS"
@@ -128,7 +137,7 @@ def run_request(
     server = EmbeddedServer(persist=False)
     server.start()
     try:
-        pid = server.process.pid if server.process is not None else None
+        pid = server_pid(server)
         env = _environment(server.url)
         samples: list[list[dict[str, Sample]]] = [[] for _ in plan]
         for _ in range(runs):
