@@ -280,8 +280,9 @@ class Subscription:
         """Run a plain function's handler on ``messages`` now, in the connection's callback,
         while the handler task waits with nothing buffered: the order and error handling are
         the task's, one event-loop iteration sooner (about 40 us of latency on this machine).
-        A result to await or to reply with is the task's work: it is queued, ahead of the rest
-        of the messages, and the task takes over."""
+        A request's reply is sent at once. Anything to await (a result, or room in the send
+        buffer after a reply) is the task's work: it is queued, ahead of the rest of the
+        messages, and the task takes over."""
         self._parked = False  # until the task waits again, whatever arrives is buffered
         handler = self.handler
         assert handler is not None
@@ -290,6 +291,14 @@ class Subscription:
             stats.delivered += 1
             try:
                 result = handler(msg)
+                if (
+                    result is not None
+                    and msg.headers
+                    and not inspect.isawaitable(result)
+                    and (r := replier_of(msg))
+                ):
+                    # Queued now; what is left to await is room to send more (None after it).
+                    result = r.reply(msg, result, None)
             except Exception as exc:
                 self._handler_failed(msg, exc)
                 continue
