@@ -340,3 +340,21 @@ def test_prefix_plus_value_is_the_whole_command(name: bytes, key: bytes, value: 
     data = prefix(name, key) + b"%d\r\n" % len(value) + value + b"\r\n"
     assert _parse(data) == [name, key, value]
     assert data == command(name, key, value)
+
+
+def test_plain_json_frames_leave_their_ids_in_the_frame_until_asked() -> None:
+    # The decoders' fast path (single and batched frames) does not unpack the ids: most
+    # receivers never look at them. Asked for, they are those the publisher wrote.
+    pid, seq, ts = b"q" * 8, 41, 1_700_000_000_123_456
+    encoder = Encoder(publisher_id=pid, clock=lambda: ts * 1000, first_seq=seq)
+    one = encoder.envelope({"n": 1})
+    two = encoder.envelope({"n": 2})
+    for msg, n in [
+        (decode("t", one)[0], seq),
+        *zip(decode("t", batch([one, two])), (seq, seq + 1), strict=True),
+    ]:
+        assert msg._pid is None
+        assert msg.id == f"{pid.hex()}-{n}"
+        assert msg.timestamp == ts / 1e6
+        assert not msg.foreign
+        assert msg._pid == pid

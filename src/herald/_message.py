@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import struct
 from collections.abc import Awaitable, Mapping
 from typing import Any, Protocol
 
@@ -9,6 +10,11 @@ from ._errors import DecodeError, HeraldError
 
 # The reserved header that makes a message a request: the channel its replies go to.
 REPLY_TO = "herald-reply-to"
+
+# A v1 frame's publisher id, sequence and publish time (microseconds), at bytes 6-30 of the
+# frame (see _wire, which checks that its header agrees): read from Message.raw on first use.
+FRAME_IDS = struct.Struct(">8sQQ")
+FRAME_IDS_AT = 6
 
 CONTENT_TYPES = (
     "application/octet-stream",
@@ -78,7 +84,7 @@ class Message:
         data: Any,
         raw: bytes,
         codec: int,
-        pid: bytes,
+        pid: bytes | None,
         seq: int,
         ts: int,
         headers: dict[str, str],
@@ -100,17 +106,30 @@ class Message:
         self.epoch = epoch
         self.decode_error = decode_error
 
+    def _ids(self) -> tuple[bytes, int, int]:
+        """(publisher id, sequence, publish time in µs); ``b""`` as publisher id: no frame.
+
+        A ``pid`` of ``None`` given to the constructor means "read them from ``raw`` when asked":
+        the decoders' fast paths leave them there (unpacking costs as much as the rest of
+        building a message), as almost no receiver looks at them.
+        """
+        pid = self._pid
+        if pid is None:
+            pid, self._seq, self._ts = FRAME_IDS.unpack_from(self.raw, FRAME_IDS_AT)
+            self._pid = pid
+        return pid, self._seq, self._ts
+
     @property
     def id(self) -> str | None:
         """Unique message id (publisher id and sequence), ``None`` for a foreign message."""
-        if not self._pid:
-            return None
-        return f"{self._pid.hex()}-{self._seq}"
+        pid, seq, _ = self._ids()
+        return f"{pid.hex()}-{seq}" if pid else None
 
     @property
     def timestamp(self) -> float | None:
         """Publish time in seconds since the epoch, ``None`` for a foreign message."""
-        return self._ts / 1e6 if self._pid else None
+        pid, _, ts = self._ids()
+        return ts / 1e6 if pid else None
 
     @property
     def content_type(self) -> str:
@@ -123,7 +142,7 @@ class Message:
 
         A damaged Herald frame is not foreign: it has ``decode_error`` set instead.
         """
-        return not self._pid and self.decode_error is None
+        return not self._ids()[0] and self.decode_error is None
 
     def reply(self, data: Any, headers: Mapping[str, str] | None = None) -> Awaitable[None]:
         """Answer this request: publish ``data`` to the requester's inbox.

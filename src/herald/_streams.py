@@ -15,7 +15,6 @@ atomically on a cluster too. See ``docs/durable.md``.
 from __future__ import annotations
 
 import hashlib
-import struct
 import time
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -26,7 +25,7 @@ from ._durable_message import DurableMessage, Settler, durable_message
 from ._errors import ConfigurationError, DecodeError
 from ._message import Message
 from ._resp import head
-from ._wire import _HEAD, CODEC_BYTES, CODEC_JSON, FLAG_BATCH, HEAD_SIZE, MAGIC, VERSION, decode
+from ._wire import CODEC_BYTES, CODEC_JSON, FLAG_BATCH, HEAD_SIZE, JSON_PLAIN, MAGIC, decode
 from ._wire import _json_decode as json_decode
 
 DEAD_SUFFIX = ".dead"
@@ -40,10 +39,6 @@ TRIM_EVERY = 100  # a publisher trims a topic every this many publishes...
 TRIM_PERIOD = 1.0  # ...or when this many seconds passed since its last trim of the topic
 TRIM_SCAN = 1000  # entries one trim step may remove for max_len (later steps catch up)
 _new = object.__new__
-# The start of a v1 frame fast_entry builds: no flags (no headers, not a batch), JSON payload.
-_JSON_PLAIN = _HEAD.pack(MAGIC, VERSION, 0, CODEC_JSON, b"", 0, 0)[:6]
-_IDS = struct.Struct(">8sQQ")  # the rest of the header: publisher id, sequence, time
-_IDS_AT = len(_JSON_PLAIN)
 
 
 def tagged(topic: str) -> str:
@@ -279,16 +274,13 @@ def fast_entry(
     if len(fields) != 2 or fields[0] != b"m":
         return None
     frame = fields[1]
-    if not frame.startswith(_JSON_PLAIN):
+    if not frame.startswith(JSON_PLAIN):
         return None
     try:
-        pid, seq, ts = _IDS.unpack_from(frame, _IDS_AT)  # too short: struct.error
-        data = json_decode(frame[HEAD_SIZE:])
-    except (struct.error, msgspec.DecodeError, RecursionError):
+        data = json_decode(frame[HEAD_SIZE:])  # a frame too short to hold the ids: b"", invalid
+    except (msgspec.DecodeError, RecursionError):
         return None
-    return durable_message(
-        topic, data, frame, CODEC_JSON, pid, seq, ts, offset, deliveries, consumer
-    )
+    return durable_message(topic, data, frame, CODEC_JSON, offset, deliveries, consumer)
 
 
 def read_messages(
@@ -317,11 +309,10 @@ def read_messages(
         msg: DurableMessage | None = None
         if fields and len(fields) == 2 and fields[0] == b"m":
             frame = fields[1]
-            if frame.startswith(_JSON_PLAIN):
+            if frame.startswith(JSON_PLAIN):
                 try:
-                    pid, seq, ts = _IDS.unpack_from(frame, _IDS_AT)  # too short: struct.error
-                    data = json_decode(frame[HEAD_SIZE:])
-                except (struct.error, msgspec.DecodeError, RecursionError):
+                    data = json_decode(frame[HEAD_SIZE:])  # too short for the ids: b"", invalid
+                except (msgspec.DecodeError, RecursionError):
                     pass
                 else:
                     msg = _new(DurableMessage)
@@ -329,9 +320,9 @@ def read_messages(
                     msg.data = data
                     msg.raw = frame
                     msg._codec = CODEC_JSON
-                    msg._pid = pid
-                    msg._seq = seq
-                    msg._ts = ts
+                    msg._pid = None  # read from the frame when asked (Message._ids)
+                    msg._seq = 0
+                    msg._ts = 0
                     msg.headers = {}  # never shared: receivers may mutate msg.headers
                     msg.pattern = None
                     msg.offset = offset

@@ -80,7 +80,7 @@ def _reason(exc: Exception) -> str:
 def payload(msg: Message) -> bytes:
     """The payload's bytes: after the envelope's header, offset and headers."""
     raw = msg.raw
-    if not msg._pid:  # foreign: the whole thing is the payload
+    if not msg._ids()[0]:  # foreign: the whole thing is the payload
         return raw
     flags = raw[4]
     pos = HEAD_SIZE

@@ -17,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from ._errors import ConfigurationError, DecodeError
-from ._message import Message
+from ._message import FRAME_IDS, FRAME_IDS_AT, Message
 
 MAGIC = b"\xffHR"  # 0xFF never occurs in UTF-8 text, so no text payload is mistaken for a frame
 VERSION = 1
@@ -38,6 +38,10 @@ Codec = Literal["json", "msgpack"]
 # magic, version, flags, codec, publisher id, sequence, timestamp (microseconds since the epoch)
 _HEAD = struct.Struct(">3sBBB8sQQ")
 HEAD_SIZE = _HEAD.size
+assert FRAME_IDS_AT + FRAME_IDS.size == HEAD_SIZE  # Message reads the ids from its frame
+# How a frame without flags (no headers, not a batch) with a JSON payload starts: the decoders'
+# fast path, which leaves the ids in the frame (Message._ids).
+JSON_PLAIN = _HEAD.pack(MAGIC, VERSION, 0, CODEC_JSON, b"", 0, 0)[:FRAME_IDS_AT]
 # magic, version, flags, count
 _BATCH_HEAD = struct.Struct(">3sBBI")
 _OFFSET = struct.Struct(">QQ")
@@ -175,7 +179,6 @@ def _decode_batch(topic: str, raw: bytes, pattern: str | None) -> list[Message]:
     end = len(raw)
     out: list[Message] = []
     unpack = _U32.unpack_from
-    head = _HEAD.unpack_from
     append = out.append
     for _ in range(count):
         if pos + 4 > end:
@@ -186,17 +189,15 @@ def _decode_batch(topic: str, raw: bytes, pattern: str | None) -> list[Message]:
             raise DecodeError("truncated batch frame")
         inner = raw[pos : pos + n]
         pos += n
-        if n >= HEAD_SIZE:
+        if n > HEAD_SIZE and inner.startswith(JSON_PLAIN):
             # _decode_one's fast path, inlined: a call per message is a fifth of the loop.
-            magic, version, flags, codec, pid, seq, ts = head(inner)
-            if magic == MAGIC and version == VERSION and not flags and codec == CODEC_JSON:
-                try:
-                    data = _json_decode(inner[HEAD_SIZE:])
-                except (msgspec.DecodeError, RecursionError):
-                    pass  # reported by _decode_one below
-                else:
-                    append(Message(topic, data, inner, codec, pid, seq, ts, {}, pattern))
-                    continue
+            try:
+                data = _json_decode(inner[HEAD_SIZE:])
+            except (msgspec.DecodeError, RecursionError):
+                pass  # reported by _decode_one below
+            else:
+                append(Message(topic, data, inner, CODEC_JSON, None, 0, 0, {}, pattern))
+                continue
         if inner[:3] != MAGIC or (len(inner) > 4 and inner[4] & FLAG_BATCH):
             out.append(_broken(topic, inner, pattern, DecodeError("invalid message in batch")))
             continue
@@ -210,18 +211,19 @@ def _decode_batch(topic: str, raw: bytes, pattern: str | None) -> list[Message]:
 
 
 def _decode_one(topic: str, raw: bytes, pattern: str | None) -> Message:
-    if len(raw) < HEAD_SIZE:
-        raise DecodeError("truncated header")
-    _, version, flags, codec, pid, seq, ts = _HEAD.unpack_from(raw)
-    if version == VERSION and not flags and codec == CODEC_JSON:
+    if len(raw) > HEAD_SIZE and raw.startswith(JSON_PLAIN):
         # The common case, kept short (it is most of a subscriber's time): a JSON payload
-        # without offset or headers. Anything else, an invalid payload included, goes below.
+        # without offset or headers, its ids left in the frame. Anything else, an invalid
+        # payload included, goes below.
         try:
             data = _json_decode(raw[HEAD_SIZE:])
         except (msgspec.DecodeError, RecursionError):
             pass
         else:
-            return Message(topic, data, raw, codec, pid, seq, ts, {}, pattern)
+            return Message(topic, data, raw, CODEC_JSON, None, 0, 0, {}, pattern)
+    if len(raw) < HEAD_SIZE:
+        raise DecodeError("truncated header")
+    _, version, flags, codec, pid, seq, ts = _HEAD.unpack_from(raw)
     if version != VERSION:
         raise DecodeError(f"unsupported wire format version {version}")
     if flags & ~_KNOWN_FLAGS:
