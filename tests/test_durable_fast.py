@@ -113,7 +113,7 @@ def test_durable_message_sets_every_slot_as_the_constructor_does() -> None:
     frame = Encoder("json", publisher_id=pid, first_seq=seq, clock=lambda: ts * 1000).envelope(
         {"a": 1}, None
     )
-    fast = durable_message("t", {"a": 1}, frame, 1, "1-1", 2, settler)
+    fast = durable_message("t", {"a": 1}, frame, 1, b"1-1", 2, settler)
     slow = DurableMessage(Message("t", {"a": 1}, frame, 1, pid, seq, ts, {}), "1-1", 2, settler)
     assert_same_message(fast, slow)
     assert fast.id == f"{pid.hex()}-{seq}"
@@ -124,7 +124,7 @@ def test_fast_entry_matches_the_general_path() -> None:
     settler = _Settler()
     enc = Encoder("json")
     frame = enc.envelope({"id": 7, "items": [1, 2]}, None)
-    msg = fast_entry("t", "5-0", [b"m", frame], 3, settler)
+    msg = fast_entry("t", b"5-0", [b"m", frame], 3, settler)
     assert msg is not None
     ref = DurableMessage(decode_entry("t", [b"m", frame]), "5-0", 3, settler)
     assert_same_message(msg, ref)
@@ -140,7 +140,7 @@ def test_fast_entry_matches_the_general_path() -> None:
         [b"x", b"y"],  # a foreign entry
     ]
     for fields in others:
-        assert fast_entry("t", "5-0", fields, 1, settler) is None, fields
+        assert fast_entry("t", b"5-0", fields, 1, settler) is None, fields
 
 
 # -- publishing ------------------------------------------------------------------------------
@@ -296,25 +296,25 @@ def test_read_messages_builds_what_the_general_path_builds_in_stream_order() -> 
     entries.insert(4, [b"10-0", None])  # deleted after it was read: general path
     entries.insert(0, [b"11-0", [b"m", plain[0]]])  # still held: skipped
     held = DurableMessage(decode_entry("t", [b"m", plain[0]]), "11-0", 1, settler)
-    outstanding: dict[str, DurableMessage] = {"11-0": held}
+    outstanding: dict[bytes, DurableMessage] = {b"11-0": held}
     out: list[DurableMessage] = []
-    general: list[tuple[str, list[bytes]]] = []
+    general: list[tuple[bytes, list[bytes]]] = []
 
-    def slow(offset: str, fields: list[bytes]) -> DurableMessage | None:
-        general.append((offset, fields))
+    def slow(entry: bytes, fields: list[bytes]) -> DurableMessage | None:
+        general.append((entry, fields))
         if not fields:
             return None  # acked away, not delivered
-        return DurableMessage(decode_entry("t", fields), offset, 1, settler)
+        return DurableMessage(decode_entry("t", fields), entry.decode(), 1, settler)
 
     added = read_messages("t", _read(entries), settler, outstanding, out.append, slow)
 
     assert added == 6
     assert [m.offset for m in out] == ["0-0", "1-0", "9-0", "2-0", "3-0", "4-0"]
-    assert general == [("9-0", [b"m", headers]), ("10-0", [])]
-    assert outstanding["11-0"] is held
-    assert {o: outstanding[o] for o in outstanding if o != "11-0"} == {m.offset: m for m in out}
+    assert general == [(b"9-0", [b"m", headers]), (b"10-0", [])]
+    assert outstanding[b"11-0"] is held
+    assert {o: outstanding[o] for o in outstanding if o != b"11-0"} == {m._entry: m for m in out}
     for msg in out:
-        offset = msg._entry
+        offset = msg.offset
         fields = [b"m", headers] if offset == "9-0" else [b"m", plain[int(offset[0])]]
         assert_same_message(msg, DurableMessage(decode_entry("t", fields), offset, 1, settler))
     assert len({id(m.headers) for m in out}) == len(out)  # never shared
@@ -330,10 +330,10 @@ def test_read_messages_leaves_broken_frames_to_the_general_path() -> None:
         [b"m", frame, b"k", b"key-1"],  # an ordering key
         [b"x", b"y"],  # a foreign entry
     ]
-    seen: list[str] = []
+    seen: list[bytes] = []
 
-    def slow(offset: str, fields: list[bytes]) -> DurableMessage | None:
-        seen.append(offset)
+    def slow(entry: bytes, fields: list[bytes]) -> DurableMessage | None:
+        seen.append(entry)
         return None
 
     entries: list[list[Any]] = [[f"{i}-1".encode(), fields] for i, fields in enumerate(odd)]
@@ -341,7 +341,7 @@ def test_read_messages_leaves_broken_frames_to_the_general_path() -> None:
     added = read_messages("t", _read(entries), _Settler(), {}, out.append, slow)
     assert added == 0
     assert out == []
-    assert seen == [f"{i}-1" for i in range(len(odd))]
+    assert seen == [f"{i}-1".encode() for i in range(len(odd))]
 
 
 def test_parse_read_of_no_reply() -> None:
@@ -350,10 +350,10 @@ def test_parse_read_of_no_reply() -> None:
 
 
 def test_bulk_strings_is_one_bulk_string_per_id() -> None:
-    ids = [f"1764452831{i % 3}-{i * 37}" for i in range(300)] + ["1-1", "10-10"]
+    ids = [f"1764452831{i % 3}-{i * 37}".encode() for i in range(300)] + [b"1-1", b"10-10"]
     encoded = bulk_strings(ids)
     reader = hiredis.Reader()
     reader.feed(b"*%d\r\n" % len(ids) + encoded)
     got = reader.gets()
-    assert sorted(x.decode() for x in got) == sorted(ids)
+    assert sorted(got) == sorted(ids)
     assert bulk_strings([]) == b""

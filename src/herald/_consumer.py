@@ -228,7 +228,7 @@ class Consumer:
         self._read_cap = max(batch, min(4 * batch, max_ack_pending // 2))
         self._read_full = False  # the last read got all it asked for: there is a backlog
         self._buffer: deque[DurableMessage] = deque()
-        self._outstanding: dict[str, DurableMessage] = {}  # read here, not yet settled
+        self._outstanding: dict[bytes, DurableMessage] = {}  # by entry id; not yet settled
         self._last: DurableMessage | None = None  # the iterator's current message (auto_ack)
         self._waiter: asyncio.Future[None] | None = None
         self._room_waiter: asyncio.Future[None] | None = None
@@ -458,7 +458,7 @@ class Consumer:
             self.stats.trimmed += trimmed.lost
             if self.on_trimmed == "raise":
                 if entries:  # never handed out: back to the group at once, no attempt counted
-                    offsets = [e[0].decode() for e in entries]
+                    offsets = [e[0] for e in entries]
                     with contextlib.suppress(HeraldError):
                         await self._member.lease(offsets, HANDBACK_IDLE_MS, ["0"] * len(offsets))
                 await self._fail(trimmed)
@@ -533,8 +533,8 @@ class Consumer:
         ):
             self._wake()
 
-    def _first(self, offset: str, fields: list[bytes]) -> DurableMessage | None:
-        return self._general(offset, fields, 1)
+    def _first(self, entry: bytes, fields: list[bytes]) -> DurableMessage | None:
+        return self._general(entry, fields, 1)
 
     def _deliver(self, entries: list[Entry]) -> None:
         outstanding = self._outstanding
@@ -542,35 +542,34 @@ class Consumer:
         topic = self.topic
         added = False
         for entry_id, fields, deliveries in entries:
-            offset = entry_id.decode()
-            if offset in outstanding:
+            if entry_id in outstanding:
                 continue  # still being processed here; it outlived ack_wait
-            msg = fast_entry(topic, offset, fields, deliveries, self) if fields else None
+            msg = fast_entry(topic, entry_id, fields, deliveries, self) if fields else None
             if msg is None:
-                msg = self._general(offset, fields, deliveries)
+                msg = self._general(entry_id, fields, deliveries)
                 if msg is None:
                     continue
-            outstanding[offset] = msg
+            outstanding[entry_id] = msg
             append(msg)
             added = True
         if added:
             self._wake()
 
-    def _general(self, offset: str, fields: list[bytes], deliveries: int) -> DurableMessage | None:
+    def _general(self, entry: bytes, fields: list[bytes], deliveries: int) -> DurableMessage | None:
         """The message of an entry :func:`fast_entry` does not build (headers, a key, another
         codec, a foreign entry, an undecodable payload); ``None``: not delivered."""
         if not fields:  # trimmed away after it was delivered
             assert self._acks is not None
-            self._acks.add(offset)
+            self._acks.add(entry)
             return None
-        msg = DurableMessage(decode_entry(self.topic, fields), offset, deliveries, self)
+        msg = DurableMessage(decode_entry(self.topic, fields), entry.decode(), deliveries, self)
         if len(fields) > 2:
             msg.key = entry_key(fields)
         if msg.decode_error is not None and not self._dead:
             # Never delivered: a payload that cannot be decoded would fail every time. (On a
             # dead-letter topic it is delivered, to be inspected, rather than buried again.)
             self.stats.decode_errors += 1
-            self._run(self._bury(offset, f"undecodable: {msg.decode_error}"))
+            self._run(self._bury(entry, f"undecodable: {msg.decode_error}"))
             return None
         return msg
 
@@ -804,12 +803,14 @@ class Consumer:
         assert self._member is not None
         return self._run(self._member.lease([msg._entry], 0))
 
-    async def _bury(self, offset: str, reason: str) -> None:
+    async def _bury(self, entry: bytes, reason: str) -> None:
         assert self._member is not None
-        if await self._member.bury(offset, reason):
+        if await self._member.bury(entry, reason):
             self.stats.dead_lettered += 1
         else:
-            log.warning("consumer %s: %s not dead-lettered: no longer its own", self.name, offset)
+            log.warning(
+                "consumer %s: %s not dead-lettered: no longer its own", self.name, entry.decode()
+            )
 
     def _run(self, coro: Coroutine[Any, Any, Any]) -> Awaitable[None]:
         """Start a settling step now: a task on the loop's thread, a blocking wait elsewhere."""

@@ -137,10 +137,20 @@ class DurableMessage(StoredMessage):
         )
         self.key: str | None = None  # set by the consumer when the entry has one
         self.deliveries = deliveries
-        self._entry = offset  # the same as offset, typed
         self._consumer = consumer
         self._settled = False
         self._seen = False  # handed to the application (a hand-back then counts a delivery)
+
+    @property
+    def offset(self) -> str:
+        """The stream entry id (``"1700000000000-0"``)."""
+        # Kept as the server sent it (the consumer's bookkeeping and XACK use the bytes), read
+        # as text when asked: a decode per message less.
+        return self._entry.decode()
+
+    @offset.setter
+    def offset(self, offset: str) -> None:
+        self._entry = offset.encode()
 
     @property
     def settled(self) -> bool:
@@ -186,7 +196,7 @@ def durable_message(
     data: Any,
     raw: bytes,
     codec: int,
-    offset: str,
+    entry: bytes,
     deliveries: int,
     consumer: Settler,
 ) -> DurableMessage:
@@ -205,12 +215,11 @@ def durable_message(
     msg._ts = 0
     msg.headers = {}  # never shared: receivers may mutate msg.headers
     msg.pattern = None
-    msg.offset = offset
     msg.epoch = None
     msg.decode_error = None
     msg.key = None
     msg.deliveries = deliveries
-    msg._entry = offset
+    msg._entry = entry  # the offset (the slot of Message is not used)
     msg._consumer = consumer
     msg._settled = False
     msg._seen = False

@@ -90,13 +90,13 @@ class Member:
         return next_cursor.decode(), entries, buried
 
     async def lease(
-        self, offsets: Sequence[str], idle_ms: int, retry: Sequence[str] | None = None
+        self, offsets: Sequence[bytes], idle_ms: int, retry: Sequence[str] | None = None
     ) -> int:
         """Set the idle time of entries this consumer still owns (``retry``: delivery counts
         to set, "" to keep); the number changed."""
         if not offsets:
             return 0
-        pairs: list[str] = []
+        pairs: list[bytes | str] = []
         for i, offset in enumerate(offsets):
             pairs += (offset, retry[i] if retry else "")
         reply = await self.scripts.call(
@@ -104,7 +104,7 @@ class Member:
         )
         return int(reply)
 
-    async def bury(self, offset: str, reason: str) -> bool:
+    async def bury(self, offset: bytes, reason: str) -> bool:
         """Dead-letter an entry this consumer owns; False if it is not its own anymore."""
         spec = self.spec
         done = await self.scripts.call(
@@ -139,21 +139,21 @@ class Member:
         return int(reply)
 
 
-def bulk_strings(items: list[str]) -> bytes:
-    """ASCII strings as RESP bulk strings, in any order (as XACK takes its ids).
+def bulk_strings(items: list[bytes]) -> bytes:
+    """Byte strings as RESP bulk strings, in any order (as XACK takes its ids).
 
     Grouped by length, each group is one ``join``: entry ids have few distinct lengths, and this
     costs about a third of formatting each one.
 
     Example::
 
-        >>> bulk_strings(["10-1", "9-1"])
+        >>> bulk_strings([b"10-1", b"9-1"])
         b'$3\\r\\n9-1\\r\\n$4\\r\\n10-1\\r\\n'
     """
     parts = []
     for n, group in groupby(sorted(items, key=len), len):
-        parts.append(f"${n}\r\n" + f"\r\n${n}\r\n".join(group) + "\r\n")
-    return "".join(parts).encode()
+        parts.append(b"$%d\r\n" % n + (b"\r\n$%d\r\n" % n).join(group) + b"\r\n")
+    return b"".join(parts)
 
 
 class Acks:
@@ -166,14 +166,14 @@ class Acks:
         self._member = member
         self._loop = asyncio.get_running_loop()
         self._loop_thread = threading.get_ident()
-        self._offsets: list[str] = []
+        self._offsets: list[bytes] = []  # entry ids
         self._lock = threading.Lock()
         self._scheduled = False
         self._sent: asyncio.Future[Any] | None = None  # the last XACK's reply
         # "XACK <stream> <group>" without the argument count: the ids follow.
         self._head = command("XACK", member.spec.stream, member.group).split(b"\r\n", 1)[1]
 
-    def add(self, offset: str) -> None:
+    def add(self, offset: bytes) -> None:
         if threading.get_ident() == self._loop_thread:
             # No lock on the loop's thread: flush() runs there too, so it cannot interleave,
             # and a thread's add() at worst schedules a second flush, which finds nothing.
@@ -188,7 +188,7 @@ class Acks:
         if not scheduled:
             self._loop.call_soon_threadsafe(self.flush)
 
-    def add_here(self, offset: str) -> None:
+    def add_here(self, offset: bytes) -> None:
         """:meth:`add` on the event loop's thread (the caller knows)."""
         self._offsets.append(offset)
         if not self._scheduled:

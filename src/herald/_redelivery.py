@@ -59,7 +59,7 @@ class Redelivery:
         self._policy = policy
         self._ack_wait_ms = max(1, int(ack_wait * 1000))
         self._cursor = "0-0"  # XAUTOCLAIM's, kept between passes
-        self._delayed: dict[str, float] = {}  # nak delays past ack_wait: offset -> monotonic due
+        self._delayed: dict[bytes, float] = {}  # naks past ack_wait: entry id -> monotonic due
         self._now = asyncio.Event()
         self._closed = False
 
@@ -117,7 +117,7 @@ class Redelivery:
             if cursor == "0-0":
                 return
 
-    async def delay(self, offset: str, delay: float) -> None:
+    async def delay(self, offset: bytes, delay: float) -> None:
         """Make ``offset`` claimable again after ``delay`` seconds (a nak)."""
         # An entry is claimable once idle for ack_wait: set its idle time accordingly.
         if delay > self.ack_wait:
@@ -140,7 +140,7 @@ class Redelivery:
                 await self.member.lease([offset], int((self.ack_wait - max(left, 0.0)) * 1000))
                 asyncio.get_running_loop().call_later(max(left, 0.0) + _EPSILON, self.kick)
 
-    async def hand_back(self, held: list[tuple[str, str]]) -> None:
+    async def hand_back(self, held: list[tuple[bytes, str]]) -> None:
         """On close: make the consumer's unsettled entries claimable by the others at once
         (``held``: offset, delivery count to set or ""); nak'd ones when they are due."""
         self._closed = True

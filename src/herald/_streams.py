@@ -266,7 +266,7 @@ def meta_headers(fields: list[bytes]) -> dict[str, str]:
 
 
 def fast_entry(
-    topic: str, offset: str, fields: list[bytes], deliveries: int, consumer: Settler
+    topic: str, entry: bytes, fields: list[bytes], deliveries: int, consumer: Settler
 ) -> DurableMessage | None:
     """The message of an entry that holds only its frame, a JSON payload without headers (what
     Herald publishes by default), built in one step; ``None`` for any other entry, which
@@ -280,31 +280,30 @@ def fast_entry(
         data = json_decode(frame[HEAD_SIZE:])  # a frame too short to hold the ids: b"", invalid
     except (msgspec.DecodeError, RecursionError):
         return None
-    return durable_message(topic, data, frame, CODEC_JSON, offset, deliveries, consumer)
+    return durable_message(topic, data, frame, CODEC_JSON, entry, deliveries, consumer)
 
 
 def read_messages(
     topic: str,
     entries: list[ReadEntry],
     consumer: Settler,
-    outstanding: dict[str, DurableMessage],
+    outstanding: dict[bytes, DurableMessage],
     append: Callable[[DurableMessage], None],
-    general: Callable[[str, list[bytes]], DurableMessage | None],
+    general: Callable[[bytes, list[bytes]], DurableMessage | None],
 ) -> int:
     """The messages of entries read for the first time, in stream order: each one ``append``-ed
-    and put in ``outstanding`` (by offset); entries already there (still being processed) are
-    skipped. :func:`fast_entry` and :func:`durable_message` written out as a loop (a consumer's
-    hot path, ~2 us per message: a call per entry would cost ~0.2 us of it); any other entry
-    goes to ``general(offset, fields)`` (``None``: not delivered). Returns how many were
-    appended.
+    and put in ``outstanding`` (by entry id, bytes); entries already there (still being
+    processed) are skipped. :func:`fast_entry` and :func:`durable_message` written out as a
+    loop (a consumer's hot path, ~2 us per message: a call per entry would cost ~0.2 us of it);
+    any other entry goes to ``general(entry id, fields)`` (``None``: not delivered). Returns how
+    many were appended.
     """
     added = 0
     entries.reverse()  # taken from the end: each entry's lists are freed as soon as it is read
     pop = entries.pop
     while entries:
         entry_id, fields = pop()
-        offset = entry_id.decode()
-        if offset in outstanding:
+        if entry_id in outstanding:
             continue  # still being processed; it outlived ack_wait
         msg: DurableMessage | None = None
         if fields and len(fields) == 2 and fields[0] == b"m":
@@ -325,20 +324,19 @@ def read_messages(
                     msg._ts = 0
                     msg.headers = {}  # never shared: receivers may mutate msg.headers
                     msg.pattern = None
-                    msg.offset = offset
                     msg.epoch = None
                     msg.decode_error = None
                     msg.key = None
                     msg.deliveries = 1
-                    msg._entry = offset
+                    msg._entry = entry_id  # the offset (DurableMessage.offset)
                     msg._consumer = consumer
                     msg._settled = False
                     msg._seen = False
         if msg is None:
-            msg = general(offset, fields or [])
+            msg = general(entry_id, fields or [])
             if msg is None:
                 continue
-        outstanding[offset] = msg
+        outstanding[entry_id] = msg
         append(msg)
         added += 1
     return added
