@@ -6,13 +6,16 @@ summarising code with runs of known figures and check what it concludes and prin
 
 from __future__ import annotations
 
+import asyncio
+import time
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from herald._bench import compare
-from herald._bench._compare_rows import _live_rows
+from herald._bench._compare_rows import _durable_rows, _live_rows
+from herald._bench._durable_workers import IDLE, _until_idle
 
 
 def run(delivered: float, published: float) -> dict[str, Any]:
@@ -129,3 +132,35 @@ def test_a_latency_row_that_fell_behind_its_rate_is_not_compared() -> None:
     results = compare._latency(Ctx(), 1, (20_000,), [], unavailable, lambda _: None)  # type: ignore[arg-type]
     (goal,) = compare._goals(results)
     assert not goal["met"]
+
+
+def test_a_consumer_row_that_drained_its_backlog_says_so() -> None:
+    rows = {r.name: r for r in _durable_rows() if r.workload == "durable-consume"}
+
+    def consumed(counts: list[int], prefilled: int) -> dict[str, Any]:
+        workers = [{"received": n, "first": 1.0, "last": 2.5, "rate": None} for n in counts]
+        return {"workers": workers, "machine": {}, "after": {"prefilled": prefilled}}
+
+    full = compare._summarise(rows["herald"], [consumed([250, 250], 500)] * 2, None)
+    assert full["note"] == "drained the whole backlog before the end in 2 of 2 runs"
+    part = compare._summarise(rows["redis-py"], [consumed([200, 250], 500)], None)
+    assert "note" not in part
+    assert part["value"] == pytest.approx(300.0)  # 450 messages over 1.5 s
+
+
+async def test_a_drained_consumer_stops_after_idle_not_after_the_first_wait() -> None:
+    # The first message may come after the idle check started: a drained backlog still ends
+    # IDLE seconds after the last message (not at FIRST_WAIT, 30 s).
+    count = 0
+
+    async def trickle() -> None:
+        nonlocal count
+        await asyncio.sleep(0.1)
+        count = 5
+
+    task = asyncio.get_running_loop().create_task(trickle())
+    start = time.monotonic()
+    await _until_idle(lambda: count)
+    await task
+    assert count == 5
+    assert time.monotonic() - start < 0.1 + 3 * IDLE

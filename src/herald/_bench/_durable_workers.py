@@ -22,6 +22,7 @@ import asyncio
 import logging
 import os
 import time
+from collections.abc import Callable
 from typing import Any, cast
 
 from ._harness import Barrier, Sample, Worker, rate
@@ -216,11 +217,7 @@ async def _herald_consumer(params: dict[str, Any], barrier: Barrier, *, iterate:
                     done.set_result(None)
 
             consumer = await hub.consume(params["topic"], params["group"], name, handler=handle)
-            seen = -1
-            while not done.done() and seen != count:  # drained: no message for IDLE seconds
-                seen = count
-                wait = FIRST_WAIT if not count else IDLE
-                await asyncio.wait([done], timeout=wait)
+            await _until_idle(lambda: count, done)
             await consumer.close()  # sends the last acks
             stats = consumer.stats
         if not count:
@@ -228,12 +225,23 @@ async def _herald_consumer(params: dict[str, Any], barrier: Barrier, *, iterate:
         return _consume_result(count, first, last, acked=stats.acked)
 
 
-async def _close_when_idle(consumer: Any, count: Any) -> None:
-    """Close ``consumer`` once ``count()`` stops growing (the backlog is drained)."""
+async def _until_idle(count: Callable[[], int], done: asyncio.Future[None] | None = None) -> None:
+    """Return once ``count()`` stopped growing for :data:`IDLE` seconds (the backlog is
+    drained), or stayed 0 for :data:`FIRST_WAIT`, or ``done`` is done."""
+    done = done or asyncio.get_running_loop().create_future()
+    start = monotonic()
     seen = -1
-    while seen != count():
-        seen = count()
-        await asyncio.sleep(FIRST_WAIT if not seen else IDLE)
+    while not done.done():
+        n = count()
+        if n == seen or (not n and monotonic() - start > FIRST_WAIT):
+            return
+        if n:
+            seen = n
+        await asyncio.wait([done], timeout=IDLE)
+
+
+async def _close_when_idle(consumer: Any, count: Callable[[], int]) -> None:
+    await _until_idle(count)
     await consumer.close()
 
 

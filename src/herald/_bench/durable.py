@@ -109,7 +109,7 @@ ROWS = (
         "herald-handler",
         "herald",
         "Herald: 1 consumer process, consume(handler=...), auto-ack (defaults)",
-        prefill_rate=300_000,
+        prefill_rate=450_000,
         versus=("redis-consume", "faststream-consume"),
     ),
     Row(
@@ -118,7 +118,7 @@ ROWS = (
         "herald-iter",
         "herald",
         "Herald: 1 consumer process, async for msg in consume(...), auto-ack (defaults)",
-        prefill_rate=300_000,
+        prefill_rate=450_000,
         versus=("redis-consume", "faststream-consume"),
     ),
     Row(
@@ -128,7 +128,7 @@ ROWS = (
         "herald",
         "Herald: 4 consumer processes of one group, handler, auto-ack",
         processes=4,
-        prefill_rate=400_000,
+        prefill_rate=700_000,
         versus=("redis-consume-4", "faststream-consume"),
     ),
     Row(
@@ -137,7 +137,7 @@ ROWS = (
         "redispy-consumer",
         "redis-py",
         "redis-py sync: 1 consumer process, XREADGROUP COUNT 100 + one XACK per read",
-        prefill_rate=300_000,
+        prefill_rate=450_000,
     ),
     Row(
         "redis-consume-4",
@@ -146,7 +146,7 @@ ROWS = (
         "redis-py",
         "redis-py sync: 4 consumer processes, XREADGROUP COUNT 100 + XACK",
         processes=4,
-        prefill_rate=400_000,
+        prefill_rate=700_000,
     ),
     Row(
         "faststream-consume",
