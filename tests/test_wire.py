@@ -358,3 +358,16 @@ def test_plain_json_frames_leave_their_ids_in_the_frame_until_asked() -> None:
         assert msg.timestamp == ts / 1e6
         assert not msg.foreign
         assert msg._pid == pid
+
+
+def test_a_message_without_headers_gets_a_dict_of_its_own_when_asked() -> None:
+    frame = Encoder().envelope({"n": 1})
+    first, second = decode("t", frame)[0], decode("t", frame)[0]
+    assert first._headers is None  # nothing made for the common case
+    first.headers["trace"] = "x"
+    assert first.headers == {"trace": "x"}
+    assert second.headers == {}
+    second.headers = {"a": "b"}
+    assert second.headers == {"a": "b"}
+    with_headers = decode("t", Encoder().envelope({"n": 1}, {"k": "v"}))[0]
+    assert with_headers.headers == {"k": "v"}

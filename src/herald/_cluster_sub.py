@@ -78,7 +78,7 @@ class _Shard:
             messages = decode(entry.name, reply[2])
             first = messages[0]
             replier = self.owner.replier
-            if first.headers and REPLY_TO in first.headers and len(messages) == 1 and replier:
+            if (h := first._headers) and REPLY_TO in h and len(messages) == 1 and replier:
                 first._replier = replier
             for sub in entry.subs:
                 sub._deliver(messages)

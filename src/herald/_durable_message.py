@@ -69,7 +69,7 @@ class StoredMessage(Message):
             msg._pid,
             msg._seq,
             msg._ts,
-            msg.headers,
+            msg._headers,
             None,
             offset,
             msg.epoch,
@@ -129,7 +129,7 @@ class DurableMessage(StoredMessage):
             msg._pid,
             msg._seq,
             msg._ts,
-            msg.headers,
+            msg._headers,
             None,
             offset,
             None,
@@ -213,7 +213,7 @@ def durable_message(
     msg._pid = None  # read from the frame when asked (Message._ids)
     msg._seq = 0
     msg._ts = 0
-    msg.headers = {}  # never shared: receivers may mutate msg.headers
+    msg._headers = None  # a dict of its own when asked for (Message.headers)
     msg.pattern = None
     msg.epoch = None
     msg.decode_error = None

@@ -59,6 +59,7 @@ class Message:
 
     __slots__ = (
         "_codec",
+        "_headers",
         "_pid",
         "_replier",
         "_seq",
@@ -66,7 +67,6 @@ class Message:
         "data",
         "decode_error",
         "epoch",
-        "headers",
         "offset",
         "pattern",
         "raw",
@@ -87,7 +87,7 @@ class Message:
         pid: bytes | None,
         seq: int,
         ts: int,
-        headers: dict[str, str],
+        headers: dict[str, str] | None,
         pattern: str | None = None,
         offset: int | str | None = None,
         epoch: int | None = None,
@@ -100,11 +100,24 @@ class Message:
         self._pid = pid
         self._seq = seq
         self._ts = ts
-        self.headers = headers
+        self._headers = headers  # None: none yet (the dict is made when asked for)
         self.pattern = pattern
         self.offset = offset
         self.epoch = epoch
         self.decode_error = decode_error
+
+    @property
+    def headers(self) -> dict[str, str]:
+        """String headers set by the publisher (trace context among them); this message's own
+        dict: changing it changes nothing else."""
+        headers = self._headers
+        if headers is None:  # most messages have none: the dict is made on first use
+            headers = self._headers = {}
+        return headers
+
+    @headers.setter
+    def headers(self, headers: dict[str, str]) -> None:
+        self._headers = headers
 
     def _ids(self) -> tuple[bytes, int, int]:
         """(publisher id, sequence, publish time in µs); ``b""`` as publisher id: no frame.

@@ -322,7 +322,7 @@ def read_messages(
                     msg._pid = None  # read from the frame when asked (Message._ids)
                     msg._seq = 0
                     msg._ts = 0
-                    msg.headers = {}  # never shared: receivers may mutate msg.headers
+                    msg._headers = None  # a dict of its own when asked for (Message.headers)
                     msg.pattern = None
                     msg.epoch = None
                     msg.decode_error = None
@@ -356,10 +356,10 @@ def decode_entry(topic: str, fields: list[bytes]) -> Message:
             for i in range(0, len(fields) - 1, 2)
             if not fields[i].startswith(b"herald-")
         }
-        msg = Message(topic, data, b"", CODEC_BYTES, b"", 0, 0, {})
+        msg = Message(topic, data, b"", CODEC_BYTES, b"", 0, 0, None)
     elif frame[:3] == MAGIC and len(frame) > 4 and frame[4] & FLAG_BATCH:
         error = DecodeError("a stream entry holds one message, not a batch frame")
-        msg = Message(topic, frame, frame, CODEC_BYTES, b"", 0, 0, {}, decode_error=error)
+        msg = Message(topic, frame, frame, CODEC_BYTES, b"", 0, 0, None, decode_error=error)
     else:
         msg = decode(topic, frame)[0]
     if len(fields) > 2 and (meta := meta_headers(fields)):

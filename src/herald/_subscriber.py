@@ -146,7 +146,7 @@ class Subscriber:
         # Requests are single-message frames with headers (docs/request-reply.md): one cheap
         # check per frame for everything else.
         first = messages[0]
-        if first.headers and REPLY_TO in first.headers and len(messages) == 1 and self.replier:
+        if (h := first._headers) and REPLY_TO in h and len(messages) == 1 and self.replier:
             first._replier = self.replier
         for sub in entry.subs:
             sub._deliver(messages)

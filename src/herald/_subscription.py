@@ -293,7 +293,7 @@ class Subscription:
                 result = handler(msg)
                 if (
                     result is not None
-                    and msg.headers
+                    and msg._headers
                     and not inspect.isawaitable(result)
                     and (r := replier_of(msg))
                 ):
@@ -312,7 +312,7 @@ class Subscription:
     def _handler_failed(self, msg: Message, exc: Exception) -> None:
         self.stats.handler_errors += 1
         log.exception("handler %r failed on %r", self.handler, msg)
-        if msg.headers and (r := replier_of(msg)):
+        if msg._headers and (r := replier_of(msg)):
             r.reply_error(msg, exc)
 
     def _invalid(self, msg: Message, reason: str) -> None:
@@ -326,7 +326,7 @@ class Subscription:
                 reason,
                 self.stats.invalid,
             )
-        if msg.headers and (r := replier_of(msg)):
+        if msg._headers and (r := replier_of(msg)):
             r.reply_error(msg, DecodeError(f"invalid payload: {reason}"))
 
     def _gap(self, gap: Gap) -> None:
@@ -472,7 +472,7 @@ class Subscription:
                         if is_coro or inspect.isawaitable(result):
                             result = await result
                         # A value returned for a request is its reply (docs/request-reply.md).
-                        if result is not None and msg.headers and (r := replier_of(msg)):
+                        if result is not None and msg._headers and (r := replier_of(msg)):
                             await r.reply(msg, result, None)
                 except Exception as exc:
                     self._handler_failed(msg, exc)

@@ -456,12 +456,12 @@ class SyncSubscription:
             try:
                 result = handler(msg)
                 # A value returned for a request is its reply (docs/request-reply.md).
-                if result is not None and msg.headers and (r := replier_of(msg)):
+                if result is not None and msg._headers and (r := replier_of(msg)):
                     r.reply(msg, result, None)
             except Exception as exc:
                 self._sub.stats.handler_errors += 1
                 log.exception("handler %r failed on %r", handler, msg)
-                if msg.headers and (r := replier_of(msg)):
+                if msg._headers and (r := replier_of(msg)):
                     r.reply_error(msg, exc)
 
     def _stop_handler(self) -> None:

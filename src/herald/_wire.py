@@ -152,7 +152,7 @@ def decode(topic: str, raw: bytes, pattern: str | None = None) -> list[Message]:
     bytes and whose ``decode_error`` says why.
     """
     if raw[:3] != MAGIC:
-        return [Message(topic, raw, raw, CODEC_BYTES, b"", 0, 0, {}, pattern)]
+        return [Message(topic, raw, raw, CODEC_BYTES, b"", 0, 0, None, pattern)]
     try:
         if len(raw) > 4 and raw[4] & FLAG_BATCH:
             return _decode_batch(topic, raw, pattern)
@@ -162,7 +162,7 @@ def decode(topic: str, raw: bytes, pattern: str | None = None) -> list[Message]:
 
 
 def _broken(topic: str, raw: bytes, pattern: str | None, exc: DecodeError) -> Message:
-    return Message(topic, raw, raw, CODEC_BYTES, b"", 0, 0, {}, pattern, decode_error=exc)
+    return Message(topic, raw, raw, CODEC_BYTES, b"", 0, 0, None, pattern, decode_error=exc)
 
 
 def _decode_batch(topic: str, raw: bytes, pattern: str | None) -> list[Message]:
@@ -196,7 +196,7 @@ def _decode_batch(topic: str, raw: bytes, pattern: str | None) -> list[Message]:
             except (msgspec.DecodeError, RecursionError):
                 pass  # reported by _decode_one below
             else:
-                append(Message(topic, data, inner, CODEC_JSON, None, 0, 0, {}, pattern))
+                append(Message(topic, data, inner, CODEC_JSON, None, 0, 0, None, pattern))
                 continue
         if inner[:3] != MAGIC or (len(inner) > 4 and inner[4] & FLAG_BATCH):
             out.append(_broken(topic, inner, pattern, DecodeError("invalid message in batch")))
@@ -220,7 +220,7 @@ def _decode_one(topic: str, raw: bytes, pattern: str | None) -> Message:
         except (msgspec.DecodeError, RecursionError):
             pass
         else:
-            return Message(topic, data, raw, CODEC_JSON, None, 0, 0, {}, pattern)
+            return Message(topic, data, raw, CODEC_JSON, None, 0, 0, None, pattern)
     if len(raw) < HEAD_SIZE:
         raise DecodeError("truncated header")
     _, version, flags, codec, pid, seq, ts = _HEAD.unpack_from(raw)
@@ -230,7 +230,7 @@ def _decode_one(topic: str, raw: bytes, pattern: str | None) -> Message:
         raise DecodeError(f"unknown flags {flags:#x}")
     pos = HEAD_SIZE
     offset = epoch = None
-    headers: dict[str, str] = {}  # never a shared dict: receivers may mutate msg.headers
+    headers: dict[str, str] | None = None  # made on first use when there are none
     if flags & FLAG_OFFSET:
         if len(raw) < pos + 16:
             raise DecodeError("truncated offset")

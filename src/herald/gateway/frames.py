@@ -36,8 +36,8 @@ def message_dict(msg: Message, subscription: str | None = None) -> dict[str, Any
     out: dict[str, Any] = {"type": "message", "topic": msg.topic, key: value}
     if subscription is not None and subscription != msg.topic:
         out["subscription"] = subscription
-    if msg.headers:
-        out["headers"] = msg.headers
+    if msg._headers:
+        out["headers"] = msg._headers
     if msg.offset is not None:
         out["offset"] = msg.offset
     epoch = getattr(msg, "epoch", None)
