@@ -4,13 +4,17 @@ from __future__ import annotations
 
 import os
 import uuid
-from collections.abc import Iterator
+from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
 
 import pytest
 
+import herald
 from herald import EmbeddedServer
+from herald._streams import stream_key
 from herald.testing import LocalCluster, LocalSentinel
+
+TrimBelow = Callable[[herald.AsyncClient, str], Awaitable[None]]
 
 
 @pytest.fixture(autouse=True, scope="session")
@@ -54,6 +58,24 @@ def own_server(tmp_path: Path) -> Iterator[EmbeddedServer]:
 def topic() -> str:
     """A topic name no other test uses."""
     return f"t{uuid.uuid4().hex[:12]}"
+
+
+async def _trim_below_group(hub: herald.AsyncClient, topic: str) -> None:
+    """Group "g" of a new durable ``topic`` read 1 entry; 10 more came, then an XTRIM by someone
+    else kept 4: 6 entries the group never read are gone (``PositionTrimmed``, "6 entries")."""
+    await hub.declare(topic, durable=True)
+    async with hub.consume(topic, "g", start="all", batch=2, max_ack_pending=2) as c:
+        await hub.publish(topic, "read")
+        await (await c.next(5)).ack(confirm=True)
+    for i in range(10):
+        await hub.publish(topic, i)
+    await hub.execute("XTRIM", stream_key(topic), "MAXLEN", 4)
+
+
+@pytest.fixture
+def trim_below_group() -> TrimBelow:
+    """See :func:`_trim_below_group`."""
+    return _trim_below_group
 
 
 @pytest.fixture(scope="session")

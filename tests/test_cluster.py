@@ -11,10 +11,11 @@ from collections.abc import Callable, Iterator
 import pytest
 
 import herald
+from conftest import TrimBelow
 from herald import AsyncClient, Gap
 from herald._cluster import PATTERNS_KEY, ClusterLink
 from herald._slots import key_slot
-from herald._streams import TOPICS_KEY, stream_key
+from herald._streams import TOPICS_KEY
 from herald.testing import ClusterNode, LocalCluster
 
 _ids = itertools.count()
@@ -153,17 +154,13 @@ async def test_durable_topics_across_shards(cluster: LocalCluster) -> None:
         await live.close()
 
 
-async def test_a_trimmed_position_is_found_on_every_shard(cluster: LocalCluster) -> None:
+async def test_a_trimmed_position_is_found_on_every_shard(
+    cluster: LocalCluster, trim_below_group: TrimBelow
+) -> None:
     # The check goes to the stream's node, ahead of the read, whichever shard serves it.
     async with AsyncClient(cluster.url) as hub:
         for t in topics_on_every_shard(cluster, "trimmed.", 1):
-            await hub.declare(t, durable=True)
-            async with hub.consume(t, "g", start="all", batch=2, max_ack_pending=2) as c:
-                await hub.publish(t, "read")
-                await (await c.next(5)).ack(confirm=True)
-            for i in range(10):
-                await hub.publish(t, i)
-            await hub.execute("XTRIM", stream_key(t), "MAXLEN", 4)
+            await trim_below_group(hub, t)
             c = await hub.consume(t, "g")
             with pytest.raises(herald.PositionTrimmed, match="6 entries"):
                 await c.next(5)

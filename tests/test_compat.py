@@ -10,6 +10,7 @@ import os
 import pytest
 
 import herald
+from conftest import TrimBelow
 from herald._server import ping
 
 REDIS7 = os.environ.get("HERALD_REDIS7_URL", "redis://127.0.0.1:6379")
@@ -30,16 +31,12 @@ async def test_pubsub_patterns_and_batches_on_redis7(topic: str) -> None:
         assert got == ["first", *range(2000)]
 
 
-async def test_a_trimmed_position_is_found_on_redis7(topic: str) -> None:
+async def test_a_trimmed_position_is_found_on_redis7(
+    topic: str, trim_below_group: TrimBelow
+) -> None:
     # Redis 7.0 counts a group's lag as Valkey does; the check reads it the same way.
     async with herald.AsyncClient(REDIS7, policy_refresh=0) as hub:
-        await hub.declare(topic, durable=True)
-        async with hub.consume(topic, "g", start="all", batch=2, max_ack_pending=2) as c:
-            await hub.publish(topic, "read")
-            await (await c.next(5)).ack(confirm=True)
-        for i in range(10):
-            await hub.publish(topic, i)
-        await hub.execute("XTRIM", f"herald:{{{topic}}}:s", "MAXLEN", 4)
+        await trim_below_group(hub, topic)
         c = await hub.consume(topic, "g")
         with pytest.raises(herald.PositionTrimmed, match="6 entries"):
             await c.next(5)

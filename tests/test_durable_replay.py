@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 import pytest
 
 import herald
+from conftest import TrimBelow
 from herald import ConfigurationError, PositionTrimmed, StoredMessage
 from herald._offsets import end_bound, group_start, previous_id, start_bound
 from herald._streams import stream_key
@@ -182,15 +183,11 @@ async def test_a_trimmed_position_with_continue_reads_on(
         assert "22 entries after its position" in caplog.text
 
 
-async def test_an_xtrim_by_someone_else_is_found_too(url: str, topic: str) -> None:
+async def test_an_xtrim_by_someone_else_is_found_too(
+    url: str, topic: str, trim_below_group: TrimBelow
+) -> None:
     async with herald.AsyncClient(url) as hub:
-        await hub.declare(topic, durable=True)
-        async with hub.consume(topic, "g", start="all", batch=2, max_ack_pending=2) as c:
-            await hub.publish(topic, "read")
-            await (await c.next(5)).ack(confirm=True)
-        for i in range(10):
-            await hub.publish(topic, i)
-        await hub.execute("XTRIM", stream_key(topic), "MAXLEN", 4)
+        await trim_below_group(hub, topic)
         c = await hub.consume(topic, "g")
         with pytest.raises(PositionTrimmed, match="6 entries"):
             await c.next(5)
