@@ -84,6 +84,7 @@ def test_the_table_says_why_a_peer_did_not_run() -> None:
     assert f"**aio-pika not run: {reason}**" in table
     assert "**not met** (Herald 300.0k, redis-py-sync-pipe 400.0k)" in table
     assert "| nats | 200.0k | 100.0k | 3.0x |" in table
+    assert "| redis-py-sync-pipe | 410.0k | 400.0k | 0.75x |" in table
     assert "failed: TimeoutError: no message" in table
 
 
@@ -164,3 +165,15 @@ async def test_a_drained_consumer_stops_after_idle_not_after_the_first_wait() ->
     await task
     assert count == 5
     assert time.monotonic() - start < 0.1 + 3 * IDLE
+
+
+def test_a_close_ratio_keeps_two_decimals() -> None:
+    from herald._bench._compare_render import _x
+
+    assert [_x(v) for v in (1.048, 0.953, 2.04, 123.4, None)] == [
+        "1.05x",
+        "0.95x",
+        "2.0x",
+        "123x",
+        "-",
+    ]

@@ -28,7 +28,8 @@ def _title(workload: str) -> str:
 def _x(v: float | None) -> str:
     if v is None:
         return "-"
-    return f"{v:.0f}x" if v >= 100 else f"{v:.1f}x" if v >= 1 else f"{v:.2f}x"
+    # Two decimals below 2x: a close call (1.04x) must not read as a tie (1.0x).
+    return f"{v:.0f}x" if v >= 100 else f"{v:.1f}x" if v >= 2 else f"{v:.2f}x"
 
 
 def _note(r: dict[str, Any]) -> str:
