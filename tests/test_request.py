@@ -62,6 +62,29 @@ async def test_round_trip_with_a_handler_return_value(url: str, topic: str) -> N
         assert caller.stats.late_replies == 0
 
 
+async def test_a_plain_responder_answers_without_waking_its_task(
+    url: str, topic: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # Replied as the request arrives; with room in the send buffer there is nothing for the
+    # subscription's task to await, so it is not woken (one task switch less per request).
+    async with herald.AsyncClient(url) as caller, herald.AsyncClient(url) as responder:
+        sub = await responder.subscribe(topic, handler=lambda msg: msg.data * 2)
+        await asyncio.sleep(0.05)  # the task is waiting
+        wakes = 0
+        wake = sub._wake
+
+        def counted() -> None:
+            nonlocal wakes
+            wakes += 1
+            wake()
+
+        monkeypatch.setattr(sub, "_wake", counted)
+        for i in range(20):
+            assert (await caller.request(topic, i)).data == 2 * i
+        assert wakes == 0
+        assert sub.stats.delivered == 20
+
+
 async def test_coroutine_handler_and_self_request(url: str, topic: str) -> None:
     async def answer(msg: Message) -> Any:
         await asyncio.sleep(0)

@@ -33,12 +33,12 @@ from typing import Any, Literal, Protocol, TypedDict
 from ._backoff import Backoff
 from ._cluster import new_link
 from ._durable import Scripts
-from ._durable_message import DONE, ConsumerStats, DurableHandler, DurableMessage
+from ._durable_message import ConsumerStats, DurableHandler, DurableMessage
 from ._errors import ClientClosed, ConfigurationError, ConnectionLost, HeraldError, ServerError
 from ._errors import Timeout as HeraldTimeout
 from ._group import Acks, Member
 from ._link import Link
-from ._message import Message
+from ._message import DONE, Message
 from ._offsets import Position, group_start
 from ._ordered import run_tasks
 from ._position import PositionCheck

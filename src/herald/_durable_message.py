@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable, Generator
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
@@ -16,19 +16,6 @@ class Settler(Protocol):
     def _nak(self, msg: DurableMessage, delay: float | None) -> Awaitable[None]: ...
     def _term(self, msg: DurableMessage, reason: str) -> Awaitable[None]: ...
     def _in_progress(self, msg: DurableMessage) -> Awaitable[None]: ...
-
-
-class _Done:
-    """An awaitable that is already done: what settling returns when there is nothing to wait
-    for (and what a thread gets, having waited already)."""
-
-    __slots__ = ()
-
-    def __await__(self) -> Generator[None, None, None]:
-        yield from ()
-
-
-DONE = _Done()
 
 
 @dataclass

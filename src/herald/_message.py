@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Generator, Mapping
 from typing import Any, Protocol
 
 from ._errors import DecodeError, HeraldError
@@ -22,6 +22,19 @@ CONTENT_TYPES = (
     "application/msgpack",
     "text/plain",
 )
+
+
+class _Done:
+    """An awaitable that is already done: what settling a durable message or sending a reply
+    returns when there is nothing to wait for (and what a thread gets, having waited already)."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()
+
+
+DONE = _Done()
 
 
 class Replier(Protocol):

@@ -24,7 +24,7 @@ from typing import TYPE_CHECKING, Any
 from ._errors import ClientClosed, ConfigurationError, HeraldError, NoResponders, ResponderFailed
 from ._errors import Timeout as HeraldTimeout
 from ._link import Link
-from ._message import REPLY_TO, Message
+from ._message import DONE, REPLY_TO, Message
 from ._subscription import Gap, Registry, Subscription
 
 if TYPE_CHECKING:
@@ -261,11 +261,13 @@ class Requests:
             # A user thread (herald.Client's handler threads among them): blocks while the send
             # buffer is full, as Client.publish does; nothing is left to await.
             client._publish_threadsafe(to, data, h, None)
-            return _Queued(None, None, False)
+            return DONE
         # Queued at once, even if nobody awaits the result: awaiting only applies backpressure.
         pfx, frame, bare = client._frame(to, data, h)
         busy = link.publish_nowait(pfx, frame, client.batch and not bare)
         client.published += 1
+        if not busy and not link.blocked:
+            return DONE  # nothing to wait for (what awaiting a _Queued would find out)
         return _Queued(link, client.publish_timeout, busy)
 
     def reply_error(self, request: Message, exc: BaseException) -> None:
@@ -389,21 +391,20 @@ class _InboxSubscription(Subscription):
 
 
 class _Queued:
-    """What :meth:`Requests.reply` returns: the reply is already queued; awaiting it waits for
-    room in the send buffer. Not a coroutine, so that leaving it unawaited warns about nothing.
+    """What :meth:`Requests.reply` returns when the send buffer is busy or full (else ``DONE``):
+    the reply is already queued; awaiting it waits for room in the send buffer. Not a
+    coroutine, so that leaving it unawaited warns about nothing.
     """
 
     __slots__ = ("_busy", "_link", "_timeout")
 
-    def __init__(self, link: Link | None, timeout: float | None, busy: bool) -> None:
+    def __init__(self, link: Link, timeout: float | None, busy: bool) -> None:
         self._link = link
         self._timeout = timeout
         self._busy = busy
 
     def __await__(self) -> Generator[Any, None, None]:
         link = self._link
-        if link is None:
-            return
         if link.blocked:
             try:
                 yield from link.wait_writable(self._timeout).__await__()

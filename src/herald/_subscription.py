@@ -22,7 +22,7 @@ from ._errors import (
     Timeout,
 )
 from ._history import Counters, HistoryLost, Page
-from ._message import Message, replier_of
+from ._message import DONE, Message, replier_of
 from ._recovery import Recovery
 from ._typed import typed
 
@@ -280,7 +280,7 @@ class Subscription:
         """Run a plain function's handler on ``messages`` now, in the connection's callback,
         while the handler task waits with nothing buffered: the order and error handling are
         the task's, one event-loop iteration sooner (about 40 us of latency on this machine).
-        A request's reply is sent at once. Anything to await (a result, or room in the send
+        A request's reply is sent at once. Anything to await (a result, or room in a busy send
         buffer after a reply) is the task's work: it is queued, ahead of the rest of the
         messages, and the task takes over."""
         self._parked = False  # until the task waits again, whatever arrives is buffered
@@ -291,22 +291,23 @@ class Subscription:
             stats.delivered += 1
             try:
                 result = handler(msg)
-                if (
-                    result is not None
-                    and msg._headers
-                    and not inspect.isawaitable(result)
-                    and (r := replier_of(msg))
-                ):
-                    # Queued now; what is left to await is room to send more (None after it).
+                if result is None:
+                    continue
+                if not inspect.isawaitable(result):
+                    # A value returned for a request is its reply (docs/request-reply.md); for
+                    # any other message it means nothing, as in the task.
+                    if not (msg._headers and (r := replier_of(msg))):
+                        continue
                     result = r.reply(msg, result, None)
+                    if result is DONE:  # queued, and the send buffer has room
+                        continue
             except Exception as exc:
                 self._handler_failed(msg, exc)
                 continue
-            if result is not None:
-                self._buffer.append(_Pending(msg, result))
-                self._add(messages[i + 1 :])
-                self._wake()
-                return
+            self._buffer.append(_Pending(msg, result))
+            self._add(messages[i + 1 :])
+            self._wake()
+            return
         self._parked = True
 
     def _handler_failed(self, msg: Message, exc: Exception) -> None:
