@@ -162,12 +162,18 @@ async def test_hung_server_is_detected_by_probes(own_server: EmbeddedServer, top
         assert (await sub.next(5)).data == "before"
 
         # SIGSTOP: the sockets stay open and nothing answers, as with a dead host.
+        subscriber = hub._subscriber
+        assert subscriber is not None
         paused_at = time.time()
         own_server.pause()
         try:
-            # Declared dead after probe_interval + probe_timeout = 0.4s; allow for a busy box.
+            # Each declared dead after probe_interval + probe_timeout = 0.4s by its own probe;
+            # allow for a busy box. Resumed only once both are (the probes' phases differ: a
+            # server resumed as soon as the first one gave up could answer the other's probe).
             await wait_until(
-                lambda: not hub.stats.connected, 1.0, "publisher connection declared dead"
+                lambda: not hub.stats.connected and not subscriber.link.connected,
+                1.0,
+                "both connections declared dead",
             )
         finally:
             own_server.resume()
