@@ -1,36 +1,88 @@
 # Two commands for a fresh machine with Python 3.11+ and make:
-#   make serve   install Herald and run its main job
-#   make test    install Herald with its test tools and run every check and test
+#   make serve   install Herald (locked) and run its main job: `herald serve`
+#   make test    install Herald with its test tools (locked) and run every check and test
+#
+# Every environment installs from a lock in requirements/ (pinned versions with hashes, pip's
+# --require-hashes); `make lock` refreshes the locks, `make test-latest` runs the suite against
+# the newest release of every dependency. docs/development.md says why and how.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
+PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
+PYTEST_ARGS ?=
+LOCK := $(BIN)/uv pip compile pyproject.toml requirements/build.in --universal --generate-hashes \
+	--python-version 3.11 --quiet
 
-.PHONY: serve test lint bench clean
+.PHONY: serve test check lint types test-latest lock bench dist clean
 
-$(VENV)/.installed: pyproject.toml
+$(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
-	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e .
+
+# One stamp per lock. The locks agree on every shared version (test and serve are resolved
+# within bench), so installing one over another never changes a version already there.
+$(VENV)/.serve: requirements/serve.txt pyproject.toml | $(BIN)/python
+	$(PIP) --require-hashes -r requirements/serve.txt
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.installed-dev: pyproject.toml $(VENV)/.installed
-	$(BIN)/python -m pip install -q -e '.[dev,bench]'
+$(VENV)/.test: requirements/test.txt pyproject.toml | $(BIN)/python
+	$(PIP) --require-hashes -r requirements/test.txt
+	$(PIP) --no-deps --no-build-isolation -e .
 	touch $@
 
-serve: $(VENV)/.installed
+$(VENV)/.bench: requirements/bench.txt pyproject.toml | $(BIN)/python
+	$(PIP) --require-hashes -r requirements/bench.txt
+	$(PIP) --no-deps --no-build-isolation -e .
+	touch $@
+
+serve: $(VENV)/.serve
 	$(BIN)/herald serve
 
-lint: $(VENV)/.installed-dev
+lint: $(VENV)/.test
 	$(BIN)/ruff check src tests bench scripts examples
 	$(BIN)/ruff format --check src tests bench scripts examples
+
+types: $(VENV)/.test
 	$(BIN)/mypy
 
-test: lint
-	scripts/ensure-browser.sh
-	$(BIN)/python -m pytest
+# Lint, format, types and every test that needs no server: a minute at most.
+check: lint types
+	$(BIN)/python -m pytest -m "not server" -q $(PYTEST_ARGS)
 
-bench: $(VENV)/.installed-dev
+# Everything: real Valkey servers (standalone, Sentinel, Cluster, TLS), the gateway, the
+# dashboard in a headless browser (scripts/ensure-browser.sh installs Debian's chromium when
+# it is missing and this is root), the fault scenarios' smoke runs.
+test: lint types
+	scripts/ensure-browser.sh
+	$(BIN)/python -m pytest $(PYTEST_ARGS)
+
+# The suite against the newest release of every dependency, in its own environment: rot is
+# found here, on purpose, before a lock refresh brings it to everyone.
+test-latest:
+	rm -rf .venv-latest
+	$(PYTHON) -m venv .venv-latest
+	.venv-latest/bin/python -m pip install -q --disable-pip-version-check --upgrade \
+		-e '.[serve,uvloop,dev]'
+	.venv-latest/bin/ruff check src tests bench scripts examples
+	.venv-latest/bin/mypy
+	scripts/ensure-browser.sh
+	.venv-latest/bin/python -m pytest $(PYTEST_ARGS)
+
+# Re-resolve every lock to the newest versions the ranges in pyproject.toml allow.
+lock: $(VENV)/.test
+	$(LOCK) --upgrade --extra serve --extra uvloop --extra dev --extra bench -o requirements/bench.txt
+	$(LOCK) --extra serve --extra uvloop --extra dev -c requirements/bench.txt \
+		-o requirements/test.txt
+	$(LOCK) --extra serve -c requirements/bench.txt -o requirements/serve.txt
+
+bench: $(VENV)/.bench
 	$(BIN)/herald bench live
 
+# The sdist and the wheel, checked; tests/test_dist.py installs the wheel in a new venv.
+dist: $(VENV)/.test
+	rm -rf dist
+	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/twine check --strict dist/*
+
 clean:
-	rm -rf $(VENV) .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-latest dist build .mypy_cache .ruff_cache .pytest_cache .hypothesis

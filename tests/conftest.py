@@ -16,6 +16,35 @@ from herald.testing import LocalCluster, LocalSentinel
 
 TrimBelow = Callable[[herald.AsyncClient, str], Awaitable[None]]
 
+# `make check` runs the tests marked `server` out (-m "not server"); `make test` runs them all.
+# A test is marked when it uses a fixture that starts a server, and every test of a module not
+# listed here is marked: those modules start servers, gateways or processes of their own.
+SERVER_FIXTURES = frozenset(
+    {"server", "url", "own_server", "cluster", "own_cluster", "sentinel", "own_sentinel", "keys_db"}
+)
+SERVERLESS_MODULES = frozenset(
+    {
+        "test_api",
+        "test_bench_compare",
+        "test_durable_fast",
+        "test_fuzz_wire",
+        "test_history_core",
+        "test_slots",
+        "test_topics",
+        "test_typed",
+        "test_wire",
+    }
+)
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    for item in items:
+        module = item.path.stem
+        if module not in SERVERLESS_MODULES or SERVER_FIXTURES.intersection(
+            getattr(item, "fixturenames", ())
+        ):
+            item.add_marker(pytest.mark.server)
+
 
 @pytest.fixture(autouse=True, scope="session")
 def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:

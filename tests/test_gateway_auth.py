@@ -39,7 +39,7 @@ def token(
     if exp is not None:
         claims["exp"] = int(time.time() + exp)
     if algorithm == "none":
-        return jwt.encode(claims, None, algorithm="none")
+        return jwt.encode(claims, "", algorithm="none")  # the none algorithm takes no key
     return jwt.encode(claims, key, algorithm=algorithm)
 
 

@@ -36,14 +36,19 @@ def wait_dead(pid: int, timeout: float) -> bool:
     return True
 
 
+RESET_SIGINT = "import signal; signal.signal(signal.SIGINT, signal.default_int_handler)\n"
+
+
 class Child:
     """A Python child process running ``script``; its stdout lines are read on a thread."""
 
     def __init__(self, script: str, *args: str, tmp: Path) -> None:
         # The embedded server's temporary directory of a child killed -9 cannot be removed by
         # it: keep it in pytest's tmp_path rather than /tmp.
+        # A runner started as a background job ignores SIGINT, and a child inherits that: the
+        # child sets Python's own handler back, as a program started from a terminal has it.
         self.proc = subprocess.Popen(
-            [sys.executable, "-c", textwrap.dedent(script), *args],
+            [sys.executable, "-c", RESET_SIGINT + textwrap.dedent(script), *args],
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,

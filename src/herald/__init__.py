@@ -38,8 +38,7 @@ from ._subscription import Gap, Subscription, SubscriptionStats
 from ._sync import Client, SyncSubscription
 from ._sync_consumer import SyncConsumer
 from ._topics import match
-
-__version__ = "0.1.0"
+from ._version import __version__ as __version__
 
 __all__ = [
     "AsyncClient",

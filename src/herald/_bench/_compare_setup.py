@@ -23,7 +23,7 @@ def _unavailable(nats_url: str, amqp_url: str) -> dict[str, str]:
             try:
                 __import__(module)
             except ImportError as exc:
-                out[peer] = f"{module} is not installed ({exc}); pip install 'herald[bench]'"
+                out[peer] = f"{module} is not installed ({exc}); pip install 'herald-pubsub[bench]'"
                 break
     if "nats" not in out:
         reason = asyncio.run(_check_nats(nats_url))

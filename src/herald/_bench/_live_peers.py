@@ -190,7 +190,7 @@ def redispy_sync_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
 
     duration = float(params["duration"])
     r = redis.Redis.from_url(params["url"])
-    ps = r.pubsub()  # type: ignore[no-untyped-call]
+    ps = r.pubsub()
     ps.subscribe(params["channel"])
     ps.get_message(timeout=5.0)  # the subscribe confirmation
     n = 0
@@ -198,7 +198,7 @@ def redispy_sync_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
     stop_at = math.inf
     barrier.wait()
     # No timeout of its own: listen() blocks; the parent kills a worker that never finishes.
-    for m in ps.listen():
+    for m in ps.listen():  # type: ignore[no-untyped-call]
         if m["type"] != "message":
             continue
         if len(m["data"]) == 3:

@@ -251,7 +251,7 @@ def _missing(client: str) -> str | None:
         elif client == "faststream":
             import faststream.redis  # noqa: F401
     except ImportError as exc:
-        return f"{client} is not installed ({exc}); pip install 'herald[bench]'"
+        return f"{client} is not installed ({exc}); pip install 'herald-pubsub[bench]'"
     return None
 
 

@@ -391,7 +391,7 @@ def redispy_sync_requester(params: dict[str, Any], barrier: Barrier) -> Sample:
     data = _payload(params["payload_size"])
     window = params["concurrency"]
     r = redis.Redis.from_url(params["url"])
-    ps = r.pubsub()  # type: ignore[no-untyped-call]
+    ps = r.pubsub()
     ps.subscribe(inbox)
     ps.get_message(timeout=5.0)  # the subscribe confirmation
     lat: list[int] = []
@@ -475,7 +475,7 @@ async def _redispy_async_requester(params: dict[str, Any], barrier: Barrier) -> 
         await r.publish(topic, json.dumps(END))
         return _result(len(lat), seconds, lat)
     finally:
-        await ps.aclose()  # type: ignore[no-untyped-call]
+        await ps.aclose()
         await r.aclose()
 
 
@@ -483,7 +483,7 @@ def redispy_sync_responder(params: dict[str, Any], barrier: Barrier) -> Sample:
     import redis
 
     r = redis.Redis.from_url(params["url"])
-    ps = r.pubsub()  # type: ignore[no-untyped-call]
+    ps = r.pubsub()
     ps.subscribe(params["topic"])
     ps.get_message(timeout=5.0)
     answered = 0

@@ -93,7 +93,7 @@ def _token(**changes: Any) -> str:
     claims.update(changes)
     claims = {k: v for k, v in claims.items() if v is not None}
     if algorithm == "none":
-        return jwt.encode(claims, None, algorithm="none")
+        return jwt.encode(claims, "", algorithm="none")  # the none algorithm takes no key
     return jwt.encode(claims, key, algorithm=algorithm)
 
 
