@@ -95,7 +95,12 @@ def test_serve_is_found_by_other_commands_and_keeps_data(tmp_path: Path, topic: 
 
     def stop(proc: subprocess.Popen[str]) -> None:
         proc.send_signal(signal.SIGINT)
-        assert proc.wait(15) == 0
+        try:
+            assert proc.wait(15) == 0
+        finally:  # a failed stop leaves no process behind to fail a later test
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
         assert not (tmp_path / "herald.json").exists()
 
     proc = start()
@@ -124,3 +129,33 @@ def test_serve_is_found_by_other_commands_and_keeps_data(tmp_path: Path, topic: 
             assert hub.execute("GET", f"{topic}:kept") == b"yes"
     finally:
         stop(proc)
+
+
+@pytest.mark.parametrize("gateway", [True, False], ids=["gateway", "no-gateway"])
+def test_serve_stops_on_a_signal_that_comes_while_it_starts(tmp_path: Path, gateway: bool) -> None:
+    # Started as a background job is: with SIGINT ignored. A Ctrl-C that lands between the
+    # discovery file and the gateway's own handlers must still stop it.
+    env = {**os.environ, "HERALD_HOME": str(tmp_path), "HERALD_GATEWAY_PORT": "0"}
+    env.pop("HERALD_URL", None)
+    args = [*HERALD, "serve", *([] if gateway else ["--no-gateway"])]
+    with open(tmp_path / "serve.log", "w") as log:
+        proc = subprocess.Popen(
+            args,
+            env=env,
+            stdout=log,
+            stderr=log,
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+        )
+    try:
+        deadline = time.monotonic() + 30
+        while not (tmp_path / "herald.json").exists():
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, "herald serve did not start"
+            time.sleep(0.001)
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0, (tmp_path / "serve.log").read_text()
+        assert not (tmp_path / "herald.json").exists()
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import sys
+import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
@@ -94,13 +95,20 @@ def serve(
     except ImportError as exc:
         _fail(f"herald serve needs the gateway: pip install 'herald-pubsub[serve]' ({exc})")
 
+    # Ctrl-C and SIGTERM are caught from the first moment: one that arrives while the server
+    # starts stops it as soon as it runs (a runner that started this process in the background
+    # may have left SIGINT ignored, and the default handler would not be there either).
+    stopping = threading.Event()
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stopping.set())
+
     console = Console()
     if not no_gateway and port and not _port_free(host, port):
         _fail(f"port {port} on {host} is in use: pass --port (0 for a free one)")
     if url is not None:
         if no_gateway:
             _fail("--url with --no-gateway leaves nothing to run")
-        run_gateway(url, host, port, console, lambda: True)
+        run_gateway(url, host, port, console, lambda: True, stopping=stopping)
         return
     data_dir = data_dir or default_data_dir()
     if running := discover(data_dir):
@@ -120,9 +128,9 @@ def serve(
 
     try:
         if no_gateway:
-            _wait_for_signal(console, alive)
+            _wait_for_signal(console, alive, stopping)
         else:
-            run_gateway(server.url, host, port, console, alive)
+            run_gateway(server.url, host, port, console, alive, stopping=stopping)
     finally:
         crashed = not alive()
         server.stop()
@@ -132,22 +140,10 @@ def serve(
     console.print("stopped")
 
 
-def _wait_for_signal(console: Console, alive: Any) -> None:
+def _wait_for_signal(console: Console, alive: Any, stopping: threading.Event) -> None:
     console.print("try:  herald sub 'demo.*'    and in another shell:  herald pub demo.hello hi")
     console.print("Ctrl-C to stop")
-    stop = False
-
-    def _stop(signum: int, frame: Any) -> None:
-        nonlocal stop
-        stop = True
-
-    # Explicit handlers: a shell may start a background job with SIGINT ignored.
-    signal.signal(signal.SIGTERM, _stop)
-    signal.signal(signal.SIGINT, _stop)
-    try:
-        while not stop and alive():
-            time.sleep(0.2)
-    except KeyboardInterrupt:
+    while not stopping.wait(0.2) and alive():
         pass
 
 

@@ -57,9 +57,11 @@ def run_gateway(
     console: Console,
     alive: Callable[[], bool],
     config: GatewayConfig | None = None,
+    stopping: threading.Event | None = None,
 ) -> None:
-    """Serve the gateway for ``url`` on ``host:port`` until Ctrl-C, SIGTERM, or ``alive()``
-    turns false (the embedded server died)."""
+    """Serve the gateway for ``url`` on ``host:port`` until Ctrl-C, SIGTERM, ``stopping`` is
+    set (a signal the caller caught before the gateway ran), or ``alive()`` turns false (the
+    embedded server died)."""
     config = config or GatewayConfig()
     app = create_app(url, config)
     server = _Server(uvicorn_config(app, config, host, port))
@@ -89,6 +91,8 @@ def run_gateway(
 
         for sig in (signal.SIGINT, signal.SIGTERM):
             loop.add_signal_handler(sig, stop)
+        if stopping is not None and stopping.is_set():
+            stop()
         watcher = loop.create_task(watch())
         try:
             await server.serve()
