@@ -119,6 +119,7 @@ class Subscription:
         epoch: int | None = None,
         last: int | None = None,
         on_history_lost: Callable[[HistoryLost], Any] | None = None,
+        error_text: bool = False,
     ) -> None:
         if max_pending < 1:
             raise ConfigurationError("max_pending must be at least 1")
@@ -129,6 +130,8 @@ class Subscription:
         self.overflow = overflow
         self.on_gap = on_gap
         self.on_history_lost = on_history_lost
+        # error replies carry the exception's text, not only its type (docs/request-reply.md)
+        self.error_text = error_text
         self._start = (since, epoch, last)
         self._recovery: Recovery | None = None
         self.handler: Callable[[Message], Any] | None = (
@@ -314,7 +317,7 @@ class Subscription:
         self.stats.handler_errors += 1
         log.exception("handler %r failed on %r", self.handler, msg)
         if msg._headers and (r := replier_of(msg)):
-            r.reply_error(msg, exc)
+            r.reply_error(msg, exc, self.error_text)
 
     def _invalid(self, msg: Message, reason: str) -> None:
         """A typed handler's payload did not validate: skip it (a request gets an error reply)."""
@@ -328,7 +331,7 @@ class Subscription:
                 self.stats.invalid,
             )
         if msg._headers and (r := replier_of(msg)):
-            r.reply_error(msg, DecodeError(f"invalid payload: {reason}"))
+            r.reply_error(msg, DecodeError(f"invalid payload: {reason}"), self.error_text)
 
     def _gap(self, gap: Gap) -> None:
         self.stats.gaps += 1
