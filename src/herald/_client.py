@@ -394,6 +394,8 @@ class AsyncClient:
 
     def _reserved(self, topic: str) -> str | None:
         """Why only Herald may publish to ``topic``, or ``None`` when anyone may."""
+        if not isinstance(topic, str):
+            return None  # InvalidTopic, from validate_topic
         if is_inbox(topic):
             return "the reply inboxes of requests are written by responders only"
         if topic.endswith(DEAD_SUFFIX):

@@ -40,7 +40,7 @@ def is_inbox(name: str) -> bool:
 
 def check_user_name(name: str) -> None:
     """Refuse a user publish or subscribe to the reply inbox namespace."""
-    if name.startswith(_INBOX_STEM):
+    if isinstance(name, str) and name.startswith(_INBOX_STEM):
         raise ReservedName(name, f"{INBOX_PREFIX}* holds the reply inboxes of requests")
 
 
