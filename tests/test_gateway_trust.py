@@ -102,6 +102,8 @@ async def test_the_inbox_namespace_is_closed_to_gateway_clients(
             r = await api.post(f"/topics/{inbox}", json={"forged": "reply"})
             assert r.status_code == 403, r.text
             assert r.json()["error"] == "reserved_topic"
+            r = await api.get(f"/topics/{inbox}/events", timeout=5)
+            assert r.status_code == 403, r.text
         async with connect(gw.ws_url, additional_headers=everything) as ws:
             await ws.send(json.dumps({"op": "publish", "topic": inbox, "data": 1, "id": 1}))
             assert json.loads(await ws.recv())["code"] == "reserved_topic"
