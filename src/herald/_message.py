@@ -50,7 +50,9 @@ class Replier(Protocol):
         error_id: str | None = None,
     ) -> Awaitable[None]: ...
 
-    def reply_error(self, request: Message, exc: BaseException, text: bool = False) -> None: ...
+    def reply_error(
+        self, request: Message, exc: BaseException, text: bool = False
+    ) -> str | None: ...
 
 
 class Message:

@@ -282,20 +282,22 @@ class Requests:
             return DONE  # nothing to wait for (what awaiting a _Queued would find out)
         return _Queued(link, client.publish_timeout, busy)
 
-    def reply_error(self, request: Message, exc: BaseException, text: bool = False) -> None:
-        """Answer ``request`` with an error reply after its handler raised (never raises).
+    def reply_error(self, request: Message, exc: BaseException, text: bool = False) -> str | None:
+        """Answer ``request`` with an error reply after its handler raised (never raises); the
+        error id sent, for the caller's log line with the exception, or ``None`` if not sent.
 
-        The reply names the exception's type and carries an error id, logged here with the
-        exception's text; the text itself goes to the requester only with ``text``.
+        The reply names the exception's type and carries the id; the exception's text goes to
+        the requester only with ``text``.
         """
         ref = os.urandom(8).hex()
         name = type(exc).__name__
         error = f"{name}: {exc}"[:MAX_ERROR_TEXT] if text else name
-        log.warning("error reply %s to %r: %s: %s", ref, request, name, exc)
         try:
             self.reply(request, b"", None, error, ref)
         except Exception as send_exc:
             log.warning("could not send the error reply to %r: %s", request, send_exc)
+            return None
+        return ref
 
 
 def _acked(waiter: asyncio.Future[Message], topic: str, ack: asyncio.Future[Any]) -> None:

@@ -315,23 +315,30 @@ class Subscription:
 
     def _handler_failed(self, msg: Message, exc: Exception) -> None:
         self.stats.handler_errors += 1
-        log.exception("handler %r failed on %r", self.handler, msg)
-        if msg._headers and (r := replier_of(msg)):
+        # A request's error reply carries an id; logged here, with the traceback it points to.
+        ref = (
             r.reply_error(msg, exc, self.error_text)
+            if msg._headers and (r := replier_of(msg))
+            else None
+        )
+        log.exception("handler %r failed on %r%s", self.handler, msg, _error_reply(ref))
 
     def _invalid(self, msg: Message, reason: str) -> None:
         """A typed handler's payload did not validate: skip it (a request gets an error reply)."""
         self.stats.invalid += 1
+        ref = None
+        if msg._headers and (r := replier_of(msg)):
+            error = DecodeError(f"invalid payload: {reason}")
+            ref = r.reply_error(msg, error, self.error_text)
         if self.stats.invalid == 1 or self.stats.invalid % 1000 == 0:
             log.warning(
-                "subscription %s: skipped %r: invalid payload: %s (%d so far)",
+                "subscription %s: skipped %r: invalid payload: %s (%d so far)%s",
                 ",".join(self.names),
                 msg,
                 reason,
                 self.stats.invalid,
+                _error_reply(ref),
             )
-        if msg._headers and (r := replier_of(msg)):
-            r.reply_error(msg, DecodeError(f"invalid payload: {reason}"), self.error_text)
 
     def _gap(self, gap: Gap) -> None:
         self.stats.gaps += 1
@@ -482,3 +489,8 @@ class Subscription:
                     self._handler_failed(msg, exc)
         except HeraldError as exc:
             log.error("subscription %s ended: %s", ",".join(self.names), exc)
+
+
+def _error_reply(ref: str | None) -> str:
+    """What a log line says of the error reply sent, if any (its id is in the reply)."""
+    return "" if ref is None else f"; error reply {ref} sent"

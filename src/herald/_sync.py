@@ -463,9 +463,11 @@ class SyncSubscription:
                     r.reply(msg, result, None)
             except Exception as exc:
                 self._sub.stats.handler_errors += 1
-                log.exception("handler %r failed on %r", handler, msg)
+                ref = None
                 if msg._headers and (r := replier_of(msg)):
-                    r.reply_error(msg, exc, self._sub.error_text)
+                    ref = r.reply_error(msg, exc, self._sub.error_text)
+                sent = "" if ref is None else f"; error reply {ref} sent"
+                log.exception("handler %r failed on %r%s", handler, msg, sent)
 
     def _stop_handler(self) -> None:
         self._sub._finish()
