@@ -67,6 +67,8 @@ async def test_the_inbox_namespace_is_refused_to_users(url: str, topic: str) -> 
             await hub.subscribe("_herald.inbox.*")
         with pytest.raises(herald.ReservedName):
             await hub.subscribe("_herald.inbox*")
+        with pytest.raises(herald.ReservedName):
+            await hub.declare(inbox, bare=True)  # replies to it would lose their headers
 
 
 async def test_inbox_and_request_ids_are_not_derivable(url: str, topic: str) -> None:

@@ -916,6 +916,7 @@ class AsyncClient:
             await hub.declare("prices", history=1000, history_ttl=3600)  # recoverable
         """
         validate_topic(topic)
+        check_user_name(topic)  # a policy on an inbox (bare, durable) would break its replies
         check_policy(durable, max_len, max_age, dedup_window, trim_unacked)
         check_history(history, history_ttl, durable=durable, bare=bare)
         policy = TopicPolicy(
