@@ -908,6 +908,7 @@ class AsyncClient:
         Raises:
             ConfigurationError: the topic is declared already with other settings (the message
                 names them); pass ``update=True`` to change them.
+            ReservedName: the topic is a reply inbox (``_herald.inbox.*``).
 
         Example::
 
