@@ -182,8 +182,10 @@ class Message:
         await the result: it waits for room in the send buffer.
 
         Raises:
-            HeraldError: the message is not a request (it has no ``herald-reply-to`` header) or
-                was not received by a Herald subscription.
+            HeraldError: the message is not a request (it has no ``herald-reply-to`` header, or
+                one that is not a reply inbox ``_herald.inbox.*``) or was not received by a
+                Herald subscription.
+            ReservedName: a header name starts with ``herald-``.
 
         Example::
 
