@@ -12,7 +12,13 @@ import pytest
 
 import herald
 from herald import EmbeddedServer
-from herald.faults import hostile, scenarios, scenarios_net, scenarios_recoverable
+from herald.faults import (
+    hostile,
+    scenarios,
+    scenarios_net,
+    scenarios_recoverable,
+    scenarios_trust,
+)
 from herald.faults._harness import SMOKE
 from herald.faults.checker import Checker
 from herald.faults.proxy import Proxy
@@ -92,7 +98,7 @@ def test_checker_time_to_recover_spans_the_silence() -> None:
 
 
 def test_every_scenario_is_listed_once() -> None:
-    assert [s.number for s in SCENARIOS] == list(range(1, 16))
+    assert [s.number for s in SCENARIOS] == list(range(1, 17))
     assert find("4") is find("poison")
     with pytest.raises(KeyError):
         find("nope")
@@ -207,6 +213,16 @@ async def test_hostile_input_to_the_decoder_and_the_gateway() -> None:
     assert gateway["frames"] > 100
     assert (gateway["internal_errors"], gateway["hangs"]) == (0, 0)
     assert gateway["bad_tokens_accepted"] == 0
+
+
+@pytest.mark.timeout(60)
+async def test_forged_reply_addresses_publish_nothing_outside_the_inboxes() -> None:
+    r = await scenarios_trust.forged_replies(SMOKE)
+    passed(r)
+    assert r["forged_requests"] >= 1000
+    assert r["published_outside_inboxes"] == 0
+    assert r["secrets_leaked"] == 0
+    assert r["gateway_forgeries_accepted"] == 0
 
 
 @pytest.mark.timeout(60)

@@ -12,6 +12,7 @@ import pytest
 
 import herald
 from herald import EmbeddedServer, Message
+from herald._wire import Encoder
 
 REPLY_TO = "herald-reply-to"
 REQUEST_ID = "herald-request-id"
@@ -52,7 +53,8 @@ async def test_round_trip_with_a_handler_return_value(url: str, topic: str) -> N
         assert reply.data == {"echo": {"ip": "1.2.3.4"}}
         request = seen[0]
         inbox = request.headers[REPLY_TO]
-        assert inbox == f"_herald.inbox.{caller._encoder.publisher_id.hex()}"
+        assert inbox == caller._request_table().inbox
+        assert inbox.startswith("_herald.inbox.")
         assert request.headers["trace"] == "t1"  # the caller's headers travel with the request
         assert reply.topic == inbox
         assert reply.headers == {REQUEST_ID: request.headers[REQUEST_ID]}
@@ -116,15 +118,16 @@ async def test_msg_reply_from_an_iterator(url: str, topic: str) -> None:
 
 
 async def test_any_client_can_reply_by_publishing_to_the_inbox(url: str, topic: str) -> None:
-    # The protocol is ordinary messages: publish to herald-reply-to with herald-request-id.
+    # The protocol is ordinary messages: publish to herald-reply-to with herald-request-id. A
+    # Herald client's publish() refuses both (they are Herald's), so this is what a program in
+    # another language does: PUBLISH an envelope of its own.
     async with herald.AsyncClient(url) as caller, herald.AsyncClient(url) as other:
         sub = await other.subscribe(topic)
 
         async def serve() -> None:
             msg = await sub.next(5)
-            await other.publish(
-                msg.headers[REPLY_TO], "by hand", headers={REQUEST_ID: msg.headers[REQUEST_ID]}
-            )
+            frame = Encoder().envelope("by hand", {REQUEST_ID: msg.headers[REQUEST_ID]})
+            await other.execute("PUBLISH", msg.headers[REPLY_TO], frame)
 
         task = asyncio.create_task(serve())
         assert (await caller.request(topic, None)).data == "by hand"
@@ -289,7 +292,7 @@ async def test_a_responder_that_raises_sends_an_error_reply(
         return "ok"
 
     async with herald.AsyncClient(url) as caller, herald.AsyncClient(url) as responder:
-        sub = await responder.subscribe(topic, handler=answer)
+        sub = await responder.subscribe(topic, handler=answer, error_text=True)
         start = time.perf_counter()
         with pytest.raises(herald.ResponderFailed) as info:
             await caller.request(topic, "bad", timeout=5.0)
@@ -420,7 +423,7 @@ def test_sync_round_trip_with_a_handler_thread(url: str, topic: str) -> None:
         return msg.data * 2
 
     with herald.Client(url) as caller, herald.Client(url) as responder:
-        responder.subscribe(topic, handler=answer)
+        responder.subscribe(topic, handler=answer, error_text=True)
         assert caller.request(topic, 21).data == 42
         assert caller.request(topic, "ab", timeout=2.0).data == "abab"
         assert threads[0].startswith("herald-handler")

@@ -112,10 +112,17 @@ async def test_a_typed_responder_answers_invalid_requests_with_an_error(
     def double(order: Order) -> int:
         return order.id * 2
 
-    async with herald.AsyncClient(url) as hub, hub.subscribe(topic, handler=double):
-        assert (await hub.request(topic, GOOD_ORDER)).data == 14
-        with pytest.raises(herald.ResponderFailed, match="invalid payload: Order"):
-            await hub.request(topic, BAD_ORDER)
+    async with herald.AsyncClient(url) as hub:
+        async with hub.subscribe(topic, handler=double):
+            assert (await hub.request(topic, GOOD_ORDER)).data == 14
+            # By default the requester learns the error's type, not the validator's text...
+            with pytest.raises(herald.ResponderFailed) as info:
+                await hub.request(topic, BAD_ORDER)
+            assert info.value.error == "DecodeError"
+        # ...which a responder sends when it opts in.
+        async with hub.subscribe(topic, handler=double, error_text=True):
+            with pytest.raises(herald.ResponderFailed, match="invalid payload: Order"):
+                await hub.request(topic, BAD_ORDER)
 
 
 def test_sync_subscription_handlers_are_typed(url: str, topic: str) -> None:

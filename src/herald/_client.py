@@ -33,6 +33,7 @@ from ._errors import (
     MessageTooLarge,
     NotReplicated,
     PermissionDenied,
+    ReservedName,
     Timeout,
 )
 from ._history import (
@@ -68,7 +69,15 @@ from ._streams import (
 )
 from ._subscriber import Subscriber
 from ._subscription import Gap, Handler, Overflow, Subscription
-from ._topics import is_pattern, match, validate_subscription, validate_topic
+from ._topics import (
+    check_headers,
+    check_user_name,
+    is_inbox,
+    is_pattern,
+    match,
+    validate_subscription,
+    validate_topic,
+)
 from ._url import Endpoint, parse_url
 from ._wire import Codec, Encoder, decode
 
@@ -220,6 +229,9 @@ class AsyncClient:
         self._requests: Requests | None = None
         self._server: EmbeddedServer | None = None
         self._prefixes: dict[str, _Route] = {}
+        # Routes of topics only Herald writes (reply inboxes, dead-letter topics): kept out of
+        # _prefixes, so that publish's fast path never finds them and the slow path refuses them.
+        self._internal: dict[str, _Route] = {}
         self._history_totals = Counters()
         self._durable: Scripts | None = None
         self._consumers: set[Consumer] = set()
@@ -363,7 +375,7 @@ class AsyncClient:
 
     def _prefix(self, topic: str) -> _Route:
         """(PUBLISH prefix, bare, durable spec, history spec) of a topic, cached."""
-        entry = self._prefixes.get(topic)
+        entry = self._prefixes.get(topic) or self._internal.get(topic)
         if entry is None:
             raw = validate_topic(topic)
             policy = self._policies.get(topic)
@@ -374,10 +386,32 @@ class AsyncClient:
                 else None
             )
             entry = (prefix(_PUBLISH, raw), policy is not None and policy.bare, durable, history)
-            if len(self._prefixes) >= _PREFIX_CACHE_MAX:
-                self._prefixes.clear()
-            self._prefixes[topic] = entry
+            cache = self._internal if self._reserved(topic) else self._prefixes
+            if len(cache) >= _PREFIX_CACHE_MAX:
+                cache.clear()
+            cache[topic] = entry
         return entry
+
+    def _reserved(self, topic: str) -> str | None:
+        """Why only Herald may publish to ``topic``, or ``None`` when anyone may."""
+        if not isinstance(topic, str):
+            return None  # InvalidTopic, from validate_topic
+        if is_inbox(topic):
+            return "the reply inboxes of requests are written by responders only"
+        if topic.endswith(DEAD_SUFFIX):
+            own = self._policies.get(topic)
+            parent = self._policies.get(topic[: -len(DEAD_SUFFIX)])
+            if (own is not None and own.durable) or (parent is not None and parent.durable):
+                return "dead letters are written by Herald only (see replay_dead)"
+        return None
+
+    def _check_publish(self, topic: str, headers: Mapping[str, str] | None) -> None:
+        """Refuse what only Herald may publish: reserved headers, reserved topics."""
+        if headers:
+            check_headers(headers)
+        reason = self._reserved(topic)
+        if reason is not None:
+            raise ReservedName(topic, reason)
 
     def _frame(
         self, topic: str, data: Any, headers: Mapping[str, str] | None
@@ -463,12 +497,16 @@ class AsyncClient:
 
         Raises:
             InvalidTopic, MessageTooLarge, TypeError: before anything is sent.
+            ReservedName: a header name starts with ``herald-``, or the topic is Herald's
+                (a reply inbox ``_herald.inbox.*``, a durable topic's ``<topic>.dead``).
             NotReplicated: with ``replicas``, fewer replicas acknowledged in time; the message
                 is stored on the primary.
             Timeout: the send buffer stayed full (or, with ``confirm=True``, the connection
                 stayed down) for ``publish_timeout``; the message was not queued.
             ConnectionLost: with ``confirm=True``, the connection died before the reply.
         """
+        if headers:
+            check_headers(headers)
         link = self._link
         entry = self._prefixes.get(topic)
         if (
@@ -489,6 +527,7 @@ class AsyncClient:
             await self.connect()
             link = self._link
             assert link is not None
+        self._check_publish(topic, None)
         pfx, frame, bare, durable, history = self._encode(topic, data, headers)
         if history is not None:
             return await self._publish_history(history, [frame], confirm)
@@ -541,6 +580,7 @@ class AsyncClient:
             await self.connect()
         link = self._link
         assert link is not None
+        self._check_publish(topic, headers)
         pfx, bare, durable, history = self._prefix(topic)
         if history is not None:
             frames = [self._encoder.envelope(data, headers, 0, 0) for data in items]
@@ -687,6 +727,7 @@ class AsyncClient:
         epoch: int | None = None,
         last: int | None = None,
         on_history_lost: Callable[[HistoryLost], Any] | None = None,
+        error_text: bool = False,
     ) -> Subscription:
         """Subscribe to topics and glob patterns (``*``, ``?``, ``[a-z]``, ``\\`` escapes).
 
@@ -703,6 +744,14 @@ class AsyncClient:
         that no longer reaches back raises :class:`HistoryLost` from the iterator, or calls
         ``on_history_lost`` (and the subscription goes on).
 
+        A handler that returns a value for a request answers it (``docs/request-reply.md``);
+        when it raises, the requester gets an error reply with the exception's type and an
+        error id (logged here with the exception), not its message: ``error_text=True`` sends
+        the message too, for exceptions whose text is fit for the requester.
+
+        Raises:
+            ReservedName: a name in the reply inbox namespace ``_herald.inbox.*``.
+
         Example::
 
             async with hub.subscribe("news.*") as sub:
@@ -713,6 +762,7 @@ class AsyncClient:
             raise ConfigurationError("subscribe needs at least one topic or pattern")
         for name in names:
             validate_subscription(name)
+            check_user_name(name)
         unique = tuple(dict.fromkeys(names))
         check_start(unique, since, epoch, last)
         if self._closed:
@@ -728,6 +778,7 @@ class AsyncClient:
             epoch=epoch,
             last=last,
             on_history_lost=on_history_lost,
+            error_text=error_text,
         )
 
     async def _history_topics(self, names: tuple[str, ...]) -> dict[str, str | None]:
@@ -857,6 +908,7 @@ class AsyncClient:
         Raises:
             ConfigurationError: the topic is declared already with other settings (the message
                 names them); pass ``update=True`` to change them.
+            ReservedName: the topic is a reply inbox (``_herald.inbox.*``).
 
         Example::
 
@@ -865,6 +917,7 @@ class AsyncClient:
             await hub.declare("prices", history=1000, history_ttl=3600)  # recoverable
         """
         validate_topic(topic)
+        check_user_name(topic)  # a policy on an inbox (bare, durable) would break its replies
         check_policy(durable, max_len, max_age, dedup_window, trim_unacked)
         check_history(history, history_ttl, durable=durable, bare=bare)
         policy = TopicPolicy(
@@ -1160,6 +1213,7 @@ class AsyncClient:
         if policies != self._policies:
             self._policies = policies
             self._prefixes.clear()
+            self._internal.clear()
 
     async def _watch_policies(self) -> None:
         assert self._link is not None

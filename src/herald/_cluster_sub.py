@@ -28,7 +28,7 @@ from ._backoff import Backoff
 from ._cluster import PATTERN_LEASE, PATTERN_REFRESH, PATTERNS_KEY, ClusterLink, _consume
 from ._errors import HeraldError, PermissionDenied, ServerError, Timeout
 from ._link import Link
-from ._message import REPLY_TO
+from ._message import is_request
 from ._resp import command
 from ._slots import Node, key_slot, parse_redirect
 from ._subscriber import Subscriber
@@ -78,7 +78,7 @@ class _Shard:
             messages = decode(entry.name, reply[2])
             first = messages[0]
             replier = self.owner.replier
-            if (h := first._headers) and REPLY_TO in h and len(messages) == 1 and replier:
+            if (h := first._headers) and is_request(h) and len(messages) == 1 and replier:
                 first._replier = replier
             for sub in entry.subs:
                 sub._deliver(messages)

@@ -4,6 +4,7 @@
 
     HeraldError
      ├── ConfigurationError (ValueError)        bad URL, bad option
+     │    └── ReservedName                      a header, topic or pattern that is Herald's (.name)
      ├── InvalidTopic (ValueError)              empty, too long, forbidden characters
      ├── MessageTooLarge (ValueError)           .size, .limit
      ├── DecodeError (ValueError)               a frame or payload that cannot be decoded
@@ -38,6 +39,20 @@ class HeraldError(Exception):
 
 class ConfigurationError(HeraldError, ValueError):
     """An option or URL that Herald cannot use."""
+
+
+class ReservedName(ConfigurationError):
+    """A header name, topic or pattern reserved for Herald's own use: ``herald-`` headers, the
+    reply inbox namespace ``_herald.inbox.``, a durable topic's dead-letter topic.
+
+    Attributes:
+        name: the header name, topic or pattern refused.
+    """
+
+    def __init__(self, name: str, reason: str) -> None:
+        super().__init__(f"{name!r} is reserved for Herald: {reason}")
+        self.name = name
+        self.reason = reason
 
 
 class InvalidTopic(HeraldError, ValueError):

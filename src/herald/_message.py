@@ -7,6 +7,7 @@ from collections.abc import Awaitable, Generator, Mapping
 from typing import Any, Protocol
 
 from ._errors import DecodeError, HeraldError
+from ._topics import INBOX_PREFIX
 
 # The reserved header that makes a message a request: the channel its replies go to.
 REPLY_TO = "herald-reply-to"
@@ -46,9 +47,12 @@ class Replier(Protocol):
         data: Any,
         headers: Mapping[str, str] | None,
         error: str | None = None,
+        error_id: str | None = None,
     ) -> Awaitable[None]: ...
 
-    def reply_error(self, request: Message, exc: BaseException) -> None: ...
+    def reply_error(
+        self, request: Message, exc: BaseException, text: bool = False
+    ) -> str | None: ...
 
 
 class Message:
@@ -178,8 +182,10 @@ class Message:
         await the result: it waits for room in the send buffer.
 
         Raises:
-            HeraldError: the message is not a request (it has no ``herald-reply-to`` header) or
-                was not received by a Herald subscription.
+            HeraldError: the message is not a request (it has no ``herald-reply-to`` header, or
+                one that is not a reply inbox ``_herald.inbox.*``) or was not received by a
+                Herald subscription.
+            ReservedName: a header name starts with ``herald-``.
 
         Example::
 
@@ -193,6 +199,13 @@ class Message:
 
     def __repr__(self) -> str:
         return f"Message(topic={self.topic!r}, data={self.data!r}, id={self.id!r})"
+
+
+def is_request(headers: Mapping[str, str]) -> bool:
+    """Whether headers make a request: a reply address, and one in the inbox namespace (a
+    request must not make its responder publish to a topic of the sender's choosing)."""
+    to = headers.get(REPLY_TO)
+    return to is not None and to.startswith(INBOX_PREFIX)
 
 
 def replier_of(msg: Message) -> Replier | None:

@@ -1,13 +1,18 @@
 """Request/reply on live topics: the client's inbox, its pending-request table, and replies.
 
 A client that sends a request subscribes once (lazily) to its inbox, the channel
-``_herald.inbox.<publisher id hex>``, on its existing subscriber connection. A request is a live
-message with two reserved headers, ``herald-reply-to`` (the inbox) and ``herald-request-id``; it is
-published with a confirmation, so that a receiver count of 0 raises :class:`NoResponders` at once.
-A reply is an ordinary message published to the inbox with the same ``herald-request-id``, so any
-client (in any language) can answer. Request ids count up per client and are never reused: a reply
-that finds no pending request (it timed out, was cancelled, or already got its answer) is dropped
-and counted, and can never be taken for the answer to a later request.
+``_herald.inbox.<128 random bits in hex>``, on its existing subscriber connection. A request is a
+live message with two reserved headers, ``herald-reply-to`` (the inbox) and ``herald-request-id``
+(96 random bits in hex); it is published with a confirmation, so that a receiver count of 0 raises
+:class:`NoResponders` at once. A reply is an ordinary message published to the inbox with the same
+``herald-request-id``, so any client (in any language) can answer. A reply that finds no pending
+request (it timed out, was cancelled, or already got its answer) is dropped and counted.
+
+Neither name can be derived from what a client publishes (its message ids carry its publisher id,
+not its inbox), and users may not publish or subscribe to the inbox namespace, so a reply cannot be
+forged or read through Herald. A responder answers only a reply address in that namespace: a
+request cannot make it publish anywhere else. An error reply says the exception's type and an
+error id, not its text, unless the responder's subscription opts in (``error_text=True``).
 
 The semantics and the failure modes are described in ``docs/request-reply.md``.
 """
@@ -15,8 +20,8 @@ The semantics and the failure modes are described in ``docs/request-reply.md``.
 from __future__ import annotations
 
 import asyncio
-import itertools
 import logging
+import os
 from collections.abc import Awaitable, Generator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
@@ -26,6 +31,7 @@ from ._errors import Timeout as HeraldTimeout
 from ._link import Link
 from ._message import DONE, REPLY_TO, Message
 from ._subscription import Gap, Registry, Subscription
+from ._topics import INBOX_PREFIX, check_headers, check_user_name
 
 if TYPE_CHECKING:
     from ._client import AsyncClient
@@ -34,8 +40,7 @@ log = logging.getLogger("herald")
 
 REQUEST_ID = "herald-request-id"
 ERROR = "herald-error"
-INBOX_PREFIX = "_herald.inbox."
-RESERVED = "herald-"
+ERROR_ID = "herald-error-id"
 _PUBLISH = b"PUBLISH"
 MAX_ERROR_TEXT = 1000  # characters of "Type: message" sent back when a handler raises
 
@@ -46,9 +51,9 @@ class Requests:
     def __init__(self, client: AsyncClient, registry: Registry) -> None:
         self._client = client
         self._registry = registry
-        self.inbox = INBOX_PREFIX + client._encoder.publisher_id.hex()
+        # Random, not the publisher id: whoever sees this client's messages cannot name its inbox.
+        self.inbox = INBOX_PREFIX + os.urandom(16).hex()
         self._pending: dict[str, asyncio.Future[Message] | _Gather] = {}
-        self._ids = itertools.count(1)
         self._sub: _InboxSubscription | None = None
         self._starting: asyncio.Task[None] | None = None
         self.late_replies = 0  # replies that found no pending request: dropped
@@ -63,12 +68,12 @@ class Requests:
     async def request(
         self, topic: str, data: Any, timeout: float, headers: Mapping[str, str] | None
     ) -> Message:
-        _check(headers, timeout)
+        _check(topic, headers, timeout)
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if not self._ready():
             await self._prepare(topic, deadline, timeout)
-        rid = str(next(self._ids))
+        rid = _request_id()
         fut: asyncio.Future[Message] = loop.create_future()
         self._pending[rid] = fut
         try:
@@ -98,14 +103,14 @@ class Requests:
         timeout: float,
         headers: Mapping[str, str] | None,
     ) -> list[Message]:
-        _check(headers, timeout)
+        _check(topic, headers, timeout)
         if max_replies is not None and max_replies < 1:
             raise ConfigurationError("max_replies must be at least 1 (or None)")
         loop = asyncio.get_running_loop()
         deadline = loop.time() + timeout
         if not self._ready():
             await self._prepare(topic, deadline, timeout)
-        rid = str(next(self._ids))
+        rid = _request_id()
         gather = _Gather(loop.create_future(), topic, timeout, max_replies)
         self._pending[rid] = gather
         try:
@@ -236,19 +241,26 @@ class Requests:
         data: Any,
         headers: Mapping[str, str] | None,
         error: str | None = None,
+        error_id: str | None = None,
     ) -> Awaitable[None]:
         """Publish a reply to ``request``'s inbox; see :meth:`Message.reply`."""
         to = request.headers.get(REPLY_TO)
         rid = request.headers.get(REQUEST_ID)
         if not to or rid is None:
             raise HeraldError(f"{request!r} is not a request: it has no {REPLY_TO} header")
+        if not to.startswith(INBOX_PREFIX):
+            # Only a reply inbox: a request must not make a responder publish, with the
+            # responder's access, to a topic its sender names.
+            raise HeraldError(f"{request!r} is not a request: {REPLY_TO} is not an inbox")
         if headers:
-            _check_headers(headers)
+            check_headers(headers)
             h = {**headers, REQUEST_ID: rid}
         else:
             h = {REQUEST_ID: rid}
         if error is not None:
             h[ERROR] = error
+            if error_id is not None:
+                h[ERROR_ID] = error_id
         client = self._client
         link = client._link
         if link is None:
@@ -270,13 +282,22 @@ class Requests:
             return DONE  # nothing to wait for (what awaiting a _Queued would find out)
         return _Queued(link, client.publish_timeout, busy)
 
-    def reply_error(self, request: Message, exc: BaseException) -> None:
-        """Answer ``request`` with an error reply after its handler raised (never raises)."""
-        text = f"{type(exc).__name__}: {exc}"[:MAX_ERROR_TEXT]
+    def reply_error(self, request: Message, exc: BaseException, text: bool = False) -> str | None:
+        """Answer ``request`` with an error reply after its handler raised (never raises); the
+        error id sent, for the caller's log line with the exception, or ``None`` if not sent.
+
+        The reply names the exception's type and carries the id; the exception's text goes to
+        the requester only with ``text``.
+        """
+        ref = os.urandom(8).hex()
+        name = type(exc).__name__
+        error = f"{name}: {exc}"[:MAX_ERROR_TEXT] if text else name
         try:
-            self.reply(request, b"", None, text)
+            self.reply(request, b"", None, error, ref)
         except Exception as send_exc:
             log.warning("could not send the error reply to %r: %s", request, send_exc)
+            return None
+        return ref
 
 
 def _acked(waiter: asyncio.Future[Message], topic: str, ack: asyncio.Future[Any]) -> None:
@@ -416,16 +437,15 @@ class _Queued:
             yield  # a responder in a tight loop still lets other tasks run (as publish does)
 
 
-def _check(headers: Mapping[str, str] | None, timeout: float) -> None:
+def _check(topic: str, headers: Mapping[str, str] | None, timeout: float) -> None:
+    # A request into the inbox namespace would land in another client's inbox as a reply.
+    check_user_name(topic)
     if headers:
-        _check_headers(headers)
+        check_headers(headers)
     if not timeout > 0:
         raise ConfigurationError(f"timeout must be positive, not {timeout!r}")
 
 
-def _check_headers(headers: Mapping[str, str]) -> None:
-    for key in headers:
-        if isinstance(key, str) and key.startswith(RESERVED):
-            raise ConfigurationError(
-                f"header {key!r}: names starting with {RESERVED!r} are reserved for Herald"
-            )
+def _request_id() -> str:
+    """96 random bits: nobody who has seen other requests can guess the next one's id."""
+    return os.urandom(12).hex()

@@ -119,6 +119,7 @@ class Subscription:
         epoch: int | None = None,
         last: int | None = None,
         on_history_lost: Callable[[HistoryLost], Any] | None = None,
+        error_text: bool = False,
     ) -> None:
         if max_pending < 1:
             raise ConfigurationError("max_pending must be at least 1")
@@ -129,6 +130,8 @@ class Subscription:
         self.overflow = overflow
         self.on_gap = on_gap
         self.on_history_lost = on_history_lost
+        # error replies carry the exception's text, not only its type (docs/request-reply.md)
+        self.error_text = error_text
         self._start = (since, epoch, last)
         self._recovery: Recovery | None = None
         self.handler: Callable[[Message], Any] | None = (
@@ -312,23 +315,30 @@ class Subscription:
 
     def _handler_failed(self, msg: Message, exc: Exception) -> None:
         self.stats.handler_errors += 1
-        log.exception("handler %r failed on %r", self.handler, msg)
-        if msg._headers and (r := replier_of(msg)):
-            r.reply_error(msg, exc)
+        # A request's error reply carries an id; logged here, with the traceback it points to.
+        ref = (
+            r.reply_error(msg, exc, self.error_text)
+            if msg._headers and (r := replier_of(msg))
+            else None
+        )
+        log.exception("handler %r failed on %r%s", self.handler, msg, _error_reply(ref))
 
     def _invalid(self, msg: Message, reason: str) -> None:
         """A typed handler's payload did not validate: skip it (a request gets an error reply)."""
         self.stats.invalid += 1
+        ref = None
+        if msg._headers and (r := replier_of(msg)):
+            error = DecodeError(f"invalid payload: {reason}")
+            ref = r.reply_error(msg, error, self.error_text)
         if self.stats.invalid == 1 or self.stats.invalid % 1000 == 0:
             log.warning(
-                "subscription %s: skipped %r: invalid payload: %s (%d so far)",
+                "subscription %s: skipped %r: invalid payload: %s (%d so far)%s",
                 ",".join(self.names),
                 msg,
                 reason,
                 self.stats.invalid,
+                _error_reply(ref),
             )
-        if msg._headers and (r := replier_of(msg)):
-            r.reply_error(msg, DecodeError(f"invalid payload: {reason}"))
 
     def _gap(self, gap: Gap) -> None:
         self.stats.gaps += 1
@@ -479,3 +489,8 @@ class Subscription:
                     self._handler_failed(msg, exc)
         except HeraldError as exc:
             log.error("subscription %s ended: %s", ",".join(self.names), exc)
+
+
+def _error_reply(ref: str | None) -> str:
+    """What a log line says of the error reply sent, if any (its id is in the reply)."""
+    return "" if ref is None else f"; error reply {ref} sent"

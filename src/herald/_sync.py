@@ -164,6 +164,7 @@ class Client:
                     replicas=replicas,
                 )
             )
+        self._async._check_publish(topic, headers)
         stored = self._async._publish_threadsafe(topic, data, headers, confirm)
         if stored is None:
             return None
@@ -222,6 +223,7 @@ class Client:
         epoch: int | None = None,
         last: int | None = None,
         on_history_lost: Callable[[HistoryLost], Any] | None = None,
+        error_text: bool = False,
     ) -> SyncSubscription:
         """Subscribe; returns once the server confirmed. See :meth:`AsyncClient.subscribe`.
 
@@ -238,6 +240,7 @@ class Client:
             epoch=epoch,
             last=last,
             on_history_lost=on_history_lost,
+            error_text=error_text,
         )
         portal.call(sub.start())
         wrapper = SyncSubscription(sub, portal, handler)
@@ -460,9 +463,11 @@ class SyncSubscription:
                     r.reply(msg, result, None)
             except Exception as exc:
                 self._sub.stats.handler_errors += 1
-                log.exception("handler %r failed on %r", handler, msg)
+                ref = None
                 if msg._headers and (r := replier_of(msg)):
-                    r.reply_error(msg, exc)
+                    ref = r.reply_error(msg, exc, self._sub.error_text)
+                sent = "" if ref is None else f"; error reply {ref} sent"
+                log.exception("handler %r failed on %r%s", handler, msg, sent)
 
     def _stop_handler(self) -> None:
         self._sub._finish()

@@ -7,13 +7,41 @@ for PSUBSCRIBE, which :func:`match` reproduces byte for byte.
 
 from __future__ import annotations
 
-from ._errors import InvalidTopic
+from collections.abc import Mapping
+
+from ._errors import InvalidTopic, ReservedName
 
 MAX_TOPIC_BYTES = 1024
 _GLOB = frozenset("*?[")
 # Braces would break the hash tag of the topic's keys (``herald:{topic}:...``); whitespace and
 # control characters make topics unprintable in the CLI and logs.
 _FORBIDDEN = frozenset("{}") | frozenset(chr(c) for c in range(33)) | {"\x7f"}
+
+
+# Herald's own names (docs/wire-format.md): header names starting with RESERVED_HEADER, and the
+# reply inboxes' channels, which only Herald's request machinery subscribes and publishes to.
+RESERVED_HEADER = "herald-"
+INBOX_PREFIX = "_herald.inbox."
+_INBOX_STEM = INBOX_PREFIX[:-1]  # "_herald.inbox*" is refused as well as "_herald.inbox.*"
+INBOX_PREFIX_RAW = INBOX_PREFIX.encode()
+
+
+def check_headers(headers: Mapping[str, str]) -> None:
+    """Refuse header names reserved for Herald (any case: HTTP header names are not cased)."""
+    for key in headers:
+        if isinstance(key, str) and key[:7].lower() == RESERVED_HEADER:
+            raise ReservedName(key, f"header names starting with {RESERVED_HEADER!r} are Herald's")
+
+
+def is_inbox(name: str) -> bool:
+    """Whether ``name`` is in the reply inbox namespace (a channel, or a pattern there)."""
+    return name.startswith(_INBOX_STEM)
+
+
+def check_user_name(name: str) -> None:
+    """Refuse a user publish or subscribe to the reply inbox namespace."""
+    if isinstance(name, str) and name.startswith(_INBOX_STEM):
+        raise ReservedName(name, f"{INBOX_PREFIX}* holds the reply inboxes of requests")
 
 
 def is_pattern(name: str) -> bool:

@@ -17,6 +17,7 @@ from . import (
     scenarios_net,
     scenarios_recoverable,
     scenarios_topology,
+    scenarios_trust,
 )
 from ._harness import FULL, SMOKE, Scale
 
@@ -70,6 +71,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         "hostile-input",
         hostile.hostile_input,
         "decoder and gateway: crashes 0, hangs 0, bad tokens accepted 0",
+    ),
+    Scenario(
+        16,
+        "forged-replies",
+        scenarios_trust.forged_replies,
+        "forged reply-to: publishes outside the inbox namespace 0, secrets leaked 0",
     ),
 )
 
@@ -143,6 +150,8 @@ def format_table(reports: Sequence[dict[str, Any]]) -> str:
             "lost_without_wait",
             "time_to_resubscribe_s",
             "recovered_pct",
+            "published_outside_inboxes",
+            "secrets_leaked",
         ):
             if r.get(key) is not None:
                 figures.append(f"{key} {r[key]}")

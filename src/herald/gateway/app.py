@@ -19,6 +19,7 @@ from .auth import AuthError
 from .config import GatewayConfig
 from .metrics import metrics, registry_for
 from .openapi import document
+from .publishing import Refused
 from .state import Gateway
 from .ws import websocket_endpoint
 
@@ -38,7 +39,12 @@ async def _on_error(request: Request, exc: Exception) -> Response:
 
 
 # Errors with a meaning for the client; anything else is a 500 (and logged by the server).
-_HANDLED = {HeraldError: _on_error, AuthError: _on_error, ValueError: _on_error}
+_HANDLED = {
+    HeraldError: _on_error,
+    AuthError: _on_error,
+    ValueError: _on_error,
+    Refused: _on_error,
+}
 
 
 def create_app(

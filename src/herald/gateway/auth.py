@@ -5,7 +5,10 @@ with ``exp``, ``aud`` and ``iss`` required and checked (``leeway`` seconds of cl
 claim (``herald`` by default) holding the grants::
 
     {"herald": {"publish": ["chat.*"], "subscribe": ["chat.*", "news"], "history": ["chat.*"],
-                "admin": false}}
+                "replay": ["orders"], "admin": false}}
+
+``replay`` lets a caller put a durable topic's dead letters back on it; the gateway also requires
+``publish`` on that topic (a replay publishes the messages again there).
 
 A topic is granted when a grant matches it as a glob (Redis ``stringmatch``). A pattern
 subscription is granted only when a grant covers it for certain: the same pattern, or a grant
@@ -24,7 +27,7 @@ import jwt
 
 from herald import match
 
-Action = Literal["publish", "subscribe", "history"]
+Action = Literal["publish", "subscribe", "history", "replay"]
 _GLOB = frozenset("*?[\\")
 
 
@@ -82,6 +85,7 @@ class Principal:
     publish: tuple[str, ...] = ()
     subscribe: tuple[str, ...] = ()
     history: tuple[str, ...] = ()
+    replay: tuple[str, ...] = ()
     admin: bool = False
     expires: float | None = None
     everything: bool = False
@@ -92,9 +96,12 @@ class Principal:
         return cls(subject=None, admin=True, everything=True)
 
     def grants(self, action: Action) -> tuple[str, ...]:
-        return {"publish": self.publish, "subscribe": self.subscribe, "history": self.history}[
-            action
-        ]
+        return {
+            "publish": self.publish,
+            "subscribe": self.subscribe,
+            "history": self.history,
+            "replay": self.replay,
+        }[action]
 
     def may(self, action: Action, name: str) -> bool:
         """Whether ``action`` is granted on topic or pattern ``name``."""
@@ -193,6 +200,7 @@ def authenticate(token: str | None, config: AuthConfig | None) -> Principal:
         publish=_strings(grants.get("publish"), "publish"),
         subscribe=_strings(grants.get("subscribe"), "subscribe"),
         history=_strings(grants.get("history"), "history"),
+        replay=_strings(grants.get("replay"), "replay"),
         admin=grants.get("admin") is True,
         expires=float(claims["exp"]),
         claims=claims,

@@ -16,6 +16,7 @@ from herald import (
     HeraldError,
     InvalidTopic,
     MessageTooLarge,
+    ReservedName,
     TopicPolicy,
 )
 from herald import Timeout as HeraldTimeout
@@ -23,7 +24,7 @@ from herald import Timeout as HeraldTimeout
 from .auth import Action, AuthError, Principal, authenticate, origin_allowed
 from .fanout import stored_dicts
 from .frames import message_dict
-from .publishing import message_headers, publish_message
+from .publishing import Refused, message_headers, publish_message
 from .rates import INTERNAL_PREFIX
 from .state import Gateway, durable, recoverable
 
@@ -78,6 +79,10 @@ def kind(policy: TopicPolicy | None) -> str:
 def handle_errors(exc: Exception) -> JSONResponse:
     if isinstance(exc, AuthError):
         return error(exc.status, "unauthorized" if exc.status == 401 else "forbidden", exc.reason)
+    if isinstance(exc, Refused):
+        return error(exc.status, exc.code, exc.message)
+    if isinstance(exc, ReservedName):
+        return error(403, "reserved_topic", str(exc))
     if isinstance(exc, InvalidTopic):
         return error(400, "invalid_topic", str(exc))
     if isinstance(exc, MessageTooLarge):
@@ -261,9 +266,16 @@ async def dead_letters(request: Request) -> Response:
 
 
 async def replay_dead(request: Request) -> Response:
-    """POST /topics/{topic}/dead/replay: put dead letters back (body: {"offsets": [...]})."""
+    """POST /topics/{topic}/dead/replay: put dead letters back (body: {"offsets": [...]}).
+
+    Needs the ``replay`` grant and the ``publish`` grant on the topic: a replay publishes the
+    dead letters on it again, and whoever could write them (or forge them) may not be the one
+    who may publish there."""
     topic = request.path_params["topic"]
-    gw = _authorize(request, None)
+    gw = gateway(request)
+    principal = _principal(request, gw)
+    principal.check("replay", topic)
+    principal.check("publish", topic)
     body = await request.body()
     offsets: list[str] | None = None
     if body.strip():

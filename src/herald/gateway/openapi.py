@@ -190,6 +190,7 @@ def document() -> dict[str, Any]:
             "/topics/{topic}/dead/replay": {
                 "post": {
                     "summary": "Put dead letters back on their topic",
+                    "description": "Needs the token's replay and publish grants on the topic.",
                     "parameters": [_TOPIC],
                     "requestBody": {
                         "required": False,

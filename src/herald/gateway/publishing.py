@@ -1,10 +1,19 @@
-"""Publishing from HTTP and WebSocket clients, with W3C trace context carried along."""
+"""Publishing from HTTP and WebSocket clients, with W3C trace context carried along.
+
+A client publishes messages, never Herald's own metadata: ``herald-`` headers, the reply inbox
+namespace and dead-letter topics are refused (the client library raises ``ReservedName`` for
+those), and so is a payload on a *bare* topic that starts with the envelope's magic bytes, which
+subscribers would read as a Herald envelope with a sender, headers and offset of the client's
+choosing (see ``docs/gateway.md``).
+"""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Mapping
 from typing import TYPE_CHECKING, Any
+
+from herald import ReservedName, TopicPolicy
 
 if TYPE_CHECKING:
     from .state import Gateway
@@ -14,6 +23,25 @@ if TYPE_CHECKING:
 TRACE_HEADERS = ("traceparent", "tracestate")
 _TRACEPARENT = re.compile(r"^[0-9a-f]{2}-[0-9a-f]{32}-[0-9a-f]{16}-[0-9a-f]{2}$")
 HEADER_PREFIX = "x-herald-header-"
+RESERVED_HEADER = "herald-"
+#: The first bytes of every Herald frame (docs/wire-format.md).
+ENVELOPE_MAGIC = b"\xffHR"
+
+
+class Refused(Exception):
+    """A publish the gateway does not make for a client.
+
+    Attributes:
+        status: the HTTP status (400: the message, 403: the topic).
+        code: the error code of the JSON error or WebSocket error frame.
+        message: why, for the client.
+    """
+
+    def __init__(self, status: int, code: str, message: str) -> None:
+        super().__init__(message)
+        self.status = status
+        self.code = code
+        self.message = message
 
 
 def trace_context(headers: Mapping[str, str]) -> dict[str, str]:
@@ -50,15 +78,38 @@ async def publish_message(
     msg_id: str | None = None,
     key: str | None = None,
 ) -> dict[str, Any]:
-    """Publish through the gateway's client; the ack's fields (empty without ``confirm``)."""
-    ack = await gw.hub.publish(
-        topic,
-        data,
-        headers=headers or None,
-        confirm=True if confirm else None,
-        msg_id=msg_id,
-        key=key,
-    )
+    """Publish through the gateway's client; the ack's fields (empty without ``confirm``).
+
+    Raises:
+        Refused: a reserved header or topic, or an envelope on a bare topic.
+    """
+    for name in headers or ():
+        if name[:7].lower() == RESERVED_HEADER:
+            raise Refused(400, "reserved_header", f"header {name!r}: herald- headers are Herald's")
+    envelope = isinstance(data, bytes) and data.startswith(ENVELOPE_MAGIC)
+    policy: TopicPolicy | None = None
+    if envelope or topic.endswith(".dead"):
+        # Fresh policies, for the client too: a topic declared durable a moment ago by another
+        # process has its dead-letter topic, which the client then refuses (ReservedName).
+        policy = (await gw.policies()).get(topic)
+    if envelope and policy is not None and policy.bare:
+        raise Refused(
+            400,
+            "reserved_payload",
+            f"topic {topic!r} is bare: its payloads may not start with Herald's envelope "
+            "bytes FF 48 52",
+        )
+    try:
+        ack = await gw.hub.publish(
+            topic,
+            data,
+            headers=headers or None,
+            confirm=True if confirm else None,
+            msg_id=msg_id,
+            key=key,
+        )
+    except ReservedName as exc:
+        raise Refused(403, "reserved_topic", str(exc)) from None
     gw.stats.published += 1
     if ack is None:
         return {}

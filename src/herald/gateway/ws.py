@@ -33,6 +33,7 @@ from herald import (
     HeraldError,
     InvalidTopic,
     MessageTooLarge,
+    ReservedName,
     Subscription,
     Timeout,
 )
@@ -40,7 +41,7 @@ from herald import (
 from .auth import AuthError, Principal, authenticate, origin_allowed
 from .fanout import Sink, body_of
 from .frames import event_frame, ws_text_frame
-from .publishing import publish_message
+from .publishing import Refused, publish_message
 from .state import Gateway
 from .uvicorn_ws import EXTENSION, FrameWriter
 
@@ -160,8 +161,10 @@ class Connection:
                 self.send("pong", id=ref)
             else:
                 self.error(ref, "bad_request", f"unknown op {op!r}")
-        except _Refused as exc:
+        except (_Refused, Refused) as exc:
             self.error(ref, exc.code, exc.message)
+        except ReservedName as exc:
+            self.error(ref, "reserved_topic", str(exc))
         except AuthError as exc:
             self.error(ref, "forbidden" if exc.status == 403 else "unauthorized", exc.reason)
             if exc.status == 401:

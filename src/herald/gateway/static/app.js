@@ -137,9 +137,11 @@ async function refreshDetail() {
 }
 
 async function replay(offsets) {
-  await api("/topics/" + encodeURIComponent(selected) + "/dead/replay", {
-    method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(offsets ? { offsets } : {}),
-  });
+  try {
+    await api("/topics/" + encodeURIComponent(selected) + "/dead/replay", {
+      method: "POST", headers: { "Content-Type": "application/json" }, body: JSON.stringify(offsets ? { offsets } : {}),
+    });
+  } catch (err) { alert("replay refused: " + err.message); }  // e.g. no replay or publish grant
   refreshDetail();
 }
 $("#replay-all").addEventListener("click", () => replay(null));
