@@ -22,7 +22,14 @@ import herald
 
 from ._cli_durable import dead, history, replay, topics
 from ._cli_faults import faults
-from ._server import EmbeddedServer, clear_state, default_data_dir, discover, write_state
+from ._server import (
+    EmbeddedServer,
+    clear_state,
+    default_data_dir,
+    discover,
+    new_password,
+    write_state,
+)
 
 _URL = click.option(
     "--url",
@@ -75,6 +82,12 @@ main.add_command(faults)
     help="Serve the gateway for this Redis/Valkey instead of starting the embedded one.",
 )
 @click.option("--no-gateway", is_flag=True, help="Run the embedded Valkey alone.")
+@click.option(
+    "--unix-socket",
+    is_flag=True,
+    help="The embedded Valkey also listens on <data-dir>/valkey.sock (mode 0700); other "
+    "herald commands then use it.",
+)
 def serve(
     data_dir: Path | None,
     host: str,
@@ -82,6 +95,7 @@ def serve(
     valkey_port: int | None,
     url: str | None,
     no_gateway: bool,
+    unix_socket: bool,
 ) -> None:
     """Run Herald: the embedded Valkey (AOF persistence) and the gateway with its dashboard
     on http://127.0.0.1:8080, until Ctrl-C.
@@ -100,17 +114,35 @@ def serve(
         run_gateway(url, host, port, console, lambda: True)
         return
     data_dir = data_dir or default_data_dir()
-    if running := discover(data_dir):
-        _fail(f"a Herald server is already running at {running} (data directory {data_dir})")
-    server = EmbeddedServer(data_dir, port=valkey_port, persist=True, owned=True)
     try:
-        server.start()
+        running = discover(data_dir)
     except herald.HeraldError as exc:
         _fail(str(exc))
-    assert server.process is not None
-    write_state(data_dir, server.url, server.process.pid)
-    console.print(f"[bold green]Herald[/] Valkey running at [bold]{server.url}[/]")
-    console.print(f"data directory: {data_dir} (AOF, fsync every second)")
+    if running:
+        _fail(f"a Herald server is already running (data directory {data_dir})")
+    # Other local users must not reach the data: a password that only herald.json (0600, in
+    # a 0700 directory) holds.
+    server = EmbeddedServer(
+        data_dir,
+        port=valkey_port,
+        persist=True,
+        owned=True,
+        password=new_password(),
+        unix_socket=data_dir / "valkey.sock" if unix_socket else None,
+    )
+    try:
+        server.start()
+        write_state(data_dir, server.state())
+    except herald.HeraldError as exc:
+        server.stop()
+        _fail(str(exc))
+    console.print(f"[bold green]Herald[/] Valkey running at [bold]{server.display_url}[/]")
+    if server.unix_socket is not None:
+        console.print(f"unix socket: {server.unix_socket} (mode 0700)")
+    console.print(
+        f"data directory: {data_dir} (mode 0700; AOF, fsync every second); "
+        f"password in {data_dir / 'herald.json'} (mode 0600)"
+    )
 
     def alive() -> bool:
         return server.process is not None and server.process.poll() is None
