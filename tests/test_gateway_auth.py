@@ -50,7 +50,7 @@ async def api(url: str) -> AsyncIterator[httpx.AsyncClient]:
         gw: Gateway = app.state.gateway
         await gw.start()
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
             yield client
         await gw.stop()
 

@@ -28,7 +28,7 @@ async def api(hub: herald.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
     gw: Gateway = app.state.gateway
     await gw.start()
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         yield client
     await gw.stop()
 
@@ -194,7 +194,7 @@ async def test_readyz_fails_when_the_server_is_gone(own_server: herald.EmbeddedS
         gw: Gateway = app.state.gateway
         await gw.start()
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as api:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as api:
             assert (await api.get("/readyz")).status_code == 200
             own_server.pause()
             try:

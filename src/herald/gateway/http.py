@@ -23,6 +23,7 @@ from herald import Timeout as HeraldTimeout
 from .auth import Action, AuthError, Principal, authenticate, origin_allowed
 from .fanout import stored_dicts
 from .frames import message_dict
+from .guard import BodyTooLarge
 from .publishing import message_headers, publish_message
 from .rates import INTERNAL_PREFIX
 from .state import Gateway, durable, recoverable
@@ -80,7 +81,7 @@ def handle_errors(exc: Exception) -> JSONResponse:
         return error(exc.status, "unauthorized" if exc.status == 401 else "forbidden", exc.reason)
     if isinstance(exc, InvalidTopic):
         return error(400, "invalid_topic", str(exc))
-    if isinstance(exc, MessageTooLarge):
+    if isinstance(exc, (MessageTooLarge, BodyTooLarge)):
         return error(413, "too_large", str(exc))
     if isinstance(exc, ConfigurationError):
         return error(409, "not_applicable", str(exc))
