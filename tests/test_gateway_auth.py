@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
 import time
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -149,3 +150,93 @@ async def _closed(ws: ClientConnection) -> Close | None:
 def test_auth_config_refuses_none() -> None:
     with pytest.raises(ValueError, match="none"):
         AuthConfig(key=KEY, audience="a", issuer="i", algorithms=("none",))
+
+
+@pytest.fixture
+async def recoverable_topic(url: str) -> AsyncIterator[str]:
+    name = f"chat.r{os.urandom(4).hex()}"
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(name, history=100)
+        for i in range(5):
+            await hub.publish(name, {"secret": i}, confirm=True)
+        yield name
+
+
+async def test_resume_needs_the_history_grant(
+    secured: BackgroundGateway, recoverable_topic: str
+) -> None:
+    """since/last read the topic's history: without the history grant they were a way
+    around it (the subscribe grant alone delivered the stored messages)."""
+    topic = recoverable_topic
+    subscriber = token(grants={"subscribe": ["chat.*"]})
+    async with connect(secured.ws_url + f"?token={subscriber}") as ws:
+        for how in ({"since": 0}, {"last": 5}):
+            await ws.send(json.dumps({"op": "subscribe", "topic": topic, "id": 1, **how}))
+            reply = json.loads(await ws.recv())
+            assert (reply["type"], reply["code"]) == ("error", "forbidden"), reply
+    base = f"{secured.url}/topics/{topic}/events?token={subscriber}"
+    async with httpx.AsyncClient(timeout=5) as http:
+        for query in ("&since=0", "&last=5"):
+            assert (await http.get(base + query)).status_code == 403
+        # EventSource's own Last-Event-ID: the stream goes on live, with a gap, no history.
+        async with http.stream("GET", base, headers={"last-event-id": "0"}) as r:
+            assert r.status_code == 200
+            lines = r.aiter_lines()
+            async with asyncio.timeout(5):
+                async for line in lines:
+                    if line.startswith("data:"):
+                        frame = json.loads(line[5:])
+                        assert frame["type"] == "gap", frame
+                        break
+    # With the grant, the same resume delivers the history.
+    reader = token(grants={"subscribe": ["chat.*"], "history": ["chat.*"]})
+    async with connect(secured.ws_url + f"?token={reader}") as ws:
+        await ws.send(json.dumps({"op": "subscribe", "topic": topic, "since": 0, "id": 1}))
+        frames: list[dict[str, Any]] = []
+        async with asyncio.timeout(5):
+            while len([f for f in frames if f.get("type") == "message"]) < 5:
+                data = json.loads(await ws.recv())
+                frames.extend(data if isinstance(data, list) else [data])
+
+
+async def test_sse_ends_when_its_token_expires(secured: BackgroundGateway) -> None:
+    short = token(exp=2)
+    started = time.monotonic()
+    async with (
+        httpx.AsyncClient(timeout=10) as http,
+        http.stream("GET", f"{secured.url}/topics/chat.x/events?token={short}") as r,
+    ):
+        assert r.status_code == 200
+        body = ""
+        async with asyncio.timeout(8):
+            async for chunk in r.aiter_text():
+                body += chunk
+    assert "token expired" in body
+    assert time.monotonic() - started < 6
+
+
+async def test_a_new_token_ends_subscriptions_it_does_not_grant(
+    secured: BackgroundGateway, url: str
+) -> None:
+    """Re-authenticating with any valid token kept the old token's subscriptions."""
+    wide = token(grants={"subscribe": ["chat.*", "news"]})
+    narrow = token(grants={"subscribe": ["news"]})
+    async with connect(secured.ws_url + f"?token={wide}") as ws:
+        await ws.send(json.dumps({"op": "subscribe", "topics": ["chat.a", "news"], "id": 1}))
+        assert json.loads(await ws.recv())["type"] == "subscribed"
+        await ws.send(json.dumps({"op": "auth", "token": narrow, "id": 2}))
+        frames = []
+        async with asyncio.timeout(5):
+            while not any(f["type"] == "authenticated" for f in frames):
+                data = json.loads(await ws.recv())
+                frames.extend(data if isinstance(data, list) else [data])
+        dropped = [f for f in frames if f["type"] == "unsubscribed"]
+        assert dropped, frames
+        assert dropped[0]["topics"] == ["chat.a"]
+        async with herald.AsyncClient(url) as hub:
+            await hub.publish("chat.a", "after", confirm=True)
+            await hub.publish("news", "kept", confirm=True)
+        async with asyncio.timeout(5):
+            data = json.loads(await ws.recv())
+        got = data if isinstance(data, list) else [data]
+        assert [f["data"] for f in got if f["type"] == "message"] == ["kept"]

@@ -50,6 +50,12 @@ def _principal(request: Request, gw: Gateway) -> Principal:
 
 
 def _authorize(request: Request, action: Action | None, topic: str | None = None) -> Gateway:
+    return _authorized(request, action, topic)[0]
+
+
+def _authorized(
+    request: Request, action: Action | None, topic: str | None = None
+) -> tuple[Gateway, Principal]:
     gw = gateway(request)
     principal = _principal(request, gw)
     if action is None:
@@ -57,7 +63,7 @@ def _authorize(request: Request, action: Action | None, topic: str | None = None
     else:
         assert topic is not None
         principal.check(action, topic)
-    return gw
+    return gw, principal
 
 
 def policy_dict(policy: TopicPolicy | None) -> dict[str, Any]:

@@ -9,6 +9,7 @@ a browser's ``EventSource`` resumes after a reconnect with no gap and no duplica
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import AsyncIterator
 
 from starlette.requests import Request
@@ -18,7 +19,7 @@ from herald import Subscription
 
 from .fanout import RESUME_SUPPORTED, Sink
 from .frames import event_frame
-from .http import _authorize, error
+from .http import _authorized, error
 from .state import Gateway, recoverable
 
 
@@ -32,12 +33,16 @@ def _offset(value: str | None, what: str) -> int | None:
 
 async def events(request: Request) -> Response:
     topic = request.path_params["topic"]
-    gw = _authorize(request, "subscribe", topic)
+    gw, principal = _authorized(request, "subscribe", topic)
     await gw.hub.subscribe(topic).close()  # validates the name; nothing is sent
     params = request.query_params
     policy = (await gw.policies()).get(topic)
     since = last = None
     resuming_live = False
+    # Resuming reads the topic's history: the history grant is needed for that too.
+    may_read_history = principal.may("history", topic)
+    if (params.get("since") or params.get("last")) and not may_read_history:
+        return error(403, "forbidden", f"no history grant for {topic!r} (since/last)")
     if recoverable(policy):
         since = _offset(params.get("since"), "since")
         last = _offset(params.get("last"), "last")
@@ -45,8 +50,9 @@ async def events(request: Request) -> Response:
         if since is None and last is None and resumed:
             # EventSource sends back whatever id it saw last; one that is not an offset (the
             # topic was live then) cannot be resumed from: say so instead of refusing, since a
-            # refused EventSource stops reconnecting.
-            if resumed.isdigit():
+            # refused EventSource stops reconnecting. Without the history grant it goes on
+            # live, with a gap frame, for the same reason.
+            if resumed.isdigit() and may_read_history:
                 since = int(resumed)
             else:
                 resuming_live = True
@@ -54,15 +60,23 @@ async def events(request: Request) -> Response:
         resuming_live = True
     if (since is not None or last is not None) and not RESUME_SUPPORTED:
         return error(501, "not_supported", "this Herald has no recoverable topics")
+    expires = principal.expires
+    if expires is not None and gw.config.auth is not None:
+        expires += gw.config.auth.leeway
     return StreamingResponse(
-        _stream(gw, topic, since, last, resuming_live),
+        _stream(gw, topic, since, last, resuming_live, expires),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
 
 
 async def _stream(
-    gw: Gateway, topic: str, since: int | None, last: int | None, resuming_live: bool
+    gw: Gateway,
+    topic: str,
+    since: int | None,
+    last: int | None,
+    resuming_live: bool,
+    expires: float | None = None,
 ) -> AsyncIterator[str]:
     sink = Sink(gw.stats, gw.config.max_queue, gw.config.max_queue_bytes)
     own: Subscription | None = None
@@ -85,10 +99,20 @@ async def _stream(
             )
         heartbeat = gw.config.sse_heartbeat
         while True:
+            wait = heartbeat
+            if expires is not None:
+                left = expires - time.time()
+                if left <= 0:
+                    # The stream ends with its token: EventSource reconnects with the same
+                    # (expired) token, is refused with 401, and stops.
+                    sink.close(1008, "token expired")
+                    break
+                wait = min(wait, left)
             try:
-                items, _ = await asyncio.wait_for(sink.take(), heartbeat)
+                items, _ = await asyncio.wait_for(sink.take(), wait)
             except TimeoutError:
-                yield ": keepalive\n\n"
+                if expires is None or time.time() < expires:
+                    yield ": keepalive\n\n"
                 continue
             if not items:
                 break

@@ -155,6 +155,7 @@ class Connection:
             elif op == "auth":
                 self.principal = authenticate(str(request.get("token") or ""), self.gw.config.auth)
                 self._arm_expiry()
+                await self._drop_ungranted()
                 self.send("authenticated", id=ref, expires=self.principal.expires)
             elif op == "ping":
                 self.send("pong", id=ref)
@@ -197,6 +198,9 @@ class Connection:
                 raise _Refused("bad_request", f"'{what}' must be an offset (an integer >= 0)")
         for name in names:
             self.principal.check("subscribe", name)
+            if since is not None or last is not None:
+                # A resume reads the topic's history first.
+                self.principal.check("history", name)
         new = [n for n in names if n not in self.shared and n not in self.own]
         if len(self.shared) + len(self.own) + len(new) > self.gw.config.max_subscriptions:
             raise _Refused(
@@ -215,6 +219,19 @@ class Connection:
                 await self.gw.fanout.add(name, self.sink)
                 self.shared.add(name)
         self.send("subscribed", id=ref, topics=names)
+
+    async def _drop_ungranted(self) -> None:
+        """After a new token: end the subscriptions it does not grant (the old token's grants
+        end with it)."""
+        dropped = [n for n in (*self.shared, *self.own) if not self.principal.may("subscribe", n)]
+        for name in dropped:
+            if name in self.shared:
+                self.shared.discard(name)
+                await self.gw.fanout.remove(name, self.sink)
+            elif (sub := self.own.pop(name, None)) is not None:
+                await self.gw.fanout.release(sub)
+        if dropped:
+            self.send("unsubscribed", topics=dropped, reason="not granted by the new token")
 
     async def unsubscribe(self, request: dict[str, Any], ref: Any) -> None:
         names = self._names(request)
