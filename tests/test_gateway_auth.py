@@ -225,7 +225,7 @@ async def test_a_new_token_ends_subscriptions_it_does_not_grant(
         await ws.send(json.dumps({"op": "subscribe", "topics": ["chat.a", "news"], "id": 1}))
         assert json.loads(await ws.recv())["type"] == "subscribed"
         await ws.send(json.dumps({"op": "auth", "token": narrow, "id": 2}))
-        frames = []
+        frames: list[dict[str, Any]] = []
         async with asyncio.timeout(5):
             while not any(f["type"] == "authenticated" for f in frames):
                 data = json.loads(await ws.recv())
