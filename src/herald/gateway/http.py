@@ -103,7 +103,22 @@ def handle_errors(exc: Exception) -> JSONResponse:
 async def publish(request: Request) -> Response:
     """POST /topics/{topic}: the body is the message (JSON, text or bytes)."""
     topic = request.path_params["topic"]
-    gw = _authorize(request, "publish", topic)
+    gw, principal = _authorized(request, "publish", topic)
+    who = (
+        f"sub:{principal.subject}"
+        if principal.subject is not None
+        else f"addr:{request.client.host if request.client else '?'}"
+    )
+    if not gw.http_publish.take(who):
+        gw.stats.refused += 1
+        return JSONResponse(
+            {
+                "error": "rate_limited",
+                "message": f"more than {gw.config.publish_rate:g} publishes per second",
+            },
+            status_code=429,
+            headers={"retry-after": "1"},
+        )
     limit = gw.config.max_message_size
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:

@@ -22,6 +22,7 @@ from .app import create_app
 from .auth import AuthConfig
 from .config import GatewayConfig
 from .guard import LOOPBACK_HOSTS
+from .uvicorn_http import http_protocol
 from .uvicorn_ws import WS_PROTOCOL
 
 #: uvicorn's ``websockets-sansio`` WebSocket implementation, letting the fan-out write the
@@ -35,13 +36,16 @@ def uvicorn_config(
     """uvicorn's settings for the gateway.
 
     No permessage-deflate: it would compress every frame once per client (a fan-out sends the
-    same bytes to each) and holds two zlib streams, ~46 KiB, per connection.
+    same bytes to each) and holds two zlib streams, ~46 KiB, per connection. HTTP through
+    :func:`.uvicorn_http.http_protocol`: ``config``'s connection cap and header and body
+    timeouts.
     """
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
+        http=http_protocol(config),
         ws=WS_IMPL,
         ws_max_size=config.max_message_size,
         ws_per_message_deflate=False,

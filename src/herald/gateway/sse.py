@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -21,6 +21,7 @@ from .fanout import RESUME_SUPPORTED, Sink
 from .frames import event_frame
 from .http import _authorized, error
 from .state import Gateway, recoverable
+from .uvicorn_http import ABORT
 
 
 def _offset(value: str | None, what: str) -> int | None:
@@ -63,8 +64,11 @@ async def events(request: Request) -> Response:
     expires = principal.expires
     if expires is not None and gw.config.auth is not None:
         expires += gw.config.auth.leeway
+    # A client cut as too slow has stopped reading: its connection is aborted (a close would
+    # wait for it to read what is buffered) and the stream is unregistered.
+    abort = request.scope.get("extensions", {}).get(ABORT)
     return StreamingResponse(
-        _stream(gw, topic, since, last, resuming_live, expires),
+        _stream(gw, topic, since, last, resuming_live, expires, abort),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
@@ -77,8 +81,9 @@ async def _stream(
     last: int | None,
     resuming_live: bool,
     expires: float | None = None,
+    abort: Callable[[], None] | None = None,
 ) -> AsyncIterator[str]:
-    sink = Sink(gw.stats, gw.config.max_queue, gw.config.max_queue_bytes)
+    sink = Sink(gw.stats, gw.config.max_queue, gw.config.max_queue_bytes, on_cut=abort)
     own: Subscription | None = None
     gw.stats.sse_clients += 1
     try:

@@ -12,6 +12,7 @@ from herald import AsyncClient, HeraldError, Message, Subscription, TopicPolicy
 
 from .config import GatewayConfig
 from .fanout import Fanout, GatewayStats
+from .limits import KeyedBuckets
 from .rates import INTERNAL_PREFIX, Rates
 
 log = logging.getLogger("herald.gateway")
@@ -31,6 +32,8 @@ class Gateway:
         self._probe_sub: Subscription | None = None
         self._probes: dict[str, asyncio.Future[float]] = {}
         self._probe_lock = asyncio.Lock()
+        #: HTTP publishes: a bucket per token subject (auth on) or client address
+        self.http_publish = KeyedBuckets(config.publish_rate, config.publish_burst)
 
     async def start(self) -> None:
         await self.hub.connect()

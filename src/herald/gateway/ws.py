@@ -40,30 +40,12 @@ from herald import (
 from .auth import AuthError, Principal, authenticate, origin_allowed
 from .fanout import Sink, body_of
 from .frames import event_frame, ws_text_frame
+from .limits import Bucket
 from .publishing import publish_message
 from .state import Gateway
-from .uvicorn_ws import EXTENSION, FrameWriter
+from .uvicorn_ws import CLOSE_TIMEOUT, EXTENSION, FrameWriter
 
 log = logging.getLogger("herald.gateway")
-
-
-class _Bucket:
-    """Token bucket: ``rate`` per second, up to ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class _Refused(Exception):
@@ -92,10 +74,11 @@ class Connection:
             cfg.max_queue,
             cfg.max_queue_bytes,
             direct=frames["write"] if frames is not None else None,
+            on_cut=self._abort_later if frames is not None else None,
         )
         self.shared: set[str] = set()
         self.own: dict[str, Subscription] = {}
-        self.bucket = _Bucket(cfg.publish_rate, cfg.publish_burst)
+        self.bucket = Bucket(cfg.publish_rate, cfg.publish_burst)
         self.expiry: asyncio.TimerHandle | None = None
 
     def _arm_expiry(self) -> None:
@@ -108,6 +91,13 @@ class Connection:
             delay = max(0.0, expires + leeway - time.time())
             loop = asyncio.get_running_loop()
             self.expiry = loop.call_later(delay, self.sink.close, 1008, "token expired")
+
+    def _abort_later(self) -> None:
+        # A client cut as too slow is not reading: the close frame queued behind what fills
+        # its socket may never reach it, and closing waits for it to read. It gets
+        # CLOSE_TIMEOUT to do so; then the connection is dropped with its buffers.
+        if self.frames is not None:
+            asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.frames["abort"])
 
     def send(self, kind: str, **fields: Any) -> None:
         self.sink.push(event_frame(kind, **fields))
@@ -127,7 +117,8 @@ class Connection:
                 while not writable.is_set() and not sink.closed:
                     await writable.wait()
                 # Taken and written in one step: nothing can be written in between.
-                frames["write"](ws_text_frame(body_of(sink.take_nowait())))
+                if batches := sink.take_nowait():  # none left when cut meanwhile
+                    frames["write"](ws_text_frame(body_of(batches)))
             else:
                 text = body_of(sink.take_nowait()).decode()
                 await ws.send({"type": "websocket.send", "text": text})
