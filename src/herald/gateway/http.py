@@ -29,6 +29,50 @@ from .rates import INTERNAL_PREFIX
 from .state import Gateway, durable, recoverable
 
 _MAX_TOPICS_LISTED = 500
+#: The largest offset a client may send: Redis integers are signed 64-bit.
+MAX_OFFSET = 2**63 - 1
+_MAX_ID_PART = 2**64 - 1
+
+
+def parse_offset(value: str | None, what: str) -> int | None:
+    """An offset from a query parameter or header; ``None`` when absent.
+
+    Raises:
+        ValueError: not an integer from 0 to 2^63-1 (HTTP 400).
+    """
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 19 or int(value) > MAX_OFFSET:
+        raise ValueError(f"{what} must be an offset (an integer from 0 to {MAX_OFFSET})")
+    return int(value)
+
+
+def check_entry_id(value: str, what: str) -> str:
+    """A stream entry id (``ms-seq`` or ``ms``) from a client.
+
+    Raises:
+        ValueError: not one, or a part over 2^64-1 (HTTP 400).
+    """
+    parts = value.split("-", 1)
+    if not all(p.isdigit() and len(p) <= 20 and int(p) <= _MAX_ID_PART for p in parts):
+        raise ValueError(f"{what} must be an entry id such as 1700000000000-0")
+    return value
+
+
+def no_lone_surrogates(text: str | bytes | bytearray, value: Any) -> None:
+    """Refuse JSON whose strings hold a lone UTF-16 surrogate (``"\\ud800"``): valid JSON,
+    but no UTF-8 encodes it, so it could never be published or echoed.
+
+    Raises:
+        ValueError: one was found (HTTP 400, WebSocket ``bad_request``).
+    """
+    escaped = b"\\u" in text if isinstance(text, bytes | bytearray) else "\\u" in text
+    if not escaped:
+        return  # escapes are the only way to write one in UTF-8 text
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError('JSON holds a lone UTF-16 surrogate (e.g. "\\ud800")') from None
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:
@@ -133,6 +177,7 @@ async def publish(request: Request) -> Response:
     if ctype == "application/json" or ctype.endswith("+json"):
         try:
             data = json.loads(body)
+            no_lone_surrogates(body, data)
         except (ValueError, RecursionError) as exc:
             return error(400, "bad_json", f"body is not JSON: {exc}")
     elif ctype.startswith("text/"):
@@ -143,15 +188,18 @@ async def publish(request: Request) -> Response:
     else:
         data = bytes(body)
     params = request.query_params
-    ack = await publish_message(
-        gw,
-        topic,
-        data,
-        message_headers(request.headers),
-        confirm=True,
-        msg_id=params.get("msg_id") or None,
-        key=params.get("key") or None,
-    )
+    try:
+        ack = await publish_message(
+            gw,
+            topic,
+            data,
+            message_headers(request.headers),
+            confirm=True,
+            msg_id=params.get("msg_id") or None,
+            key=params.get("key") or None,
+        )
+    except TypeError as exc:  # a value the codec cannot encode
+        return error(400, "bad_request", str(exc))
     response = JSONResponse({"topic": topic, **ack})
     if parent := request.headers.get("traceparent"):
         response.headers["traceparent"] = parent
@@ -240,13 +288,9 @@ async def messages(request: Request) -> Response:
     after = request.query_params.get("after") or None
     policy = (await gw.policies()).get(topic)
     if recoverable(policy):
-        if after is not None and not after.isdigit():
-            raise ValueError("after must be an offset (an integer >= 0)")
-        since: Any = int(after) if after is not None else 0
+        since: Any = parse_offset(after, "after") or 0
     elif durable(policy):
-        if after is not None and not all(part.isdigit() for part in after.split("-", 1)):
-            raise ValueError("after must be an entry id such as 1700000000000-0")
-        since = after
+        since = check_entry_id(after, "after") if after is not None else None
     else:
         return error(404, "no_history", f"topic {topic!r} keeps no history (it is live)")
     stored = await gw.hub.history(topic, since=since, limit=limit)
@@ -261,7 +305,10 @@ async def dead_letters(request: Request) -> Response:
     topic = request.path_params["topic"]
     gw = _authorize(request, None)
     limit = _limit(request, gw)
-    dead = await gw.hub.dead_letters(topic, since=request.query_params.get("after"), limit=limit)
+    after = request.query_params.get("after") or None
+    if after is not None:
+        check_entry_id(after, "after")
+    dead = await gw.hub.dead_letters(topic, since=after, limit=limit)
     return JSONResponse(
         {
             "topic": topic,
@@ -291,13 +338,14 @@ async def replay_dead(request: Request) -> Response:
     if body.strip():
         try:
             parsed = json.loads(body)
+            no_lone_surrogates(body, parsed)
         except (ValueError, RecursionError) as exc:
             return error(400, "bad_json", f"body is not JSON: {exc}")
         raw = parsed.get("offsets") if isinstance(parsed, dict) else None
         if raw is not None:
             if not isinstance(raw, list) or not all(isinstance(o, str) for o in raw):
                 return error(400, "bad_request", "offsets must be a list of entry ids")
-            offsets = raw
+            offsets = [check_entry_id(o, "offsets") for o in raw]
     replayed = await gw.hub.replay_dead(topic, offsets)
     return JSONResponse({"topic": topic, "replayed": replayed})
 

@@ -19,17 +19,9 @@ from herald import Subscription
 
 from .fanout import RESUME_SUPPORTED, Sink
 from .frames import event_frame
-from .http import _authorized, error
+from .http import _authorized, error, parse_offset
 from .state import Gateway, recoverable
 from .uvicorn_http import ABORT
-
-
-def _offset(value: str | None, what: str) -> int | None:
-    if value is None or value == "":
-        return None
-    if not value.isdigit():
-        raise ValueError(f"{what} must be an offset (an integer >= 0)")
-    return int(value)
 
 
 async def events(request: Request) -> Response:
@@ -45,16 +37,18 @@ async def events(request: Request) -> Response:
     if (params.get("since") or params.get("last")) and not may_read_history:
         return error(403, "forbidden", f"no history grant for {topic!r} (since/last)")
     if recoverable(policy):
-        since = _offset(params.get("since"), "since")
-        last = _offset(params.get("last"), "last")
+        since = parse_offset(params.get("since"), "since")
+        last = parse_offset(params.get("last"), "last")
+        if last is not None and last > gw.config.history_limit:
+            raise ValueError(f"last must be at most {gw.config.history_limit}")
         resumed = request.headers.get("last-event-id", "")
         if since is None and last is None and resumed:
             # EventSource sends back whatever id it saw last; one that is not an offset (the
             # topic was live then) cannot be resumed from: say so instead of refusing, since a
             # refused EventSource stops reconnecting. Without the history grant it goes on
             # live, with a gap frame, for the same reason.
-            if resumed.isdigit() and may_read_history:
-                since = int(resumed)
+            if resumed.isdigit() and len(resumed) <= 19 and may_read_history:
+                since = parse_offset(resumed, "Last-Event-ID")
             else:
                 resuming_live = True
     elif request.headers.get("last-event-id") or params.get("since"):

@@ -40,6 +40,7 @@ from herald import (
 from .auth import AuthError, Principal, authenticate, origin_allowed
 from .fanout import Sink, body_of
 from .frames import event_frame, ws_text_frame
+from .http import MAX_OFFSET, no_lone_surrogates
 from .limits import Bucket
 from .publishing import publish_message
 from .state import Gateway
@@ -128,6 +129,7 @@ class Connection:
     async def handle(self, text: str) -> None:
         try:
             request = json.loads(text)
+            no_lone_surrogates(text, request)
         except (ValueError, RecursionError) as exc:
             self.error(None, "bad_request", f"not JSON: {exc}")
             return
@@ -184,9 +186,16 @@ class Connection:
         since, last = request.get("since"), request.get("last")
         for value, what in ((since, "since"), (last, "last")):
             if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 0
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not 0 <= value <= MAX_OFFSET
             ):
-                raise _Refused("bad_request", f"'{what}' must be an offset (an integer >= 0)")
+                raise _Refused(
+                    "bad_request", f"'{what}' must be an offset (an integer from 0 to {MAX_OFFSET})"
+                )
+        limit = self.gw.config.history_limit
+        if last is not None and last > limit:
+            raise _Refused("bad_request", f"'last' must be at most {limit} (history_limit)")
         for name in names:
             self.principal.check("subscribe", name)
             if since is not None or last is not None:
