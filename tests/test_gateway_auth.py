@@ -90,9 +90,12 @@ async def test_granted_requests_pass_and_admin_is_separate(api: httpx.AsyncClien
     assert (await api.get("/stats")).status_code == 401
     # History needs its own grant.
     assert (await api.get("/topics/chat.room/messages", headers=headers)).status_code == 403
-    # Health, readiness, metrics and the dashboard page stay open.
-    for path in ("/healthz", "/readyz", "/metrics", "/", "/openapi.json"):
+    # Health, readiness and the dashboard page stay open; metrics name topics: admin only.
+    for path in ("/healthz", "/readyz", "/", "/openapi.json"):
         assert (await api.get(path)).status_code == 200, path
+    assert (await api.get("/metrics")).status_code == 401
+    assert (await api.get("/metrics", headers=headers)).status_code == 403
+    assert (await api.get("/metrics", headers=admin)).status_code == 200
 
 
 def test_grants_cover_topics_and_only_narrower_patterns() -> None:
@@ -240,3 +243,52 @@ async def test_a_new_token_ends_subscriptions_it_does_not_grant(
             data = json.loads(await ws.recv())
         got = data if isinstance(data, list) else [data]
         assert [f["data"] for f in got if f["type"] == "message"] == ["kept"]
+
+
+async def test_metrics_access_is_configurable(url: str, topic: str) -> None:
+    """With auth on, /metrics was open to anyone and named durable topics and groups."""
+    secret = "m" * 32
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, durable=True)
+        await hub.publish(topic, 1, confirm=True)
+        async with hub.consume(topic, "billing", start="all") as c:
+            await (await c.next(5)).ack(confirm=True)
+        cases: dict[str, dict[str | None, int]] = {
+            "auth": {None: 401, f"Bearer {secret}": 200, f"Bearer {'x' * 32}": 401},
+            "public": {None: 200},
+            "off": {None: 404, f"Bearer {secret}": 404},
+        }
+        for mode, expected in cases.items():
+            config = GatewayConfig(auth=AUTH, metrics=mode, metrics_token=secret)  # type: ignore[arg-type]
+            app = create_app(hub, config)
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+                for bearer, status in expected.items():
+                    headers = {"authorization": bearer} if bearer else {}
+                    r = await c.get("/metrics", headers=headers)
+                    assert r.status_code == status, (mode, bearer, r.text)
+                    if status != 200:
+                        assert topic not in r.text
+                    elif mode == "auth":
+                        await app.state.metrics_collector.refresh()
+                        r = await c.get("/metrics", headers=headers)
+                        assert f'topic="{topic}"' in r.text
+
+
+async def test_readyz_probes_at_most_once_per_ready_cache(url: str) -> None:
+    """Every /readyz published a probe message: an easy way to make the gateway publish."""
+    async with herald.AsyncClient(url) as hub:
+        app = create_app(hub, GatewayConfig(ready_cache=5.0))
+        gw: Gateway = app.state.gateway
+        await gw.start()
+        seen: list[herald.Message] = []
+        async with hub.subscribe(gw.probe_topic, handler=seen.append):
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as c:
+                replies = await asyncio.gather(*(c.get("/readyz") for _ in range(50)))
+                assert all(r.status_code == 200 for r in replies)
+                for _ in range(20):
+                    assert (await c.get("/readyz")).status_code == 200
+                await asyncio.sleep(0.3)
+        assert len(seen) == 1, len(seen)
+        await gw.stop()

@@ -190,7 +190,7 @@ async def test_rates_follow_the_messages(
 
 async def test_readyz_fails_when_the_server_is_gone(own_server: herald.EmbeddedServer) -> None:
     async with herald.AsyncClient(own_server.url, probe_interval=0.2) as hub:
-        app = create_app(hub, GatewayConfig(ready_timeout=0.5))
+        app = create_app(hub, GatewayConfig(ready_timeout=0.5, ready_cache=0))
         gw: Gateway = app.state.gateway
         await gw.start()
         transport = httpx.ASGITransport(app=app)

@@ -379,10 +379,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """GET /readyz: ready only when a probe message makes the round trip through the server."""
+    """GET /readyz: ready only when a probe message makes the round trip through the server
+    (one probe per ``ready_cache`` seconds at most, however often this is asked)."""
     gw = gateway(request)
     try:
-        rtt = await gw.probe()
+        rtt = await gw.ready()
     except (HeraldError, TimeoutError) as exc:
         return JSONResponse({"status": "unavailable", "reason": str(exc) or "timeout"}, 503)
     return JSONResponse({"status": "ready", "round_trip_ms": round(rtt * 1000, 3)})
