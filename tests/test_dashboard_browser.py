@@ -99,3 +99,23 @@ def test_live_tail_shows_a_message_published_from_python(
     stats = httpx.get(gateway.url + "/stats").json()
     assert stats["gateway"]["published"] == 1
     assert shutil.os.path.getsize(ARTIFACTS / "dashboard.png") > 10_000  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(60)
+def test_the_dashboard_cannot_be_framed(gateway: BackgroundGateway) -> None:
+    """A page of another origin framed the dashboard (clickjacking the replay buttons)."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page()
+            console: list[str] = []
+            page.on("console", lambda msg: console.append(msg.text))
+            page.set_content(f'<iframe id="dash" src="{gateway.url}/"></iframe>')
+            deadline = time.monotonic() + 10
+            while not any("frame-ancestors" in m for m in console):
+                assert time.monotonic() < deadline, console
+                page.wait_for_timeout(100)
+            framed = [f for f in page.frames if f != page.main_frame]
+            assert all(f.query_selector("#tail-topic") is None for f in framed)
+        finally:
+            browser.close()
