@@ -292,3 +292,28 @@ async def test_readyz_probes_at_most_once_per_ready_cache(url: str) -> None:
                 await asyncio.sleep(0.3)
         assert len(seen) == 1, len(seen)
         await gw.stop()
+
+
+async def test_publish_rate_is_per_token_across_connections(url: str) -> None:
+    """A token opening more connections does not get more publishes."""
+    config = GatewayConfig(auth=AUTH, publish_rate=0.01, publish_burst=5)
+    bearer = token()
+    with BackgroundGateway(url, config) as gw:
+        async with httpx.AsyncClient(timeout=5) as http:
+            for i in range(3):
+                r = await http.post(
+                    f"{gw.url}/topics/chat.rate",
+                    json=i,
+                    headers={"authorization": f"Bearer {bearer}"},
+                )
+                assert r.status_code == 200, r.text
+        replies = []
+        for _ in range(2):  # two fresh connections, each with a full bucket of its own
+            async with connect(gw.ws_url + f"?token={bearer}") as ws:
+                for i in range(2):
+                    await ws.send(
+                        json.dumps({"op": "publish", "topic": "chat.rate", "data": i, "id": i})
+                    )
+                    replies.append(json.loads(await ws.recv()))
+        kinds = [r.get("code", r["type"]) for r in replies]
+        assert kinds == ["ack", "ack", "rate_limited", "rate_limited"], kinds

@@ -153,7 +153,7 @@ async def publish(request: Request) -> Response:
         if principal.subject is not None
         else f"addr:{request.client.host if request.client else '?'}"
     )
-    if not gw.http_publish.take(who):
+    if not gw.publish_buckets.take(who):
         gw.stats.refused += 1
         return JSONResponse(
             {

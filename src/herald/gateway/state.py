@@ -34,8 +34,8 @@ class Gateway:
         self._probe_lock = asyncio.Lock()
         self._ready: tuple[float, float | BaseException] | None = None
         self._ready_lock = asyncio.Lock()
-        #: HTTP publishes: a bucket per token subject (auth on) or client address
-        self.http_publish = KeyedBuckets(config.publish_rate, config.publish_burst)
+        #: publishes per token subject (HTTP and WebSocket), and per client address (HTTP, auth off)
+        self.publish_buckets = KeyedBuckets(config.publish_rate, config.publish_burst)
 
     async def start(self) -> None:
         await self.hub.connect()
