@@ -27,8 +27,9 @@ class GatewayConfig:
         max_message_size: largest WebSocket frame or HTTP body accepted, in bytes (a larger
             WebSocket frame closes the connection with 1009, a larger body gets 413).
         max_subscriptions: topics and patterns one connection may subscribe to at once.
-        publish_rate: publishes per second one WebSocket connection, and over HTTP one token
-            (its ``sub``; without auth one client address), may make (token bucket)...
+        publish_rate: publishes per second one WebSocket connection may make, and one token
+            (its ``sub``) across its connections and HTTP, and without auth one client
+            address over HTTP (token buckets)...
         publish_burst: ...with bursts up to this many.
         max_connections: open connections (HTTP and WebSocket, idle ones included) the
             server accepts; more are closed at once (with ``herald serve`` or
