@@ -124,7 +124,7 @@ def test_serve_turns_auth_on_from_a_config_file(tmp_path: Path, topic: str) -> N
         assert httpx.post(f"{local}/topics/{topic}", json=1, headers=bearer).status_code == 200
         named = {**bearer, "host": "herald.example"}
         assert httpx.post(f"{local}/topics/{topic}", json=1, headers=named).status_code == 200
-        assert httpx.get(f"{local}/healthz", headers={"host": "evil.example"}).status_code == 421
+        assert httpx.get(f"{local}/stats", headers={"host": "evil.example"}).status_code == 421
     finally:
         _stop(proc, log)
 

@@ -4,6 +4,8 @@
 a gateway on localhost with ``Host`` (and ``Origin``) set to that name: comparing ``Origin``
 with ``Host`` cannot tell. Only a list of the names the gateway is meant to be reached by can:
 loopback names by default, refused with 421 (HTTP) or 403 (WebSocket handshake) otherwise.
+``/healthz`` and ``/readyz`` answer whatever the ``Host``: orchestrators probe them by address
+(a pod's IP), and they reveal nothing and change nothing a rebinding page could use.
 
 **Bodies.** No request body may exceed ``max_message_size``: a ``Content-Length`` over it is
 refused at once (413), and a body sent without one is counted as it arrives
@@ -23,6 +25,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 #: Names that reach a gateway on this machine only.
 LOOPBACK_HOSTS = ("localhost", "127.0.0.1", "::1")
+#: Paths served whatever the ``Host`` (health probes).
+ANY_HOST_PATHS = frozenset({"/healthz", "/readyz"})
 
 SECURITY_HEADERS = [
     (
@@ -138,7 +142,7 @@ class Guard:
             await self.app(scope, receive, send)
             return
         host = _header(scope, b"host")
-        if not host_allowed(host, self.allowed_hosts):
+        if scope["path"] not in ANY_HOST_PATHS and not host_allowed(host, self.allowed_hosts):
             self._refused()
             if kind == "websocket":
                 await send({"type": "websocket.close", "code": 1008, "reason": "host not allowed"})
