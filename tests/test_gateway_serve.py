@@ -160,6 +160,13 @@ def test_auth_config_refuses_short_hmac_keys() -> None:
     with pytest.raises(ValueError, match="at least 64 bytes"):
         AuthConfig(key="k" * 32, audience="herald", issuer="me", algorithms=("HS512",))
     AuthConfig(key="k" * 32, audience="herald", issuer="me")
+    try:
+        import cryptography  # noqa: F401
+    except ImportError:  # public-key algorithms need it: refused at start, not at each token
+        with pytest.raises(ValueError, match="cryptography"):
+            AuthConfig(
+                key="-----BEGIN PUBLIC KEY-----", audience="a", issuer="i", algorithms=("RS256",)
+            )
 
 
 def test_a_jwks_picks_the_key_by_kid(tmp_path: Path) -> None:

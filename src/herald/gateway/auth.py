@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import jwt
+from jwt.algorithms import get_default_algorithms
 
 from herald import match
 
@@ -75,6 +76,13 @@ class AuthConfig:
             raise ValueError("algorithms must be pinned and must not include 'none'")
         if not self.audience or not self.issuer:
             raise ValueError("audience and issuer are required")
+        available = get_default_algorithms()
+        missing = [a for a in self.algorithms if a not in available]
+        if missing:
+            raise ValueError(
+                f"algorithm {', '.join(missing)} is not available: RS*, PS*, ES* and EdDSA "
+                "need PyJWT's cryptography extra (pip install 'pyjwt[crypto]')"
+            )
         hmac = [a for a in self.algorithms if a.upper().startswith("HS")]
         if hmac and isinstance(self.key, str | bytes):
             key = self.key.encode() if isinstance(self.key, str) else self.key
