@@ -193,7 +193,10 @@ def run_gateway(
                             f"iss {config.auth.issuer!r}, aud {config.auth.audience!r})"
                         )
                     elif is_loopback(host):
-                        console.print("auth: off (this machine only)")
+                        console.print(
+                            "auth: off (loopback only; every local user can use the gateway: "
+                            "--auth-key-file on a shared machine)"
+                        )
                     else:
                         console.print("[bold red]auth: off, on a network address (--insecure)[/]")
                     console.print(f"allowed hosts: {', '.join(config.allowed_hosts)}")
