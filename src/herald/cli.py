@@ -156,8 +156,8 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
     "--allowed-host",
     "allowed_hosts",
     multiple=True,
-    help="A name clients reach the gateway by (Host header), besides loopback names and "
-    "--host; '.example.com' for a domain and its subdomains, '*' for any (repeat).",
+    help="A name clients reach the gateway by (Host header), besides loopback names, --host "
+    "and IP addresses; '.example.com' for a domain and its subdomains, '*' for any (repeat).",
 )
 @click.option(
     "--allowed-origin",

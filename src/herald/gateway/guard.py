@@ -3,7 +3,10 @@
 **Host.** A browser page on a name that its attacker maps to 127.0.0.1 (DNS rebinding) reaches
 a gateway on localhost with ``Host`` (and ``Origin``) set to that name: comparing ``Origin``
 with ``Host`` cannot tell. Only a list of the names the gateway is meant to be reached by can:
-loopback names by default, refused with 421 (HTTP) or 403 (WebSocket handshake) otherwise.
+loopback names by default, refused with 421 (HTTP) or 403 (WebSocket handshake) otherwise. An
+IP address as ``Host`` is always accepted: rebinding needs a name (a page loaded from an
+address is sent to that address, not to the gateway), and a gateway on a network is often
+reached by its address.
 ``/healthz`` and ``/readyz`` answer whatever the ``Host``: orchestrators probe them by address
 (a pod's IP), and they reveal nothing and change nothing a rebinding page could use.
 
@@ -18,6 +21,8 @@ gateway's own origin only, no referrer.
 
 from __future__ import annotations
 
+import contextlib
+import ipaddress
 import json
 from collections.abc import Iterable
 
@@ -70,14 +75,17 @@ def host_name(host: str | None) -> str | None:
 
 
 def host_allowed(host: str | None, allowed: Iterable[str]) -> bool:
-    """Whether a request's ``Host`` names one of ``allowed`` (``"*"``: any; a leading ``"."``:
-    that domain and its subdomains)."""
+    """Whether a request's ``Host`` is an IP address or names one of ``allowed`` (``"*"``: any;
+    a leading ``"."``: that domain and its subdomains)."""
     allowed = tuple(allowed)
     if "*" in allowed:
         return True
     name = host_name(host)
     if name is None:
         return False
+    with contextlib.suppress(ValueError):
+        ipaddress.ip_address(name)
+        return True  # an address, not a name: no DNS to rebind
     for entry in allowed:
         entry = entry.lower().rstrip(".").strip("[]")
         if name == entry or (entry.startswith(".") and (name.endswith(entry) or name == entry[1:])):
