@@ -315,3 +315,36 @@ async def test_publish_rate_is_per_token_across_connections(url: str) -> None:
                     replies.append(json.loads(await ws.recv()))
         kinds = [r.get("code", r["type"]) for r in replies]
         assert kinds == ["ack", "ack", "rate_limited", "rate_limited"], kinds
+
+
+async def test_public_key_tokens_rs256_and_es256(url: str) -> None:
+    # The gateway extra brings PyJWT's cryptography: identity providers sign with RS256/ES256.
+    from cryptography.hazmat.primitives import serialization
+    from cryptography.hazmat.primitives.asymmetric import ec, rsa
+
+    for algorithm, private in (
+        ("RS256", rsa.generate_private_key(public_exponent=65537, key_size=2048)),
+        ("ES256", ec.generate_private_key(ec.SECP256R1())),
+    ):
+        public = private.public_key().public_bytes(
+            serialization.Encoding.PEM, serialization.PublicFormat.SubjectPublicKeyInfo
+        )
+        auth = AuthConfig(key=public, audience="herald", issuer="tests", algorithms=(algorithm,))
+        claims = {"aud": "herald", "iss": "tests", "exp": int(time.time()) + 60, "herald": GRANTS}
+        good = jwt.encode(claims, private, algorithm=algorithm)
+        forged = jwt.encode(claims, "k" * 64, algorithm="HS256")  # the public key as a secret
+        async with herald.AsyncClient(url) as hub:
+            app = create_app(hub, GatewayConfig(auth=auth))
+            gw: Gateway = app.state.gateway
+            await gw.start()
+            transport = httpx.ASGITransport(app=app)
+            async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as api:
+                ok = await api.post(
+                    "/topics/chat.room", json={}, headers={"authorization": f"Bearer {good}"}
+                )
+                bad = await api.post(
+                    "/topics/chat.room", json={}, headers={"authorization": f"Bearer {forged}"}
+                )
+            await gw.stop()
+        assert ok.status_code == 200, (algorithm, ok.text)
+        assert bad.status_code == 401, (algorithm, bad.text)
