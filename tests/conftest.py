@@ -26,6 +26,7 @@ SERVERLESS_MODULES = frozenset(
     {
         "test_api",
         "test_bench_compare",
+        "test_docs_blocks",
         "test_durable_fast",
         "test_fuzz_wire",
         "test_history_core",
