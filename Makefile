@@ -13,7 +13,7 @@ PYTEST_ARGS ?=
 LOCK := $(BIN)/uv pip compile pyproject.toml requirements/build.in --universal --generate-hashes \
 	--python-version 3.11 --quiet
 
-.PHONY: serve test check lint types test-latest lock bench dist clean
+.PHONY: serve test check lint types docs test-latest lock bench dist clean
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV)
@@ -45,6 +45,11 @@ lint: $(VENV)/.test
 types: $(VENV)/.test
 	$(BIN)/mypy
 
+# The documentation site (mkdocs.yml) into site/, strictly: a broken link or anchor, a page
+# missing from the nav or a docstring the API reference cannot read fails the build.
+docs: $(VENV)/.test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
 # Lint, format, types and every test that needs no server: a minute at most.
 check: lint types
 	$(BIN)/python -m pytest -m "not server" -q $(PYTEST_ARGS)
@@ -52,7 +57,7 @@ check: lint types
 # Everything: real Valkey servers (standalone, Sentinel, Cluster, TLS), the gateway, the
 # dashboard in a headless browser (scripts/ensure-browser.sh installs Debian's chromium when
 # it is missing and this is root), the fault scenarios' smoke runs.
-test: lint types
+test: lint types docs
 	scripts/ensure-browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -62,16 +67,18 @@ test-latest:
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python -m pip install -q --disable-pip-version-check --upgrade \
-		-e '.[serve,uvloop,dev]'
+		-e '.[serve,uvloop,dev,docs]'
 	.venv-latest/bin/ruff check src tests bench scripts examples
 	.venv-latest/bin/mypy
+	NO_MKDOCS_2_WARNING=1 .venv-latest/bin/mkdocs build --strict --quiet --site-dir .venv-latest/site
 	scripts/ensure-browser.sh
 	.venv-latest/bin/python -m pytest $(PYTEST_ARGS)
 
 # Re-resolve every lock to the newest versions the ranges in pyproject.toml allow.
 lock: $(VENV)/.test
-	$(LOCK) --upgrade --extra serve --extra uvloop --extra dev --extra bench -o requirements/bench.txt
-	$(LOCK) --extra serve --extra uvloop --extra dev -c requirements/bench.txt \
+	$(LOCK) --upgrade --extra serve --extra uvloop --extra dev --extra docs --extra bench \
+		-o requirements/bench.txt
+	$(LOCK) --extra serve --extra uvloop --extra dev --extra docs -c requirements/bench.txt \
 		-o requirements/test.txt
 	$(LOCK) --extra serve -c requirements/bench.txt -o requirements/serve.txt
 
@@ -85,4 +92,4 @@ dist: $(VENV)/.test
 	$(BIN)/twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) .venv-latest dist build .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-latest dist build site .mypy_cache .ruff_cache .pytest_cache .hypothesis

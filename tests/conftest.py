@@ -27,6 +27,7 @@ SERVERLESS_MODULES = frozenset(
         "test_api",
         "test_bench_compare",
         "test_docs_blocks",
+        "test_docs_coverage",
         "test_durable_fast",
         "test_fuzz_wire",
         "test_history_core",

@@ -18,7 +18,9 @@ from docblocks import ROOT, blocks, doc_files, fragment_markers
 # file (relative to the repository) -> its blocks marked <!-- fragment -->
 FRAGMENTS = {
     "README.md": 4,  # make serve/test, curl and herald sub against `herald serve`, pip install
+    "docs/deployment.md": 3,  # installing as root, systemctl, a gateway for another host
     "docs/development.md": 2,  # make targets
+    "docs/getting-started.md": 2,  # pip install, herald serve
     "docs/durable.md": 1,  # the ordering lines (the work queue before it is the program)
     "docs/gateway.md": 3,  # herald serve, uvicorn.run, AuthConfig's fields
     "docs/guarantees.md": 1,  # herald faults run: minutes
