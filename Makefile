@@ -67,7 +67,7 @@ test-latest:
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
 	.venv-latest/bin/python -m pip install -q --disable-pip-version-check --upgrade \
-		-e '.[serve,uvloop,dev,docs,fastapi]'
+		-e '.[serve,uvloop,dev,docs,fastapi,pytest]'
 	.venv-latest/bin/ruff check src tests bench scripts examples
 	.venv-latest/bin/mypy
 	NO_MKDOCS_2_WARNING=1 .venv-latest/bin/mkdocs build --strict --quiet --site-dir .venv-latest/site

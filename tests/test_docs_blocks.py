@@ -24,6 +24,7 @@ FRAGMENTS = {
     "docs/durable.md": 1,  # the ordering lines (the work queue before it is the program)
     "docs/gateway.md": 3,  # herald serve, uvicorn.run, AuthConfig's fields
     "docs/guarantees.md": 1,  # herald faults run: minutes
+    "docs/how-to.md": 1,  # a pytest module: tests/test_pytest_plugin.py runs it with pytest
     "docs/scaling.md": 4,  # Sentinel and TLS cluster hosts, the harness's calls, certificates
 }
 
