@@ -32,8 +32,13 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Annotated, Any, TypeVar
 
-from starlette.requests import HTTPConnection
-from starlette.websockets import WebSocket, WebSocketDisconnect
+try:
+    from starlette.requests import HTTPConnection
+    from starlette.websockets import WebSocket, WebSocketDisconnect
+except ImportError as exc:  # pragma: no cover - herald installed without the extra
+    raise ImportError(
+        "herald.fastapi needs Starlette (FastAPI brings it): pip install 'herald-pubsub[fastapi]'"
+    ) from exc
 
 from ._client import AsyncClient
 from ._consumer import Consumer
