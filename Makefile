@@ -14,7 +14,7 @@ PYTEST_ARGS ?=
 LOCK := $(UV) pip compile --universal --generate-hashes --python-version 3.11 --quiet
 LOCK_PROJECT := $(LOCK) pyproject.toml requirements/build.in
 
-.PHONY: serve test check lint types test-latest lock bench dist clean
+.PHONY: serve test check lint types docs test-latest lock bench dist clean
 
 # uv, by hash, with the pip that comes with Python; it installs the rest.
 $(UV): requirements/uv.txt
@@ -44,6 +44,11 @@ lint: $(VENV)/.test
 types: $(VENV)/.test
 	$(BIN)/mypy
 
+# The documentation site (mkdocs.yml) into site/, strictly: a broken link or anchor, a page
+# missing from the nav or a docstring the API reference cannot read fails the build.
+docs: $(VENV)/.test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
 # Lint, format, types and every test that needs no server: a minute at most.
 check: lint types
 	$(BIN)/python -m pytest -m "not server" -q $(PYTEST_ARGS)
@@ -51,7 +56,7 @@ check: lint types
 # Everything: real Valkey servers (standalone, Sentinel, Cluster, TLS), the gateway, the
 # dashboard in a headless browser (scripts/ensure-browser.sh installs Debian's chromium when
 # it is missing and this is root), the fault scenarios' smoke runs.
-test: lint types
+test: lint types docs
 	scripts/ensure-browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
@@ -60,18 +65,20 @@ test: lint types
 test-latest: $(UV)
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
-	$(UV) pip install --quiet --python .venv-latest/bin/python --upgrade -e '.[serve,uvloop,dev]'
+	$(UV) pip install --quiet --python .venv-latest/bin/python --upgrade \
+		-e '.[serve,uvloop,dev,docs,fastapi,pytest]'
 	.venv-latest/bin/ruff check src tests bench scripts examples
 	.venv-latest/bin/mypy
+	NO_MKDOCS_2_WARNING=1 .venv-latest/bin/mkdocs build --strict --quiet --site-dir .venv-latest/site
 	scripts/ensure-browser.sh
 	.venv-latest/bin/python -m pytest $(PYTEST_ARGS)
 
 # Re-resolve every lock to the newest versions that the ranges in pyproject.toml allow.
 lock: $(UV)
 	$(LOCK) --upgrade requirements/uv.in -o requirements/uv.txt
-	$(LOCK_PROJECT) --upgrade --extra serve --extra uvloop --extra dev --extra bench \
+	$(LOCK_PROJECT) --upgrade --extra serve --extra uvloop --extra dev --extra docs --extra bench \
 		-o requirements/bench.txt
-	$(LOCK_PROJECT) --extra serve --extra uvloop --extra dev -c requirements/bench.txt \
+	$(LOCK_PROJECT) --extra serve --extra uvloop --extra dev --extra docs -c requirements/bench.txt \
 		-o requirements/test.txt
 	$(LOCK_PROJECT) --extra serve -c requirements/bench.txt -o requirements/serve.txt
 
@@ -85,4 +92,4 @@ dist: $(VENV)/.test
 	$(BIN)/twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) .venv-latest dist build .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-latest dist build site .mypy_cache .ruff_cache .pytest_cache .hypothesis
