@@ -228,8 +228,7 @@ def serve(
     # starts stops it as soon as it runs (a runner that started this process in the background
     # may have left SIGINT ignored, and the default handler would not be there either).
     stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stopping.set())
+    _catch_stop_signals(stopping)
 
     console = Console()
     config = None
@@ -303,12 +302,20 @@ def serve(
         else:
             run_gateway(server.url, host, port, console, alive, config, stopping=stopping)
     finally:
+        # The gateway's event loop gave the signals back to their defaults when it closed: a
+        # second Ctrl-C must not cut the server's shutdown short.
+        _catch_stop_signals(stopping)
         crashed = not alive()
         server.stop()
         clear_state(data_dir)
     if crashed:
         _fail(f"valkey-server exited unexpectedly; see {server.log_file}")
     console.print("stopped")
+
+
+def _catch_stop_signals(stopping: threading.Event) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stopping.set())
 
 
 def _wait_for_signal(console: Console, alive: Any, stopping: threading.Event) -> None:
