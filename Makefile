@@ -66,7 +66,7 @@ test-latest: $(UV)
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
 	$(UV) pip install --quiet --python .venv-latest/bin/python --upgrade \
-		-e '.[serve,uvloop,dev,docs,fastapi,pytest]'
+		-r requirements/build.in -e '.[serve,uvloop,dev,docs,fastapi,pytest]'
 	.venv-latest/bin/ruff check src tests bench scripts examples
 	.venv-latest/bin/mypy
 	NO_MKDOCS_2_WARNING=1 .venv-latest/bin/mkdocs build --strict --quiet --site-dir .venv-latest/site
