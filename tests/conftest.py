@@ -6,6 +6,7 @@ import os
 import uuid
 from collections.abc import Awaitable, Callable, Iterator
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import pytest
 
@@ -13,6 +14,9 @@ import herald
 from herald import EmbeddedServer
 from herald._streams import stream_key
 from herald.testing import LocalCluster, LocalSentinel
+
+if TYPE_CHECKING:
+    from herald.gateway.serve import BackgroundGateway
 
 TrimBelow = Callable[[herald.AsyncClient, str], Awaitable[None]]
 
@@ -151,3 +155,25 @@ def own_sentinel() -> Iterator[LocalSentinel]:
     """A sentinel group of the test's own, for tests that kill or pause the primary."""
     with LocalSentinel(replicas=1, sentinels=3) as s:
         yield s
+
+
+GatewayFactory = Callable[..., "BackgroundGateway"]
+
+
+@pytest.fixture
+def gateway_factory(url: str) -> Iterator[GatewayFactory]:
+    """Gateways on free ports for the test's server, each with the ``GatewayConfig`` options
+    given; all stopped after the test."""
+    from herald.gateway import GatewayConfig
+    from herald.gateway.serve import BackgroundGateway
+
+    started: list[BackgroundGateway] = []
+
+    def make(**options: Any) -> BackgroundGateway:
+        gw = BackgroundGateway(url, GatewayConfig(**options)).start()
+        started.append(gw)
+        return gw
+
+    yield make
+    for gw in started:
+        gw.stop()

@@ -6,33 +6,14 @@ from __future__ import annotations
 import asyncio
 import socket
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
 
 import httpx
 import pytest
 from websockets.asyncio.client import connect
 from websockets.exceptions import InvalidStatus
 
-from herald.gateway import GatewayConfig
+from conftest import GatewayFactory as Factory
 from herald.gateway.guard import host_allowed, host_name
-from herald.gateway.serve import BackgroundGateway
-
-Factory = Callable[..., BackgroundGateway]
-
-
-@pytest.fixture
-def gateway_factory(url: str) -> Iterator[Factory]:
-    started: list[BackgroundGateway] = []
-
-    def make(**options: Any) -> BackgroundGateway:
-        gw = BackgroundGateway(url, GatewayConfig(**options)).start()
-        started.append(gw)
-        return gw
-
-    yield make
-    for gw in started:
-        gw.stop()
 
 
 def test_host_names() -> None:

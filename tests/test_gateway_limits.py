@@ -7,34 +7,17 @@ import asyncio
 import json
 import socket
 import time
-from collections.abc import Callable, Iterator
-from typing import Any
+from collections.abc import Callable
 
 import httpx
 import pytest
 
 import herald
-from herald.gateway import GatewayConfig
+from conftest import GatewayFactory as Factory
 from herald.gateway.serve import BackgroundGateway
 from herald.gateway.state import Gateway
 from herald.gateway.uvicorn_ws import CLOSE_TIMEOUT
 from test_gateway_ws import RawClient
-
-Factory = Callable[..., BackgroundGateway]
-
-
-@pytest.fixture
-def gateway_factory(url: str) -> Iterator[Factory]:
-    started: list[BackgroundGateway] = []
-
-    def make(**options: Any) -> BackgroundGateway:
-        gw = BackgroundGateway(url, GatewayConfig(**options)).start()
-        started.append(gw)
-        return gw
-
-    yield make
-    for gw in started:
-        gw.stop()
 
 
 def _connections(gw: BackgroundGateway) -> int:

@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import AsyncIterator
 from typing import Any
 
 import httpx
@@ -18,28 +18,13 @@ from websockets.exceptions import ConnectionClosed
 from websockets.frames import Frame, Opcode
 
 import herald
-from herald.gateway import GatewayConfig, serve
+from conftest import GatewayFactory as Factory
+from herald.gateway import serve
 from herald.gateway.fanout import RESUME_SUPPORTED
 from herald.gateway.frames import json_array, ws_text_frame
 from herald.gateway.serve import BackgroundGateway
 from herald.gateway.state import Gateway
 from herald.gateway.uvicorn_ws import FrameWriterProtocol
-
-Factory = Callable[..., BackgroundGateway]
-
-
-@pytest.fixture
-def gateway_factory(url: str) -> Iterator[Factory]:
-    started: list[BackgroundGateway] = []
-
-    def make(**options: Any) -> BackgroundGateway:
-        gw = BackgroundGateway(url, GatewayConfig(**options)).start()
-        started.append(gw)
-        return gw
-
-    yield make
-    for gw in started:
-        gw.stop()
 
 
 @pytest.fixture
