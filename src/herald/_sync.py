@@ -124,6 +124,7 @@ class Client:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        envelope: bool | None = None,
     ) -> PubAck: ...
 
     @overload
@@ -137,6 +138,7 @@ class Client:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        envelope: bool | None = None,
     ) -> PubAck | None: ...
 
     def publish(
@@ -149,6 +151,7 @@ class Client:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        envelope: bool | None = None,
     ) -> PubAck | None:
         """Publish one message; see :meth:`AsyncClient.publish`."""
         portal = self._live()
@@ -162,10 +165,11 @@ class Client:
                     msg_id=msg_id,
                     key=key,
                     replicas=replicas,
+                    envelope=envelope,
                 )
             )
         self._async._check_publish(topic, headers)
-        stored = self._async._publish_threadsafe(topic, data, headers, confirm)
+        stored = self._async._publish_threadsafe(topic, data, headers, confirm, envelope)
         if stored is None:
             return None
         return portal.call(stored)

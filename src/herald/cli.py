@@ -174,6 +174,11 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
 @click.option("--header", "-H", multiple=True, help="Message header KEY=VALUE (repeatable).")
 @click.option("--count", "-n", type=click.IntRange(min=1), default=1, help="Publish N times.")
 @click.option("--confirm", is_flag=True, help="Wait for the server and print receiver counts.")
+@click.option(
+    "--plain",
+    is_flag=True,
+    help="Send the payload alone, without Herald's envelope (for redis-cli, redis-py readers).",
+)
 @_URL
 def pub(
     topic: str,
@@ -182,9 +187,12 @@ def pub(
     header: Sequence[str],
     count: int,
     confirm: bool,
+    plain: bool,
     url: str | None,
 ) -> None:
     """Publish DATA (or each line of standard input) to TOPIC."""
+    if plain and header:
+        raise click.BadParameter("a message without envelope has no headers", param_hint="--plain")
     headers = _parse_headers(header)
     lines = [data] if data is not None else [line.rstrip("\n") for line in sys.stdin]
     payloads: list[Any] = []
@@ -201,7 +209,13 @@ def pub(
             receivers = 0
             for _ in range(count):
                 for payload in payloads:
-                    ack = hub.publish(topic, payload, headers=headers or None, confirm=confirm)
+                    ack = hub.publish(
+                        topic,
+                        payload,
+                        headers=headers or None,
+                        confirm=confirm,
+                        envelope=False if plain else None,
+                    )
                     receivers += ack.receivers if ack else 0
             hub.flush()
     except herald.HeraldError as exc:
