@@ -114,6 +114,17 @@ def _jsonable(data: Any) -> Any:
     return data
 
 
+def _data_field(data: Any) -> tuple[str, Any]:
+    """A JSON record's payload field: ``"data_b64"`` for bytes that are not UTF-8 (as
+    ``herald sub --json`` and the gateway), so that they differ from a JSON value."""
+    if isinstance(data, bytes):
+        try:
+            return "data", data.decode()
+        except UnicodeDecodeError:
+            return "data_b64", base64.b64encode(data).decode()
+    return "data", _jsonable(data)
+
+
 def _preview(data: Any) -> str:
     text = data if isinstance(data, str) else json.dumps(_jsonable(data), default=repr)
     return text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + "…"
@@ -315,8 +326,9 @@ def dead_list(topic: str, limit: int, as_json: bool, url: str | None) -> None:
                 "headers": {
                     k: v for k, v in d.message.headers.items() if not k.startswith("herald-")
                 },
-                "data": _jsonable(d.message.data),
             }
+            key, value = _data_field(d.message.data)
+            record[key] = value
             sys.stdout.write(json.dumps(record) + "\n")
         return
     if not letters:
@@ -449,8 +461,9 @@ def _print_stored(console: Console, msg: herald.StoredMessage, as_json: bool) ->
             "timestamp": msg.timestamp,
             "stored_at": msg.stored_at,
             "headers": msg.headers,
-            "data": _jsonable(msg.data),
         }
+        field, value = _data_field(msg.data)
+        record[field] = value
         sys.stdout.write(json.dumps(record) + "\n")
         return
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(msg.stored_at))

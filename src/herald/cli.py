@@ -225,13 +225,15 @@ def pub(
     click.echo(f"published {total} message(s) to {topic}{suffix}", err=True)
 
 
-def _jsonable(data: Any) -> Any:
+def _jsonable(data: Any) -> tuple[str, Any]:
+    """``("data", value)``, or ``("data_b64", text)`` for bytes that are not UTF-8 (as the
+    gateway does): a JSON payload ``{"base64": ...}`` stays distinguishable from bytes."""
     if isinstance(data, bytes):
         try:
-            return data.decode()
+            return "data", data.decode()
         except UnicodeDecodeError:
-            return {"base64": base64.b64encode(data).decode()}
-    return data
+            return "data_b64", base64.b64encode(data).decode()
+    return "data", data
 
 
 @main.command()
@@ -326,9 +328,10 @@ def sub(
 
 def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None:
     if as_json:
+        key, value = _jsonable(msg.data)
         record = {
             "topic": msg.topic,
-            "data": _jsonable(msg.data),
+            key: value,
             "id": msg.id,
             "pattern": msg.pattern,
             "headers": msg.headers,
@@ -342,7 +345,9 @@ def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None
         sys.stdout.flush()
         return
     stamp = time.strftime("%H:%M:%S", time.localtime(msg.timestamp or time.time()))
-    data = msg.data if isinstance(msg.data, str) else json.dumps(_jsonable(msg.data))
+    key, value = _jsonable(msg.data)
+    data = f"(base64) {value}" if key == "data_b64" else value
+    data = data if isinstance(data, str) else json.dumps(data)
     extra = f" [dim]{msg.headers}[/]" if msg.headers else ""
     console.print(f"[dim]{stamp}[/] [bold cyan]{msg.topic}[/] {data}{extra}", markup=True)
 
