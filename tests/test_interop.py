@@ -10,6 +10,7 @@ import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from typing import Any
 
+import msgspec
 import pytest
 import redis
 import redis.asyncio
@@ -437,3 +438,91 @@ async def test_bare_policy_reaches_other_publishers_within_policy_refresh(
         if at > refresh + 0.05:  # past the bound (and a scheduling margin): always bare
             assert data == f'{{"i":{n}}}'.encode(), (at, data)
     assert data == f'{{"i":{n}}}'.encode()
+
+
+# -- foreign JSON for Herald subscribers ------------------------------------------------------
+
+
+class User(msgspec.Struct):
+    user: str
+
+
+async def test_subscriber_decodes_foreign_json_when_asked(url: str, topic: str) -> None:
+    typed: list[User] = []
+    two = asyncio.Event()
+
+    def on_user(user: User) -> None:  # a typed handler: gets the payload decoded into User
+        typed.append(user)
+        if len(typed) == 2:
+            two.set()
+
+    async with (
+        herald.AsyncClient(url) as hub,
+        hub.subscribe(topic, foreign="json") as sub,
+        hub.subscribe(topic) as raw_sub,  # the default, on the same connection: bytes
+        hub.subscribe(topic, handler=on_user, foreign="json") as typed_sub,
+        hub.subscribe(f"{topic}.*", foreign="text") as text_sub,
+    ):
+        with redis.Redis.from_url(url, decode_responses=True) as r:
+            r.publish(topic, PLAIN_JSON)
+            r.publish(topic, "not json")
+            r.publish(f"{topic}.x", "héllo")
+        await hub.publish(topic, {"user": "eve"})  # a Herald message is not affected
+        msg = await sub.next(timeout=2)
+        assert (msg.data, msg.foreign, msg.decode_error) == ({"user": "bob"}, True, None)
+        assert msg.content_type == "application/json"
+        bad = await sub.next(timeout=2)
+        assert (bad.data, bad.foreign) == (b"not json", True)
+        assert isinstance(bad.decode_error, herald.DecodeError)
+        assert "not valid json" in str(bad.decode_error)
+        mine = await sub.next(timeout=2)
+        assert (mine.data, mine.foreign) == ({"user": "eve"}, False)
+        assert sub.stats.undecodable == 1
+        assert [(await raw_sub.next(timeout=2)).data for _ in range(3)] == [
+            PLAIN_JSON.encode(),
+            b"not json",
+            {"user": "eve"},
+        ]
+        text = await text_sub.next(timeout=2)
+        assert (text.data, text.content_type, text.foreign) == ("héllo", "text/plain", True)
+        await asyncio.wait_for(two.wait(), 2)
+        assert typed == [User("bob"), User("eve")]
+        assert typed_sub.stats.invalid == 1  # "not json": skipped
+
+
+def test_sync_subscriber_decodes_foreign_json(url: str, topic: str) -> None:
+    with herald.Client(url) as hub, hub.subscribe(topic, foreign="json") as sub:
+        with redis.Redis.from_url(url) as r:
+            r.publish(topic, PLAIN_JSON)
+        assert sub.next(timeout=2).data == {"user": "bob"}
+
+
+async def test_consumer_decodes_foreign_json_and_dead_letters_the_rest(
+    url: str, topic: str
+) -> None:
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, durable=True)
+        await hub.publish(topic, {"user": "bob"}, envelope=False)  # stored without envelope
+        await hub.publish(topic, "not json", envelope=False)
+        await hub.publish(topic, {"user": "eve"})
+        async with hub.consume(topic, "g", start="all", foreign="json") as c:
+            first = await c.next(timeout=2)
+            assert (first.data, first.foreign) == ({"user": "bob"}, True)
+            await first.ack()
+            second = await c.next(timeout=2)
+            assert second.data == {"user": "eve"}
+            await second.ack()
+            assert c.stats.decode_errors == 1
+        async with hub.consume(f"{topic}.dead", "inspect", start="all") as dead:
+            letter = await dead.next(timeout=5)
+            assert letter.data == b"not json"
+            assert letter.headers["herald-reason"].startswith(
+                "undecodable: foreign payload is not valid json"
+            )
+            await letter.ack()
+
+
+async def test_unknown_foreign_choice_is_refused(url: str, topic: str) -> None:
+    async with herald.AsyncClient(url) as hub:
+        with pytest.raises(herald.ConfigurationError, match="foreign"):
+            hub.subscribe(topic, foreign="yaml")  # type: ignore[arg-type]

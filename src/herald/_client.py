@@ -79,7 +79,7 @@ from ._topics import (
     validate_topic,
 )
 from ._url import Endpoint, parse_url
-from ._wire import Codec, Encoder, decode
+from ._wire import Codec, Encoder, Foreign, decode
 
 log = logging.getLogger("herald")
 
@@ -783,6 +783,7 @@ class AsyncClient:
         last: int | None = None,
         on_history_lost: Callable[[HistoryLost], Any] | None = None,
         error_text: bool = False,
+        foreign: Foreign = "bytes",
     ) -> Subscription:
         """Subscribe to topics and glob patterns (``*``, ``?``, ``[a-z]``, ``\\`` escapes).
 
@@ -803,6 +804,13 @@ class AsyncClient:
         when it raises, the requester gets an error reply with the exception's type and an
         error id (logged here with the exception), not its message: ``error_text=True`` sends
         the message too, for exceptions whose text is fit for the requester.
+
+        ``foreign`` says how to read *foreign* payloads, published without Herald's envelope by
+        another program (redis-cli, redis-py, Node): ``"bytes"`` (the default) delivers them
+        unchanged, ``"json"`` decodes them as JSON (``{"user":"bob"}`` arrives as a dict, also
+        for a typed handler), ``"text"`` as UTF-8. One that does not decode is delivered as
+        bytes with ``decode_error`` set (``msg.foreign`` stays true), counted in
+        ``stats.undecodable`` and logged; a typed handler skips it (``stats.invalid``).
 
         Raises:
             ReservedName: a name in the reply inbox namespace ``_herald.inbox.*``.
@@ -834,6 +842,7 @@ class AsyncClient:
             last=last,
             on_history_lost=on_history_lost,
             error_text=error_text,
+            foreign=foreign,
         )
 
     async def _history_topics(self, names: tuple[str, ...]) -> dict[str, str | None]:

@@ -29,6 +29,7 @@ from ._offsets import Position
 from ._subscription import Gap, Handler, Overflow, Subscription
 from ._sync_consumer import SyncConsumer
 from ._typed import typed
+from ._wire import Foreign
 
 T = TypeVar("T")
 log = logging.getLogger("herald")
@@ -228,6 +229,7 @@ class Client:
         last: int | None = None,
         on_history_lost: Callable[[HistoryLost], Any] | None = None,
         error_text: bool = False,
+        foreign: Foreign = "bytes",
     ) -> SyncSubscription:
         """Subscribe; returns once the server confirmed. See :meth:`AsyncClient.subscribe`.
 
@@ -245,6 +247,7 @@ class Client:
             last=last,
             on_history_lost=on_history_lost,
             error_text=error_text,
+            foreign=foreign,
         )
         portal.call(sub.start())
         wrapper = SyncSubscription(sub, portal, handler)

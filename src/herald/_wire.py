@@ -17,7 +17,7 @@ from typing import Any, Literal
 import msgspec
 
 from ._errors import ConfigurationError, DecodeError
-from ._message import FRAME_IDS, FRAME_IDS_AT, Message
+from ._message import FRAME_IDS, FRAME_IDS_AT, ForeignDecodeError, Message
 
 MAGIC = b"\xffHR"  # 0xFF never occurs in UTF-8 text, so no text payload is mistaken for a frame
 VERSION = 1
@@ -34,6 +34,9 @@ CODEC_TEXT = 3
 
 _CODEC_NAMES = ("bytes", "json", "msgpack", "text")
 Codec = Literal["json", "msgpack"]
+# How a subscriber reads foreign payloads (published without the envelope by another program).
+Foreign = Literal["bytes", "text", "json"]
+FOREIGN = ("bytes", "text", "json")
 
 # magic, version, flags, codec, publisher id, sequence, timestamp (microseconds since the epoch)
 _HEAD = struct.Struct(">3sBBB8sQQ")
@@ -159,6 +162,35 @@ def decode(topic: str, raw: bytes, pattern: str | None = None) -> list[Message]:
         return [_decode_one(topic, raw, pattern)]
     except DecodeError as exc:
         return [_broken(topic, raw, pattern, exc)]
+
+
+def check_foreign(foreign: str) -> None:
+    if foreign not in FOREIGN:
+        raise ConfigurationError(f"foreign must be one of {', '.join(FOREIGN)}, not {foreign!r}")
+
+
+def decode_foreign(msg: Message, foreign: Foreign) -> Message:
+    """``msg`` with its foreign payload decoded as ``foreign`` asks: a new message (the one
+    given may be shared by other subscriptions). A payload that does not decode stays bytes,
+    with a :class:`ForeignDecodeError`; anything not foreign is returned as it is."""
+    raw = msg.data
+    if (
+        foreign == "bytes"
+        or msg._pid != b""
+        or msg.decode_error is not None
+        or type(raw) is not bytes
+    ):
+        return msg
+    error: DecodeError | None = None
+    codec = CODEC_JSON if foreign == "json" else CODEC_TEXT
+    try:
+        data = _json_decode(raw) if codec == CODEC_JSON else raw.decode()
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        data, codec = raw, CODEC_BYTES
+        error = ForeignDecodeError(f"foreign payload is not valid {foreign}: {exc}")
+    out = Message(msg.topic, data, msg.raw, codec, b"", 0, 0, msg._headers, msg.pattern)
+    out.decode_error = error
+    return out
 
 
 def _broken(topic: str, raw: bytes, pattern: str | None, exc: DecodeError) -> Message:
