@@ -182,3 +182,9 @@ def test_sub_json_tells_bytes_from_a_base64_looking_json_value(url: str, topic: 
     first, second = (json.loads(line) for line in out.splitlines())
     assert (first.get("data"), first["data_b64"]) == (None, "/wA=")
     assert (second["data"], second.get("data_b64")) == ({"base64": "/wA="}, None)
+
+
+def test_pub_json_refuses_nan(url: str) -> None:
+    out = _run("pub", "demo", "NaN", "--json", "--url", url)
+    assert out.returncode == 2
+    assert "NaN is not JSON" in out.stderr

@@ -544,7 +544,8 @@ class AsyncClient:
         (see the client's ``envelope``); ``True`` wraps it even on a bare topic.
 
         Raises:
-            InvalidTopic, MessageTooLarge, TypeError: before anything is sent.
+            InvalidTopic, MessageTooLarge, TypeError: before anything is sent (TypeError: a
+                payload the codec cannot encode, NaN and infinities in JSON among them).
             ConfigurationError: ``envelope=False`` with headers, or on a recoverable topic.
             ReservedName: a header name starts with ``herald-``, or the topic is Herald's
                 (a reply inbox ``_herald.inbox.*``, a durable topic's ``<topic>.dead``).

@@ -8,6 +8,7 @@ redis-cli, redis-py, ...) and is delivered as raw bytes.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import struct
 import time
@@ -85,6 +86,7 @@ class Encoder:
             # struct's "8s" would silently pad or cut it, and the message ids would lie
             raise ConfigurationError(f"publisher_id must be 8 bytes, not {len(publisher_id)}")
         self.publisher_id = publisher_id
+        self._json = self._codec == CODEC_JSON
         self._clock = clock
         self._seq = itertools.count(first_seq)  # next() is atomic under the GIL: thread-safe
 
@@ -98,7 +100,13 @@ class Encoder:
                 return CODEC_TEXT, data.encode()
             if t is bytearray or t is memoryview:
                 return CODEC_BYTES, bytes(data)
-            return self._codec, self._encode(data)
+            body = self._encode(data)
+            # msgspec writes NaN and infinities as null: refuse them. Only JSON with a null can
+            # hold one; `117 in body` (a "u", by memchr: ~20 ns) spares most payloads the
+            # search for "null" (~100 ns for 100 bytes).
+            if self._json and 117 in body and body.find(b"null") >= 0 and _non_finite(data):
+                raise msgspec.EncodeError("NaN and Infinity are not JSON")
+            return self._codec, body
         except (TypeError, OverflowError, UnicodeEncodeError, msgspec.EncodeError) as exc:
             # one error for "this payload cannot be sent": publish documents TypeError
             # (msgspec raises OverflowError for msgpack ints beyond 64 bits, and any str
@@ -129,11 +137,30 @@ class Encoder:
         return head + extra + body if extra else head + body
 
 
+def _non_finite(data: Any) -> bool:
+    """Whether a float in ``data`` is NaN or infinite."""
+    stack = [msgspec.to_builtins(data)]  # Structs, dataclasses... as dicts and lists
+    while stack:
+        value = stack.pop()
+        t = type(value)
+        if t is float:
+            if not math.isfinite(value):
+                return True
+        elif t is dict:
+            stack.extend(value.values())
+        elif t is list or t is tuple or t is set or t is frozenset:
+            stack.extend(value)
+    return False
+
+
 def encode_headers(headers: Mapping[str, str]) -> bytes:
     for k, v in headers.items():
         if type(k) is not str or type(v) is not str:
             raise TypeError(f"headers must map str to str, got {k!r}: {v!r}")
-    return _json_encode(headers)
+    try:
+        return _json_encode(headers)
+    except UnicodeEncodeError as exc:  # a lone surrogate: not text, so not a string
+        raise TypeError(f"headers must be valid Unicode text: {exc}") from exc
 
 
 def batch(envelopes: list[bytes]) -> bytes:

@@ -199,8 +199,8 @@ def pub(
     for line in lines:
         if as_json:
             try:
-                payloads.append(json.loads(line))
-            except json.JSONDecodeError as exc:
+                payloads.append(json.loads(line, parse_constant=_not_json))
+            except ValueError as exc:  # JSONDecodeError, or NaN/Infinity (Python's extension)
                 raise click.BadParameter(f"not valid JSON: {exc}", param_hint="DATA") from exc
         else:
             payloads.append(line)
@@ -223,6 +223,10 @@ def pub(
     total = count * len(payloads)
     suffix = f", {receivers} deliveries" if confirm else ""
     click.echo(f"published {total} message(s) to {topic}{suffix}", err=True)
+
+
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
 
 
 def _jsonable(data: Any) -> tuple[str, Any]:
