@@ -526,3 +526,29 @@ async def test_unknown_foreign_choice_is_refused(url: str, topic: str) -> None:
     async with herald.AsyncClient(url) as hub:
         with pytest.raises(herald.ConfigurationError, match="foreign"):
             hub.subscribe(topic, foreign="yaml")  # type: ignore[arg-type]
+
+
+def test_cli_on_cluster_plain_and_unsharded(
+    cluster: LocalCluster, topic: str, text_reader: Callable[[str, str], TextReader]
+) -> None:
+    herald_cli = [sys.executable, "-m", "herald.cli"]
+    on_cluster = ["--url", cluster.url]
+    reader = text_reader(cluster.nodes[0].url, topic)
+    out = subprocess.run(
+        [*herald_cli, "pub", topic, PLAIN_JSON, "--json", "--plain", "--unsharded", *on_cluster],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert reader.take(1) == [PLAIN_JSON]
+    declared = subprocess.run(
+        [*herald_cli, "topics", "declare", f"{topic}.t", "--bare", "--unsharded", *on_cluster],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert declared.returncode == 0, declared.stderr
+    assert "bare, unsharded" in declared.stdout
+    with herald.Client(cluster.url) as hub:
+        assert not hub.declare(f"{topic}.t", bare=True, sharded=False).sharded

@@ -82,11 +82,14 @@ def _describe(policy: herald.TopicPolicy | None) -> str:
     if policy.history:
         ttl = f", history_ttl={_duration(policy.history_ttl)}" if policy.history_ttl else ""
         return f"recoverable, history={policy.history}{ttl}"
+    unsharded = "" if policy.sharded else ", unsharded"
     if not policy.durable:
-        return "bare" if policy.bare else "live"
+        return ("bare" if policy.bare else "live") + unsharded
     parts = ["durable"]
     if policy.bare:
         parts.append("bare")
+    if not policy.sharded:
+        parts.append("unsharded")
     if policy.max_len is not None:
         parts.append(f"max_len={policy.max_len}")
     if policy.max_age is not None:
@@ -166,6 +169,11 @@ def topics() -> None:
 @click.option("--trim-unacked", is_flag=True, help="Let retention remove unacked entries.")
 @click.option("--bare", is_flag=True, help="Publish payloads without Herald's envelope.")
 @click.option(
+    "--unsharded",
+    is_flag=True,
+    help="Cluster: publish with PUBLISH, which plain SUBSCRIBE clients receive (not SPUBLISH).",
+)
+@click.option(
     "--history",
     type=click.IntRange(min=0),
     default=0,
@@ -182,6 +190,7 @@ def declare(
     dedup_window: float,
     trim_unacked: bool,
     bare: bool,
+    unsharded: bool,
     history: int,
     history_ttl: float | None,
     update: bool,
@@ -192,6 +201,7 @@ def declare(
         policy = hub.declare(
             topic,
             bare=bare,
+            sharded=not unsharded,
             durable=durable,
             max_len=max_len,
             max_age=max_age,

@@ -259,6 +259,7 @@ class Client:
         topic: str,
         *,
         bare: bool = False,
+        sharded: bool = True,
         durable: bool = False,
         max_len: int | None = None,
         max_age: float | None = None,
@@ -273,6 +274,7 @@ class Client:
             self._async.declare(
                 topic,
                 bare=bare,
+                sharded=sharded,
                 durable=durable,
                 max_len=max_len,
                 max_age=max_age,

@@ -179,6 +179,11 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
     is_flag=True,
     help="Send the payload alone, without Herald's envelope (for redis-cli, redis-py readers).",
 )
+@click.option(
+    "--unsharded",
+    is_flag=True,
+    help="Cluster: publish with PUBLISH, which plain SUBSCRIBE clients receive (not SPUBLISH).",
+)
 @_URL
 def pub(
     topic: str,
@@ -188,6 +193,7 @@ def pub(
     count: int,
     confirm: bool,
     plain: bool,
+    unsharded: bool,
     url: str | None,
 ) -> None:
     """Publish DATA (or each line of standard input) to TOPIC."""
@@ -205,7 +211,7 @@ def pub(
         else:
             payloads.append(line)
     try:
-        with herald.Client(url, start_embedded=False) as hub:
+        with herald.Client(url, start_embedded=False, sharded=not unsharded) as hub:
             receivers = 0
             for _ in range(count):
                 for payload in payloads:
