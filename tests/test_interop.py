@@ -3,11 +3,14 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
+import shutil
 import subprocess
 import sys
 import time
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
 import msgspec
@@ -552,3 +555,37 @@ def test_cli_on_cluster_plain_and_unsharded(
     assert "bare, unsharded" in declared.stdout
     with herald.Client(cluster.url) as hub:
         assert not hub.declare(f"{topic}.t", bare=True, sharded=False).sharded
+
+
+NODE = shutil.which("node")
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+async def test_node_plain_subscriber_parses_json(server: EmbeddedServer, topic: str) -> None:
+    assert NODE is not None
+    script = Path(__file__).parent / "node" / "plain_subscriber.mjs"
+    proc = await asyncio.create_subprocess_exec(
+        NODE,
+        str(script),
+        str(server.port),
+        topic,
+        "2",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        first = await asyncio.wait_for(proc.stdout.readline(), 10)
+        assert json.loads(first) == {"subscribed": topic}
+        async with herald.AsyncClient(server.url) as hub:
+            await hub.publish(topic, {"user": "bob"}, envelope=False)
+            await hub.publish(topic, ["é", 1.5, None], envelope=False)
+        out, err = await asyncio.wait_for(proc.communicate(), 10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"data": {"user": "bob"}},
+        {"data": ["é", 1.5, None]},
+    ]
