@@ -589,3 +589,22 @@ async def test_node_plain_subscriber_parses_json(server: EmbeddedServer, topic: 
         {"data": {"user": "bob"}},
         {"data": ["é", 1.5, None]},
     ]
+
+
+async def test_cluster_publisher_switches_to_publish_when_another_client_declares(
+    cluster: LocalCluster, topic: str, text_reader: Callable[[str, str], TextReader]
+) -> None:
+    reader = text_reader(cluster.nodes[0].url, topic)
+    async with (
+        herald.AsyncClient(cluster.url, policy_refresh=0.1) as publisher,
+        herald.AsyncClient(cluster.url) as declarer,
+    ):
+        await publisher.publish(topic, "sharded, unseen")  # its route is cached as SPUBLISH
+        assert (await publisher.publish(topic, "x", confirm=True)).receivers == 0
+        await declarer.declare(topic, bare=True, sharded=False)
+        await asyncio.sleep(0.5)  # the publisher's policy_refresh, with room to spare
+        # (receivers counts the subscribers of the node that took the PUBLISH only)
+        await publisher.publish(topic, {"user": "bob"}, confirm=True)
+        await publisher.publish(topic, {"user": "bob"})
+        await publisher.flush()
+    assert reader.take(2) == [PLAIN_JSON] * 2
