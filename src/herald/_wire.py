@@ -102,9 +102,15 @@ class Encoder:
                 return CODEC_BYTES, bytes(data)
             body = self._encode(data)
             # msgspec writes NaN and infinities as null: refuse them. Only JSON with a null can
-            # hold one; `117 in body` (a "u", by memchr: ~20 ns) spares most payloads the
-            # search for "null" (~100 ns for 100 bytes).
-            if self._json and 117 in body and body.find(b"null") >= 0 and _non_finite(data):
+            # hold one; a "u" and an "l" (memchr, ~20 ns each) spare most payloads the search
+            # for "null" (~100 ns for 100 bytes, ~600 for 1 KB).
+            if (
+                self._json
+                and 117 in body
+                and 108 in body
+                and body.find(b"null") >= 0
+                and _non_finite(data)
+            ):
                 raise msgspec.EncodeError("NaN and Infinity are not JSON")
             return self._codec, body
         except (TypeError, OverflowError, UnicodeEncodeError, msgspec.EncodeError) as exc:
