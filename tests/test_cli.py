@@ -188,3 +188,23 @@ def test_pub_json_refuses_nan(url: str) -> None:
     out = _run("pub", "demo", "NaN", "--json", "--url", url)
     assert out.returncode == 2
     assert "NaN is not JSON" in out.stderr
+
+
+def test_sub_foreign_json_decodes_a_plain_publisher(url: str, topic: str) -> None:
+    sub = subprocess.Popen(
+        [*HERALD, "sub", topic, "--json", "--foreign", "json", "-n", "1", "-t", "15", "--url", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with herald.Client(url) as hub:
+            deadline = time.monotonic() + 10
+            while hub.execute("PUBSUB", "NUMSUB", topic)[1] == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            hub.execute("PUBLISH", topic, '{"user":"bob"}')  # as redis-cli would
+        out, err = sub.communicate(timeout=15)
+    finally:
+        sub.kill()
+    assert sub.returncode == 0, err
+    assert json.loads(out)["data"] == {"user": "bob"}

@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import click
 from rich.console import Console
@@ -263,6 +263,12 @@ def _jsonable(data: Any) -> tuple[str, Any]:
     default=None,
     help="Recoverable topics: start with the last N kept messages.",
 )
+@click.option(
+    "--foreign",
+    type=click.Choice(["bytes", "text", "json"]),
+    default="bytes",
+    help="Decode payloads published without Herald's envelope (redis-cli, redis-py) as this.",
+)
 @_URL
 def sub(
     patterns: Sequence[str],
@@ -271,6 +277,7 @@ def sub(
     timeout: float | None,
     since: int | None,
     last: int | None,
+    foreign: Literal["bytes", "text", "json"],
     url: str | None,
 ) -> None:
     """Print messages of topics and glob patterns as they arrive.
@@ -309,7 +316,12 @@ def sub(
         async with (
             herald.AsyncClient(url, start_embedded=False) as hub,
             hub.subscribe(
-                *patterns, on_gap=on_gap, since=since, last=last, on_history_lost=on_history_lost
+                *patterns,
+                on_gap=on_gap,
+                since=since,
+                last=last,
+                on_history_lost=on_history_lost,
+                foreign=foreign,
             ) as subscription,
         ):
             if not as_json:
