@@ -340,7 +340,9 @@ def test_sync_client_without_envelope(
     with herald.Client(url) as hub:
         hub.publish(topic, {"user": "bob"}, envelope=False)
         hub.publish(topic, {"user": "bob"}, envelope=False, confirm=True)
-    assert reader.take(3) == [PLAIN_JSON] * 3
+        hub.publish_many(topic, [{"user": "bob"}] * 2, envelope=False)
+        hub.flush()
+    assert reader.take(5) == [PLAIN_JSON] * 5
 
 
 def test_cli_pub_plain(url: str, topic: str, text_reader: Callable[[str, str], TextReader]) -> None:

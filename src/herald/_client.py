@@ -615,13 +615,19 @@ class AsyncClient:
             await asyncio.sleep(0)  # a publisher in a tight loop still lets other tasks run
 
     async def publish_many(
-        self, topic: str, items: Iterable[Any], *, headers: Mapping[str, str] | None = None
+        self,
+        topic: str,
+        items: Iterable[Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        envelope: bool | None = None,
     ) -> None:
         """Publish several messages to one topic, in order, without waiting for the server.
 
         Cheaper per message than ``publish`` in a loop: one call encodes them all and queues
         them at once (into batch frames on a live topic). On a durable topic each message is
         stored as with ``publish(confirm=False)``: its XADD and PUBLISH, queued in one burst.
+        ``envelope`` is ``publish``'s.
 
         Example::
 
@@ -633,6 +639,10 @@ class AsyncClient:
         assert link is not None
         self._check_publish(topic, headers)
         pfx, bare, durable, history = self._prefix(topic)
+        if envelope is not None and envelope == bare:  # not the topic's form: one at a time
+            for data in items:
+                await self.publish(topic, data, headers=headers, confirm=False, envelope=envelope)
+            return
         if history is not None:
             frames = [self._encoder.envelope(data, headers, 0, 0) for data in items]
             for frame in frames:
@@ -653,9 +663,9 @@ class AsyncClient:
             for data in items:
                 await self.publish(topic, data, headers=headers, confirm=False)
             return
-        envelope = self._encoder.envelope
+        encode = self._encoder.envelope
         limit = self.max_message_size
-        frames = [envelope(data, headers) for data in items]
+        frames = [encode(data, headers) for data in items]
         for frame in frames:
             if len(frame) > limit:
                 raise MessageTooLarge(len(frame), limit)

@@ -176,10 +176,17 @@ class Client:
         return portal.call(stored)
 
     def publish_many(
-        self, topic: str, items: Iterable[Any], *, headers: Mapping[str, str] | None = None
+        self,
+        topic: str,
+        items: Iterable[Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        envelope: bool | None = None,
     ) -> None:
         """Publish several messages to one topic in order; see :meth:`AsyncClient.publish_many`."""
-        self._live().call(self._async.publish_many(topic, list(items), headers=headers))
+        self._live().call(
+            self._async.publish_many(topic, list(items), headers=headers, envelope=envelope)
+        )
 
     def flush(self, timeout: float | None = 10.0) -> None:
         """Wait until everything published so far has reached the server."""
