@@ -236,6 +236,61 @@ def cases() -> list[dict[str, Any]]:
         )
     )
 
+    d = {"n": 1}
+    add(
+        case(
+            "seq-above-2-53",
+            "A sequence of 2**53 + 1, which a double (a JavaScript number) cannot hold: read "
+            "the u64 fields as 64-bit integers (BigInt), and write the id from that integer.",
+            frame(JSON, js(d), seq=2**53 + 1),
+            [msg(JSON, seq=2**53 + 1, data=d)],
+            reencode=True,
+        )
+    )
+    h = {"__proto__": "x", "k": "v"}
+    add(
+        case(
+            "headers-proto-key",
+            "A header named __proto__ is an ordinary header: a receiver keeps it as one (in "
+            "JavaScript: a Map or an Object.create(null), never assigned onto a plain object).",
+            frame(JSON, js(1), seq=15, headers=js(h)),
+            [msg(JSON, seq=15, data=1, headers=h)],
+            reencode=True,
+        )
+    )
+    h = {"q": "".join(chr(c) for c in range(0x20)) + '"\\/\x7f\u2028é😀'}
+    add(
+        case(
+            "headers-escapes",
+            "The byte form of the headers JSON as Herald writes it: no whitespace, keys in "
+            'order, UTF-8 as is (/, DEL, U+2028 and non-ASCII unescaped), only " \\ and the '
+            "control characters escaped: \\b \\t \\n \\f \\r, the others \\u00xx in "
+            "lowercase hex.",
+            frame(JSON, js(2), seq=16, headers=js(h)),
+            [msg(JSON, seq=16, data=2, headers=h)],
+            reencode=True,
+        )
+    )
+    hb = b'{ "k" : "caf\\u00e9", "k2":"\\ud83d\\ude00" ,"dup":"a","dup":"b"}'
+    add(
+        case(
+            "headers-other-json",
+            "Receivers accept any JSON object of strings: whitespace, \\u escapes (a surrogate "
+            "pair is one character), a repeated key (the last one counts).",
+            frame(JSON, js(3), seq=17, headers=hb),
+            [msg(JSON, seq=17, data=3, headers={"k": "café", "k2": "😀", "dup": "b"})],
+        )
+    )
+    d = "😀"
+    add(
+        case(
+            "json-surrogate-pair",
+            "A JSON string with an escaped surrogate pair decodes to the one character.",
+            frame(JSON, b'"\\ud83d\\ude00"', seq=18),
+            [msg(JSON, seq=18, data=d)],
+        )
+    )
+
     # -- batch frames --------------------------------------------------------------------------
     e1 = frame(JSON, js({"i": 1}), seq=10, ts=TS + 1)
     e2 = frame(TEXT, b"two", seq=11, ts=TS + 2)
@@ -280,6 +335,27 @@ def cases() -> list[dict[str, Any]]:
             "An inner envelope without the magic is an error, not a foreign payload.",
             batch([e1, b"plain"]),
             [msg(JSON, seq=10, ts=TS + 1, data={"i": 1}), raw(b"plain", decode_error=True)],
+        )
+    )
+    bad = frame(JSON, b'{"i":', seq=13, ts=TS + 4, headers=js({"k": "v"}))
+    add(
+        case(
+            "batch-invalid-payload-inner",
+            "A batch entry with a valid envelope whose payload does not decode keeps its id, "
+            "timestamp and headers; its data is the payload's bytes, with a decode error.",
+            batch([e1, bad, e2]),
+            [
+                msg(JSON, seq=10, ts=TS + 1, data={"i": 1}),
+                msg(
+                    BYTES,
+                    seq=13,
+                    ts=TS + 4,
+                    payload=b'{"i":',
+                    headers={"k": "v"},
+                    decode_error=True,
+                ),
+                msg(TEXT, seq=11, ts=TS + 2, data="two"),
+            ],
         )
     )
     nested = batch([e1])
@@ -394,6 +470,12 @@ def cases() -> list[dict[str, Any]]:
             frame(JSON, js(1), seq=1, headers=b'{"k":1}'),
             "A header value that is not a string.",
         ),
+        (
+            "headers-lone-surrogate",
+            frame(JSON, js(1), seq=1, headers=b'{"k":"\\ud800"}'),
+            "A header value with a lone surrogate (\\ud800 not followed by a low surrogate) "
+            "is not Unicode text, so not a string.",
+        ),
     ]:
         add(
             case(name, why + " Delivered raw, with a decode error.", f, [raw(f, decode_error=True)])
@@ -409,6 +491,32 @@ def cases() -> list[dict[str, Any]]:
             [msg(BYTES, seq=8, payload=body, headers={"k": "v"}, decode_error=True)],
         )
     )
+    for name, body, why in [
+        (
+            "json-lone-surrogate",
+            b'"\\ud800"',
+            "A lone surrogate escape (\\ud800 without its low half) is not Unicode text: "
+            "invalid JSON for v1, though JavaScript's JSON.parse accepts it.",
+        ),
+        (
+            "json-nan",
+            b'{"x":NaN}',
+            "NaN (and Infinity) are not JSON; Herald's encoder refuses such values.",
+        ),
+        (
+            "json-number-out-of-range",
+            b"1e999",
+            "A number beyond the range of a double is refused, not read as Infinity.",
+        ),
+    ]:
+        add(
+            case(
+                name,
+                why + " Delivered with the id kept, raw payload bytes and a decode error.",
+                frame(JSON, body, seq=19),
+                [msg(BYTES, seq=19, payload=body, decode_error=True)],
+            )
+        )
     body = b"\xc1"
     add(
         case(

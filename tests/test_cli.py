@@ -159,3 +159,52 @@ def test_serve_stops_on_a_signal_that_comes_while_it_starts(tmp_path: Path, gate
         if proc.poll() is None:
             proc.kill()
             proc.wait()
+
+
+def test_sub_json_tells_bytes_from_a_base64_looking_json_value(url: str, topic: str) -> None:
+    sub = subprocess.Popen(
+        [*HERALD, "sub", topic, "--json", "--count", "2", "--timeout", "15", "--url", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with herald.Client(url) as hub:
+            deadline = time.monotonic() + 10
+            while hub.execute("PUBSUB", "NUMSUB", topic)[1] == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            hub.publish(topic, b"\xff\x00")  # binary, not UTF-8
+            hub.publish(topic, {"base64": "/wA="})  # a JSON value that looks like the old output
+        out, err = sub.communicate(timeout=15)
+    finally:
+        sub.kill()
+    assert sub.returncode == 0, err
+    first, second = (json.loads(line) for line in out.splitlines())
+    assert (first.get("data"), first["data_b64"]) == (None, "/wA=")
+    assert (second["data"], second.get("data_b64")) == ({"base64": "/wA="}, None)
+
+
+def test_pub_json_refuses_nan(url: str) -> None:
+    out = _run("pub", "demo", "NaN", "--json", "--url", url)
+    assert out.returncode == 2
+    assert "NaN is not JSON" in out.stderr
+
+
+def test_sub_foreign_json_decodes_a_plain_publisher(url: str, topic: str) -> None:
+    sub = subprocess.Popen(
+        [*HERALD, "sub", topic, "--json", "--foreign", "json", "-n", "1", "-t", "15", "--url", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    try:
+        with herald.Client(url) as hub:
+            deadline = time.monotonic() + 10
+            while hub.execute("PUBSUB", "NUMSUB", topic)[1] == 0 and time.monotonic() < deadline:
+                time.sleep(0.02)
+            hub.execute("PUBLISH", topic, '{"user":"bob"}')  # as redis-cli would
+        out, err = sub.communicate(timeout=15)
+    finally:
+        sub.kill()
+    assert sub.returncode == 0, err
+    assert json.loads(out)["data"] == {"user": "bob"}

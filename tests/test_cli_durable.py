@@ -159,3 +159,15 @@ def test_replay_from_an_offset_or_a_time(url: str, topic: str) -> None:
     live = run("replay", f"{topic}.nothing", url=url)
     assert live.returncode == 1
     assert "not durable" in live.stderr
+
+
+def test_replay_json_tells_bytes_from_a_base64_looking_json_value(url: str, topic: str) -> None:
+    with herald.Client(url) as hub:
+        hub.declare(topic, durable=True)
+        hub.publish(topic, b"\xff\x00", confirm=True)
+        hub.publish(topic, {"base64": "/wA="}, confirm=True)
+    first, second = (
+        json.loads(line) for line in ok("replay", topic, "--json", url=url).splitlines()
+    )
+    assert (first.get("data"), first["data_b64"]) == (None, "/wA=")
+    assert (second["data"], second.get("data_b64")) == ({"base64": "/wA="}, None)

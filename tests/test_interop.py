@@ -3,10 +3,17 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import os
-from collections.abc import AsyncIterator, Awaitable, Callable
+import shutil
+import subprocess
+import sys
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
+from pathlib import Path
 from typing import Any
 
+import msgspec
 import pytest
 import redis
 import redis.asyncio
@@ -14,6 +21,7 @@ import redis.asyncio
 import herald
 from herald import EmbeddedServer
 from herald._wire import MAGIC, decode
+from herald.testing import LocalCluster, LocalSentinel
 
 REDIS_CLI = "/usr/bin/redis-cli"
 
@@ -220,3 +228,385 @@ async def test_redis_cli_subscriber_gets_bare_payloads(server: EmbeddedServer, t
         if proc.returncode is None:
             proc.kill()
         await proc.wait()
+
+
+# -- plain payloads on every topology ---------------------------------------------------------
+
+PLAIN_JSON = '{"user":"bob"}'
+
+
+class TextReader:
+    """A plain redis-py subscriber with ``decode_responses=True``: it reads text, and fails
+    (UnicodeDecodeError) on anything that is not UTF-8, a Herald envelope included."""
+
+    def __init__(self, url: str, channel: str) -> None:
+        self.redis = redis.Redis.from_url(url, decode_responses=True)
+        self.pubsub = self.redis.pubsub()
+        self.pubsub.subscribe(channel)
+        confirmation = self.pubsub.get_message(timeout=2)
+        assert confirmation is not None
+        assert confirmation["type"] == "subscribe"
+
+    def take(self, n: int, timeout: float = 5.0) -> list[str]:
+        got: list[str] = []
+        deadline = time.monotonic() + timeout
+        while len(got) < n:
+            left = deadline - time.monotonic()
+            assert left > 0, f"redis-py received {got}, expected {n} messages"
+            msg = self.pubsub.get_message(timeout=min(left, 0.5))
+            if msg is not None:
+                got.append(msg["data"])
+        return got
+
+    def close(self) -> None:
+        self.pubsub.close()
+        self.redis.close()
+
+
+@pytest.fixture
+def text_reader() -> Iterator[Callable[[str, str], TextReader]]:
+    readers: list[TextReader] = []
+
+    def make(url: str, channel: str) -> TextReader:
+        readers.append(TextReader(url, channel))
+        return readers[-1]
+
+    yield make
+    for reader in readers:
+        reader.close()
+
+
+async def test_client_without_envelope_sends_plain_json(
+    url: str, topic: str, text_reader: Callable[[str, str], TextReader]
+) -> None:
+    reader = text_reader(url, topic)
+    async with herald.AsyncClient(url, envelope=False) as hub:
+        assert (await hub.publish(topic, {"user": "bob"}, confirm=True)).receivers == 1
+        for i in range(50):  # fire-and-forget: never packed into batch frames
+            await hub.publish(topic, {"i": i})
+        await hub.publish(topic, "words")
+        await hub.publish(topic, b"raw")
+        await hub.flush()
+    assert reader.take(53) == [PLAIN_JSON, *(f'{{"i":{i}}}' for i in range(50)), "words", "raw"]
+
+
+async def test_publish_without_envelope_per_message(
+    url: str, topic: str, text_reader: Callable[[str, str], TextReader]
+) -> None:
+    reader = text_reader(url, topic)
+    async with herald.AsyncClient(url) as hub, hub.subscribe(topic) as sub:
+        await hub.publish(topic, {"user": "bob"}, envelope=False)
+        await hub.publish(topic, {"user": "bob"}, envelope=False, confirm=True)
+        assert reader.take(2) == [PLAIN_JSON, PLAIN_JSON]
+        for _ in range(2):  # a Herald subscriber gets them as foreign bytes
+            msg = await sub.next(timeout=2)
+            assert (msg.data, msg.foreign) == (PLAIN_JSON.encode(), True)
+        with pytest.raises(herald.ConfigurationError, match="headers"):
+            await hub.publish(topic, 1, envelope=False, headers={"k": "v"})
+
+
+async def test_client_without_envelope_still_sends_requests(url: str, topic: str) -> None:
+    async with (
+        herald.AsyncClient(url, envelope=False) as hub,
+        hub.subscribe(topic, handler=lambda m: {"echo": m.data}),
+    ):
+        reply = await hub.request(topic, {"q": 1}, timeout=2)
+        assert reply.data == {"echo": {"q": 1}}
+        assert not reply.foreign
+
+
+async def test_bare_topic_with_envelope_per_message(url: str, topic: str) -> None:
+    async with herald.AsyncClient(url) as hub, hub.subscribe(topic) as sub:
+        await hub.declare(topic, bare=True)
+        await hub.publish(topic, {"n": 1}, envelope=True, headers={"k": "v"})
+        msg = await sub.next(timeout=2)
+        assert (msg.data, msg.headers, msg.foreign) == ({"n": 1}, {"k": "v"}, False)
+
+
+async def test_recoverable_topic_refuses_publish_without_envelope(url: str, topic: str) -> None:
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, history=10)
+        with pytest.raises(herald.ConfigurationError, match="recoverable"):
+            await hub.publish(topic, 1, envelope=False)
+
+
+def test_sync_client_without_envelope(
+    url: str, topic: str, text_reader: Callable[[str, str], TextReader]
+) -> None:
+    reader = text_reader(url, topic)
+    with herald.Client(url, envelope=False) as hub:
+        hub.publish(topic, {"user": "bob"})
+        hub.flush()
+    with herald.Client(url) as hub:
+        hub.publish(topic, {"user": "bob"}, envelope=False)
+        hub.publish(topic, {"user": "bob"}, envelope=False, confirm=True)
+        hub.publish_many(topic, [{"user": "bob"}] * 2, envelope=False)
+        hub.flush()
+    assert reader.take(5) == [PLAIN_JSON] * 5
+
+
+def test_cli_pub_plain(url: str, topic: str, text_reader: Callable[[str, str], TextReader]) -> None:
+    reader = text_reader(url, topic)
+    out = subprocess.run(
+        [
+            sys.executable,
+            "-m",
+            "herald.cli",
+            "pub",
+            topic,
+            PLAIN_JSON,
+            "--json",
+            "--plain",
+            "--url",
+            url,
+        ],
+        capture_output=True,
+        text=True,
+        timeout=20,
+    )
+    assert out.returncode == 0, out.stderr
+    assert reader.take(1) == [PLAIN_JSON]
+
+
+async def test_plain_subscriber_on_sentinel(
+    sentinel: LocalSentinel, topic: str, text_reader: Callable[[str, str], TextReader]
+) -> None:
+    reader = text_reader(sentinel.primary.url, topic)
+    async with herald.AsyncClient(sentinel.url, envelope=False) as hub:
+        assert (await hub.publish(topic, {"user": "bob"}, confirm=True)).receivers == 1
+        await hub.publish(topic, {"user": "bob"})
+        await hub.flush()
+    assert reader.take(2) == [PLAIN_JSON] * 2
+
+
+async def test_plain_subscriber_on_cluster_topic_policy(
+    cluster: LocalCluster, topic: str, text_reader: Callable[[str, str], TextReader]
+) -> None:
+    # A plain SUBSCRIBE on every node: on the slot's primary and on nodes that do not serve it.
+    readers = [text_reader(node.url, topic) for node in cluster.nodes]
+    async with herald.AsyncClient(cluster.url) as hub, hub.subscribe(topic) as sub:
+        await hub.declare(topic, bare=True, sharded=False)
+        ack = await hub.publish(topic, {"user": "bob"}, confirm=True)
+        assert ack.receivers >= 1
+        await hub.publish(topic, {"user": "bob"})
+        await hub.flush()
+        for reader in readers:
+            assert reader.take(2) == [PLAIN_JSON] * 2
+        for _ in range(2):  # Herald's own subscriber gets each once
+            msg = await sub.next(timeout=2)
+            assert (msg.data, msg.foreign) == (PLAIN_JSON.encode(), True)
+        with pytest.raises(herald.Timeout):
+            await sub.next(timeout=0.3)
+
+
+async def test_plain_subscriber_on_cluster_client_option(
+    cluster: LocalCluster, topic: str, text_reader: Callable[[str, str], TextReader]
+) -> None:
+    reader = text_reader(cluster.primary_for(topic).url, topic)
+    async with (
+        herald.AsyncClient(cluster.url, envelope=False, sharded=False) as hub,
+        hub.subscribe(topic) as sub,
+    ):
+        await hub.publish(topic, {"user": "bob"})
+        assert (await hub.publish(topic, {"user": "bob"}, confirm=True)).receivers >= 1
+        assert reader.take(2) == [PLAIN_JSON] * 2
+        for _ in range(2):
+            assert (await sub.next(timeout=2)).data == PLAIN_JSON.encode()
+
+
+async def test_bare_policy_reaches_other_publishers_within_policy_refresh(
+    url: str, topic: str, plain_sub: redis.asyncio.client.PubSub
+) -> None:
+    """The documented bound: another client publishes bare at the latest ``policy_refresh``
+    after ``declare`` returned (the declaring client at once)."""
+    await plain_subscribe(plain_sub, topic)
+    refresh = 0.2
+    async with (
+        herald.AsyncClient(url) as declarer,
+        herald.AsyncClient(url, policy_refresh=refresh) as other,
+    ):
+        await other.publish(topic, "before", confirm=True)
+        await declarer.declare(topic, bare=True)
+        declared = time.monotonic()
+        await declarer.publish(topic, "declarer", confirm=True)
+        sent: list[tuple[float, int]] = []
+        i = 0
+        while time.monotonic() - declared < refresh * 3:
+            sent.append((time.monotonic() - declared, i))
+            await other.publish(topic, {"i": i}, confirm=True)
+            i += 1
+            await asyncio.sleep(0.01)
+    assert (await plain_next(plain_sub))["data"].startswith(MAGIC)
+    assert (await plain_next(plain_sub))["data"] == b"declarer"
+    for at, n in sent:
+        data = (await plain_next(plain_sub))["data"]
+        if at > refresh + 0.05:  # past the bound (and a scheduling margin): always bare
+            assert data == f'{{"i":{n}}}'.encode(), (at, data)
+    assert data == f'{{"i":{n}}}'.encode()
+
+
+# -- foreign JSON for Herald subscribers ------------------------------------------------------
+
+
+class User(msgspec.Struct):
+    user: str
+
+
+async def test_subscriber_decodes_foreign_json_when_asked(url: str, topic: str) -> None:
+    typed: list[User] = []
+    two = asyncio.Event()
+
+    def on_user(user: User) -> None:  # a typed handler: gets the payload decoded into User
+        typed.append(user)
+        if len(typed) == 2:
+            two.set()
+
+    async with (
+        herald.AsyncClient(url) as hub,
+        hub.subscribe(topic, foreign="json") as sub,
+        hub.subscribe(topic) as raw_sub,  # the default, on the same connection: bytes
+        hub.subscribe(topic, handler=on_user, foreign="json") as typed_sub,
+        hub.subscribe(f"{topic}.*", foreign="text") as text_sub,
+    ):
+        with redis.Redis.from_url(url, decode_responses=True) as r:
+            r.publish(topic, PLAIN_JSON)
+            r.publish(topic, "not json")
+            r.publish(f"{topic}.x", "héllo")
+        await hub.publish(topic, {"user": "eve"})  # a Herald message is not affected
+        msg = await sub.next(timeout=2)
+        assert (msg.data, msg.foreign, msg.decode_error) == ({"user": "bob"}, True, None)
+        assert msg.content_type == "application/json"
+        bad = await sub.next(timeout=2)
+        assert (bad.data, bad.foreign) == (b"not json", True)
+        assert isinstance(bad.decode_error, herald.DecodeError)
+        assert "not valid json" in str(bad.decode_error)
+        mine = await sub.next(timeout=2)
+        assert (mine.data, mine.foreign) == ({"user": "eve"}, False)
+        assert sub.stats.undecodable == 1
+        assert [(await raw_sub.next(timeout=2)).data for _ in range(3)] == [
+            PLAIN_JSON.encode(),
+            b"not json",
+            {"user": "eve"},
+        ]
+        text = await text_sub.next(timeout=2)
+        assert (text.data, text.content_type, text.foreign) == ("héllo", "text/plain", True)
+        await asyncio.wait_for(two.wait(), 2)
+        assert typed == [User("bob"), User("eve")]
+        assert typed_sub.stats.invalid == 1  # "not json": skipped
+
+
+def test_sync_subscriber_decodes_foreign_json(url: str, topic: str) -> None:
+    with herald.Client(url) as hub, hub.subscribe(topic, foreign="json") as sub:
+        with redis.Redis.from_url(url) as r:
+            r.publish(topic, PLAIN_JSON)
+        assert sub.next(timeout=2).data == {"user": "bob"}
+
+
+async def test_consumer_decodes_foreign_json_and_dead_letters_the_rest(
+    url: str, topic: str
+) -> None:
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, durable=True)
+        await hub.publish(topic, {"user": "bob"}, envelope=False)  # stored without envelope
+        await hub.publish(topic, "not json", envelope=False)
+        await hub.publish(topic, {"user": "eve"})
+        async with hub.consume(topic, "g", start="all", foreign="json") as c:
+            first = await c.next(timeout=2)
+            assert (first.data, first.foreign) == ({"user": "bob"}, True)
+            await first.ack()
+            second = await c.next(timeout=2)
+            assert second.data == {"user": "eve"}
+            await second.ack()
+            assert c.stats.decode_errors == 1
+        async with hub.consume(f"{topic}.dead", "inspect", start="all") as dead:
+            letter = await dead.next(timeout=5)
+            assert letter.data == b"not json"
+            assert letter.headers["herald-reason"].startswith(
+                "undecodable: foreign payload is not valid json"
+            )
+            await letter.ack()
+
+
+async def test_unknown_foreign_choice_is_refused(url: str, topic: str) -> None:
+    async with herald.AsyncClient(url) as hub:
+        with pytest.raises(herald.ConfigurationError, match="foreign"):
+            hub.subscribe(topic, foreign="yaml")  # type: ignore[arg-type]
+
+
+def test_cli_on_cluster_plain_and_unsharded(
+    cluster: LocalCluster, topic: str, text_reader: Callable[[str, str], TextReader]
+) -> None:
+    herald_cli = [sys.executable, "-m", "herald.cli"]
+    on_cluster = ["--url", cluster.url]
+    reader = text_reader(cluster.nodes[0].url, topic)
+    out = subprocess.run(
+        [*herald_cli, "pub", topic, PLAIN_JSON, "--json", "--plain", "--unsharded", *on_cluster],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert out.returncode == 0, out.stderr
+    assert reader.take(1) == [PLAIN_JSON]
+    declared = subprocess.run(
+        [*herald_cli, "topics", "declare", f"{topic}.t", "--bare", "--unsharded", *on_cluster],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert declared.returncode == 0, declared.stderr
+    assert "bare, unsharded" in declared.stdout
+    with herald.Client(cluster.url) as hub:
+        assert not hub.declare(f"{topic}.t", bare=True, sharded=False).sharded
+
+
+NODE = shutil.which("node")
+
+
+@pytest.mark.skipif(NODE is None, reason="node is not installed")
+async def test_node_plain_subscriber_parses_json(server: EmbeddedServer, topic: str) -> None:
+    assert NODE is not None
+    script = Path(__file__).parent / "node" / "plain_subscriber.mjs"
+    proc = await asyncio.create_subprocess_exec(
+        NODE,
+        str(script),
+        str(server.port),
+        topic,
+        "2",
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.PIPE,
+    )
+    assert proc.stdout is not None
+    try:
+        first = await asyncio.wait_for(proc.stdout.readline(), 10)
+        assert json.loads(first) == {"subscribed": topic}
+        async with herald.AsyncClient(server.url) as hub:
+            await hub.publish(topic, {"user": "bob"}, envelope=False)
+            await hub.publish(topic, ["é", 1.5, None], envelope=False)
+        out, err = await asyncio.wait_for(proc.communicate(), 10)
+    finally:
+        if proc.returncode is None:
+            proc.kill()
+    assert proc.returncode == 0, err
+    assert [json.loads(line) for line in out.splitlines()] == [
+        {"data": {"user": "bob"}},
+        {"data": ["é", 1.5, None]},
+    ]
+
+
+async def test_cluster_publisher_switches_to_publish_when_another_client_declares(
+    cluster: LocalCluster, topic: str, text_reader: Callable[[str, str], TextReader]
+) -> None:
+    reader = text_reader(cluster.nodes[0].url, topic)
+    async with (
+        herald.AsyncClient(cluster.url, policy_refresh=0.1) as publisher,
+        herald.AsyncClient(cluster.url) as declarer,
+    ):
+        await publisher.publish(topic, "sharded, unseen")  # its route is cached as SPUBLISH
+        assert (await publisher.publish(topic, "x", confirm=True)).receivers == 0
+        await declarer.declare(topic, bare=True, sharded=False)
+        await asyncio.sleep(0.5)  # the publisher's policy_refresh, with room to spare
+        # (receivers counts the subscribers of the node that took the PUBLISH only)
+        await publisher.publish(topic, {"user": "bob"}, confirm=True)
+        await publisher.publish(topic, {"user": "bob"})
+        await publisher.flush()
+    assert reader.take(2) == [PLAIN_JSON] * 2

@@ -86,7 +86,9 @@ def test_vectors_cover_the_brief() -> None:
     assert {
         "json-dict", "text", "bytes", "msgpack", "headers", "offset-epoch", "batch-3",
         "foreign-text", "foreign-binary", "truncated-header", "unknown-version", "unknown-flags",
-        "batch-broken-inner", "invalid-json-payload",
+        "batch-broken-inner", "invalid-json-payload", "batch-invalid-payload-inner",
+        "json-lone-surrogate", "headers-lone-surrogate", "seq-above-2-53", "headers-proto-key",
+        "json-nan", "headers-escapes", "headers-other-json",
     } <= names  # fmt: skip
 
 
@@ -225,6 +227,39 @@ def test_unknown_codec_is_a_configuration_error() -> None:
 def test_unencodable_payload_is_a_type_error(codec: Codec, data: Any) -> None:
     with pytest.raises(TypeError, match="cannot encode payload"):
         Encoder(codec).envelope(data)
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        float("nan"),
+        float("inf"),
+        -float("inf"),
+        {"a": [1, {"b": float("nan")}]},
+        (1.0, float("-inf")),
+        {float("nan")},
+    ],
+)
+def test_nan_and_infinity_are_refused_not_sent_as_null(data: Any) -> None:
+    with pytest.raises(TypeError, match="NaN and Infinity are not JSON"):
+        Encoder().envelope(data)
+
+
+def test_none_is_still_null() -> None:
+    assert Encoder().payload({"user": None, "x": [None, 1.5]}) == (
+        1,
+        b'{"user":null,"x":[null,1.5]}',
+    )
+
+
+def test_msgpack_carries_nan() -> None:
+    [msg] = decode("t", Encoder("msgpack").envelope(float("nan")))
+    assert msg.data != msg.data
+
+
+def test_headers_with_a_lone_surrogate_are_a_type_error() -> None:
+    with pytest.raises(TypeError, match="headers"):
+        Encoder().envelope(1, {"k": "\ud800"})
 
 
 def test_headers_must_map_str_to_str() -> None:

@@ -82,11 +82,14 @@ def _describe(policy: herald.TopicPolicy | None) -> str:
     if policy.history:
         ttl = f", history_ttl={_duration(policy.history_ttl)}" if policy.history_ttl else ""
         return f"recoverable, history={policy.history}{ttl}"
+    unsharded = "" if policy.sharded else ", unsharded"
     if not policy.durable:
-        return "bare" if policy.bare else "live"
+        return ("bare" if policy.bare else "live") + unsharded
     parts = ["durable"]
     if policy.bare:
         parts.append("bare")
+    if not policy.sharded:
+        parts.append("unsharded")
     if policy.max_len is not None:
         parts.append(f"max_len={policy.max_len}")
     if policy.max_age is not None:
@@ -112,6 +115,17 @@ def _jsonable(data: Any) -> Any:
     if isinstance(data, dict):
         return {_jsonable(k) if isinstance(k, bytes) else k: _jsonable(v) for k, v in data.items()}
     return data
+
+
+def _data_field(data: Any) -> tuple[str, Any]:
+    """A JSON record's payload field: ``"data_b64"`` for bytes that are not UTF-8 (as
+    ``herald sub --json`` and the gateway), so that they differ from a JSON value."""
+    if isinstance(data, bytes):
+        try:
+            return "data", data.decode()
+        except UnicodeDecodeError:
+            return "data_b64", base64.b64encode(data).decode()
+    return "data", _jsonable(data)
 
 
 def _preview(data: Any) -> str:
@@ -155,6 +169,11 @@ def topics() -> None:
 @click.option("--trim-unacked", is_flag=True, help="Let retention remove unacked entries.")
 @click.option("--bare", is_flag=True, help="Publish payloads without Herald's envelope.")
 @click.option(
+    "--unsharded",
+    is_flag=True,
+    help="Cluster: publish with PUBLISH, which plain SUBSCRIBE clients receive (not SPUBLISH).",
+)
+@click.option(
     "--history",
     type=click.IntRange(min=0),
     default=0,
@@ -171,6 +190,7 @@ def declare(
     dedup_window: float,
     trim_unacked: bool,
     bare: bool,
+    unsharded: bool,
     history: int,
     history_ttl: float | None,
     update: bool,
@@ -181,6 +201,7 @@ def declare(
         policy = hub.declare(
             topic,
             bare=bare,
+            sharded=not unsharded,
             durable=durable,
             max_len=max_len,
             max_age=max_age,
@@ -315,8 +336,9 @@ def dead_list(topic: str, limit: int, as_json: bool, url: str | None) -> None:
                 "headers": {
                     k: v for k, v in d.message.headers.items() if not k.startswith("herald-")
                 },
-                "data": _jsonable(d.message.data),
             }
+            key, value = _data_field(d.message.data)
+            record[key] = value
             sys.stdout.write(json.dumps(record) + "\n")
         return
     if not letters:
@@ -449,8 +471,9 @@ def _print_stored(console: Console, msg: herald.StoredMessage, as_json: bool) ->
             "timestamp": msg.timestamp,
             "stored_at": msg.stored_at,
             "headers": msg.headers,
-            "data": _jsonable(msg.data),
         }
+        field, value = _data_field(msg.data)
+        record[field] = value
         sys.stdout.write(json.dumps(record) + "\n")
         return
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(msg.stored_at))

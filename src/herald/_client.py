@@ -79,7 +79,7 @@ from ._topics import (
     validate_topic,
 )
 from ._url import Endpoint, parse_url
-from ._wire import Codec, Encoder, decode
+from ._wire import Codec, Encoder, Foreign, decode
 
 log = logging.getLogger("herald")
 
@@ -94,6 +94,10 @@ class TopicPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
 
     Attributes:
         bare: publish the payload alone, without Herald's envelope, for plain Redis subscribers.
+        sharded: on a cluster, publish live messages with ``SPUBLISH`` (the default: the
+            message stays in its shard); ``False`` publishes with ``PUBLISH``, which plain
+            ``SUBSCRIBE`` clients receive and the cluster bus copies to every node (see
+            ``docs/scaling.md``). Other deployments ignore it.
         durable: every publish is also appended to the topic's stream, for consumer groups
             (see ``docs/durable.md``).
         max_len: durable topics: keep at most this many entries...
@@ -109,6 +113,7 @@ class TopicPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
     """
 
     bare: bool = False
+    sharded: bool = True
     durable: bool = False
     max_len: int | None = None
     max_age: float | None = None
@@ -180,6 +185,15 @@ class AsyncClient:
             owned by this client and stopped with it.
         codec: payload codec for values that are not ``bytes`` or ``str``: json or msgpack.
         batch: pack consecutive publishes to one topic into one frame when they queue up.
+        envelope: ``False`` publishes live topics' payloads alone, without Herald's envelope
+            (no id, timestamp or headers), as plain Redis subscribers expect: ``bytes``
+            unchanged, ``str`` as UTF-8, other values in ``codec`` (JSON by default). Durable
+            and recoverable topics, requests and replies keep the envelope; ``publish``'s
+            ``envelope`` argument chooses per message.
+        sharded: ``False`` publishes live messages on a cluster with ``PUBLISH`` instead of
+            ``SPUBLISH``, so that plain ``SUBSCRIBE`` clients receive them (every node then
+            carries every message: see ``docs/scaling.md``); a topic's ``sharded=False``
+            policy does this for one topic. Other deployments ignore it.
         max_message_size: largest encoded message accepted by ``publish``.
         publish_timeout: how long ``publish`` waits for buffer space before :class:`Timeout`.
         probe_interval: seconds between liveness probes on each connection (0 disables).
@@ -197,6 +211,8 @@ class AsyncClient:
         *,
         codec: Codec = "json",
         batch: bool = True,
+        envelope: bool = True,
+        sharded: bool = True,
         max_message_size: int = 1024 * 1024,
         connect_timeout: float = 5.0,
         publish_timeout: float | None = 10.0,
@@ -210,6 +226,8 @@ class AsyncClient:
     ) -> None:
         self.url = url
         self.batch = batch
+        self.envelope = envelope
+        self.sharded = sharded
         self.max_message_size = max_message_size
         self.publish_timeout = publish_timeout
         self.subscribe_timeout = subscribe_timeout
@@ -267,6 +285,7 @@ class AsyncClient:
             link = new_link(self.endpoint, name=f"{self._name}-{tag}-pub", **self._link_options)
             await link.connect()
             self._link = link
+            self._route_plain()
             try:
                 await self._load_policies()
                 await self._check_server_limits()
@@ -386,8 +405,14 @@ class AsyncClient:
                 if policy and policy.history
                 else None
             )
-            entry = (prefix(_PUBLISH, raw), policy is not None and policy.bare, durable, history)
-            cache = self._internal if self._reserved(topic) else self._prefixes
+            reserved = self._reserved(topic)
+            # The client's envelope=False applies to live topics only: a durable or recoverable
+            # topic's stored messages, and requests' replies, need the envelope.
+            bare = (policy is not None and policy.bare) or (
+                not self.envelope and durable is None and history is None and reserved is None
+            )
+            entry = (prefix(_PUBLISH, raw), bare, durable, history)
+            cache = self._internal if reserved else self._prefixes
             if len(cache) >= _PREFIX_CACHE_MAX:
                 cache.clear()
             cache[topic] = entry
@@ -417,14 +442,32 @@ class AsyncClient:
     def _frame(
         self, topic: str, data: Any, headers: Mapping[str, str] | None
     ) -> tuple[bytes, bytes, bool]:
-        """(command prefix, frame, bare) of a live publish."""
-        pfx, frame, bare, _, _ = self._encode(topic, data, headers)
+        """(command prefix, frame, bare) of a request or reply: always in an envelope."""
+        pfx, frame, bare, _, _ = self._encode(topic, data, headers, True)
         return pfx, frame, bare
 
+    def _declared_bare(self, topic: str) -> bool:
+        """Whether the topic's stored policy is bare (not only this client's default)."""
+        policy = self._policies.get(topic)
+        return policy is not None and policy.bare
+
     def _encode(
-        self, topic: str, data: Any, headers: Mapping[str, str] | None
+        self,
+        topic: str,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        envelope: bool | None = None,
     ) -> tuple[bytes, bytes, bool, DurableTopic | None, HistoryTopic | None]:
         pfx, bare, durable, history = self._prefix(topic)
+        if envelope is not None and envelope == bare:  # the caller's choice overrides
+            if not envelope:
+                if history is not None:
+                    raise ConfigurationError(
+                        f"topic {topic!r} is recoverable: its messages need the envelope"
+                    )
+                if headers:
+                    raise ConfigurationError("a message without envelope carries no headers")
+            bare = not envelope
         if history is not None:
             frame = self._encoder.envelope(data, headers, 0, 0)  # the script fills them in
         elif not bare:
@@ -449,6 +492,7 @@ class AsyncClient:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        envelope: bool | None = None,
     ) -> PubAck: ...
 
     @overload
@@ -462,6 +506,7 @@ class AsyncClient:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        envelope: bool | None = None,
     ) -> PubAck | None: ...
 
     async def publish(
@@ -474,6 +519,7 @@ class AsyncClient:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        envelope: bool | None = None,
     ) -> PubAck | None:
         """Publish one message.
 
@@ -495,9 +541,13 @@ class AsyncClient:
         ``replicas=N`` (durable topics, confirmed publishes): after the store, wait (``WAIT``,
         up to ``publish_timeout``) until ``N`` replicas have it, so that a failover cannot lose
         an acknowledged message (see ``docs/scaling.md``); other topics ignore it.
+        ``envelope=False`` sends this message's payload alone, for plain Redis subscribers
+        (see the client's ``envelope``); ``True`` wraps it even on a bare topic.
 
         Raises:
-            InvalidTopic, MessageTooLarge, TypeError: before anything is sent.
+            InvalidTopic, MessageTooLarge, TypeError: before anything is sent (TypeError: a
+                payload the codec cannot encode, NaN and infinities in JSON among them).
+            ConfigurationError: ``envelope=False`` with headers, or on a recoverable topic.
             ReservedName: a header name starts with ``herald-``, or the topic is Herald's
                 (a reply inbox ``_herald.inbox.*``, a durable topic's ``<topic>.dead``).
             NotReplicated: with ``replicas``, fewer replicas acknowledged in time; the message
@@ -515,6 +565,7 @@ class AsyncClient:
             and entry is not None
             and not confirm
             and not entry[1]
+            and envelope is not False
             and entry[2] is None
             and entry[3] is None
         ):
@@ -529,7 +580,7 @@ class AsyncClient:
             link = self._link
             assert link is not None
         self._check_publish(topic, None)
-        pfx, frame, bare, durable, history = self._encode(topic, data, headers)
+        pfx, frame, bare, durable, history = self._encode(topic, data, headers, envelope)
         if history is not None:
             return await self._publish_history(history, [frame], confirm)
         if durable is not None:
@@ -565,13 +616,19 @@ class AsyncClient:
             await asyncio.sleep(0)  # a publisher in a tight loop still lets other tasks run
 
     async def publish_many(
-        self, topic: str, items: Iterable[Any], *, headers: Mapping[str, str] | None = None
+        self,
+        topic: str,
+        items: Iterable[Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        envelope: bool | None = None,
     ) -> None:
         """Publish several messages to one topic, in order, without waiting for the server.
 
         Cheaper per message than ``publish`` in a loop: one call encodes them all and queues
         them at once (into batch frames on a live topic). On a durable topic each message is
         stored as with ``publish(confirm=False)``: its XADD and PUBLISH, queued in one burst.
+        ``envelope`` is ``publish``'s.
 
         Example::
 
@@ -583,6 +640,10 @@ class AsyncClient:
         assert link is not None
         self._check_publish(topic, headers)
         pfx, bare, durable, history = self._prefix(topic)
+        if envelope is not None and envelope == bare:  # not the topic's form: one at a time
+            for data in items:
+                await self.publish(topic, data, headers=headers, confirm=False, envelope=envelope)
+            return
         if history is not None:
             frames = [self._encoder.envelope(data, headers, 0, 0) for data in items]
             for frame in frames:
@@ -603,9 +664,9 @@ class AsyncClient:
             for data in items:
                 await self.publish(topic, data, headers=headers, confirm=False)
             return
-        envelope = self._encoder.envelope
+        encode = self._encoder.envelope
         limit = self.max_message_size
-        frames = [envelope(data, headers) for data in items]
+        frames = [encode(data, headers) for data in items]
         for frame in frames:
             if len(frame) > limit:
                 raise MessageTooLarge(len(frame), limit)
@@ -614,14 +675,19 @@ class AsyncClient:
             await self._publish_live(link, pfx, frames[i : i + MAX_BATCH_MESSAGES], self.batch)
 
     def _publish_threadsafe(
-        self, topic: str, data: Any, headers: Mapping[str, str] | None, confirm: bool | None
+        self,
+        topic: str,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        confirm: bool | None,
+        envelope: bool | None = None,
     ) -> Coroutine[Any, Any, PubAck | None] | None:
         """Publish live from any thread; for a durable or recoverable topic return the
         coroutine that publishes it, to be run on the loop."""
         link = self._link
         if link is None:
             raise ClientClosed("client is not connected")
-        pfx, frame, bare, durable, history = self._encode(topic, data, headers)
+        pfx, frame, bare, durable, history = self._encode(topic, data, headers, envelope)
         if history is not None:
             return self._publish_history(history, [frame], confirm)
         if durable is not None:
@@ -729,6 +795,7 @@ class AsyncClient:
         last: int | None = None,
         on_history_lost: Callable[[HistoryLost], Any] | None = None,
         error_text: bool = False,
+        foreign: Foreign = "bytes",
     ) -> Subscription:
         """Subscribe to topics and glob patterns (``*``, ``?``, ``[a-z]``, ``\\`` escapes).
 
@@ -749,6 +816,13 @@ class AsyncClient:
         when it raises, the requester gets an error reply with the exception's type and an
         error id (logged here with the exception), not its message: ``error_text=True`` sends
         the message too, for exceptions whose text is fit for the requester.
+
+        ``foreign`` says how to read *foreign* payloads, published without Herald's envelope by
+        another program (redis-cli, redis-py, Node): ``"bytes"`` (the default) delivers them
+        unchanged, ``"json"`` decodes them as JSON (``{"user":"bob"}`` arrives as a dict, also
+        for a typed handler), ``"text"`` as UTF-8. One that does not decode is delivered as
+        bytes with ``decode_error`` set (``msg.foreign`` stays true), counted in
+        ``stats.undecodable`` and logged; a typed handler skips it (``stats.invalid``).
 
         Raises:
             ReservedName: a name in the reply inbox namespace ``_herald.inbox.*``.
@@ -780,6 +854,7 @@ class AsyncClient:
             last=last,
             on_history_lost=on_history_lost,
             error_text=error_text,
+            foreign=foreign,
         )
 
     async def _history_topics(self, names: tuple[str, ...]) -> dict[str, str | None]:
@@ -892,6 +967,7 @@ class AsyncClient:
         topic: str,
         *,
         bare: bool = False,
+        sharded: bool = True,
         durable: bool = False,
         max_len: int | None = None,
         max_age: float | None = None,
@@ -914,6 +990,7 @@ class AsyncClient:
         Example::
 
             await hub.declare("legacy.events", bare=True)  # plain payloads for redis-py readers
+            await hub.declare("legacy.events", bare=True, sharded=False, update=True)  # cluster
             await hub.declare("orders", durable=True, max_age=7 * 86400)
             await hub.declare("prices", history=1000, history_ttl=3600)  # recoverable
         """
@@ -923,6 +1000,7 @@ class AsyncClient:
         check_history(history, history_ttl, durable=durable, bare=bare)
         policy = TopicPolicy(
             bare=bare,
+            sharded=sharded,
             durable=durable,
             max_len=max_len,
             max_age=None if max_age is None else float(max_age),
@@ -1215,6 +1293,14 @@ class AsyncClient:
             self._policies = policies
             self._prefixes.clear()
             self._internal.clear()
+            self._route_plain()
+
+    def _route_plain(self) -> None:
+        """Tell a cluster link which channels plain SUBSCRIBE clients read (PUBLISH them)."""
+        set_unsharded = getattr(self._link, "set_unsharded", None)
+        if set_unsharded is not None:
+            unsharded = {t.encode() for t, p in self._policies.items() if not p.sharded}
+            set_unsharded(unsharded, self.sharded)
 
     async def _watch_policies(self) -> None:
         assert self._link is not None

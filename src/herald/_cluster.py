@@ -7,8 +7,10 @@ modules under it (durable publish, consumer acks, requests) use it exactly as th
 single-server link, so the fast paths (auto-pipelining, batch frames) work per shard.
 
 Live publishes use sharded Pub/Sub (``SPUBLISH``: the message stays inside its shard), except
-for topics some subscriber's *pattern* matches: those are published with ``PUBLISH``, which
-the cluster bus carries to every node, where pattern subscriptions (``PSUBSCRIBE``) are served.
+for topics some subscriber's *pattern* matches, topics declared ``sharded=False`` and every
+topic of a client made with ``sharded=False``: those are published with ``PUBLISH``, which the
+cluster bus carries to every node, where pattern subscriptions (``PSUBSCRIBE``) and plain
+``SUBSCRIBE`` clients are served.
 Which patterns are active is in a registry hash, ``herald:{herald}:patterns``, that
 subscribers keep leases in and publishers re-read every :data:`PATTERN_REFRESH` seconds (see
 ``docs/scaling.md`` "Cluster" and :mod:`herald._cluster_sub`).
@@ -107,6 +109,10 @@ class ClusterLink(Link):
         self._errors_seen = 0
         self.patterns: frozenset[str] = frozenset()  # active patterns (registry and own)
         self.own_patterns: set[str] = set()  # this client's, known at once
+        # Channels published with PUBLISH for plain SUBSCRIBE readers (topic policies), and
+        # whether every channel is (the client's sharded=False).
+        self.unsharded: frozenset[bytes] = frozenset()
+        self.sharded = True
         self.listeners: list[Callable[[], None]] = []  # called after the slot map changed
         self.refreshes = 0
         self.failovers = 0
@@ -361,8 +367,19 @@ class ClusterLink(Link):
             self._routes.clear()
 
     def _matched(self, channel: bytes) -> bool:
-        """Some subscriber's pattern matches ``channel``: publish it with PUBLISH."""
+        """Publish ``channel`` with PUBLISH: some subscriber's pattern matches it, or it is
+        read by plain ``SUBSCRIBE`` clients (``sharded=False``)."""
+        if not self.sharded or channel in self.unsharded:
+            return True
         return any(match(p, channel) for p in self.patterns)
+
+    def set_unsharded(self, channels: AbstractSet[bytes], sharded: bool = True) -> None:
+        """Publish ``channels`` (every channel, unless ``sharded``) with PUBLISH from now on."""
+        channels = frozenset(channels)
+        if channels != self.unsharded or sharded != self.sharded:
+            self.unsharded = channels
+            self.sharded = sharded
+            self._routes.clear()
 
     # -- routing -----------------------------------------------------------------------------
 

@@ -58,6 +58,7 @@ from ._streams import (
 )
 from ._typed import typed
 from ._url import Endpoint
+from ._wire import Foreign, check_foreign, decode_foreign
 
 log = logging.getLogger("herald")
 
@@ -90,6 +91,7 @@ class ConsumeOptions(TypedDict, total=False):
     concurrency: int
     ordered_by_key: bool
     on_trimmed: OnTrimmed | None
+    foreign: Foreign
 
 
 @dataclass
@@ -150,6 +152,10 @@ class Consumer:
             ``"continue"`` logs it, counts ``stats.trimmed`` and reads on from the first entry
             left. Default: ``"raise"``, ``"continue"`` on dead-letter topics (``herald dead
             replay`` removes entries from them).
+        foreign: how to read foreign payloads (stored without Herald's envelope, e.g. on a
+            bare topic): ``"bytes"`` (default), ``"json"`` or ``"text"``, as in ``subscribe``;
+            one that does not decode is dead-lettered (``undecodable: ...``,
+            ``stats.decode_errors``).
 
     Example::
 
@@ -177,7 +183,9 @@ class Consumer:
         concurrency: int = 1,
         ordered_by_key: bool = False,
         on_trimmed: OnTrimmed | None = None,
+        foreign: Foreign = "bytes",
     ) -> None:
+        check_foreign(foreign)
         if not isinstance(group, str) or not group:
             raise ConfigurationError("group must be a non-empty str")
         if consumer is not None and (not isinstance(consumer, str) or not consumer):
@@ -212,6 +220,7 @@ class Consumer:
         self.delete_idle_after = delete_idle_after
         self.concurrency = concurrency
         self.ordered_by_key = ordered_by_key
+        self.foreign = foreign
         self.stats = ConsumerStats()
         self._host = host
         self._dead = topic.endswith(DEAD_SUFFIX)
@@ -562,7 +571,12 @@ class Consumer:
             assert self._acks is not None
             self._acks.add(entry)
             return None
-        msg = DurableMessage(decode_entry(self.topic, fields), entry.decode(), deliveries, self)
+        msg = DurableMessage(
+            decode_foreign(decode_entry(self.topic, fields), self.foreign),
+            entry.decode(),
+            deliveries,
+            self,
+        )
         if len(fields) > 2:
             msg.key = entry_key(fields)
         if msg.decode_error is not None and not self._dead:

@@ -25,6 +25,11 @@ CONTENT_TYPES = (
 )
 
 
+class ForeignDecodeError(DecodeError):
+    """A foreign payload that is not what its subscription asked for (``foreign="json"``,
+    ``"text"``): the message stays foreign."""
+
+
 class _Done:
     """An awaitable that is already done: what settling a durable message or sending a reply
     returns when there is nothing to wait for (and what a thread gets, having waited already)."""
@@ -170,9 +175,11 @@ class Message:
     def foreign(self) -> bool:
         """True for a payload published without Herald's envelope (redis-cli, redis-py, ...).
 
-        A damaged Herald frame is not foreign: it has ``decode_error`` set instead.
+        A damaged Herald frame is not foreign: it has ``decode_error`` set instead. A foreign
+        payload that failed the subscription's ``foreign`` decoding has both.
         """
-        return not self._ids()[0] and self.decode_error is None
+        error = self.decode_error
+        return not self._ids()[0] and (error is None or error.__class__ is ForeignDecodeError)
 
     def reply(self, data: Any, headers: Mapping[str, str] | None = None) -> Awaitable[None]:
         """Answer this request: publish ``data`` to the requester's inbox.

@@ -169,6 +169,7 @@ class Requests:
         """Queue the request's PUBLISH; the future resolves with the server's receiver count."""
         client = self._client
         _, bare, durable, history = client._prefix(topic)
+        bare = bare and client._declared_bare(topic)  # not the client's envelope=False
         if bare or durable is not None or history is not None:
             # bare: no envelope, so no headers to carry the reply address; durable and
             # recoverable: every publish must also be stored, which a request (live, at most

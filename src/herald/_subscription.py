@@ -25,6 +25,7 @@ from ._history import Counters, HistoryLost, Page
 from ._message import DONE, Message, replier_of
 from ._recovery import Recovery
 from ._typed import typed
+from ._wire import Foreign, check_foreign, decode_foreign
 
 log = logging.getLogger("herald")
 
@@ -71,6 +72,7 @@ class SubscriptionStats:
     gaps: int = 0
     handler_errors: int = 0
     invalid: int = 0  # payloads a typed handler refused (skipped)
+    undecodable: int = 0  # foreign payloads that did not decode as ``foreign`` asked
     recovered: int = 0  # recoverable topics: messages delivered from history after a break
     duplicates: int = 0  # recoverable topics: messages received twice, delivered once
     history_lost: int = 0  # recoverable topics: HistoryLost reports
@@ -120,7 +122,9 @@ class Subscription:
         last: int | None = None,
         on_history_lost: Callable[[HistoryLost], Any] | None = None,
         error_text: bool = False,
+        foreign: Foreign = "bytes",
     ) -> None:
+        check_foreign(foreign)
         if max_pending < 1:
             raise ConfigurationError("max_pending must be at least 1")
         if overflow not in ("drop_oldest", "drop_newest", "disconnect"):
@@ -132,6 +136,9 @@ class Subscription:
         self.on_history_lost = on_history_lost
         # error replies carry the exception's text, not only its type (docs/request-reply.md)
         self.error_text = error_text
+        self.foreign = foreign
+        if foreign != "bytes":  # the default subscription's _deliver stays as it is
+            self._deliver = self._deliver_foreign  # type: ignore[method-assign]
         self._start = (since, epoch, last)
         self._recovery: Recovery | None = None
         self.handler: Callable[[Message], Any] | None = (
@@ -215,6 +222,25 @@ class Subscription:
         if messages[0].offset.__class__ is int:  # a recoverable topic's: keep its sequence
             messages = self._recovering().accept(messages)
         self._add(messages)
+
+    def _deliver_foreign(self, messages: list[Message]) -> None:
+        """``_deliver`` of a subscription that decodes foreign payloads (``foreign``)."""
+        if messages[0]._pid == b"":  # foreign (or broken): never a batch, nor recoverable
+            messages = [self._foreign(m) for m in messages]
+        Subscription._deliver(self, messages)
+
+    def _foreign(self, msg: Message) -> Message:
+        msg = decode_foreign(msg, self.foreign)
+        if msg.decode_error is not None and msg.foreign:
+            self.stats.undecodable += 1
+            if self.stats.undecodable == 1 or self.stats.undecodable % 1000 == 0:
+                log.warning(
+                    "subscription %s: %s (%d so far)",
+                    ",".join(self.names),
+                    msg.decode_error,
+                    self.stats.undecodable,
+                )
+        return msg
 
     def _recovering(self) -> Recovery:
         if self._recovery is None:

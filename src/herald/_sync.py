@@ -29,6 +29,7 @@ from ._offsets import Position
 from ._subscription import Gap, Handler, Overflow, Subscription
 from ._sync_consumer import SyncConsumer
 from ._typed import typed
+from ._wire import Foreign
 
 T = TypeVar("T")
 log = logging.getLogger("herald")
@@ -124,6 +125,7 @@ class Client:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        envelope: bool | None = None,
     ) -> PubAck: ...
 
     @overload
@@ -137,6 +139,7 @@ class Client:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        envelope: bool | None = None,
     ) -> PubAck | None: ...
 
     def publish(
@@ -149,6 +152,7 @@ class Client:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        envelope: bool | None = None,
     ) -> PubAck | None:
         """Publish one message; see :meth:`AsyncClient.publish`."""
         portal = self._live()
@@ -162,19 +166,27 @@ class Client:
                     msg_id=msg_id,
                     key=key,
                     replicas=replicas,
+                    envelope=envelope,
                 )
             )
         self._async._check_publish(topic, headers)
-        stored = self._async._publish_threadsafe(topic, data, headers, confirm)
+        stored = self._async._publish_threadsafe(topic, data, headers, confirm, envelope)
         if stored is None:
             return None
         return portal.call(stored)
 
     def publish_many(
-        self, topic: str, items: Iterable[Any], *, headers: Mapping[str, str] | None = None
+        self,
+        topic: str,
+        items: Iterable[Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        envelope: bool | None = None,
     ) -> None:
         """Publish several messages to one topic in order; see :meth:`AsyncClient.publish_many`."""
-        self._live().call(self._async.publish_many(topic, list(items), headers=headers))
+        self._live().call(
+            self._async.publish_many(topic, list(items), headers=headers, envelope=envelope)
+        )
 
     def flush(self, timeout: float | None = 10.0) -> None:
         """Wait until everything published so far has reached the server."""
@@ -224,6 +236,7 @@ class Client:
         last: int | None = None,
         on_history_lost: Callable[[HistoryLost], Any] | None = None,
         error_text: bool = False,
+        foreign: Foreign = "bytes",
     ) -> SyncSubscription:
         """Subscribe; returns once the server confirmed. See :meth:`AsyncClient.subscribe`.
 
@@ -241,6 +254,7 @@ class Client:
             last=last,
             on_history_lost=on_history_lost,
             error_text=error_text,
+            foreign=foreign,
         )
         portal.call(sub.start())
         wrapper = SyncSubscription(sub, portal, handler)
@@ -252,6 +266,7 @@ class Client:
         topic: str,
         *,
         bare: bool = False,
+        sharded: bool = True,
         durable: bool = False,
         max_len: int | None = None,
         max_age: float | None = None,
@@ -266,6 +281,7 @@ class Client:
             self._async.declare(
                 topic,
                 bare=bare,
+                sharded=sharded,
                 durable=durable,
                 max_len=max_len,
                 max_age=max_age,

@@ -8,6 +8,7 @@ redis-cli, redis-py, ...) and is delivered as raw bytes.
 from __future__ import annotations
 
 import itertools
+import math
 import os
 import struct
 import time
@@ -17,7 +18,7 @@ from typing import Any, Literal
 import msgspec
 
 from ._errors import ConfigurationError, DecodeError
-from ._message import FRAME_IDS, FRAME_IDS_AT, Message
+from ._message import FRAME_IDS, FRAME_IDS_AT, ForeignDecodeError, Message
 
 MAGIC = b"\xffHR"  # 0xFF never occurs in UTF-8 text, so no text payload is mistaken for a frame
 VERSION = 1
@@ -34,6 +35,9 @@ CODEC_TEXT = 3
 
 _CODEC_NAMES = ("bytes", "json", "msgpack", "text")
 Codec = Literal["json", "msgpack"]
+# How a subscriber reads foreign payloads (published without the envelope by another program).
+Foreign = Literal["bytes", "text", "json"]
+FOREIGN = ("bytes", "text", "json")
 
 # magic, version, flags, codec, publisher id, sequence, timestamp (microseconds since the epoch)
 _HEAD = struct.Struct(">3sBBB8sQQ")
@@ -82,6 +86,7 @@ class Encoder:
             # struct's "8s" would silently pad or cut it, and the message ids would lie
             raise ConfigurationError(f"publisher_id must be 8 bytes, not {len(publisher_id)}")
         self.publisher_id = publisher_id
+        self._json = self._codec == CODEC_JSON
         self._clock = clock
         self._seq = itertools.count(first_seq)  # next() is atomic under the GIL: thread-safe
 
@@ -95,7 +100,19 @@ class Encoder:
                 return CODEC_TEXT, data.encode()
             if t is bytearray or t is memoryview:
                 return CODEC_BYTES, bytes(data)
-            return self._codec, self._encode(data)
+            body = self._encode(data)
+            # msgspec writes NaN and infinities as null: refuse them. Only JSON with a null can
+            # hold one; a "u" and an "l" (memchr, ~20 ns each) spare most payloads the search
+            # for "null" (~100 ns for 100 bytes, ~600 for 1 KB).
+            if (
+                self._json
+                and 117 in body
+                and 108 in body
+                and body.find(b"null") >= 0
+                and _non_finite(data)
+            ):
+                raise msgspec.EncodeError("NaN and Infinity are not JSON")
+            return self._codec, body
         except (TypeError, OverflowError, UnicodeEncodeError, msgspec.EncodeError) as exc:
             # one error for "this payload cannot be sent": publish documents TypeError
             # (msgspec raises OverflowError for msgpack ints beyond 64 bits, and any str
@@ -126,11 +143,30 @@ class Encoder:
         return head + extra + body if extra else head + body
 
 
+def _non_finite(data: Any) -> bool:
+    """Whether a float in ``data`` is NaN or infinite."""
+    stack = [msgspec.to_builtins(data)]  # Structs, dataclasses... as dicts and lists
+    while stack:
+        value = stack.pop()
+        t = type(value)
+        if t is float:
+            if not math.isfinite(value):
+                return True
+        elif t is dict:
+            stack.extend(value.values())
+        elif t is list or t is tuple or t is set or t is frozenset:
+            stack.extend(value)
+    return False
+
+
 def encode_headers(headers: Mapping[str, str]) -> bytes:
     for k, v in headers.items():
         if type(k) is not str or type(v) is not str:
             raise TypeError(f"headers must map str to str, got {k!r}: {v!r}")
-    return _json_encode(headers)
+    try:
+        return _json_encode(headers)
+    except UnicodeEncodeError as exc:  # a lone surrogate: not text, so not a string
+        raise TypeError(f"headers must be valid Unicode text: {exc}") from exc
 
 
 def batch(envelopes: list[bytes]) -> bytes:
@@ -159,6 +195,35 @@ def decode(topic: str, raw: bytes, pattern: str | None = None) -> list[Message]:
         return [_decode_one(topic, raw, pattern)]
     except DecodeError as exc:
         return [_broken(topic, raw, pattern, exc)]
+
+
+def check_foreign(foreign: str) -> None:
+    if foreign not in FOREIGN:
+        raise ConfigurationError(f"foreign must be one of {', '.join(FOREIGN)}, not {foreign!r}")
+
+
+def decode_foreign(msg: Message, foreign: Foreign) -> Message:
+    """``msg`` with its foreign payload decoded as ``foreign`` asks: a new message (the one
+    given may be shared by other subscriptions). A payload that does not decode stays bytes,
+    with a :class:`ForeignDecodeError`; anything not foreign is returned as it is."""
+    raw = msg.data
+    if (
+        foreign == "bytes"
+        or msg._pid != b""
+        or msg.decode_error is not None
+        or type(raw) is not bytes
+    ):
+        return msg
+    error: DecodeError | None = None
+    codec = CODEC_JSON if foreign == "json" else CODEC_TEXT
+    try:
+        data = _json_decode(raw) if codec == CODEC_JSON else raw.decode()
+    except (msgspec.DecodeError, UnicodeDecodeError, RecursionError) as exc:
+        data, codec = raw, CODEC_BYTES
+        error = ForeignDecodeError(f"foreign payload is not valid {foreign}: {exc}")
+    out = Message(msg.topic, data, msg.raw, codec, b"", 0, 0, msg._headers, msg.pattern)
+    out.decode_error = error
+    return out
 
 
 def _broken(topic: str, raw: bytes, pattern: str | None, exc: DecodeError) -> Message:

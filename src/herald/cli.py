@@ -13,7 +13,7 @@ import threading
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, NoReturn
+from typing import Any, Literal, NoReturn
 
 import click
 from rich.console import Console
@@ -352,6 +352,16 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
 @click.option("--header", "-H", multiple=True, help="Message header KEY=VALUE (repeatable).")
 @click.option("--count", "-n", type=click.IntRange(min=1), default=1, help="Publish N times.")
 @click.option("--confirm", is_flag=True, help="Wait for the server and print receiver counts.")
+@click.option(
+    "--plain",
+    is_flag=True,
+    help="Send the payload alone, without Herald's envelope (for redis-cli, redis-py readers).",
+)
+@click.option(
+    "--unsharded",
+    is_flag=True,
+    help="Cluster: publish with PUBLISH, which plain SUBSCRIBE clients receive (not SPUBLISH).",
+)
 @_URL
 def pub(
     topic: str,
@@ -360,26 +370,36 @@ def pub(
     header: Sequence[str],
     count: int,
     confirm: bool,
+    plain: bool,
+    unsharded: bool,
     url: str | None,
 ) -> None:
     """Publish DATA (or each line of standard input) to TOPIC."""
+    if plain and header:
+        raise click.BadParameter("a message without envelope has no headers", param_hint="--plain")
     headers = _parse_headers(header)
     lines = [data] if data is not None else [line.rstrip("\n") for line in sys.stdin]
     payloads: list[Any] = []
     for line in lines:
         if as_json:
             try:
-                payloads.append(json.loads(line))
-            except json.JSONDecodeError as exc:
+                payloads.append(json.loads(line, parse_constant=_not_json))
+            except ValueError as exc:  # JSONDecodeError, or NaN/Infinity (Python's extension)
                 raise click.BadParameter(f"not valid JSON: {exc}", param_hint="DATA") from exc
         else:
             payloads.append(line)
     try:
-        with herald.Client(url, start_embedded=False) as hub:
+        with herald.Client(url, start_embedded=False, sharded=not unsharded) as hub:
             receivers = 0
             for _ in range(count):
                 for payload in payloads:
-                    ack = hub.publish(topic, payload, headers=headers or None, confirm=confirm)
+                    ack = hub.publish(
+                        topic,
+                        payload,
+                        headers=headers or None,
+                        confirm=confirm,
+                        envelope=False if plain else None,
+                    )
                     receivers += ack.receivers if ack else 0
             hub.flush()
     except herald.HeraldError as exc:
@@ -389,13 +409,19 @@ def pub(
     click.echo(f"published {total} message(s) to {topic}{suffix}", err=True)
 
 
-def _jsonable(data: Any) -> Any:
+def _not_json(constant: str) -> Any:
+    raise ValueError(f"{constant} is not JSON")
+
+
+def _jsonable(data: Any) -> tuple[str, Any]:
+    """``("data", value)``, or ``("data_b64", text)`` for bytes that are not UTF-8 (as the
+    gateway does): a JSON payload ``{"base64": ...}`` stays distinguishable from bytes."""
     if isinstance(data, bytes):
         try:
-            return data.decode()
+            return "data", data.decode()
         except UnicodeDecodeError:
-            return {"base64": base64.b64encode(data).decode()}
-    return data
+            return "data_b64", base64.b64encode(data).decode()
+    return "data", data
 
 
 @main.command()
@@ -415,6 +441,12 @@ def _jsonable(data: Any) -> Any:
     default=None,
     help="Recoverable topics: start with the last N kept messages.",
 )
+@click.option(
+    "--foreign",
+    type=click.Choice(["bytes", "text", "json"]),
+    default="bytes",
+    help="Decode payloads published without Herald's envelope (redis-cli, redis-py) as this.",
+)
 @_URL
 def sub(
     patterns: Sequence[str],
@@ -423,6 +455,7 @@ def sub(
     timeout: float | None,
     since: int | None,
     last: int | None,
+    foreign: Literal["bytes", "text", "json"],
     url: str | None,
 ) -> None:
     """Print messages of topics and glob patterns as they arrive.
@@ -461,7 +494,12 @@ def sub(
         async with (
             herald.AsyncClient(url, start_embedded=False) as hub,
             hub.subscribe(
-                *patterns, on_gap=on_gap, since=since, last=last, on_history_lost=on_history_lost
+                *patterns,
+                on_gap=on_gap,
+                since=since,
+                last=last,
+                on_history_lost=on_history_lost,
+                foreign=foreign,
             ) as subscription,
         ):
             if not as_json:
@@ -490,9 +528,10 @@ def sub(
 
 def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None:
     if as_json:
+        key, value = _jsonable(msg.data)
         record = {
             "topic": msg.topic,
-            "data": _jsonable(msg.data),
+            key: value,
             "id": msg.id,
             "pattern": msg.pattern,
             "headers": msg.headers,
@@ -506,7 +545,9 @@ def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None
         sys.stdout.flush()
         return
     stamp = time.strftime("%H:%M:%S", time.localtime(msg.timestamp or time.time()))
-    data = msg.data if isinstance(msg.data, str) else json.dumps(_jsonable(msg.data))
+    key, value = _jsonable(msg.data)
+    data = f"(base64) {value}" if key == "data_b64" else value
+    data = data if isinstance(data, str) else json.dumps(data)
     extra = f" [dim]{msg.headers}[/]" if msg.headers else ""
     console.print(f"[dim]{stamp}[/] [bold cyan]{msg.topic}[/] {data}{extra}", markup=True)
 
