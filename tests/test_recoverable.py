@@ -451,3 +451,49 @@ async def test_a_batch_is_stored_whole_and_recovered_within_max_pending(
         for i in range(10):
             await hub.publish(topic, i, confirm=True)
         assert [m.offset for m in await hub.history(topic)] == list(range(301, 311))
+
+
+async def test_history_lost_once_while_the_history_is_trimmed_fast(
+    server: herald.EmbeddedServer, topic: str
+) -> None:
+    """The connection is held down past a short history while publishes go on at full rate:
+    every history read after the resubscribe finds the front trimmed again. Still exactly one
+    HistoryLost per break, bounded by the offsets delivered around it, and nothing after it
+    missing or repeated (reading again after each report used to find a new loss forever)."""
+    with Proxy(server.port) as proxy:
+        async with (
+            herald.AsyncClient(server.url) as pub,
+            herald.AsyncClient(proxy.url, probe_interval=0.2) as hub,
+        ):
+            await pub.declare(topic, history=20)
+            got: Got = []
+            sub = await hub.subscribe(topic, max_pending=1_000_000)
+            reader = asyncio.create_task(_collect(sub, got))
+            async with publishing(pub, [topic], rate=4000) as count:
+                await settle(got, lambda: _true(len(got) > 100))
+                for _ in range(2):
+                    proxy.down()
+                    await settle(got, lambda: _true(not hub.stats.connected))
+                    await asyncio.sleep(0.5)
+                    proxy.up()
+                    await settle(got, lambda: _true(hub.stats.connected))
+                    await asyncio.sleep(0.5)
+            top = await top_offset(pub, topic)
+            await settle(got, lambda: _true(offsets_of(got, topic)[-1:] == [top]))
+            await sub.close()
+            await reader
+    assert count[0] == top
+    reports = [(i, m) for i, m in enumerate(got) if isinstance(m, herald.HistoryLost)]
+    assert len(reports) == 2, [(r.last_offset, r.first_available) for _, r in reports]
+    for i, lost in reports:
+        before, after = got[i - 1], got[i + 1]
+        assert isinstance(before, herald.Message)
+        assert isinstance(after, herald.Message)
+        assert (lost.last_offset, lost.first_available) == (before.offset, after.offset)
+    offsets = offsets_of(got, topic)
+    first = offsets[0]
+    expected = list(range(first, top + 1))
+    for _, lost in reports:
+        assert lost.first_available is not None
+        expected = [o for o in expected if not lost.last_offset < o < lost.first_available]
+    assert offsets == expected

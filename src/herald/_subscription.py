@@ -74,6 +74,7 @@ class SubscriptionStats:
     recovered: int = 0  # recoverable topics: messages delivered from history after a break
     duplicates: int = 0  # recoverable topics: messages received twice, delivered once
     history_lost: int = 0  # recoverable topics: HistoryLost reports
+    rejected: int = 0  # recoverable topics: messages not from the topic's publish script
 
 
 class _Pending:
@@ -209,7 +210,11 @@ class Subscription:
     def _deliver(self, messages: list[Message]) -> None:
         if self._closed:
             return
-        if messages[0].offset.__class__ is int:  # a recoverable topic's: keep its sequence
+        first = messages[0]
+        if first.offset.__class__ is int or (
+            # A frame without offsets on a recoverable topic: not from its script (rejected).
+            (rec := self._recovery) is not None and first.topic in rec.tracks
+        ):
             messages = self._recovering().accept(messages)
         self._add(messages)
 
