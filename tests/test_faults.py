@@ -251,3 +251,11 @@ async def test_confirmed_ack_waits_for_the_server(own_server: EmbeddedServer, to
             await asyncio.wait_for(ack, 5)
             pending = await hub.execute("XPENDING", f"herald:{{{topic}}}:s", "g")
             assert pending[0] == 0
+
+
+@pytest.mark.timeout(60)
+async def test_forged_frames_on_a_recoverable_topic_are_rejected_within_bounds() -> None:
+    r = await scenarios_recoverable.recoverable_forged(SMOKE)
+    passed(r)
+    assert r["rejected"] == r["forged_messages"] > 0
+    assert r["idle_history_reads"] <= 2 * r["idle_forged_frames"]

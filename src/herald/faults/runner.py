@@ -71,6 +71,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         hostile.hostile_input,
         "decoder and gateway: crashes 0, hangs 0, bad tokens accepted 0",
     ),
+    Scenario(
+        16,
+        "recoverable-forged",
+        scenarios_recoverable.recoverable_forged,
+        "frames not from the publish script: rejected; reads and memory bounded",
+    ),
 )
 
 
