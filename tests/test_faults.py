@@ -72,10 +72,76 @@ def test_checker_counts_a_gap_as_detected_only_where_it_was_reported() -> None:
     for seq in (1, 2, 5, 6):
         c.deliver("p", seq, reader="r", at=t + 10 + seq)
     c.gap("r", at=t + 13)  # between deliveries 2 and 5: covers the hole 3-4
-    assert c.report()["gaps"] == {"happened": 1, "detected": 1, "detected_pct": 100.0, "reports": 1}
+    assert c.report()["gaps"] == {
+        "happened": 1,
+        "detected": 1,
+        "detected_pct": 100.0,
+        "reports": 1,
+        "silent_skips": 0,
+        "repeated": 0,
+        "bad_bounds": 0,
+        "uncovered": 0,
+        "exact": True,
+    }
     c.gap_reports.clear()
     c.gap("r", at=t + 17)  # after 6: the reader was told too late
     assert c.report()["gaps"]["detected"] == 0
+
+
+def _missed_3_and_4() -> tuple[Checker, float]:
+    c = Checker("unit")
+    t = time.time()
+    for seq in range(1, 7):
+        c.ok(c.invoke("p", seq), at=t + seq)
+        c.ops[("p", seq)].invoked = t + seq - 0.01
+    for seq in (1, 2, 5, 6):
+        c.deliver("p", seq, reader="r", at=t + seq + 0.001)
+    return c, t
+
+
+def test_checker_a_gap_window_must_hold_every_missed_publish() -> None:
+    c, t = _missed_3_and_4()
+    c.gap("r", t + 2.5, t + 4.5, at=t + 10)  # reported late, but its window holds 3 and 4
+    assert (c.report()["gaps"]["detected"], c.report()["gaps"]["exact"]) == (1, True)
+    c.gap_reports.clear()
+    c.gap("r", t + 3.5, t + 4.5)  # since too late: 3 is outside
+    g = c.report()["gaps"]
+    assert (g["detected"], g["uncovered"], g["exact"]) == (0, 1, False)
+    c.gap_reports.clear()
+    c.gap("r", 0.0, 1.0)  # 1970
+    g = c.report()["gaps"]
+    assert (g["detected"], g["uncovered"]) == (0, 2)
+    c.gap_reports.clear()
+    c.gap("r", t + 2.5, t + 4.5)
+    c.gap("r", t + 2.5, t + 4.5)  # the same window twice
+    g = c.report()["gaps"]
+    assert (g["repeated"], g["exact"]) == (1, False)
+
+
+def _history_reader(events: list[int | tuple[int, int | None]]) -> dict[str, Any]:
+    """A recoverable reader's log: an int is a delivered offset, a pair a HistoryLost."""
+    c = Checker("unit")
+    for e in events:
+        if isinstance(e, tuple):
+            c.history_lost("r", e[0], e[1])
+        else:
+            c.ok(c.invoke("p", e))
+            c.deliver("p", e, reader="r", offset=e)
+    gaps: dict[str, Any] = c.report()["gaps"]
+    return gaps
+
+
+def test_checker_history_lost_once_at_the_hole_with_its_bounds() -> None:
+    assert _history_reader([1, 2, (2, 5), 5, 6])["exact"]
+    assert _history_reader([1, 2, (2, 5), 5, 6])["detected"] == 1
+    # Each planted bug is seen:
+    assert _history_reader([1, 2, 5, 6])["silent_skips"] == 1  # no report
+    assert _history_reader([1, 2, (2, 5), 8, 9])["bad_bounds"] == 1  # skipped after it
+    assert _history_reader([1, 2, (2, 5), 5, 8])["silent_skips"] == 1  # and later, silently
+    assert _history_reader([1, 2, (2, 5), (2, 5), 5, 6])["repeated"] == 1
+    assert _history_reader([1, 2, (3, 5), 5, 6])["bad_bounds"] == 1  # last_offset not delivered
+    assert _history_reader([1, 2, (2, 3), 3, 4])["bad_bounds"] == 1  # bounds no loss
+    assert _history_reader([1, 2, 5, (2, 5), 6])["exact"] is False  # out of sequence
 
 
 def test_checker_time_to_recover_spans_the_silence() -> None:
@@ -92,7 +158,7 @@ def test_checker_time_to_recover_spans_the_silence() -> None:
 
 
 def test_every_scenario_is_listed_once() -> None:
-    assert [s.number for s in SCENARIOS] == list(range(1, 16))
+    assert [s.number for s in SCENARIOS] == list(range(1, 17))
     assert find("4") is find("poison")
     with pytest.raises(KeyError):
         find("nope")

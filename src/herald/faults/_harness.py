@@ -205,9 +205,21 @@ async def recording(
     sub = await hub.subscribe(topic, max_pending=100_000, **options)
 
     async def consume() -> None:
-        async for msg in sub:
+        # A HistoryLost is raised by the iterator at its place in the sequence (when the
+        # subscription has no on_history_lost): logged there, and the reading goes on.
+        while True:
+            try:
+                msg = await sub.__anext__()
+            except herald.HistoryLost as lost:
+                checker.history_lost(reader, lost.last_offset, lost.first_available, str(lost))
+                continue
+            except StopAsyncIteration:
+                return
             d = msg.data
-            checker.deliver(d["p"], d["s"], reader=reader)
+            if isinstance(d, dict) and "p" in d and "s" in d:
+                checker.deliver(d["p"], d["s"], reader=reader, offset=msg.offset)
+            else:  # not from a scenario's publisher: unexpected
+                checker.deliver("foreign", -1, reader=reader, offset=msg.offset)
 
     task = asyncio.get_running_loop().create_task(consume())
     try:
