@@ -257,12 +257,19 @@ def sub(
 
     def on_gap(gap: herald.Gap) -> None:
         if as_json:
-            record = {"gap": {"since": gap.since, "until": gap.until, "reason": gap.reason}}
+            record = {
+                "gap": {
+                    "since": gap.since,
+                    "until": gap.until,
+                    "detected": gap.detected,
+                    "reason": gap.reason,
+                }
+            }
             print(json.dumps(record), file=sys.stderr)
         else:
             errors.print(
-                f"[yellow]connection lost for {gap.until - gap.since:.2f}s: "
-                f"messages may have been missed ({gap.reason})[/]"
+                f"[yellow]connection lost: messages published in a window of "
+                f"{gap.until - gap.since:.2f}s may have been missed ({gap.reason})[/]"
             )
 
     def on_history_lost(lost: herald.HistoryLost) -> None:
