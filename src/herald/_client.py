@@ -31,8 +31,10 @@ from ._errors import (
     ConnectionFailed,
     HeraldError,
     MessageTooLarge,
+    NotPersisted,
     NotReplicated,
     PermissionDenied,
+    ServerError,
     Timeout,
 )
 from ._history import (
@@ -220,6 +222,7 @@ class AsyncClient:
         self._requests: Requests | None = None
         self._server: EmbeddedServer | None = None
         self._prefixes: dict[str, _Route] = {}
+        self._fsync_waits: dict[tuple[int, int], asyncio.Future[Any]] = {}  # see _wait_fsync
         self._history_totals = Counters()
         self._durable: Scripts | None = None
         self._consumers: set[Consumer] = set()
@@ -414,6 +417,7 @@ class AsyncClient:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        fsync: bool = False,
     ) -> PubAck: ...
 
     @overload
@@ -427,6 +431,7 @@ class AsyncClient:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        fsync: bool = False,
     ) -> PubAck | None: ...
 
     async def publish(
@@ -439,6 +444,7 @@ class AsyncClient:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        fsync: bool = False,
     ) -> PubAck | None:
         """Publish one message.
 
@@ -460,11 +466,19 @@ class AsyncClient:
         ``replicas=N`` (durable topics, confirmed publishes): after the store, wait (``WAIT``,
         up to ``publish_timeout``) until ``N`` replicas have it, so that a failover cannot lose
         an acknowledged message (see ``docs/scaling.md``); other topics ignore it.
+        ``fsync=True`` (durable topics, confirmed publishes): return only once the server has
+        the message fsynced to its AOF (``WAITAOF``; with ``replicas=N``, on N replicas' AOF
+        too), so that a crash of the server process or machine cannot lose an acknowledged
+        message. With ``appendfsync everysec`` that waits for the next fsync (up to about a
+        second; concurrent publishes share it); with ``appendfsync always`` it costs a round
+        trip. Needs AOF on the server (``ConfigurationError`` otherwise); other topics ignore it.
 
         Raises:
             InvalidTopic, MessageTooLarge, TypeError: before anything is sent.
             NotReplicated: with ``replicas``, fewer replicas acknowledged in time; the message
                 is stored on the primary.
+            NotPersisted: with ``fsync``, not confirmed on disk within ``publish_timeout``;
+                the message is stored (in memory).
             Timeout: the send buffer stayed full (or, with ``confirm=True``, the connection
                 stayed down) for ``publish_timeout``; the message was not queued.
             ConnectionLost: with ``confirm=True``, the connection died before the reply.
@@ -493,13 +507,17 @@ class AsyncClient:
         if history is not None:
             return await self._publish_history(history, [frame], confirm)
         if durable is not None:
-            if replicas and confirm is False:
-                raise ConfigurationError("replicas= needs a confirmed publish (confirm=True)")
+            if (replicas or fsync) and confirm is False:
+                raise ConfigurationError(
+                    "replicas= and fsync= need a confirmed publish (confirm=True)"
+                )
             if key is not None:
                 ack = await self._publish_keyed(frame, durable, key, msg_id, confirm)
             else:
                 ack = await self._publish_durable(frame, durable, msg_id, confirm)
-            if replicas and ack is not None:
+            if fsync and ack is not None:
+                await self._wait_fsync(link, durable, replicas, ack)
+            elif replicas and ack is not None:
                 await self._wait_replicas(link, durable, replicas, ack)
             return ack
         if confirm:
@@ -632,6 +650,41 @@ class AsyncClient:
                 return
             if deadline is not None and loop.time() >= deadline:
                 raise NotReplicated(acked, replicas, ack)
+
+    async def _wait_fsync(
+        self, link: Link, durable: DurableTopic, replicas: int, ack: PubAck
+    ) -> None:
+        """``WAITAOF 1 <replicas>`` on the connection that stored the message: it returns once
+        everything that connection wrote is fsynced to the AOF (and on ``replicas`` replicas').
+
+        One WAITAOF covers every write sent before it on its connection, so publishes share
+        the one in flight: a publish whose reply came while it was pending was sent before
+        it (replies come in order). Like WAIT it blocks the connection, so it is sent in
+        slices shorter than half the probe timeout."""
+        node = link.link_for_key(durable.stream_raw) if hasattr(link, "link_for_key") else link
+        loop = asyncio.get_running_loop()
+        deadline = None if self.publish_timeout is None else loop.time() + self.publish_timeout
+        probe = node.probe_timeout if node.probe_interval > 0 else None
+        key = (id(node), replicas)
+        while True:
+            pending = self._fsync_waits.get(key)
+            if pending is None or pending.done():
+                left = None if deadline is None else max(0.001, deadline - loop.time())
+                step = min(x for x in (left, probe / 2 if probe else None, 3600.0) if x is not None)
+                pending = node.execute("WAITAOF", 1, replicas, max(1, int(step * 1000)))
+                self._fsync_waits[key] = pending
+            try:
+                local, fsynced = (int(x) for x in await asyncio.shield(pending))
+            except ServerError as exc:
+                if "appendonly" in str(exc).lower():
+                    raise ConfigurationError(
+                        "fsync=True needs AOF on the server (appendonly yes)"
+                    ) from exc
+                raise
+            if local >= 1 and fsynced >= replicas:
+                return
+            if deadline is not None and loop.time() >= deadline:
+                raise NotPersisted(local, fsynced, replicas, ack)
 
     async def _publish_history(
         self, history: HistoryTopic, frames: list[bytes], confirm: bool | None

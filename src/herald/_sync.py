@@ -124,6 +124,7 @@ class Client:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        fsync: bool = False,
     ) -> PubAck: ...
 
     @overload
@@ -137,6 +138,7 @@ class Client:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        fsync: bool = False,
     ) -> PubAck | None: ...
 
     def publish(
@@ -149,10 +151,11 @@ class Client:
         msg_id: str | None = None,
         key: str | None = None,
         replicas: int = 0,
+        fsync: bool = False,
     ) -> PubAck | None:
         """Publish one message; see :meth:`AsyncClient.publish`."""
         portal = self._live()
-        if confirm or msg_id is not None or key is not None or replicas:
+        if confirm or msg_id is not None or key is not None or replicas or fsync:
             return portal.call(
                 self._async.publish(
                     topic,
@@ -162,6 +165,7 @@ class Client:
                     msg_id=msg_id,
                     key=key,
                     replicas=replicas,
+                    fsync=fsync,
                 )
             )
         stored = self._async._publish_threadsafe(topic, data, headers, confirm)

@@ -75,6 +75,15 @@ main.add_command(faults)
     help="Serve the gateway for this Redis/Valkey instead of starting the embedded one.",
 )
 @click.option("--no-gateway", is_flag=True, help="Run the embedded Valkey alone.")
+@click.option(
+    "--fsync",
+    type=click.Choice(["everysec", "always"]),
+    default="everysec",
+    show_default=True,
+    help="AOF fsync policy of the embedded Valkey: everysec can lose about the last two "
+    "seconds of acknowledged writes in a crash (publish(fsync=True) excepted); always "
+    "writes every one to disk before its reply, more slowly.",
+)
 def serve(
     data_dir: Path | None,
     host: str,
@@ -82,6 +91,7 @@ def serve(
     valkey_port: int | None,
     url: str | None,
     no_gateway: bool,
+    fsync: str,
 ) -> None:
     """Run Herald: the embedded Valkey (AOF persistence) and the gateway with its dashboard
     on http://127.0.0.1:8080, until Ctrl-C.
@@ -102,7 +112,7 @@ def serve(
     data_dir = data_dir or default_data_dir()
     if running := discover(data_dir):
         _fail(f"a Herald server is already running at {running} (data directory {data_dir})")
-    server = EmbeddedServer(data_dir, port=valkey_port, persist=True, owned=True)
+    server = EmbeddedServer(data_dir, port=valkey_port, persist=True, owned=True, fsync=fsync)
     try:
         server.start()
     except herald.HeraldError as exc:
@@ -110,7 +120,8 @@ def serve(
     assert server.process is not None
     write_state(data_dir, server.url, server.process.pid)
     console.print(f"[bold green]Herald[/] Valkey running at [bold]{server.url}[/]")
-    console.print(f"data directory: {data_dir} (AOF, fsync every second)")
+    every = "every write" if fsync == "always" else "every second"
+    console.print(f"data directory: {data_dir} (AOF, fsync {every})")
 
     def alive() -> bool:
         return server.process is not None and server.process.poll() is None

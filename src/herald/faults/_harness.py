@@ -98,6 +98,7 @@ class Publisher:
     rate: float | None = None  # messages per second, None: as fast as the window allows
     extra: Callable[[int], dict[str, Any]] | None = None
     replicas: int = 0  # publish(replicas=N): wait until N replicas have it
+    fsync: bool = False  # publish(fsync=True): acknowledged once on disk (WAITAOF)
     sent: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -127,6 +128,8 @@ class Publisher:
             try:
                 async with asyncio.timeout(self.op_timeout):
                     options: dict[str, Any] = {"replicas": self.replicas} if self.replicas else {}
+                    if self.fsync:
+                        options["fsync"] = True
                     await self.hub.publish(
                         self.topic,
                         data,
@@ -134,7 +137,7 @@ class Publisher:
                         confirm=True,
                         **options,
                     )
-            except herald.NotReplicated as exc:  # stored on the primary only: in doubt
+            except (herald.NotReplicated, herald.NotPersisted) as exc:  # stored: in doubt
                 self._count(exc)
                 self.checker.in_doubt(op)
                 outcome = "unknown"
