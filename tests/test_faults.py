@@ -257,6 +257,7 @@ async def test_recoverable_topic_under_connection_resets() -> None:
     assert r["false_recoveries"] == 0
     tight = r["readers"]["tight"]
     assert tight["gaps_detected"] == tight["gaps_happened"]
+    assert r["outage"]["history_lost"] == r["outage"]["outages"]
 
 
 @pytest.mark.timeout(60)

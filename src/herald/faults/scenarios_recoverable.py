@@ -67,8 +67,10 @@ async def recoverable_reset(scale: Scale) -> dict[str, Any]:
             finally:
                 await far.close()
                 await direct.close()
+        outage = await _outages(server.url, checker, scale)
     r = checker.report()
     deep_r, tight_r = r["readers"]["deep"], r["readers"]["tight"]
+    out_r = r["readers"]["outage"]
     false_recoveries = r["duplicates"] + r["reordered"] + r["unexpected"]
     missed_deep = sum(1 for op in checker.ops.values() if op.topic == "deep") - deep_r["delivered"]
     return summary(
@@ -81,6 +83,13 @@ async def recoverable_reset(scale: Scale) -> dict[str, Any]:
             == tight_r["gaps_happened"]
             and not (tight_r["silent_skips"] or tight_r["repeated"] or tight_r["bad_bounds"]),
             "deep history: no HistoryLost": deep_r["gaps_happened"] == 0,
+            "outages past the history: one exact HistoryLost each, nothing else missing": out_r[
+                "gaps_happened"
+            ]
+            == out_r["gaps_detected"]
+            == outage["outages"]
+            and not (out_r["silent_skips"] or out_r["repeated"] or out_r["bad_bounds"])
+            and outage["last_delivered"],
             "false recoveries == 0": false_recoveries == 0,
             "resets happened": stats["deep"].recovered > 0,
         },
@@ -89,7 +98,55 @@ async def recoverable_reset(scale: Scale) -> dict[str, Any]:
         history_lost={k: s.history_lost for k, s in stats.items()},
         duplicates_dropped={k: s.duplicates for k, s in stats.items()},
         false_recoveries=false_recoveries,
+        outage=outage,
     )
+
+
+async def _outages(url: str, checker: Checker, scale: Scale) -> dict[str, Any]:
+    """The subscriber's connection is held down (the proxy refuses it) for longer than the
+    topic's history lasts at its publish rate (history 2,000 at 2,000 msg/s), ``outages``
+    times: each must cost exactly one HistoryLost, bounded by the offsets delivered around it,
+    and delivery must go on from there with nothing missing or repeated, although every
+    history read finds the front of the history trimmed again."""
+    outages, seconds = scale.pick((1, 1.5), (3, 3.0))
+    with Proxy(int(url.rsplit(":", 1)[1])) as proxy:
+        direct = AsyncClient(url)
+        far = AsyncClient(proxy.url, probe_interval=0.5, connect_timeout=1.0)
+        try:
+            await direct.declare("outage", history=2000)
+            await asyncio.sleep(1.2)  # policy_refresh: every client sees the declaration
+            async with recovering(far, "outage", checker, "outage") as sub:
+                feed = LiveFeed(direct, "outage", checker, rate=2000, publisher="outage")
+                load = asyncio.create_task(feed.run())
+                for _ in range(outages):
+                    await asyncio.sleep(2.0)
+                    with checker.fault("outage past the history"):
+                        proxy.down()
+                        await asyncio.sleep(seconds)
+                        proxy.up()
+                await asyncio.sleep(2.0)
+                feed.stop.set()
+                await load
+                last = max(seq for (p, seq) in checker.ops if p == "outage")
+                arrived = await wait_for(
+                    lambda: any(
+                        d.seq == last for d in checker.deliveries[-100:] if d.reader == "outage"
+                    ),
+                    15,
+                    0.05,
+                )
+                await asyncio.sleep(0.5)
+                stats = sub.stats
+        finally:
+            await far.close()
+            await direct.close()
+    return {
+        "outages": outages,
+        "seconds": seconds,
+        "history_lost": stats.history_lost,
+        "recovered": stats.recovered,
+        "last_delivered": arrived,
+    }
 
 
 async def _history_reads(hub: AsyncClient) -> int:
