@@ -363,3 +363,22 @@ async def test_forged_frames_on_a_recoverable_topic_are_rejected_within_bounds()
     passed(r)
     assert r["rejected"] == r["forged_messages"] > 0
     assert r["idle_history_reads"] <= 2 * r["idle_forged_frames"]
+
+
+async def test_a_topic_declared_with_fsync_waits_for_the_disk(
+    own_server: EmbeddedServer, topic: str
+) -> None:
+    # The topic's policy makes every confirmed publish wait for WAITAOF, as fsync=True does:
+    # with replicas=1 on a primary without replicas that can only time out (NotPersisted).
+    async with herald.AsyncClient(own_server.url, publish_timeout=0.5) as hub:
+        policy = await hub.declare(topic, durable=True, fsync=True)
+        assert policy.fsync
+        assert await hub.publish(topic, 1) is not None
+        with pytest.raises(herald.NotPersisted):
+            await hub.publish(topic, 2, replicas=1)
+        with pytest.raises(ConfigurationError):
+            await hub.declare(topic + "x", fsync=True)  # not durable
+    with herald.Client(own_server.url) as sync_hub:  # the thread-safe path waits too
+        ack = sync_hub.publish(topic, 3)
+        assert ack is not None
+        assert ack.offset

@@ -99,6 +99,8 @@ class TopicPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
             so that subscribers recover what they missed (see ``docs/recoverable.md``).
         history_ttl: recoverable topics: drop the history after this many seconds without a
             publish (the offsets and epoch are kept).
+        fsync: durable topics: every confirmed publish returns only once the message is
+            fsynced to the server's AOF, as ``publish(..., fsync=True)`` does.
     """
 
     bare: bool = False
@@ -109,6 +111,7 @@ class TopicPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
     trim_unacked: bool = False
     history: int = 0
     history_ttl: float | None = None
+    fsync: bool = False
 
 
 _policy_decode = msgspec.json.Decoder(TopicPolicy).decode
@@ -122,6 +125,7 @@ def _durable_topic(topic: str, policy: TopicPolicy) -> DurableTopic:
         max_age=policy.max_age,
         dedup_window=policy.dedup_window,
         trim_unacked=policy.trim_unacked,
+        fsync=policy.fsync,
         policy_json=msgspec.json.encode(policy),
         dead_json=b"" if topic.endswith(DEAD_SUFFIX) else _DEAD_POLICY,
     )
@@ -515,7 +519,7 @@ class AsyncClient:
                 ack = await self._publish_keyed(frame, durable, key, msg_id, confirm)
             else:
                 ack = await self._publish_durable(frame, durable, msg_id, confirm)
-            if fsync and ack is not None:
+            if (fsync or durable.fsync) and ack is not None:
                 await self._wait_fsync(link, durable, replicas, ack)
             elif replicas and ack is not None:
                 await self._wait_replicas(link, durable, replicas, ack)
@@ -602,10 +606,20 @@ class AsyncClient:
         if history is not None:
             return self._publish_history(history, [frame], confirm)
         if durable is not None:
+            if durable.fsync and confirm is not False:
+                return self._publish_fsynced(link, frame, durable, confirm)
             return self._publish_durable(frame, durable, None, confirm)
         link.publish_threadsafe(pfx, frame, self.batch and not bare, self.publish_timeout)
         self.published += 1
         return None
+
+    async def _publish_fsynced(
+        self, link: Link, frame: bytes, durable: DurableTopic, confirm: bool | None
+    ) -> PubAck | None:
+        ack = await self._publish_durable(frame, durable, None, confirm)
+        if ack is not None:
+            await self._wait_fsync(link, durable, 0, ack)
+        return ack
 
     async def _publish_durable(
         self, frame: bytes, durable: DurableTopic, msg_id: str | None, confirm: bool | None
@@ -901,6 +915,7 @@ class AsyncClient:
         history: int = 0,
         history_ttl: float | None = None,
         update: bool = False,
+        fsync: bool = False,
     ) -> TopicPolicy:
         """Store a topic's policy in Redis; every client applies it within ``policy_refresh``.
 
@@ -919,6 +934,8 @@ class AsyncClient:
         """
         validate_topic(topic)
         check_policy(durable, max_len, max_age, dedup_window, trim_unacked)
+        if fsync and not durable:
+            raise ConfigurationError("fsync applies to durable topics")
         check_history(history, history_ttl, durable=durable, bare=bare)
         policy = TopicPolicy(
             bare=bare,
@@ -929,6 +946,7 @@ class AsyncClient:
             trim_unacked=trim_unacked,
             history=history,
             history_ttl=None if history_ttl is None else float(history_ttl),
+            fsync=fsync,
         )
         dead = dead_topic(topic) if durable and not topic.endswith(DEAD_SUFFIX) else ""
         if dead:

@@ -261,6 +261,7 @@ class Client:
         history: int = 0,
         history_ttl: float | None = None,
         update: bool = False,
+        fsync: bool = False,
     ) -> TopicPolicy:
         """See :meth:`AsyncClient.declare`."""
         return self._live().call(
@@ -275,6 +276,7 @@ class Client:
                 history=history,
                 history_ttl=history_ttl,
                 update=update,
+                fsync=fsync,
             )
         )
 
