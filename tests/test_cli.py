@@ -208,3 +208,29 @@ def test_sub_foreign_json_decodes_a_plain_publisher(url: str, topic: str) -> Non
         sub.kill()
     assert sub.returncode == 0, err
     assert json.loads(out)["data"] == {"user": "bob"}
+
+
+def test_serve_fsync_always(tmp_path: Path) -> None:
+    env = {**os.environ, "HERALD_HOME": str(tmp_path)}
+    env.pop("HERALD_URL", None)
+    with open(tmp_path / "serve.log", "a") as log:
+        proc = subprocess.Popen(
+            [*HERALD, "serve", "--no-gateway", "--fsync", "always"],
+            env=env,
+            stdout=log,
+            stderr=log,
+            text=True,
+        )
+    try:
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "herald.json").exists():
+            assert proc.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, "herald serve did not start"
+            time.sleep(0.05)
+        url = json.loads((tmp_path / "herald.json").read_text())["url"]
+        with herald.Client(url) as hub:
+            assert hub.execute("CONFIG", "GET", "appendfsync")[1] == b"always"
+    finally:
+        proc.send_signal(signal.SIGINT)
+        assert proc.wait(15) == 0
+    assert "fsync every write" in (tmp_path / "serve.log").read_text()

@@ -16,6 +16,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -473,3 +474,41 @@ async def test_close_does_not_hang_on_a_hung_server(
             assert time.monotonic() - started < 1.5
         finally:
             own_server.resume()
+
+
+async def test_a_reclaimed_backlog_is_not_taken_again_while_it_is_being_handled(
+    url: str, topic: str
+) -> None:
+    """A dead consumer held 600 entries; a survivor reclaims them all in one pass (10 batches)
+    and works through them for longer than ack_wait. The idle clock of an entry runs from the
+    claim, so the tail used to become claimable while it still sat in the survivor's buffer:
+    the other survivor took it and both handled it, well before ack_wait had passed since the
+    first one got it. Entries still buffered are now leased while the consumer makes progress."""
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, durable=True)
+        key = stream_key(topic)
+        await hub.execute("XGROUP", "CREATE", key, "g", "$", "MKSTREAM")
+        for i in range(600):
+            await hub.publish(topic, i, confirm=False)
+        await hub.flush()
+        await hub.execute("XREADGROUP", "GROUP", "g", "dead", "COUNT", 600, "STREAMS", key, ">")
+        handled: dict[int, list[tuple[str, float]]] = {}
+
+        def handler(name: str) -> Callable[[DurableMessage], Any]:
+            async def handle(msg: DurableMessage) -> None:
+                handled.setdefault(msg.data, []).append((name, time.monotonic()))
+                await asyncio.sleep(0.004)  # ~250/s: 600 take 2.4 s, ack_wait is 1 s
+
+            return handle
+
+        async with (
+            herald.AsyncClient(url) as a,
+            herald.AsyncClient(url) as b,
+            a.consume(topic, "g", "a", ack_wait=1.0, handler=handler("a")),
+            b.consume(topic, "g", "b", ack_wait=1.0, handler=handler("b")),
+        ):
+            await wait_until(lambda: len(handled) >= 600, 20, "every entry handled")
+            await asyncio.sleep(1.5)
+    twice = {n: h for n, h in handled.items() if len(h) > 1}
+    assert len(handled) == 600
+    assert twice == {}, f"{len(twice)} handled twice, e.g. {next(iter(twice.items()))}"

@@ -8,7 +8,7 @@ import json
 import os
 import socket
 import struct
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Callable
 from typing import Any
 
 import httpx
@@ -406,3 +406,46 @@ async def test_ws_resumed_subscription_survives_the_gateways_reconnect(
                 state: Gateway = gw.app.state.gateway
                 assert state.fanout.recovered() > 0  # some came from history, not live
                 assert state.stats.history_lost == 0
+
+
+async def test_a_history_lost_on_a_shared_subscription_is_forwarded_not_fatal(
+    server: herald.EmbeddedServer, topic: str
+) -> None:
+    """A recoverable topic's HistoryLost on the subscription viewers share: they get a
+    ``history_lost`` frame in sequence and the messages after it; it used to end the shared
+    subscription and close every viewer with 1011."""
+    from herald.faults.proxy import Proxy
+    from herald.gateway.fanout import Fanout, GatewayStats, Sink
+
+    async def until(cond: Callable[[], bool], what: str) -> None:
+        for _ in range(500):
+            if cond():
+                return
+            await asyncio.sleep(0.02)
+        raise AssertionError(f"not within 10 s: {what}")
+
+    with Proxy(server.port) as proxy:
+        async with (
+            herald.AsyncClient(server.url) as pub,
+            herald.AsyncClient(proxy.url, probe_interval=0.2) as hub,
+        ):
+            await pub.declare(topic, history=5)
+            stats = GatewayStats()
+            fanout = Fanout(hub, stats)
+            sink = Sink(stats, 100_000, 100_000_000)
+            await fanout.add(topic, sink)
+            await pub.publish(topic, "first", confirm=True)
+            proxy.down()
+            await until(lambda: not hub.stats.connected, "the connection lost")
+            for i in range(20):
+                await pub.publish(topic, i, confirm=True)
+            proxy.up()
+            await pub.publish(topic, "after", confirm=True)
+            await until(lambda: any(b"after" in b.frame() for b in sink.queue), "the next one")
+            assert not sink.closed, sink.reason
+            frames = [f for b in sink.queue for f in b.frames]
+            assert stats.history_lost == 1
+            kinds = ["history_lost" if b"history_lost" in f else "message" for f in frames]
+            assert kinds[0] == "message"
+            assert kinds.count("history_lost") == 1
+            await fanout.close()

@@ -74,7 +74,7 @@ def test_live_messages_in_sequence_duplicates_and_breaks() -> None:
     tracks = {TOPIC: Track(EPOCH, 4)}
     out: list[Message] = []
     stale: list[str] = []
-    dups = accept(tracks, [live(4), live(5), live(6)], out, stale)
+    dups, _ = accept(tracks, [live(4), live(5), live(6)], out, stale)
     assert (dups, [m.offset for m in out], stale) == (1, [5, 6], [])
     out.clear()
     accept(tracks, [live(9)], out, stale)  # 7 and 8 missing: recover, hold 9
@@ -90,9 +90,15 @@ def test_new_epoch_and_reset_are_reported() -> None:
     t = Track(EPOCH, 7)
     out: list[Message] = []
     lost, more = apply_page(TOPIC, t, Page(EPOCH + 1, 3, 1, []), decode, out)
+    assert lost is None  # reported with the first message of the new epoch: read it first
+    assert (more, t.epoch, t.offset) == (True, EPOCH + 1, 0)
+    page = Page(EPOCH + 1, 3, 1, [envelope(o, EPOCH + 1) for o in (1, 2, 3)])
+    lost, more = apply_page(TOPIC, t, page, decode, out)
     assert lost is not None
     assert (lost.last_offset, lost.first_available, lost.epoch) == (7, 1, EPOCH + 1)
-    assert (more, t.epoch, t.offset) == (True, EPOCH + 1, 0)
+    assert "new epoch" in lost.reason
+    assert ([m.offset for m in out], more, t.offset) == ([1, 2, 3], False, 3)
+    out.clear()
     t = Track(EPOCH, 7)
     lost, more = apply_page(TOPIC, t, Page(None, 0, 1, []), decode, out)
     assert lost is not None
@@ -103,3 +109,54 @@ def test_new_epoch_and_reset_are_reported() -> None:
     t.recovering = True
     release(t, out)
     assert ([m.offset for m in out], t.epoch, t.recovering) == ([1, 2], EPOCH + 5, False)
+
+
+@given(st.data())
+def test_a_history_trimmed_between_reads_costs_one_report(data: st.DataObject) -> None:
+    """Every read finds the front of the history moved on (publishes trim it between reads):
+    still exactly one HistoryLost, from the last offset delivered to the first delivered after
+    it, then every later offset once, from the page in hand."""
+    kept = data.draw(st.integers(5, 40), label="kept")
+    position = data.draw(st.integers(0, 20), label="position")
+    per_read = data.draw(st.integers(1, 4), label="published between reads")
+    limit = data.draw(st.integers(per_read + 1, 12), label="read limit")
+    published = position + kept + data.draw(st.integers(1, 30), label="beyond the history")
+    t = Track(EPOCH, position)
+    t.recovering = True
+    out: list[Message] = []
+    reports: list[tuple[int, HistoryLost]] = []
+    for _ in range(1000):
+        first = max(1, published - kept + 1)
+        envs = [envelope(o) for o in range(max(t.offset + 1, first), published + 1)][:limit]
+        before = len(out)
+        report, _ = apply_page(TOPIC, t, Page(EPOCH, published, first, envs), decode, out)
+        if report is not None:
+            reports.append((before, report))
+        if t.offset >= published:
+            break
+        published += per_read  # the next read finds the history trimmed further
+    else:
+        raise AssertionError(f"no end after 1000 reads: {len(reports)} reports")
+    offsets = [m.offset for m in out if isinstance(m.offset, int)]
+    assert len(offsets) == len(out)
+    assert len(reports) == 1, [(r.last_offset, r.first_available) for _, r in reports]
+    (at, lost) = reports[0]
+    assert at == 0  # reported before the first message it bounds
+    assert lost.last_offset == position
+    assert lost.first_available == offsets[0] > position + 1
+    assert offsets == list(range(offsets[0], published + 1))
+
+
+def test_a_jump_inside_the_history_is_reported_and_passed() -> None:
+    """Offsets missing inside a page (a damaged history) are one report and delivery goes on;
+    reading the same page again would never end."""
+    t = Track(EPOCH, 2)
+    out: list[Message] = []
+    page = Page(EPOCH, 9, 3, [envelope(3), envelope(4), envelope(8), envelope(9)])
+    lost, _ = apply_page(TOPIC, t, page, decode, out)
+    assert [m.offset for m in out] == [3, 4]
+    assert lost is None
+    lost, _ = apply_page(TOPIC, t, Page(EPOCH, 9, 3, [envelope(8), envelope(9)]), decode, out)
+    assert lost is not None
+    assert (lost.last_offset, lost.first_available) == (4, 8)
+    assert [m.offset for m in out] == [3, 4, 8, 9]

@@ -97,7 +97,11 @@ async def test_kill_and_restart_resubscribes_and_reports_one_gap(
         await assert_flows(hub, sub, topic)
         assert len(gaps.gaps) == 1
         assert gap.names == (topic,)
-        assert killed_at <= gap.since <= gap.until <= time.time()
+        # since: the last moment known receiving (a probe sent, the message "before"), so no
+        # later than the kill; detected: when the lost connection was noticed, after it.
+        assert gap.detected is not None
+        assert killed_at - 1.0 <= gap.since <= killed_at + 0.05
+        assert killed_at <= gap.detected <= gap.until <= time.time()
         assert "connection" in gap.reason
         assert sub.stats.gaps == 1
         assert sub.stats.dropped == 0
@@ -179,7 +183,9 @@ async def test_hung_server_is_detected_by_probes(own_server: EmbeddedServer, top
             own_server.resume()
         gap = await gaps.wait()
         # The subscriber's connection was declared dead by its own probe, as quickly.
-        assert gap.since - paused_at < 1.0
+        assert gap.detected is not None
+        assert gap.detected - paused_at < 1.0
+        assert gap.since <= paused_at + 0.05  # the last probe answered before the pause
         assert gap.reason == "connection lost: no reply to probe within 0.2s"
         await assert_flows(hub, sub, topic)
         assert len(gaps.gaps) == 1
@@ -431,3 +437,55 @@ async def test_a_server_loading_its_data_is_waited_for(
         finally:
             await asyncio.to_thread(own_server.wait_ready)
         assert await hub.execute("XLEN", f"herald:{{{topic}}}:s") == 20
+
+
+async def test_a_gap_window_holds_every_message_missed_on_a_half_open_link(
+    server: EmbeddedServer, proxy: Proxy
+) -> None:
+    """The proxy stops forwarding without a reset: the probe finds it out only after
+    ``probe_timeout``. The Gap's ``since`` is the last moment the link was known to be
+    receiving, not that moment, so every message missed was published inside the window
+    (``since`` used to be the detection time: the first ~0.5 s of the loss lay outside)."""
+    gaps: list[Gap] = []
+    got: set[int] = set()
+    published: dict[int, tuple[float, float]] = {}  # number -> (before, after) the publish
+    async with (
+        herald.AsyncClient(server.url) as pub,
+        herald.AsyncClient(proxy.url, probe_interval=0.25, probe_timeout=0.5) as hub,
+    ):
+        sub = await hub.subscribe(
+            "halfopen.gap", handler=lambda m: got.add(m.data), on_gap=gaps.append
+        )
+        assert sub is not None
+        stop = asyncio.Event()
+
+        async def feed() -> None:
+            n = 0
+            while not stop.is_set():
+                before = time.time()
+                await pub.publish("halfopen.gap", n, confirm=True)
+                published[n] = (before, time.time())
+                n += 1
+                await asyncio.sleep(0.002)
+
+        task = asyncio.create_task(feed())
+        await wait_until(lambda: len(got) > 50, 5, "messages before the fault")
+        proxy.freeze()
+        await wait_until(lambda: not hub.stats.connected, 5, "the probe declaring it dead")
+        proxy.thaw()
+        await wait_until(lambda: bool(gaps), 10, "the gap report")
+        await asyncio.sleep(0.3)
+        stop.set()
+        await task
+        last = max(published)
+        await wait_until(lambda: last in got, 5, "the last message")
+    missed = sorted(set(published) - got)
+    assert len(gaps) == 1
+    assert len(missed) > 50  # the link was silent for about probe_interval + probe_timeout
+    gap = gaps[0]
+    outside = [
+        n for n in missed if not (gap.since <= published[n][1] and published[n][0] <= gap.until)
+    ]
+    assert outside == [], f"{len(outside)} of {len(missed)} missed messages outside the window"
+    assert gap.detected is not None
+    assert gap.since < gap.detected < gap.until

@@ -18,6 +18,7 @@ import pytest
 
 import herald
 from herald._history import history_key
+from herald._wire import Encoder, batch
 from herald.faults.proxy import Proxy
 
 pytestmark = pytest.mark.timeout(90)
@@ -451,3 +452,104 @@ async def test_a_batch_is_stored_whole_and_recovered_within_max_pending(
         for i in range(10):
             await hub.publish(topic, i, confirm=True)
         assert [m.offset for m in await hub.history(topic)] == list(range(301, 311))
+
+
+async def test_history_lost_once_while_the_history_is_trimmed_fast(
+    server: herald.EmbeddedServer, topic: str
+) -> None:
+    """The connection is held down past a short history while publishes go on at full rate:
+    every history read after the resubscribe finds the front trimmed again. Still exactly one
+    HistoryLost per break, bounded by the offsets delivered around it, and nothing after it
+    missing or repeated (reading again after each report used to find a new loss forever)."""
+    with Proxy(server.port) as proxy:
+        async with (
+            herald.AsyncClient(server.url) as pub,
+            herald.AsyncClient(proxy.url, probe_interval=0.2) as hub,
+        ):
+            await pub.declare(topic, history=20)
+            got: Got = []
+            sub = await hub.subscribe(topic, max_pending=1_000_000)
+            reader = asyncio.create_task(_collect(sub, got))
+            async with publishing(pub, [topic], rate=4000) as count:
+                await settle(got, lambda: _true(len(got) > 100))
+                for _ in range(2):
+                    proxy.down()
+                    await settle(got, lambda: _true(not hub.stats.connected))
+                    await asyncio.sleep(0.5)
+                    proxy.up()
+                    await settle(got, lambda: _true(hub.stats.connected))
+                    await asyncio.sleep(0.5)
+            top = await top_offset(pub, topic)
+            await settle(got, lambda: _true(offsets_of(got, topic)[-1:] == [top]))
+            await sub.close()
+            await reader
+    assert count[0] == top
+    reports = [(i, m) for i, m in enumerate(got) if isinstance(m, herald.HistoryLost)]
+    assert len(reports) == 2, [(r.last_offset, r.first_available) for _, r in reports]
+    for i, lost in reports:
+        before, after = got[i - 1], got[i + 1]
+        assert isinstance(before, herald.Message)
+        assert isinstance(after, herald.Message)
+        assert (lost.last_offset, lost.first_available) == (before.offset, after.offset)
+    offsets = offsets_of(got, topic)
+    first = offsets[0]
+    expected = list(range(first, top + 1))
+    for _, lost in reports:
+        assert lost.first_available is not None
+        expected = [o for o in expected if not lost.last_offset < o < lost.first_available]
+    assert offsets == expected
+
+
+async def _evalsha_calls(hub: herald.AsyncClient) -> int:
+    info = await hub.execute("INFO", "commandstats")
+    text = info.decode() if isinstance(info, bytes) else str(info)
+    for line in text.splitlines():
+        if line.startswith("cmdstat_evalsha:"):
+            return int(line.split("calls=")[1].split(",")[0])
+    return 0
+
+
+async def test_out_of_sequence_frames_cost_one_read_and_no_memory(
+    server: herald.EmbeddedServer, topic: str
+) -> None:
+    """Frames that did not come from the topic's publish script, sent with a raw PUBLISH: an
+    offset far ahead, the next offset in another epoch, and a batch frame of 16,000
+    messages without offsets. None is delivered (all counted in ``stats.rejected``), no
+    HistoryLost, at most a history read or two each (it used to read again forever, holding
+    every later live message), and the real messages before and after come through whole."""
+    enc = Encoder("json")
+    async with (
+        herald.AsyncClient(server.url) as pub,
+        herald.AsyncClient(server.url) as hub,
+    ):
+        await pub.declare(topic, history=100)
+        await asyncio.sleep(0.01)
+        got: Got = []
+        sub = await hub.subscribe(topic)
+        reader = asyncio.create_task(_collect(sub, got))
+        for i in range(5):
+            await pub.publish(topic, i, confirm=True)
+        await settle(got, lambda: _true(len(got) == 5))
+        first = got[0]
+        assert isinstance(first, herald.Message)
+        assert first.epoch is not None
+        reads_before = await _evalsha_calls(pub)
+        far_ahead = enc.envelope("forged", offset=1_000_000, epoch=first.epoch)
+        other_epoch = enc.envelope("forged", offset=6, epoch=first.epoch + 1)
+        no_offsets = batch([enc.envelope(i % 10) for i in range(16_000)])
+        for frame in (far_ahead, other_epoch, no_offsets):
+            await pub.execute("PUBLISH", topic, frame)
+        await asyncio.sleep(1.0)  # no traffic: a loop would read the history all along
+        reads = await _evalsha_calls(pub) - reads_before
+        track = sub._recovery.tracks[topic] if sub._recovery else None
+        assert track is not None
+        assert (track.held, track.recovering) == ([], False)
+        for i in range(50):
+            await pub.publish(topic, 5 + i, confirm=True)
+        await settle(got, lambda: _true(offsets_of(got, topic)[-1:] == [55]))
+        await sub.close()
+        await reader
+    assert reads <= 4, reads
+    assert offsets_of(got, topic) == list(range(1, 56))
+    assert [m.data for m in got if isinstance(m, herald.Message)] == list(range(55))
+    assert (sub.stats.rejected, sub.stats.history_lost) == (16_002, 0)

@@ -97,6 +97,8 @@ def _describe(policy: herald.TopicPolicy | None) -> str:
     parts.append(f"dedup={_duration(policy.dedup_window)}" if policy.dedup_window else "no dedup")
     if policy.trim_unacked:
         parts.append("trim_unacked")
+    if policy.fsync:
+        parts.append("fsync")
     return ", ".join(parts)
 
 
@@ -180,6 +182,9 @@ def topics() -> None:
     help="Recoverable: keep the last N messages for subscribers that reconnect.",
 )
 @click.option("--history-ttl", type=Duration(), default=None, help="Drop history idle this long.")
+@click.option(
+    "--fsync", is_flag=True, help="Durable: acknowledge a publish only once on disk (WAITAOF)."
+)
 @click.option("--update", is_flag=True, help="Change the settings of a declared topic.")
 @URL
 def declare(
@@ -193,6 +198,7 @@ def declare(
     unsharded: bool,
     history: int,
     history_ttl: float | None,
+    fsync: bool,
     update: bool,
     url: str | None,
 ) -> None:
@@ -210,6 +216,7 @@ def declare(
             history=history,
             history_ttl=history_ttl,
             update=update,
+            fsync=fsync,
         )
     click.echo(f"{topic}: {_describe(policy)}")
     if durable and not topic.endswith(".dead"):

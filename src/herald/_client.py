@@ -31,9 +31,11 @@ from ._errors import (
     ConnectionFailed,
     HeraldError,
     MessageTooLarge,
+    NotPersisted,
     NotReplicated,
     PermissionDenied,
     ReservedName,
+    ServerError,
     Timeout,
 )
 from ._history import (
@@ -110,6 +112,8 @@ class TopicPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
             so that subscribers recover what they missed (see ``docs/recoverable.md``).
         history_ttl: recoverable topics: drop the history after this many seconds without a
             publish (the offsets and epoch are kept).
+        fsync: durable topics: every confirmed publish returns only once the message is
+            fsynced to the server's AOF, as ``publish(..., fsync=True)`` does.
     """
 
     bare: bool = False
@@ -121,6 +125,7 @@ class TopicPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
     trim_unacked: bool = False
     history: int = 0
     history_ttl: float | None = None
+    fsync: bool = False
 
 
 _policy_decode = msgspec.json.Decoder(TopicPolicy).decode
@@ -134,6 +139,7 @@ def _durable_topic(topic: str, policy: TopicPolicy) -> DurableTopic:
         max_age=policy.max_age,
         dedup_window=policy.dedup_window,
         trim_unacked=policy.trim_unacked,
+        fsync=policy.fsync,
         policy_json=msgspec.json.encode(policy),
         dead_json=b"" if topic.endswith(DEAD_SUFFIX) else _DEAD_POLICY,
     )
@@ -250,6 +256,7 @@ class AsyncClient:
         # Routes of topics only Herald writes (reply inboxes, dead-letter topics): kept out of
         # _prefixes, so that publish's fast path never finds them and the slow path refuses them.
         self._internal: dict[str, _Route] = {}
+        self._fsync_waits: dict[tuple[int, int], asyncio.Future[Any]] = {}  # see _wait_fsync
         self._history_totals = Counters()
         self._durable: Scripts | None = None
         self._consumers: set[Consumer] = set()
@@ -493,6 +500,7 @@ class AsyncClient:
         key: str | None = None,
         replicas: int = 0,
         envelope: bool | None = None,
+        fsync: bool = False,
     ) -> PubAck: ...
 
     @overload
@@ -507,6 +515,7 @@ class AsyncClient:
         key: str | None = None,
         replicas: int = 0,
         envelope: bool | None = None,
+        fsync: bool = False,
     ) -> PubAck | None: ...
 
     async def publish(
@@ -520,6 +529,7 @@ class AsyncClient:
         key: str | None = None,
         replicas: int = 0,
         envelope: bool | None = None,
+        fsync: bool = False,
     ) -> PubAck | None:
         """Publish one message.
 
@@ -543,6 +553,12 @@ class AsyncClient:
         an acknowledged message (see ``docs/scaling.md``); other topics ignore it.
         ``envelope=False`` sends this message's payload alone, for plain Redis subscribers
         (see the client's ``envelope``); ``True`` wraps it even on a bare topic.
+        ``fsync=True`` (durable topics, confirmed publishes): return only once the server has
+        the message fsynced to its AOF (``WAITAOF``; with ``replicas=N``, on N replicas' AOF
+        too), so that a crash of the server process or machine cannot lose an acknowledged
+        message. With ``appendfsync everysec`` that waits for the next fsync (up to about a
+        second; concurrent publishes share it); with ``appendfsync always`` it costs a round
+        trip. Needs AOF on the server (``ConfigurationError`` otherwise); other topics ignore it.
 
         Raises:
             InvalidTopic, MessageTooLarge, TypeError: before anything is sent (TypeError: a
@@ -552,6 +568,8 @@ class AsyncClient:
                 (a reply inbox ``_herald.inbox.*``, a durable topic's ``<topic>.dead``).
             NotReplicated: with ``replicas``, fewer replicas acknowledged in time; the message
                 is stored on the primary.
+            NotPersisted: with ``fsync``, not confirmed on disk within ``publish_timeout``;
+                the message is stored (in memory).
             Timeout: the send buffer stayed full (or, with ``confirm=True``, the connection
                 stayed down) for ``publish_timeout``; the message was not queued.
             ConnectionLost: with ``confirm=True``, the connection died before the reply.
@@ -584,13 +602,17 @@ class AsyncClient:
         if history is not None:
             return await self._publish_history(history, [frame], confirm)
         if durable is not None:
-            if replicas and confirm is False:
-                raise ConfigurationError("replicas= needs a confirmed publish (confirm=True)")
+            if (replicas or fsync) and confirm is False:
+                raise ConfigurationError(
+                    "replicas= and fsync= need a confirmed publish (confirm=True)"
+                )
             if key is not None:
                 ack = await self._publish_keyed(frame, durable, key, msg_id, confirm)
             else:
                 ack = await self._publish_durable(frame, durable, msg_id, confirm)
-            if replicas and ack is not None:
+            if (fsync or durable.fsync) and ack is not None:
+                await self._wait_fsync(link, durable, replicas, ack)
+            elif replicas and ack is not None:
                 await self._wait_replicas(link, durable, replicas, ack)
             return ack
         if confirm:
@@ -691,10 +713,20 @@ class AsyncClient:
         if history is not None:
             return self._publish_history(history, [frame], confirm)
         if durable is not None:
+            if durable.fsync and confirm is not False:
+                return self._publish_fsynced(link, frame, durable, confirm)
             return self._publish_durable(frame, durable, None, confirm)
         link.publish_threadsafe(pfx, frame, self.batch and not bare, self.publish_timeout)
         self.published += 1
         return None
+
+    async def _publish_fsynced(
+        self, link: Link, frame: bytes, durable: DurableTopic, confirm: bool | None
+    ) -> PubAck | None:
+        ack = await self._publish_durable(frame, durable, None, confirm)
+        if ack is not None:
+            await self._wait_fsync(link, durable, 0, ack)
+        return ack
 
     async def _publish_durable(
         self, frame: bytes, durable: DurableTopic, msg_id: str | None, confirm: bool | None
@@ -739,6 +771,41 @@ class AsyncClient:
                 return
             if deadline is not None and loop.time() >= deadline:
                 raise NotReplicated(acked, replicas, ack)
+
+    async def _wait_fsync(
+        self, link: Link, durable: DurableTopic, replicas: int, ack: PubAck
+    ) -> None:
+        """``WAITAOF 1 <replicas>`` on the connection that stored the message: it returns once
+        everything that connection wrote is fsynced to the AOF (and on ``replicas`` replicas').
+
+        One WAITAOF covers every write sent before it on its connection, so publishes share
+        the one in flight: a publish whose reply came while it was pending was sent before
+        it (replies come in order). Like WAIT it blocks the connection, so it is sent in
+        slices shorter than half the probe timeout."""
+        node = link.link_for_key(durable.stream_raw) if hasattr(link, "link_for_key") else link
+        loop = asyncio.get_running_loop()
+        deadline = None if self.publish_timeout is None else loop.time() + self.publish_timeout
+        probe = node.probe_timeout if node.probe_interval > 0 else None
+        key = (id(node), replicas)
+        while True:
+            pending = self._fsync_waits.get(key)
+            if pending is None or pending.done():
+                left = None if deadline is None else max(0.001, deadline - loop.time())
+                step = min(x for x in (left, probe / 2 if probe else None, 3600.0) if x is not None)
+                pending = node.execute("WAITAOF", 1, replicas, max(1, int(step * 1000)))
+                self._fsync_waits[key] = pending
+            try:
+                local, fsynced = (int(x) for x in await asyncio.shield(pending))
+            except ServerError as exc:
+                if "appendonly" in str(exc).lower():
+                    raise ConfigurationError(
+                        "fsync=True needs AOF on the server (appendonly yes)"
+                    ) from exc
+                raise
+            if local >= 1 and fsynced >= replicas:
+                return
+            if deadline is not None and loop.time() >= deadline:
+                raise NotPersisted(local, fsynced, replicas, ack)
 
     async def _publish_history(
         self, history: HistoryTopic, frames: list[bytes], confirm: bool | None
@@ -976,6 +1043,7 @@ class AsyncClient:
         history: int = 0,
         history_ttl: float | None = None,
         update: bool = False,
+        fsync: bool = False,
     ) -> TopicPolicy:
         """Store a topic's policy in Redis; every client applies it within ``policy_refresh``.
 
@@ -997,6 +1065,8 @@ class AsyncClient:
         validate_topic(topic)
         check_user_name(topic)  # a policy on an inbox (bare, durable) would break its replies
         check_policy(durable, max_len, max_age, dedup_window, trim_unacked)
+        if fsync and not durable:
+            raise ConfigurationError("fsync applies to durable topics")
         check_history(history, history_ttl, durable=durable, bare=bare)
         policy = TopicPolicy(
             bare=bare,
@@ -1008,6 +1078,7 @@ class AsyncClient:
             trim_unacked=trim_unacked,
             history=history,
             history_ttl=None if history_ttl is None else float(history_ttl),
+            fsync=fsync,
         )
         dead = dead_topic(topic) if durable and not topic.endswith(DEAD_SUFFIX) else ""
         if dead:

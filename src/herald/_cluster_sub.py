@@ -28,11 +28,11 @@ from ._backoff import Backoff
 from ._cluster import PATTERN_LEASE, PATTERN_REFRESH, PATTERNS_KEY, ClusterLink, _consume
 from ._errors import HeraldError, PermissionDenied, ServerError, Timeout
 from ._link import Link
-from ._message import is_request
+from ._message import Message, is_request
 from ._resp import command
 from ._slots import Node, key_slot, parse_redirect
 from ._subscriber import Subscriber
-from ._subscription import Gap, Subscription
+from ._subscription import Gap, Subscription, receiving_until
 from ._topics import is_pattern
 from ._url import Endpoint
 from ._wire import decode
@@ -61,7 +61,10 @@ class _Shard:
         self.node = node
         self.channels: dict[bytes, _Channel] = {}
         self.down_since: float | None = None
+        self.down_detected = 0.0
         self.down_reason = ""
+        self.subscribed_at = 0.0  # when the last confirmed SSUBSCRIBE was sent
+        self.last: Message | None = None  # the last message that arrived
         self.link = Link(
             owner.router.endpoint_of(node),
             on_push=self._on_push,
@@ -76,6 +79,7 @@ class _Shard:
             if entry is None:
                 return
             messages = decode(entry.name, reply[2])
+            self.last = messages[-1]
             first = messages[0]
             replier = self.owner.replier
             if (h := first._headers) and is_request(h) and len(messages) == 1 and replier:
@@ -90,14 +94,21 @@ class _Shard:
 
     def _down(self, exc: Exception | None) -> None:
         if self.down_since is None:
-            self.down_since = time.time()
+            now = time.time()
+            self.down_since = receiving_until(
+                self.subscribed_at, self.link.probe_answered, self.last, now
+            )
+            self.down_detected = now
             self.down_reason = f"connection lost: {exc}" if exc else "connection closed by server"
         self.owner.router.refresh_soon()
 
     async def _resubscribe(self) -> None:
         entries = list(self.channels.values())
+        sent = time.time()
         futs = [self.link.execute("SSUBSCRIBE", e.raw) for e in entries]
         results = await asyncio.gather(*futs, return_exceptions=True)
+        if self.link.connected:
+            self.subscribed_at = max(self.subscribed_at, sent)
         since, reason = self.down_since, self.down_reason
         self.down_since = None
         for entry, result in zip(entries, results, strict=True):
@@ -113,7 +124,10 @@ class _Shard:
     def subscribe(self, entry: _Channel) -> asyncio.Future[Any] | None:
         entry.shard = self
         self.channels[entry.raw] = entry
-        return self.link.execute("SSUBSCRIBE", entry.raw) if self.link.connected else None
+        if not self.link.connected:
+            return None
+        self.subscribed_at = max(self.subscribed_at, time.time())
+        return self.link.execute("SSUBSCRIBE", entry.raw)
 
     def unsubscribe(self, entry: _Channel) -> None:
         if self.channels.pop(entry.raw, None) is None:

@@ -237,6 +237,7 @@ class Consumer:
         self._read_cap = max(batch, min(4 * batch, max_ack_pending // 2))
         self._read_full = False  # the last read got all it asked for: there is a backlog
         self._buffer: deque[DurableMessage] = deque()
+        self._lease_head: DurableMessage | None = None  # the buffer's head at the last lease
         self._outstanding: dict[bytes, DurableMessage] = {}  # by entry id; not yet settled
         self._last: DurableMessage | None = None  # the iterator's current message (auto_ack)
         self._waiter: asyncio.Future[None] | None = None
@@ -288,6 +289,7 @@ class Consumer:
             room=lambda: self.max_ack_pending - len(self._outstanding),
             deliver=self._deliver,
             policy=lambda: self._host._durable_spec(self.topic) or member.spec,
+            buffered=self._waiting,
         )
         self._tasks = [loop.create_task(self._fetch()), loop.create_task(self._redelivery.run())]
         if self.handler is not None:
@@ -319,6 +321,18 @@ class Consumer:
     def error(self) -> HeraldError | None:
         """The error that stopped this consumer (e.g. :class:`PositionTrimmed`), if any."""
         return self._error
+
+    def _waiting(self) -> list[bytes]:
+        """The entries still in the buffer, for the maintenance pass to keep from going idle;
+        none unless the application took a message since the last pass (a stuck handler must
+        not hold the rest back from the other consumers: after ack_wait they reclaim it)."""
+        held = list(self._buffer)  # one C call: a thread (Client) may be taking from it
+        head = held[0] if held else None
+        moved = head is not self._lease_head
+        self._lease_head = head
+        if not moved or head is None:
+            return []
+        return [m._entry for m in held]
 
     @property
     def pending(self) -> int:

@@ -19,6 +19,8 @@
      ├── ResponderFailed                        the responder's handler raised (.topic, .error)
      ├── NotReplicated                          fewer replicas than asked acknowledged a write
      │                                          (.acked, .required, .ack)
+     ├── NotPersisted                           a write not fsynced (locally, on N replicas) in
+     │                                          time (.local, .replicas, .required, .ack)
      ├── PositionTrimmed                        a group's unread entries were trimmed away
      │                                          (.topic, .group, .position, .first_available, .lost)
      └── ClientClosed                           the client or subscription was closed
@@ -174,6 +176,29 @@ class PositionTrimmed(HeraldError):
 
 class ClientClosed(HeraldError):
     """The client or subscription is closed."""
+
+
+class NotPersisted(HeraldError):
+    """A durable publish with ``fsync=True`` was stored, but the server did not confirm it
+    on disk (``WAITAOF``) within the timeout: a crash now could lose it. Retry with the same
+    ``msg_id`` (stored once) or check later.
+
+    Attributes:
+        local: 1 if the server's own AOF has it fsynced, else 0.
+        replicas: replicas that have it fsynced.
+        required: replicas asked for (``replicas=``).
+        ack: the server's :class:`PubAck` (the message *is* stored, in memory).
+    """
+
+    def __init__(self, local: int, replicas: int, required: int, ack: PubAck) -> None:
+        super().__init__(
+            f"stored, but fsynced locally: {'yes' if local else 'no'}, on {replicas} of "
+            f"{required} required replicas"
+        )
+        self.local = local
+        self.replicas = replicas
+        self.required = required
+        self.ack = ack
 
 
 class NotReplicated(HeraldError):

@@ -24,6 +24,7 @@ from ._wire import HEAD_SIZE
 # Where the 16 bytes of offset and epoch sit in an envelope encoded with offset=0, epoch=0.
 OFFSET_POS = HEAD_SIZE
 MAX_READ = 1000  # entries per history read
+HOLD = 10 * MAX_READ  # live messages held per topic while it is recovered
 
 
 def history_key(topic: str) -> str:
@@ -125,6 +126,7 @@ class Counters:
     recovered: int = 0  # messages delivered from history after a break
     duplicates: int = 0  # received twice, delivered once
     history_lost: int = 0  # HistoryLost reports
+    rejected: int = 0  # not from the publish script (no offset, or one the history denies)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,7 +148,7 @@ def parse_page(reply: Any) -> Page:
 class Track:
     """What one subscription knows of one recoverable topic."""
 
-    __slots__ = ("epoch", "held", "offset", "pattern", "recovering", "resync")
+    __slots__ = ("epoch", "held", "lost", "offset", "pattern", "recovering", "resync")
 
     def __init__(self, epoch: int | None, offset: int, pattern: str | None = None) -> None:
         self.epoch = epoch
@@ -155,27 +157,38 @@ class Track:
         self.recovering = False  # live messages are held until a history read catches up
         self.resync = False  # a history read is due (again)
         self.held: list[Message] = []  # live messages received while recovering
+        # A loss found and not yet reported: (the last offset delivered, why). It is reported
+        # with the first message delivered after it, whose offset is its first_available.
+        self.lost: tuple[int, str] | None = None
 
 
 def accept(
     tracks: dict[str, Track], messages: list[Message], out: list[Message], stale: list[str]
-) -> int:
+) -> tuple[int, int]:
     """Sort live messages of recoverable topics: the next in sequence go to ``out``; a topic
     whose sequence broke (a jump, a new epoch) is appended to ``stale`` to be recovered, its
-    messages held meanwhile. Returns the number of duplicates dropped."""
-    duplicates = 0
+    messages held meanwhile (at most ``HOLD`` per topic: the rest is read from the history).
+    Returns (duplicates dropped, messages rejected): a message without an offset on a topic
+    tracked as recoverable did not come from its publish script and is not part of it."""
+    duplicates = rejected = 0
     for m in messages:
         offset = m.offset
-        if not isinstance(offset, int):  # a live or foreign message among recoverable ones
-            out.append(m)
-            continue
         t = tracks.get(m.topic)
+        if not isinstance(offset, int):
+            if t is None:  # a live or foreign message among recoverable ones
+                out.append(m)
+            else:
+                rejected += 1
+            continue
         if t is None:
             # First sight of a topic (a pattern's, declared after the subscription started).
             tracks[m.topic] = Track(m.epoch, offset, m.pattern)
             out.append(m)
         elif t.recovering:
-            t.held.append(m)
+            if len(t.held) < HOLD:
+                t.held.append(m)
+            else:
+                t.resync = True  # dropped here, read from the history after the held ones
         elif m.epoch == t.epoch and offset <= t.offset:
             duplicates += 1
         elif offset == t.offset + 1 and (m.epoch == t.epoch or t.epoch is None):
@@ -185,7 +198,29 @@ def accept(
             t.recovering = True
             t.held.append(m)
             stale.append(m.topic)
-    return duplicates
+    return duplicates, rejected
+
+
+def screen(t: Track, page: Page, n: int) -> int:
+    """Drop the first ``n`` held messages (those received before ``page`` was read) that the
+    page contradicts: another epoch, or an offset the topic has not reached. The publish script
+    stores a message before publishing it, so a read that ran after it arrived holds it; one
+    that does not was not published by the script (a raw ``PUBLISH``, a forged frame) or
+    belongs to a history since lost. Returns how many were dropped."""
+    if not n:
+        return 0
+    keep = [
+        m
+        for m in t.held[:n]
+        if page.epoch is not None
+        and m.epoch == page.epoch
+        and isinstance(m.offset, int)
+        and m.offset <= page.top
+    ]
+    rejected = n - len(keep)
+    if rejected:
+        t.held[:n] = keep
+    return rejected
 
 
 def apply_page(
@@ -193,39 +228,64 @@ def apply_page(
 ) -> tuple[HistoryLost | None, bool]:
     """Bring ``t`` forward with one history read. Delivers (into ``out``, at most ``room``) the
     stored messages after its offset; returns the loss to report (if any) and whether more
-    may follow (a page of ``MAX_READ`` frames, or one cut short by ``room``)."""
-    lost = None
+    may follow (a page of ``MAX_READ`` frames, or one cut short by ``room``).
+
+    A loss is reported once, with the page that shows it: ``last_offset`` is the last offset
+    delivered before it, ``first_available`` the first delivered after it (the first message
+    of this page past the hole), and delivery goes on from that page. Reading again instead
+    would find the front of a history that is trimmed as fast as it is read moved on, and
+    report a new loss every time."""
     if page.epoch is None:
         # No history: never published, or reset (restart without persistence, flush).
-        if t.epoch is not None and t.offset > 0:
-            lost = HistoryLost(topic, t.offset, None, None, "the topic's history was reset")
-        t.epoch, t.offset = None, 0
+        lost = None
+        last, reason = t.lost or (t.offset, "the topic's history was reset")
+        if (t.epoch is not None and t.offset > 0) or t.lost is not None:
+            lost = HistoryLost(topic, last, None, None, reason)
+        t.epoch, t.offset, t.lost = None, 0, None
         return lost, False
     if t.epoch is not None and page.epoch != t.epoch:
-        lost = HistoryLost(
-            topic, t.offset, page.first, page.epoch, "the topic's history was reset (new epoch)"
-        )
-        t.epoch, t.offset = page.epoch, page.first - 1
-        return lost, True  # read again from the new epoch's first offset
+        # This page was read at the old epoch's offset: read the new epoch from its start.
+        if t.lost is None:
+            t.lost = (t.offset, "the topic's history was reset (new epoch)")
+        t.epoch, t.offset = page.epoch, 0
+        return None, True
     t.epoch = page.epoch
     if page.top < t.offset:
         # The offset is ahead of the topic (a since= beyond the end): wait from the top.
         t.offset = page.top
         return None, False
-    if page.first > t.offset + 1 and page.top > t.offset:
-        lost = HistoryLost(
-            topic, t.offset, page.first, page.epoch, "history no longer reaches back that far"
-        )
-        t.offset = page.first - 1
-        return lost, True
+    lost = None
+    start = len(out)
     for frame in page.envelopes:
         for m in decode(topic, frame):
-            if isinstance(m.offset, int) and m.offset == t.offset + 1:
-                if len(out) >= room:
-                    return None, True  # the rest on the next read, from t.offset
-                t.offset = m.offset
-                out.append(m)
-    return None, len(page.envelopes) >= MAX_READ
+            offset = m.offset
+            if not isinstance(offset, int) or offset <= t.offset:
+                continue
+            if len(out) >= room:
+                return lost, True  # the rest on the next read, from t.offset
+            if offset > t.offset + 1 or t.lost is not None:
+                if lost is not None or len(out) > start:
+                    # The report goes before this page's messages: a second hole (a damaged
+                    # history) is the next read's, which starts at it.
+                    return lost, True
+                last, reason = t.lost or (t.offset, "history no longer reaches back that far")
+                lost = HistoryLost(topic, last, offset, page.epoch, reason)
+                t.lost = None
+            t.offset = offset
+            out.append(m)
+    if lost is None and page.top > t.offset and page.first > t.offset + 1:
+        # Nothing left after the hole (the stream expired): the next offset comes live.
+        if not page.envelopes:
+            last, reason = t.lost or (t.offset, "history no longer reaches back that far")
+            lost = HistoryLost(topic, last, page.top + 1, page.epoch, reason)
+            t.lost = None
+            t.offset = page.top
+    elif lost is None and t.lost is not None and not page.envelopes and page.top == t.offset:
+        # A new epoch with nothing stored after the reset: what comes next is top + 1.
+        last, reason = t.lost
+        lost = HistoryLost(topic, last, page.top + 1, page.epoch, reason)
+        t.lost = None
+    return lost, len(page.envelopes) >= MAX_READ
 
 
 def release(t: Track, out: list[Message]) -> int:

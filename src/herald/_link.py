@@ -120,6 +120,9 @@ class Link:
         self.server: dict[str, Any] = {}
         self.reconnects = 0
         self.disconnected_since: float | None = None
+        # When the last probe that was answered was sent (time.time()): everything the server
+        # sent on the connection before it read that PING has arrived.
+        self.probe_answered = 0.0
 
     # -- state -------------------------------------------------------------------------------
 
@@ -369,9 +372,11 @@ class Link:
             proto = self._proto
             if proto is None or proto.lost:
                 continue
+            sent = time.time()
             try:
                 async with asyncio.timeout(self.probe_timeout):
                     await self.execute("PING")
+                self.probe_answered = sent
             except TimeoutError:
                 if proto is self._proto and proto.transport is not None:
                     log.warning(

@@ -24,6 +24,7 @@ from ._history import (
     accept,
     apply_page,
     release,
+    screen,
 )
 from ._message import Message
 from ._topics import is_pattern
@@ -54,7 +55,8 @@ class Recovery:
         """The messages of a frame that continue their topic's sequence (in order)."""
         out: list[Message] = []
         stale: list[str] = []
-        self._count(duplicates=accept(self.tracks, messages, out, stale))
+        duplicates, rejected = accept(self.tracks, messages, out, stale)
+        self._count(duplicates=duplicates, rejected=rejected)
         for topic in stale:
             self._recover(topic)
         return out
@@ -154,7 +156,9 @@ class Recovery:
                 continue
             t.resync = False
             room = max(1, room)
+            received = len(t.held)  # held before the read is sent: the read must hold them
             page = await self.read(topic, t.offset, min(MAX_READ, room))
+            self._count(rejected=screen(t, page, received))
             out: list[Message] = []
             lost, more = apply_page(topic, t, page, self._decoder(t), out, room)
             if lost is not None:
@@ -178,8 +182,25 @@ class Recovery:
                 return False
         return True
 
-    def _count(self, recovered: int = 0, duplicates: int = 0, lost: int = 0) -> None:
+    def _count(
+        self, recovered: int = 0, duplicates: int = 0, lost: int = 0, rejected: int = 0
+    ) -> None:
         stats, totals = self.sub.stats, self.totals
+        if rejected:
+            stats.rejected += rejected
+            totals.rejected += rejected
+            if (
+                stats.rejected == rejected
+                or stats.rejected // 1000 != (stats.rejected - rejected) // 1000
+            ):
+                log.warning(
+                    "subscription %s: dropped %d message(s) not published by the recoverable "
+                    "topic's script (no offset, or an offset or epoch its history denies); "
+                    "%d so far",
+                    ",".join(self.sub.names),
+                    rejected,
+                    stats.rejected,
+                )
         stats.recovered += recovered
         totals.recovered += recovered
         stats.duplicates += duplicates

@@ -6,6 +6,10 @@ Runs as the consumer's maintenance task, every :func:`~herald._streams.claim_int
   has passed), dead-lettering those past ``max_deliver``, and deliver the rest here;
 - keep entries nak'd with a delay longer than ``ack_wait`` (the server cannot set an idle time
   in the future, so they are refreshed until ``ack_wait`` before they are due);
+- keep the entries still waiting in the consumer's buffer from going idle while it works
+  through the ones before them: an entry's idle time runs from its read or claim, so a big
+  claimed backlog would otherwise become claimable by the others while still buffered here,
+  and be handled twice (``buffered``: the entries to refresh, none when it made no progress);
 - now and then, delete idle consumers holding nothing, and apply the topic's retention.
 """
 
@@ -48,6 +52,7 @@ class Redelivery:
         room: Callable[[], int],
         deliver: Callable[[list[Entry]], None],
         policy: Callable[[], DurableTopic],
+        buffered: Callable[[], list[bytes]] | None = None,
     ) -> None:
         self.member = member
         self.stats = stats
@@ -57,6 +62,7 @@ class Redelivery:
         self._room = room
         self._deliver = deliver
         self._policy = policy
+        self._buffered = buffered
         self._ack_wait_ms = max(1, int(ack_wait * 1000))
         self._cursor = "0-0"  # XAUTOCLAIM's, kept between passes
         self._delayed: dict[bytes, float] = {}  # naks past ack_wait: entry id -> monotonic due
@@ -84,6 +90,8 @@ class Redelivery:
             try:
                 await self.claim()
                 await self._keep_delayed()
+                if self._buffered is not None and (waiting := self._buffered()):
+                    await self.member.lease(waiting, 0)
                 now = time.monotonic()
                 if now >= next_reap:
                     next_reap = now + reap_every

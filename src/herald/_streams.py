@@ -115,6 +115,7 @@ class DurableTopic:
         "dead_json",
         "dead_stream",
         "dedup_ms",
+        "fsync",
         "max_age_ms",
         "max_len",
         "policy_json",
@@ -136,8 +137,10 @@ class DurableTopic:
         trim_unacked: bool,
         policy_json: bytes,
         dead_json: bytes,
+        fsync: bool = False,
     ) -> None:
         self.topic = topic
+        self.fsync = fsync  # confirmed publishes wait for the AOF fsync (WAITAOF)
         self.stream = stream_key(topic)
         self.stream_raw = self.stream.encode()
         self.dead_channel = dead_topic(topic)

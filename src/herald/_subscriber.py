@@ -9,8 +9,8 @@ from typing import Any
 
 from ._errors import HeraldError, PermissionDenied, Timeout
 from ._link import Link
-from ._message import Replier, is_request
-from ._subscription import Gap, Subscription
+from ._message import Message, Replier, is_request
+from ._subscription import Gap, Subscription, receiving_until
 from ._topics import INBOX_PREFIX_RAW, is_pattern
 from ._url import Endpoint
 from ._wire import decode
@@ -51,8 +51,13 @@ class Subscriber:
         self._patterns: dict[bytes, _Entry] = {}
         self._subs: set[Subscription] = set()
         self._down_since: float | None = None
+        self._down_detected = 0.0
         self._down_reason = ""
         self.gaps = 0
+        # What proves the connection was receiving, for a Gap's ``since``: when the last
+        # confirmed (re)subscribe was sent, and the last message that arrived.
+        self._subscribed_at = 0.0
+        self._last: Message | None = None
 
     def _table(self, name: str) -> tuple[dict[bytes, _Entry], str]:
         if is_pattern(name):
@@ -61,6 +66,7 @@ class Subscriber:
 
     async def add(self, sub: Subscription) -> None:
         await self.link.ensure_connected()
+        sent = time.time()
         self._subs.add(sub)
         waits: list[asyncio.Future[Any]] = []
         for name in sub.names:
@@ -79,6 +85,8 @@ class Subscriber:
             async with asyncio.timeout(self.subscribe_timeout):
                 for w in waits:
                     await asyncio.shield(w)
+            if waits and self._down_since is None:
+                self._subscribed_at = max(self._subscribed_at, sent)
         except TimeoutError:
             self._unregister(sub)
             raise Timeout(
@@ -152,6 +160,7 @@ class Subscriber:
         first = messages[0]
         if (h := first._headers) and is_request(h) and len(messages) == 1 and self.replier:
             first._replier = self.replier
+        self._last = messages[-1]
         for sub in entry.subs:
             sub._deliver(messages)
 
@@ -161,11 +170,16 @@ class Subscriber:
         for sub in self._subs:
             sub._stale()
         if self._down_since is None:
-            self._down_since = time.time()
+            now = time.time()
+            self._down_since = receiving_until(
+                self._subscribed_at, self.link.probe_answered, self._last, now
+            )
+            self._down_detected = now
             self._down_reason = f"connection lost: {exc}" if exc else "connection closed by server"
 
     async def _resubscribe(self) -> None:
         link = self.link
+        sent = time.time()
         futs = []
         for table in (self._channels, self._patterns):
             cmd = "PSUBSCRIBE" if table is self._patterns else "SUBSCRIBE"
@@ -188,6 +202,7 @@ class Subscriber:
             isinstance(r, BaseException) and not isinstance(r, PermissionDenied) for r in results
         ):
             return  # the next reconnect tries again; the gap stays open
+        self._subscribed_at = max(self._subscribed_at, sent)
         for sub in list(self._subs):
             sub._resumed()  # recoverable topics catch up
         if self._down_since is None:
@@ -197,7 +212,7 @@ class Subscriber:
         self.gaps += 1
         now = time.time()
         for sub in list(self._subs):
-            sub._gap(Gap(sub.names, gap_since, now, reason))
+            sub._gap(Gap(sub.names, gap_since, now, reason, self._down_detected))
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:

@@ -50,17 +50,37 @@ class Registry(Protocol):
 class Gap:
     """A window in which live messages may have been missed (the connection was down).
 
+    Every message the subscription missed was published between ``since`` and ``until``.
+
     Attributes:
         names: the subscription's topics and patterns.
-        since: when the connection was lost (seconds since the epoch).
-        until: when the subscription was restored.
+        since: the last moment the connection was known to be receiving (seconds since the
+            epoch): the publish time of the last message that arrived (by its publisher's
+            clock), when the last answered probe was sent, or when the subscribe was
+            confirmed, whichever is latest. A half-open link is found out only later.
+        until: when the subscription was restored (the subscribe confirmed again).
         reason: what happened.
+        detected: when the loss of the connection was noticed (``None``: not known).
     """
 
     names: tuple[str, ...]
     since: float
     until: float
     reason: str
+    detected: float | None = None
+
+
+def receiving_until(subscribed: float, probed: float, last: Message | None, now: float) -> float:
+    """A Gap's ``since``: the last moment a connection is known to have been receiving. The
+    publish time of the last message that arrived (its publisher's clock, never later than
+    ``now``), when the last answered probe was sent (``probed``), or when the last confirmed
+    subscribe was sent (``subscribed``), whichever is latest: the server sends in order, so
+    anything published before it has arrived, and a message missed was published after it."""
+    known = max(subscribed, probed)
+    stamp = last.timestamp if last is not None else None
+    if stamp is not None:
+        known = max(known, min(stamp, now))
+    return known or now
 
 
 @dataclass
@@ -76,6 +96,7 @@ class SubscriptionStats:
     recovered: int = 0  # recoverable topics: messages delivered from history after a break
     duplicates: int = 0  # recoverable topics: messages received twice, delivered once
     history_lost: int = 0  # recoverable topics: HistoryLost reports
+    rejected: int = 0  # recoverable topics: messages not from the topic's publish script
 
 
 class _Pending:
@@ -219,7 +240,11 @@ class Subscription:
     def _deliver(self, messages: list[Message]) -> None:
         if self._closed:
             return
-        if messages[0].offset.__class__ is int:  # a recoverable topic's: keep its sequence
+        first = messages[0]
+        if first.offset.__class__ is int or (
+            # A frame without offsets on a recoverable topic: not from its script (rejected).
+            (rec := self._recovery) is not None and first.topic in rec.tracks
+        ):
             messages = self._recovering().accept(messages)
         self._add(messages)
 
@@ -371,7 +396,8 @@ class Subscription:
         if self.on_gap is None:
             recovering = self._recovery is not None and self._recovery.tracks
             log.warning(
-                "subscription %s: connection was down %.3fs (%s); %s",
+                "subscription %s: connection lost; messages published in a window of %.3fs "
+                "may be missed (%s); %s",
                 ",".join(gap.names),
                 gap.until - gap.since,
                 gap.reason,

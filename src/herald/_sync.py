@@ -126,6 +126,7 @@ class Client:
         key: str | None = None,
         replicas: int = 0,
         envelope: bool | None = None,
+        fsync: bool = False,
     ) -> PubAck: ...
 
     @overload
@@ -140,6 +141,7 @@ class Client:
         key: str | None = None,
         replicas: int = 0,
         envelope: bool | None = None,
+        fsync: bool = False,
     ) -> PubAck | None: ...
 
     def publish(
@@ -153,10 +155,11 @@ class Client:
         key: str | None = None,
         replicas: int = 0,
         envelope: bool | None = None,
+        fsync: bool = False,
     ) -> PubAck | None:
         """Publish one message; see :meth:`AsyncClient.publish`."""
         portal = self._live()
-        if confirm or msg_id is not None or key is not None or replicas:
+        if confirm or msg_id is not None or key is not None or replicas or fsync:
             return portal.call(
                 self._async.publish(
                     topic,
@@ -167,6 +170,7 @@ class Client:
                     key=key,
                     replicas=replicas,
                     envelope=envelope,
+                    fsync=fsync,
                 )
             )
         self._async._check_publish(topic, headers)
@@ -275,6 +279,7 @@ class Client:
         history: int = 0,
         history_ttl: float | None = None,
         update: bool = False,
+        fsync: bool = False,
     ) -> TopicPolicy:
         """See :meth:`AsyncClient.declare`."""
         return self._live().call(
@@ -290,6 +295,7 @@ class Client:
                 history=history,
                 history_ttl=history_ttl,
                 update=update,
+                fsync=fsync,
             )
         )
 

@@ -193,6 +193,15 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
     help="Allow a non-loopback --host without auth: anyone who can reach it may publish, "
     "read and replay everything.",
 )
+@click.option(
+    "--fsync",
+    type=click.Choice(["everysec", "always"]),
+    default="everysec",
+    show_default=True,
+    help="AOF fsync policy of the embedded Valkey: everysec can lose about the last two "
+    "seconds of acknowledged writes in a crash (publish(fsync=True) excepted); always "
+    "writes every one to disk before its reply, more slowly.",
+)
 def serve(
     data_dir: Path | None,
     host: str,
@@ -212,6 +221,7 @@ def serve(
     metrics_token_file: Path | None,
     max_connections: int,
     insecure: bool,
+    fsync: str,
 ) -> None:
     """Run Herald: the embedded Valkey (AOF persistence) and the gateway with its dashboard
     on http://127.0.0.1:8080, until Ctrl-C.
@@ -278,6 +288,7 @@ def serve(
         owned=True,
         password=new_password(),
         unix_socket=data_dir / "valkey.sock" if unix_socket else None,
+        fsync=fsync,
     )
     try:
         server.start()
@@ -288,8 +299,9 @@ def serve(
     console.print(f"[bold green]Herald[/] Valkey running at [bold]{server.display_url}[/]")
     if server.unix_socket is not None:
         console.print(f"unix socket: {server.unix_socket} (mode 0700)")
+    every = "every write" if fsync == "always" else "every second"
     console.print(
-        f"data directory: {data_dir} (mode 0700; AOF, fsync every second); "
+        f"data directory: {data_dir} (mode 0700; AOF, fsync {every}); "
         f"password in {data_dir / 'herald.json'} (mode 0600)"
     )
 
@@ -467,12 +479,19 @@ def sub(
 
     def on_gap(gap: herald.Gap) -> None:
         if as_json:
-            record = {"gap": {"since": gap.since, "until": gap.until, "reason": gap.reason}}
+            record = {
+                "gap": {
+                    "since": gap.since,
+                    "until": gap.until,
+                    "detected": gap.detected,
+                    "reason": gap.reason,
+                }
+            }
             print(json.dumps(record), file=sys.stderr)
         else:
             errors.print(
-                f"[yellow]connection lost for {gap.until - gap.since:.2f}s: "
-                f"messages may have been missed ({gap.reason})[/]"
+                f"[yellow]connection lost: messages published in a window of "
+                f"{gap.until - gap.since:.2f}s may have been missed ({gap.reason})[/]"
             )
 
     def on_history_lost(lost: herald.HistoryLost) -> None:

@@ -66,6 +66,10 @@ def herald_concurrent_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
     return asyncio.run(_herald_pub(params, barrier, "concurrent"))
 
 
+def herald_fsync_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
+    return asyncio.run(_herald_pub(params, barrier, "concurrent", fsync=True))
+
+
 def herald_ff_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
     return asyncio.run(_herald_pub(params, barrier, "ff"))
 
@@ -74,7 +78,9 @@ def herald_many_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
     return asyncio.run(_herald_pub(params, barrier, "many"))
 
 
-async def _herald_pub(params: dict[str, Any], barrier: Barrier, mode: str) -> Sample:
+async def _herald_pub(
+    params: dict[str, Any], barrier: Barrier, mode: str, fsync: bool = False
+) -> Sample:
     import herald
 
     topic = params["topic"]
@@ -99,7 +105,7 @@ async def _herald_pub(params: dict[str, Any], barrier: Barrier, mode: str) -> Sa
                 n = 0
                 while perf_counter() < end:
                     for _ in range(16):
-                        await publish(topic, data)
+                        await publish(topic, data, fsync=fsync)
                     n += 16
                 return n
 
@@ -340,6 +346,7 @@ async def _faststream_consumer(params: dict[str, Any], barrier: Barrier) -> Samp
 WORKERS: dict[str, Worker] = {
     "herald-confirmed": herald_confirmed_pub,
     "herald-concurrent": herald_concurrent_pub,
+    "herald-fsync": herald_fsync_pub,
     "herald-ff": herald_ff_pub,
     "herald-many": herald_many_pub,
     "redispy-xadd": redispy_xadd_pub,

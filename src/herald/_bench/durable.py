@@ -54,6 +54,8 @@ class Row:
     prefill_rate: int = 0
     # the rows its rate is compared with (by name)
     versus: tuple[str, ...] = ()
+    # CONFIG SET for the row (the server is reset after it): AOF and its fsync policy
+    server_config: tuple[tuple[str, str], ...] = ()
 
 
 ROWS = (
@@ -72,6 +74,33 @@ ROWS = (
         "herald",
         "Herald: 64 tasks, each awaiting publish() (confirmed) in a loop",
         versus=("redis-xadd", "redis-xadd-pipe"),
+    ),
+    Row(
+        "herald-publish-64-aof",
+        "publish",
+        "herald-concurrent",
+        "herald",
+        "Herald: 64 tasks, confirmed publish(), AOF appendfsync everysec",
+        versus=("herald-publish-confirmed-64",),
+        server_config=(("appendonly", "yes"), ("appendfsync", "everysec")),
+    ),
+    Row(
+        "herald-publish-64-fsync",
+        "publish",
+        "herald-fsync",
+        "herald",
+        "Herald: 64 tasks, publish(fsync=True) (on disk when acknowledged), AOF everysec",
+        versus=("herald-publish-64-aof",),
+        server_config=(("appendonly", "yes"), ("appendfsync", "everysec")),
+    ),
+    Row(
+        "herald-publish-64-always",
+        "publish",
+        "herald-concurrent",
+        "herald",
+        "Herald: 64 tasks, confirmed publish(), AOF appendfsync always",
+        versus=("herald-publish-64-aof",),
+        server_config=(("appendonly", "yes"), ("appendfsync", "always")),
     ),
     Row(
         "herald-publish-ff",
@@ -280,6 +309,7 @@ def _one(
             "duration": duration,
             "payload_size": payload_size,
         }
+        _configure(admin, row.server_config)
         if row.client == "herald":
             _declare(url, topic)
         prefilled = 0
@@ -300,11 +330,26 @@ def _one(
             admin.call("DEL", key)
             if row.client == "herald":
                 _delete(url, topic)
+            if row.server_config:
+                _configure(admin, (("appendonly", "no"), ("appendfsync", "everysec")))
         other = load.get("other_cores")
         if max_other_load is None or other is None or other <= max_other_load or repeats == 2:
             break
         repeats += 1
     return {"workers": results, "after": after, "machine": {**load, "repeats": repeats}}
+
+
+def _configure(admin: _Admin, config: tuple[tuple[str, str], ...]) -> None:
+    """Apply a row's CONFIG SET; turning AOF on waits for its first rewrite to finish."""
+    for k, v in config:
+        admin.call("CONFIG", "SET", k, v)
+    if any(k == "appendonly" for k, _ in config):
+        for _ in range(600):
+            info = admin.call("INFO", "persistence")
+            text = info.decode() if isinstance(info, bytes) else str(info)
+            if "aof_rewrite_in_progress:0" in text and "aof_rewrite_scheduled:0" in text:
+                return
+            time.sleep(0.05)
 
 
 def _declare(url: str, topic: str) -> None:

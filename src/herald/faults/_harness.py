@@ -98,6 +98,7 @@ class Publisher:
     rate: float | None = None  # messages per second, None: as fast as the window allows
     extra: Callable[[int], dict[str, Any]] | None = None
     replicas: int = 0  # publish(replicas=N): wait until N replicas have it
+    fsync: bool = False  # publish(fsync=True): acknowledged once on disk (WAITAOF)
     sent: int = 0
     errors: dict[str, int] = field(default_factory=dict)
 
@@ -127,6 +128,8 @@ class Publisher:
             try:
                 async with asyncio.timeout(self.op_timeout):
                     options: dict[str, Any] = {"replicas": self.replicas} if self.replicas else {}
+                    if self.fsync:
+                        options["fsync"] = True
                     await self.hub.publish(
                         self.topic,
                         data,
@@ -134,7 +137,7 @@ class Publisher:
                         confirm=True,
                         **options,
                     )
-            except herald.NotReplicated as exc:  # stored on the primary only: in doubt
+            except (herald.NotReplicated, herald.NotPersisted) as exc:  # stored: in doubt
                 self._count(exc)
                 self.checker.in_doubt(op)
                 outcome = "unknown"
@@ -205,9 +208,21 @@ async def recording(
     sub = await hub.subscribe(topic, max_pending=100_000, **options)
 
     async def consume() -> None:
-        async for msg in sub:
+        # A HistoryLost is raised by the iterator at its place in the sequence (when the
+        # subscription has no on_history_lost): logged there, and the reading goes on.
+        while True:
+            try:
+                msg = await sub.__anext__()
+            except herald.HistoryLost as lost:
+                checker.history_lost(reader, lost.last_offset, lost.first_available, str(lost))
+                continue
+            except StopAsyncIteration:
+                return
             d = msg.data
-            checker.deliver(d["p"], d["s"], reader=reader)
+            if isinstance(d, dict) and "p" in d and "s" in d:
+                checker.deliver(d["p"], d["s"], reader=reader, offset=msg.offset)
+            else:  # not from a scenario's publisher: unexpected
+                checker.deliver("foreign", -1, reader=reader, offset=msg.offset)
 
     task = asyncio.get_running_loop().create_task(consume())
     try:

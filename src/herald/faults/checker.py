@@ -16,8 +16,15 @@ two histories:
   ``duplicates_after_dedup``: side effects applied more than once (see :meth:`Checker.effect`);
 - **reordered**: first deliveries, per reader, consumer and publisher, that came after a higher
   sequence number of the same publisher;
-- **gaps**: runs of consecutive messages a reader missed (``happened``) and how many of them a
-  gap report (``Gap``, ``HistoryLost``, ``PositionTrimmed``) covered (``detected``);
+- **gaps**: runs of consecutive messages a reader missed (``happened``) and how many of them
+  were reported exactly (``detected``): by a ``Gap`` whose window holds the publish of every
+  message of the run; by exactly one ``HistoryLost``, in sequence, whose ``last_offset`` and
+  ``first_available`` are the offsets delivered just before and just after it; or (reports
+  with neither, e.g. ``PositionTrimmed``) by a report between the deliveries around the run.
+  Also counted: ``silent_skips`` (a recoverable reader's offsets jump with no report),
+  ``repeated`` (a hole reported more than once, or the same window twice), ``bad_bounds``
+  (a ``HistoryLost`` whose offsets are not those delivered around it, or that bounds no
+  loss), ``uncovered`` (missed messages published outside every ``Gap`` window);
 - **time to recover**, **throughput** and **latency** (p50, p99), overall and during faults.
 
 A *reader* is one logical stream of deliveries that should see every message: one live
@@ -69,6 +76,7 @@ class Delivery:
     consumer: str
     at: float
     redelivered: bool
+    offset: int | None = None  # a recoverable topic's offset
 
 
 @dataclass(slots=True)
@@ -79,6 +87,9 @@ class Fault:
     publishers: tuple[str, ...] | None = None  # whose publishes it hits (None: everyone's)
 
 
+ReportKind = Literal["window", "history", "other"]
+
+
 @dataclass(slots=True)
 class GapReport:
     reader: str
@@ -86,6 +97,11 @@ class GapReport:
     until: float
     reason: str
     at: float  # when the reader was told
+    kind: ReportKind = "other"  # a Gap's window, a HistoryLost's offsets, or neither
+    position: int = 0  # deliveries the reader had logged when told (HistoryLost: in sequence)
+    last_offset: int | None = None
+    first_available: int | None = None
+    detected: float | None = None  # when the loss was noticed (a Gap's ``detected``)
 
 
 @dataclass
@@ -103,7 +119,9 @@ class Checker:
     effects: dict[str, int] = field(default_factory=lambda: defaultdict(int))
     readers: dict[str, str | None] = field(default_factory=dict)  # reader -> its topic
     started: float = field(default_factory=time.time)
-    gap_slack: float = 1.0  # seconds around a gap report's window still counted as covered
+    gap_slack: float = 1.0  # seconds around a report without bounds still counted as near
+    window_slack: float = 0.05  # seconds around a Gap window (publish latency, clock steps)
+    _delivered: dict[str, int] = field(default_factory=lambda: defaultdict(int))
 
     # -- the publishers' side --------------------------------------------------------------
 
@@ -149,10 +167,14 @@ class Checker:
         consumer: str | None = None,
         redelivered: bool = False,
         at: float | None = None,
+        offset: int | None = None,
     ) -> None:
         self.readers.setdefault(reader, None)
+        self._delivered[reader] += 1
         self.deliveries.append(
-            Delivery(publisher, seq, reader, consumer or reader, at or time.time(), redelivered)
+            Delivery(
+                publisher, seq, reader, consumer or reader, at or time.time(), redelivered, offset
+            )
         )
 
     def effect(self, key: str) -> None:
@@ -166,11 +188,50 @@ class Checker:
         until: float | None = None,
         reason: str = "",
         at: float | None = None,
+        detected: float | None = None,
     ) -> None:
         """A reader was told (now, or ``at``) that it may have missed messages: a ``Gap``
-        (connection down in ``[since, until]``), ``HistoryLost``, ``PositionTrimmed``."""
+        (messages published in ``[since, until]`` may be missed), or, with neither, a report
+        without bounds (``PositionTrimmed``): judged by when it came."""
         now = at or time.time()
-        self.gap_reports.append(GapReport(reader, since or now, until or now, reason, now))
+        kind: ReportKind = "window" if since is not None and until is not None else "other"
+        self.gap_reports.append(
+            GapReport(
+                reader,
+                now if since is None else since,
+                now if until is None else until,
+                reason,
+                now,
+                kind,
+                self._delivered[reader],
+                detected=detected,
+            )
+        )
+
+    def history_lost(
+        self,
+        reader: str,
+        last_offset: int,
+        first_available: int | None,
+        reason: str = "",
+        at: float | None = None,
+    ) -> None:
+        """A recoverable reader got a ``HistoryLost`` in its sequence, after the deliveries
+        logged so far: its bounds are checked against the offsets delivered around it."""
+        now = at or time.time()
+        self.gap_reports.append(
+            GapReport(
+                reader,
+                now,
+                now,
+                reason,
+                now,
+                "history",
+                self._delivered[reader],
+                last_offset,
+                first_available,
+            )
+        )
 
     # -- faults ----------------------------------------------------------------------------
 
@@ -217,6 +278,7 @@ class Checker:
         lost = {"prefix": 0, "middle": 0, "postfix": 0}
         unexpected = recovered_total = duplicates = redeliveries = reordered = 0
         gaps_happened = gaps_detected = 0
+        strict = {"silent_skips": 0, "repeated": 0, "bad_bounds": 0, "uncovered": 0}
         unknown_missing = 0
         per_reader: dict[str, dict[str, Any]] = {}
         for reader in sorted(self.readers):
@@ -242,15 +304,21 @@ class Checker:
                 lost[where] += n
             reordered += _reordered(ds)
             reports = [g for g in self.gap_reports if g.reader == reader]
-            happened, detected = _gaps(reader_ops, ds, reports, self.gap_slack)
+            found = _gaps(reader_ops, ds, reports, self.gap_slack, self.window_slack)
+            if any(g.kind == "history" for g in reports) or any(d.offset is not None for d in ds):
+                found.update(_history_sequence(ds, [g for g in reports if g.kind == "history"]))
+            happened, detected = found.pop("happened"), found.pop("detected")
             gaps_happened += happened
             gaps_detected += detected
+            for k in strict:
+                strict[k] += found.get(k, 0)
             per_reader[reader] = {
                 "topic": self.readers[reader],
                 "delivered": len(seen),
                 "lost": sum(split.values()),
                 "gaps_happened": happened,
                 "gaps_detected": detected,
+                **found,
             }
         n_readers = max(1, len(self.readers))
         latencies = sorted(
@@ -284,6 +352,8 @@ class Checker:
                 "detected": gaps_detected,
                 "detected_pct": _pct(gaps_detected, gaps_happened),
                 "reports": len(self.gap_reports),
+                **strict,
+                "exact": gaps_detected == gaps_happened and not any(strict.values()),
             },
             "latency_ms": {
                 "p50": _ms(_quantile(latencies, 0.50)),
@@ -375,15 +445,21 @@ def _reordered(ds: list[Delivery]) -> int:
 
 
 def _gaps(
-    ops: dict[tuple[str, int], Op], ds: list[Delivery], reports: list[GapReport], slack: float
-) -> tuple[int, int]:
-    """(runs of missed messages, runs a gap report covers), for one reader.
+    ops: dict[tuple[str, int], Op],
+    ds: list[Delivery],
+    reports: list[GapReport],
+    slack: float,
+    window_slack: float,
+) -> dict[str, int]:
+    """Runs of missed messages and how many were reported, for one reader.
 
     A run is a stretch of one publisher's sequence the reader never got, holding at least one
     acknowledged message (certain failures are not missed; unknown outcomes may have been
-    published). It is covered when the reader was told of a gap between the delivery just
-    before the run and the one just after it (``slack`` seconds either side: a reader may
-    still be working through its buffer when the report comes).
+    published). It is detected when every acknowledged message of it was published (between
+    its invocation and its acknowledgement) inside a ``Gap`` window, ``window_slack`` either
+    side; or, for reports with no window (``PositionTrimmed``), when one came between the
+    delivery just before the run and the one just after it (``slack`` either side). A
+    ``HistoryLost`` reader is judged by offsets instead (:func:`_history_sequence`).
     """
     first: dict[tuple[str, int], float] = {}
     for d in ds:
@@ -392,8 +468,17 @@ def _gaps(
     for op in ops.values():
         if op.outcome in ("ok", "unknown"):
             by_pub[op.publisher].append(op)
-    told = sorted(g.at for g in reports)
-    happened = detected = 0
+    windows = [
+        (g.since - window_slack, g.until + window_slack) for g in reports if g.kind == "window"
+    ]
+    told = sorted(g.at for g in reports if g.kind == "other")
+    repeated = len(windows) - len(set(windows))
+
+    def inside(op: Op) -> bool:
+        lo, hi = op.invoked, op.completed or op.invoked
+        return any(since <= hi and lo <= until for since, until in windows)
+
+    happened = detected = uncovered = 0
     for pub_ops in by_pub.values():
         pub_ops.sort(key=lambda op: op.seq)
         before = -math.inf
@@ -404,15 +489,68 @@ def _gaps(
             if entry is not None and at is None:
                 run.append(entry)
                 continue
-            if run and any(o.outcome == "ok" for o in run):
+            acked = [o for o in run if o.outcome == "ok"]
+            if acked:
                 happened += 1
                 after = math.inf if at is None else at
-                if any(before - slack <= t <= after + slack for t in told):
+                outside = sum(1 for o in acked if not inside(o))
+                if windows:
+                    uncovered += outside
+                if (windows and not outside) or any(
+                    before - slack <= t <= after + slack for t in told
+                ):
                     detected += 1
             run = []
             if at is not None:
                 before = at
-    return happened, detected
+    return {
+        "happened": happened,
+        "detected": detected,
+        "repeated": repeated,
+        "uncovered": uncovered,
+    }
+
+
+def _history_sequence(ds: list[Delivery], reports: list[GapReport]) -> dict[str, int]:
+    """A recoverable reader's offsets, in delivery order, against its ``HistoryLost`` reports
+    placed between them: every hole must be reported exactly once, at the hole, with
+    ``last_offset`` the offset delivered just before and ``first_available`` the one just
+    after; offsets must otherwise go up by one (a jump with no report is a silent skip)."""
+    by_position: dict[int, list[GapReport]] = defaultdict(list)
+    for g in reports:
+        by_position[g.position].append(g)
+    offsets = [d.offset for d in ds]
+    happened = detected = silent = repeated = bad = 0
+    prev: int | None = None
+    for i in range(len(offsets) + 1):
+        nxt = offsets[i] if i < len(offsets) else None
+        told = by_position.get(i, [])
+        if told:
+            happened += 1
+            repeated += len(told) - 1
+            g = told[0]
+            assert g.last_offset is not None
+            exact = (
+                (prev is None or g.last_offset == prev)
+                and (nxt is None or g.first_available == nxt)
+                and (g.first_available is None or g.first_available > g.last_offset + 1)
+            )
+            if exact and len(told) == 1:
+                detected += 1
+            elif not exact:
+                bad += 1
+        elif prev is not None and nxt is not None and nxt > prev + 1:
+            happened += 1
+            silent += 1
+        if nxt is not None:
+            prev = nxt
+    return {
+        "happened": happened,
+        "detected": detected,
+        "silent_skips": silent,
+        "repeated": repeated,
+        "bad_bounds": bad,
+    }
 
 
 def _quantile(sorted_values: list[float], q: float) -> float | None:

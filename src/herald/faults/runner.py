@@ -78,6 +78,12 @@ SCENARIOS: tuple[Scenario, ...] = (
         scenarios_trust.forged_replies,
         "forged reply-to: publishes outside the inbox namespace 0, secrets leaked 0",
     ),
+    Scenario(
+        17,
+        "recoverable-forged",
+        scenarios_recoverable.recoverable_forged,
+        "frames not from the publish script: rejected; reads and memory bounded",
+    ),
 )
 
 

@@ -67,7 +67,7 @@ async def reading(
     """A subscription whose deliveries and gap reports go to ``checker``."""
 
     def on_gap(gap: Gap) -> None:
-        checker.gap(reader, gap.since, gap.until, gap.reason)
+        checker.gap(reader, gap.since, gap.until, gap.reason, detected=gap.detected)
 
     async with recording(hub, topic, checker, reader, on_gap=on_gap) as sub:
         yield sub
@@ -173,7 +173,8 @@ async def half_open(scale: Scale) -> dict[str, Any]:
                         proxy.thaw()
                     await wait_for(lambda: bool(checker.gap_reports), 10)
                     if checker.gap_reports:
-                        detected["pubsub"] = round(checker.gap_reports[0].since - fault.start, 3)
+                        noticed = checker.gap_reports[0].detected or checker.gap_reports[0].at
+                        detected["pubsub"] = round(noticed - fault.start, 3)
                     await asyncio.sleep(2.0)
                     feed.stop.set()
                     stop.set()

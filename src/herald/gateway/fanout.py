@@ -21,7 +21,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
-from herald import AsyncClient, Gap, HeraldError, Message, Subscription
+from herald import AsyncClient, Gap, HeraldError, HistoryLost, Message, Subscription
 
 from .frames import event_frame, json_array, message_bytes, message_dict, ws_text_frame
 
@@ -266,9 +266,17 @@ class _Shared:
                     first = await sub.__anext__()
                 except StopAsyncIteration:
                     return
+                except HistoryLost as exc:  # a recoverable topic's break: told, and on
+                    self.lost(exc)
+                    continue
                 batch = [first]
+                lost: HistoryLost | None = None
                 while sub.pending and len(batch) < _BATCH:
-                    batch.append(await sub.__anext__())
+                    try:
+                        batch.append(await sub.__anext__())
+                    except HistoryLost as exc:  # after this batch, in sequence
+                        lost = exc
+                        break
                 if (ts := first.timestamp) is not None:
                     lag = self.stats.fanout_lag = time.time() - ts
                     if lag > self.stats.fanout_lag_max:
@@ -278,6 +286,8 @@ class _Shared:
                 started = time.perf_counter()
                 for sink in tuple(self.sinks):
                     sink.push_batch(shared)
+                if lost is not None:
+                    self.lost(lost)
                 spent = time.perf_counter() - started
                 if spent > _REST_AFTER:
                     # A long round (many clients, or a busy machine): rest as long, so that
@@ -287,6 +297,12 @@ class _Shared:
             log.error("gateway subscription %s ended: %s", name, exc)
             for sink in tuple(self.sinks):
                 sink.close(1011, f"subscription {name} ended: {exc}"[:120])
+
+    def lost(self, exc: HistoryLost) -> None:
+        self.stats.history_lost += 1
+        batch = Batch.one(event_frame("history_lost", **history_lost_fields(exc, self.name)))
+        for sink in tuple(self.sinks):
+            sink.push_batch(batch)
 
     def gap(self, gap: Gap) -> None:
         self.stats.gaps += 1
