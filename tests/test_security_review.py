@@ -5,12 +5,16 @@ on a real server.
 
 from __future__ import annotations
 
+import asyncio
+import json
 import time
 from typing import Any
 
 import httpx
 import jwt
+from websockets.asyncio.client import connect
 
+import herald
 from herald.gateway import AuthConfig, GatewayConfig
 from herald.gateway.serve import BackgroundGateway
 
@@ -45,3 +49,39 @@ def test_x_forwarded_for_does_not_buy_an_anonymous_client_more_publishes(
         ]
     assert codes[:2] == [200, 200]
     assert codes[2:] == [429] * 4, codes
+
+
+# -- M5 / max_subscriptions: one resume per name ---------------------------------------------------
+
+
+async def _subscriptions(hub: herald.AsyncClient, channel: str) -> int:
+    reply = await hub.execute("PUBSUB", "NUMSUB", channel)
+    return int(reply[1])
+
+
+async def test_a_name_repeated_in_one_resume_leaks_no_subscription(url: str, topic: str) -> None:
+    """``{"op": "subscribe", "topics": [t, t, ...], "since": 0}`` made one subscription of its
+    own per repetition and kept only the last: the others were never closed (not by
+    ``unsubscribe``, not when the connection closed), past ``max_subscriptions``."""
+    rec = f"rec.{topic}"
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(rec, history=10)
+        await hub.publish(rec, 1, confirm=True)
+        before = await _subscriptions(hub, rec)
+        with BackgroundGateway(url, GatewayConfig()) as gw:
+            async with connect(gw.ws_url) as ws:
+                await ws.send(
+                    json.dumps({"op": "subscribe", "topics": [rec] * 20, "since": 0, "id": 1})
+                )
+                frames: list[dict[str, Any]] = []
+                while not any(f.get("type") == "subscribed" for f in frames):
+                    raw = json.loads(await asyncio.wait_for(ws.recv(), 5))
+                    frames += raw if isinstance(raw, list) else [raw]
+                # One subscription of its own, whatever the repetitions.
+                assert len(gw.app.state.gateway.fanout._own) == 1
+            for _ in range(100):  # the gateway closes them after the connection, not with it
+                if await _subscriptions(hub, rec) == before:
+                    break
+                await asyncio.sleep(0.05)
+            assert await _subscriptions(hub, rec) == before
+            assert not gw.app.state.gateway.fanout._own

@@ -182,7 +182,9 @@ class Connection:
             names = [names]
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise _Refused("bad_request", "'topic' (a string) or 'topics' (strings) is required")
-        return names
+        # Each name once: a name repeated in one resume made a subscription per repetition, of
+        # which only the last was kept (and ever closed).
+        return list(dict.fromkeys(names))
 
     async def subscribe(self, request: dict[str, Any], ref: Any) -> None:
         names = self._names(request)
