@@ -6,17 +6,20 @@ on a real server.
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import time
+from pathlib import Path
 from typing import Any
 
 import httpx
 import jwt
+import pytest
 from websockets.asyncio.client import connect
 
 import herald
 from herald.gateway import AuthConfig, GatewayConfig
-from herald.gateway.serve import BackgroundGateway
+from herald.gateway.serve import BackgroundGateway, gateway_config
 
 KEY = "k" * 64
 AUTH = AuthConfig(key=KEY, audience="herald", issuer="tests", leeway=0)
@@ -85,3 +88,35 @@ async def test_a_name_repeated_in_one_resume_leaks_no_subscription(url: str, top
                 await asyncio.sleep(0.05)
             assert await _subscriptions(hub, rec) == before
             assert not gw.app.state.gateway.fanout._own
+
+
+# -- L8: short HMAC keys -----------------------------------------------------------------------
+
+
+def _oct_jwks(secret: bytes) -> dict[str, Any]:
+    k = base64.urlsafe_b64encode(secret).rstrip(b"=").decode()
+    return {"keys": [{"kty": "oct", "k": k, "alg": "HS256", "kid": "a"}]}
+
+
+def test_a_jwks_with_a_short_hmac_key_is_refused() -> None:
+    """A short HMAC key was refused as ``--auth-key-file`` but accepted in a JWKS (``kty``
+    ``oct``): a 5-byte key signed admin tokens."""
+    with pytest.raises(ValueError, match="at least 32 bytes"):
+        AuthConfig(
+            key=jwt.PyJWKSet.from_dict(_oct_jwks(b"short")),
+            audience="herald",
+            issuer="tests",
+        )
+    AuthConfig(key=jwt.PyJWKSet.from_dict(_oct_jwks(b"s" * 32)), audience="herald", issuer="t")
+
+
+def test_a_jwks_holding_hmac_secrets_must_be_private(tmp_path: Path) -> None:
+    """A JWKS of public keys may be readable by all; one with HMAC secrets (``oct``) may not,
+    as the key file may not: whoever reads it signs tokens."""
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(_oct_jwks(b"s" * 32)))
+    path.chmod(0o644)
+    with pytest.raises(ValueError, match="readable by other users"):
+        gateway_config(host="127.0.0.1", auth_jwks_file=path, auth_issuer="tests")
+    path.chmod(0o600)
+    assert gateway_config(host="127.0.0.1", auth_jwks_file=path, auth_issuer="tests").auth

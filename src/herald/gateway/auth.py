@@ -89,14 +89,23 @@ class AuthConfig:
         hmac = [a for a in self.algorithms if a.upper().startswith("HS")]
         if hmac and isinstance(self.key, str | bytes):
             key = self.key.encode() if isinstance(self.key, str) else self.key
-            need = max(_HMAC_KEY_BYTES.get(a.upper(), 64) for a in hmac)
-            if len(key) < need:
-                raise ValueError(
-                    f"the HMAC key must be at least {need} bytes for {', '.join(hmac)} "
-                    f"(it has {len(key)}): a short key can be guessed offline from one token"
-                )
+            _check_hmac_key(key, hmac)
             if key.lstrip().startswith(b"-----BEGIN"):
                 raise ValueError("a PEM key cannot be an HMAC secret: pin RS256, ES256, ...")
+        if isinstance(self.key, jwt.PyJWKSet):
+            # A JWKS may hold HMAC secrets too (kty "oct"): the same minimum applies to them.
+            for jwk in self.key.keys:
+                if jwk.key_type == "oct" and isinstance(jwk.key, bytes):
+                    _check_hmac_key(jwk.key, [jwk.algorithm_name, *hmac])
+
+
+def _check_hmac_key(key: bytes, algorithms: Sequence[str]) -> None:
+    need = max(_HMAC_KEY_BYTES.get(a.upper(), 64) for a in algorithms)
+    if len(key) < need:
+        raise ValueError(
+            f"the HMAC key must be at least {need} bytes for {', '.join(algorithms)} "
+            f"(it has {len(key)}): a short key can be guessed offline from one token"
+        )
 
 
 @dataclass(frozen=True)

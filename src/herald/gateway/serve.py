@@ -118,6 +118,9 @@ def gateway_config(
                 key = jwt.PyJWKSet.from_dict(json.loads(raw))
             except (ValueError, jwt.PyJWTError) as exc:
                 raise ValueError(f"cannot read the JWKS {auth_jwks_file}: {exc}") from None
+            if any(k.key_type == "oct" for k in key.keys):
+                # HMAC secrets: whoever reads them signs tokens, as with --auth-key-file.
+                _read_secret(auth_jwks_file, "JWKS file with HMAC keys", private=True)
         else:
             assert auth_key_file is not None
             hmac = any(a.upper().startswith("HS") for a in algorithms)
