@@ -120,3 +120,46 @@ def test_a_jwks_holding_hmac_secrets_must_be_private(tmp_path: Path) -> None:
         gateway_config(host="127.0.0.1", auth_jwks_file=path, auth_issuer="tests")
     path.chmod(0o600)
     assert gateway_config(host="127.0.0.1", auth_jwks_file=path, auth_issuer="tests").auth
+
+
+# -- M6 / H1: dead letters are the admin's ----------------------------------------------------
+
+
+async def test_history_grant_does_not_read_dead_letters_and_their_exception_text(
+    url: str, topic: str
+) -> None:
+    """``GET /topics/{topic}/dead`` needs ``admin``; ``GET /topics/{topic}.dead/messages`` with
+    a ``history`` grant on ``{topic}.*`` read the same entries, with the ``herald-reason`` that
+    holds the consumer's exception text (here, a password), its group and consumer names."""
+    secret = "postgres://admin:hunter2@db"
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, durable=True)
+
+        def fail(msg: herald.Message) -> None:
+            raise RuntimeError(f"cannot reach {secret}")
+
+        consumer = await hub.consume(topic, "billing", handler=fail, max_deliver=1)
+        await hub.publish(topic, {"order": 1})
+        for _ in range(200):
+            if await hub.dead_letters(topic):
+                break
+            await asyncio.sleep(0.05)
+        await consumer.close()
+        assert secret in (await hub.dead_letters(topic))[0].reason
+    with BackgroundGateway(url, GatewayConfig(auth=AUTH)) as gw:
+        reader = bearer(history=[f"{topic}*"], subscribe=[f"{topic}*"])
+        async with httpx.AsyncClient(base_url=gw.url) as api:
+            r = await api.get(f"/topics/{topic}/dead", headers=reader)
+            assert r.status_code == 403
+            r = await api.get(f"/topics/{topic}.dead/messages", headers=reader)
+            assert r.status_code == 403, r.text
+            assert secret not in r.text
+            # The topic's own history is still the reader's.
+            r = await api.get(f"/topics/{topic}/messages", headers=reader)
+            assert r.status_code == 200
+            assert r.json()["messages"]
+            # An admin reads them, either way.
+            admin = bearer(history=[f"{topic}*"], admin=True)
+            r = await api.get(f"/topics/{topic}.dead/messages", headers=admin)
+            assert r.status_code == 200
+            assert secret in r.text
