@@ -8,6 +8,7 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
+import os
 import time
 from pathlib import Path
 from typing import Any
@@ -18,10 +19,13 @@ import pytest
 from websockets.asyncio.client import connect
 
 import herald
+from herald import EmbeddedServer
+from herald._server import secure_dir
 from herald.gateway import AuthConfig, GatewayConfig
 from herald.gateway.serve import BackgroundGateway, gateway_config
 
 KEY = "k" * 64
+NOBODY = 65534
 AUTH = AuthConfig(key=KEY, audience="herald", issuer="tests", leeway=0)
 
 
@@ -163,3 +167,36 @@ async def test_history_grant_does_not_read_dead_letters_and_their_exception_text
             r = await api.get(f"/topics/{topic}.dead/messages", headers=admin)
             assert r.status_code == 200
             assert secret in r.text
+
+
+# -- M1 / L3: the data directory's path ------------------------------------------------------
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="needs root to give a link to another user")
+def test_a_data_dir_others_can_swap_is_refused(tmp_path: Path) -> None:
+    """``secure_dir`` checked the directory a path leads to, not the path: a link that another
+    user planted in /tmp (``HERALD_HOME=/tmp/herald``), or a directory in one that others may
+    write to, can be switched to the other user's directory between the check and the server's
+    start, which then reads the other user's ``valkey.conf`` (``loadmodule``: their code, run
+    as this user). Both are refused; a directory of one's own in /tmp is not."""
+    shared = tmp_path / "tmp"
+    shared.mkdir()
+    shared.chmod(0o1777)  # like /tmp
+    mine = tmp_path / "mine"
+    mine.mkdir(mode=0o700)
+    planted = shared / "herald"
+    planted.symlink_to(mine)
+    os.lchown(planted, NOBODY, NOBODY)
+    with pytest.raises(herald.ConfigurationError, match="link"):
+        secure_dir(planted)
+    with pytest.raises(herald.ConfigurationError, match="link"):
+        EmbeddedServer(data_dir=planted).start()
+    open_dir = tmp_path / "open"
+    open_dir.mkdir()
+    open_dir.chmod(0o777)  # no sticky bit: anyone may rename what is in it
+    with pytest.raises(herald.ConfigurationError, match="others may"):
+        secure_dir(open_dir / "herald")
+    secure_dir(shared / "own")  # created here, and only its owner may rename it
+    own_link = shared / "own-link"
+    own_link.symlink_to(mine)
+    secure_dir(own_link)
