@@ -200,3 +200,39 @@ def test_a_data_dir_others_can_swap_is_refused(tmp_path: Path) -> None:
     own_link = shared / "own-link"
     own_link.symlink_to(mine)
     secure_dir(own_link)
+
+
+# -- H1: ways around the inbox namespace that hold (kept as regressions) ------------------------
+
+
+async def test_gateway_clients_reach_no_inbox_by_patterns_or_encodings(
+    url: str, topic: str
+) -> None:
+    """Patterns that cover the inboxes without naming the namespace, escapes, and encoded
+    paths: refused, or subscribed without ever receiving a reply."""
+    covering = ["_herald*", "*inbox*", "[_]herald.*", "\\_herald.inbox.*", "?herald.inbox.*", "*"]
+    with BackgroundGateway(url, GatewayConfig(auth=AUTH)) as gw:
+        auth = bearer(publish=["*"], subscribe=["*"])
+        async with httpx.AsyncClient(base_url=gw.url, headers=auth) as api:
+            for path in ("_herald%2Einbox.x", "_herald%2einbox%2Ex", "_herald.inbox"):
+                r = await api.post(f"/topics/{path}", json=1)
+                assert r.status_code == 403, path
+        async with (
+            connect(gw.ws_url, additional_headers=auth) as ws,
+            herald.AsyncClient(url) as caller,
+            herald.AsyncClient(url) as responder,
+        ):
+            await ws.send(json.dumps({"op": "subscribe", "topics": covering, "id": 1}))
+            assert json.loads(await ws.recv())["type"] == "subscribed"
+            await responder.subscribe(f"rpc.{topic}", handler=lambda m: {"secret": 42})
+            reply = await caller.request(f"rpc.{topic}", {"q": 1}, timeout=5)
+            assert reply.data == {"secret": 42}
+            frames: list[dict[str, Any]] = []
+            try:
+                while True:
+                    raw = json.loads(await asyncio.wait_for(ws.recv(), 0.5))
+                    frames += raw if isinstance(raw, list) else [raw]
+            except TimeoutError:
+                pass
+            topics = {f.get("topic") for f in frames if f.get("type") == "message"}
+            assert topics == {f"rpc.{topic}"}  # the request itself, on its topic; no reply
