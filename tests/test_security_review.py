@@ -9,6 +9,8 @@ import asyncio
 import base64
 import json
 import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 from typing import Any
@@ -26,6 +28,7 @@ from herald.gateway.serve import BackgroundGateway, gateway_config
 
 KEY = "k" * 64
 NOBODY = 65534
+HERALD = [sys.executable, "-m", "herald.cli"]
 AUTH = AuthConfig(key=KEY, audience="herald", issuer="tests", leeway=0)
 
 
@@ -236,3 +239,39 @@ async def test_gateway_clients_reach_no_inbox_by_patterns_or_encodings(
                 pass
             topics = {f.get("topic") for f in frames if f.get("type") == "message"}
             assert topics == {f"rpc.{topic}"}  # the request itself, on its topic; no reply
+
+
+# -- a publisher drives the operator's terminal ----------------------------------------------
+
+
+def test_herald_sub_shows_escape_sequences_and_markup_instead_of_running_them(
+    url: str, topic: str
+) -> None:
+    """``herald sub`` printed payloads as rich markup, control characters included: any
+    publisher (a gateway client with a publish grant) set the terminal's title, cleared it,
+    wrote links (``[link=...]``) or a new line that passed for another message."""
+    payload = "\x1b]0;pwned\x1b\\ [link=https://evil.example]click[/link]\x1b[2J\nfake 1"
+    sub = subprocess.Popen(
+        [*HERALD, "sub", topic, "--count", "1", "--timeout", "15", "--url", url],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+        env={**os.environ, "COLUMNS": "500"},
+    )
+    try:
+        with herald.Client(url) as hub:
+            deadline = time.monotonic() + 10
+            while hub.execute("PUBSUB", "NUMSUB", topic)[1] == 0:
+                assert time.monotonic() < deadline, "herald sub did not subscribe"
+                time.sleep(0.02)
+            hub.publish(topic, payload, headers={"note": "[link=https://evil.example]x[/link]"})
+        out, err = sub.communicate(timeout=15)
+    finally:
+        sub.kill()
+    assert sub.returncode == 0, err
+    assert "\x1b" not in out
+    assert "\\x1b]0;pwned" in out
+    assert "[link=https://evil.example]click[/link]" in out
+    assert "[link=https://evil.example]x[/link]" in out
+    assert "fake 1" in out
+    assert len([line for line in out.splitlines() if topic in line]) == 1
