@@ -170,6 +170,11 @@ async def test_history_grant_does_not_read_dead_letters_and_their_exception_text
             r = await api.get(f"/topics/{topic}.dead/messages", headers=admin)
             assert r.status_code == 200
             assert secret in r.text
+            # The dead letters outlive their topic: still the admin's.
+            async with herald.AsyncClient(url) as hub:
+                await hub.delete_topic(topic)
+            r = await api.get(f"/topics/{topic}.dead/messages", headers=reader)
+            assert r.status_code == 403, r.text
 
 
 # -- M1 / L3: the data directory's path ------------------------------------------------------

@@ -295,9 +295,13 @@ async def messages(request: Request) -> Response:
     after = request.query_params.get("after") or None
     policies = await gw.policies()
     policy = policies.get(topic)
-    if topic.endswith(DEAD_SUFFIX) and durable(policies.get(topic[: -len(DEAD_SUFFIX)])):
+    if topic.endswith(DEAD_SUFFIX) and (
+        durable(policy) or durable(policies.get(topic[: -len(DEAD_SUFFIX)]))
+    ):
         # Dead letters, as GET /topics/{topic}/dead shows them: their metadata (the consumer's
-        # exception text, its group and name) is the admin's, whatever covers the topic.
+        # exception text, its group and name) is the admin's, whatever covers the topic. A
+        # durable <topic>.dead holds nothing else (only Herald writes it), and it outlives its
+        # topic (delete_topic).
         principal.check_admin()
     if recoverable(policy):
         since: Any = parse_offset(after, "after") or 0
