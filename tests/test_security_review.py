@@ -280,3 +280,26 @@ def test_herald_sub_shows_escape_sequences_and_markup_instead_of_running_them(
     assert "[link=https://evil.example]x[/link]" in out
     assert "fake 1" in out
     assert len([line for line in out.splitlines() if topic in line]) == 1
+
+
+# -- M5: publish rates of a token without ``sub`` ------------------------------------------------
+
+
+async def test_a_token_without_sub_does_not_buy_publishes_with_more_connections(url: str) -> None:
+    """Publishes count per token subject across all connections; a token without ``sub`` had
+    no such bucket, only one per WebSocket connection: each new connection was a full burst."""
+    claims = {"aud": "herald", "iss": "tests", "exp": int(time.time() + 300)}
+    claims["herald"] = {"publish": ["rate.*"]}
+    auth = {"authorization": f"Bearer {jwt.encode(claims, KEY, algorithm='HS256')}"}
+    config = GatewayConfig(auth=AUTH, publish_rate=0.01, publish_burst=2)
+    with BackgroundGateway(url, config) as gw:
+        answers = []
+        for i in range(4):
+            async with connect(gw.ws_url, additional_headers=auth) as ws:
+                await ws.send(json.dumps({"op": "publish", "topic": "rate.x", "data": i, "id": i}))
+                answers.append(json.loads(await ws.recv()))
+        async with httpx.AsyncClient(base_url=gw.url, headers=auth) as api:
+            answers.append({"http": (await api.post("/topics/rate.x", json=1)).status_code})
+    assert [a.get("type") for a in answers[:2]] == ["ack", "ack"]
+    assert [a.get("code") for a in answers[2:4]] == ["rate_limited"] * 2, answers
+    assert answers[4] == {"http": 429}

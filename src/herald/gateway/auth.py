@@ -18,6 +18,7 @@ not listed: deny by default.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -124,6 +125,9 @@ class Principal:
     expires: float | None = None
     everything: bool = False
     claims: Mapping[str, Any] = field(default_factory=dict)
+    #: what its publishes are counted under across connections: its subject, or for a token
+    #: without ``sub`` the token itself; ``None`` when anonymous
+    rate_key: str | None = None
 
     @classmethod
     def anonymous(cls) -> Principal:
@@ -229,8 +233,9 @@ def authenticate(token: str | None, config: AuthConfig | None) -> Principal:
     grants = claims.get(config.claim) or {}
     if not isinstance(grants, Mapping):
         raise AuthError(401, f"claim {config.claim!r} must be an object")
+    subject = str(claims["sub"]) if "sub" in claims else None
     return Principal(
-        subject=str(claims["sub"]) if "sub" in claims else None,
+        subject=subject,
         publish=_strings(grants.get("publish"), "publish"),
         subscribe=_strings(grants.get("subscribe"), "subscribe"),
         history=_strings(grants.get("history"), "history"),
@@ -238,6 +243,11 @@ def authenticate(token: str | None, config: AuthConfig | None) -> Principal:
         admin=grants.get("admin") is True,
         expires=float(claims["exp"]),
         claims=claims,
+        rate_key=(
+            f"sub:{subject}"
+            if subject is not None
+            else f"jwt:{hashlib.sha256(token.encode()).hexdigest()[:32]}"
+        ),
     )
 
 

@@ -155,11 +155,7 @@ async def publish(request: Request) -> Response:
     """POST /topics/{topic}: the body is the message (JSON, text or bytes)."""
     topic = request.path_params["topic"]
     gw, principal = _authorized(request, "publish", topic)
-    who = (
-        f"sub:{principal.subject}"
-        if principal.subject is not None
-        else f"addr:{request.client.host if request.client else '?'}"
-    )
+    who = principal.rate_key or f"addr:{request.client.host if request.client else '?'}"
     if not gw.publish_buckets.take(who):
         gw.stats.refused += 1
         return JSONResponse(
