@@ -199,6 +199,8 @@ def test_a_data_dir_others_can_swap_is_refused(tmp_path: Path) -> None:
         secure_dir(planted)
     with pytest.raises(herald.ConfigurationError, match="link"):
         EmbeddedServer(data_dir=planted).start()
+    with pytest.raises(herald.ConfigurationError, match="link"):
+        secure_dir(planted / "herald")  # a link on the way, not only at the end
     open_dir = tmp_path / "open"
     open_dir.mkdir()
     open_dir.chmod(0o777)  # no sticky bit: anyone may rename what is in it

@@ -90,15 +90,17 @@ def _check_path_of(path: Path) -> None:
     """Refuse a data directory path that another user may point elsewhere (see secure_dir)."""
     me = os.geteuid()
     trusted = (me, 0)
-    try:
-        st = os.lstat(path)
-    except FileNotFoundError:
-        pass
-    else:
+    # Every link on the way (HERALD_HOME=/tmp/link/herald as well as /tmp/herald).
+    full = Path(os.path.abspath(path))
+    for step in (*reversed(full.parents), full):
+        try:
+            st = os.lstat(step)
+        except (FileNotFoundError, NotADirectoryError):
+            break
         if stat.S_ISLNK(st.st_mode) and st.st_uid not in trusted:
             raise ConfigurationError(
-                f"data directory {path} is a link of uid {st.st_uid}, who may point it "
-                "elsewhere at any time: refusing to use it"
+                f"data directory {path} is reached through {step}, a link of uid {st.st_uid}, "
+                "who may point it elsewhere at any time: refusing to use it"
             )
     parent = Path(os.path.realpath(path)).parent
     try:
