@@ -34,6 +34,16 @@ _ID = re.compile(r"\d+(-\d+)?")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_SEQ = 2**64 - 1
 _PREVIEW = 60
+#: C0 and C1 control characters and DEL, shown escaped: what a publisher sent must not reach the
+#: terminal as escape sequences (a title, a cleared screen, a link, the clipboard) or as new
+#: lines that pass for other messages.
+_UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def shown(text: str) -> str:
+    """``text`` for a rich ``console.print`` with markup: control characters escaped
+    (``\\x1b``), and rich markup (``[link=...]``) escaped."""
+    return escape(text.translate(_UNPRINTABLE))
 
 
 def _console() -> Console:
@@ -354,12 +364,12 @@ def dead_list(topic: str, limit: int, as_json: bool, url: str | None) -> None:
     console = _console()
     for d in letters:  # a few lines each: readable at any terminal width
         console.print(
-            f"[bold]{d.offset}[/]  {_when(d.time)[:19]}  {escape(d.group)}/{escape(d.consumer)}"
+            f"[bold]{d.offset}[/]  {_when(d.time)[:19]}  {shown(d.group)}/{shown(d.consumer)}"
             f"  deliveries: {d.deliveries}",
             soft_wrap=True,
         )
-        console.print(f"  reason:  {escape(d.reason)}", soft_wrap=True)
-        console.print(f"  payload: {escape(_preview(d.message.data))}", soft_wrap=True)
+        console.print(f"  reason:  {shown(d.reason)}", soft_wrap=True)
+        console.print(f"  payload: {shown(_preview(d.message.data))}", soft_wrap=True)
     click.echo(
         f"{len(letters)} dead letter(s); put them back: "
         f"herald dead replay {topic} --all (or --id OFFSET ...)",
@@ -485,5 +495,5 @@ def _print_stored(console: Console, msg: herald.StoredMessage, as_json: bool) ->
         return
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(msg.stored_at))
     data = msg.data if isinstance(msg.data, str) else json.dumps(_jsonable(msg.data))
-    key = f" [magenta]{escape(msg.key)}[/]" if msg.key else ""
-    console.print(f"[dim]{msg.offset} {stamp}[/]{key} {escape(data)}", markup=True, soft_wrap=True)
+    key = f" [magenta]{shown(msg.key)}[/]" if msg.key else ""
+    console.print(f"[dim]{msg.offset} {stamp}[/]{key} {shown(data)}", markup=True, soft_wrap=True)

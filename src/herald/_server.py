@@ -47,10 +47,17 @@ def secure_dir(path: Path) -> None:
     """Create ``path`` (0700) or check an existing one: it must be the caller's and no one
     else may write to it; group and others lose any access they had, and so do the files in it.
 
+    Its path must stay where it leads: a link to it must be this user's (or root's), and the
+    directory that holds it must be too, with no one else allowed to rename what is in it (not
+    writable by others, or sticky like /tmp). Else another user could switch the directory
+    between this check and the server's start, which would then read their ``valkey.conf``.
+
     Raises:
         ConfigurationError: the directory belongs to another user, or another user may write
-            to it (they could plant files or links that this process would then trust).
+            to it (they could plant files or links that this process would then trust), or
+            may switch it for another (a link of theirs, a parent they may write to).
     """
+    _check_path_of(path)
     path.mkdir(mode=0o700, parents=True, exist_ok=True)
     st = os.stat(path)
     if not stat.S_ISDIR(st.st_mode):
@@ -77,6 +84,35 @@ def secure_dir(path: Path) -> None:
                 mine = sub.st_uid == os.geteuid() and not stat.S_ISLNK(sub.st_mode)
                 if mine and sub.st_mode & 0o077:
                     os.chmod(full, 0o700 if stat.S_ISDIR(sub.st_mode) else 0o600)
+
+
+def _check_path_of(path: Path) -> None:
+    """Refuse a data directory path that another user may point elsewhere (see secure_dir)."""
+    me = os.geteuid()
+    trusted = (me, 0)
+    # Every link on the way (HERALD_HOME=/tmp/link/herald as well as /tmp/herald).
+    full = Path(os.path.abspath(path))
+    for step in (*reversed(full.parents), full):
+        try:
+            st = os.lstat(step)
+        except (FileNotFoundError, NotADirectoryError):
+            break
+        if stat.S_ISLNK(st.st_mode) and st.st_uid not in trusted:
+            raise ConfigurationError(
+                f"data directory {path} is reached through {step}, a link of uid {st.st_uid}, "
+                "who may point it elsewhere at any time: refusing to use it"
+            )
+    parent = Path(os.path.realpath(path)).parent
+    try:
+        pst = os.stat(parent)
+    except FileNotFoundError:
+        return  # created by mkdir(parents=True) with this user's umask
+    # Others (not the group: often the user's own, with umask 002) may write: sticky only.
+    if pst.st_uid not in trusted or (pst.st_mode & 0o002 and not pst.st_mode & stat.S_ISVTX):
+        raise ConfigurationError(
+            f"data directory {path} is in {parent}, where others may rename or replace it "
+            f"(owner uid {pst.st_uid}, mode {stat.S_IMODE(pst.st_mode):o}): refusing to use it"
+        )
 
 
 def write_private(path: Path, text: str) -> None:

@@ -21,7 +21,7 @@ from rich.markup import escape
 
 import herald
 
-from ._cli_durable import dead, history, replay, topics
+from ._cli_durable import dead, history, replay, shown, topics
 from ._cli_faults import faults
 from ._server import (
     EmbeddedServer,
@@ -567,8 +567,11 @@ def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None
     key, value = _jsonable(msg.data)
     data = f"(base64) {value}" if key == "data_b64" else value
     data = data if isinstance(data, str) else json.dumps(data)
-    extra = f" [dim]{msg.headers}[/]" if msg.headers else ""
-    console.print(f"[dim]{stamp}[/] [bold cyan]{msg.topic}[/] {data}{extra}", markup=True)
+    # What a publisher sent is shown, never interpreted: no markup, no escape sequences.
+    extra = f" [dim]{shown(str(msg.headers))}[/]" if msg.headers else ""
+    console.print(
+        f"[dim]{stamp}[/] [bold cyan]{shown(msg.topic)}[/] {shown(data)}{extra}", markup=True
+    )
 
 
 @main.group()

@@ -18,6 +18,7 @@ not listed: deny by default.
 
 from __future__ import annotations
 
+import hashlib
 import time
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass, field
@@ -89,14 +90,23 @@ class AuthConfig:
         hmac = [a for a in self.algorithms if a.upper().startswith("HS")]
         if hmac and isinstance(self.key, str | bytes):
             key = self.key.encode() if isinstance(self.key, str) else self.key
-            need = max(_HMAC_KEY_BYTES.get(a.upper(), 64) for a in hmac)
-            if len(key) < need:
-                raise ValueError(
-                    f"the HMAC key must be at least {need} bytes for {', '.join(hmac)} "
-                    f"(it has {len(key)}): a short key can be guessed offline from one token"
-                )
+            _check_hmac_key(key, hmac)
             if key.lstrip().startswith(b"-----BEGIN"):
                 raise ValueError("a PEM key cannot be an HMAC secret: pin RS256, ES256, ...")
+        if isinstance(self.key, jwt.PyJWKSet):
+            # A JWKS may hold HMAC secrets too (kty "oct"): the same minimum applies to them.
+            for jwk in self.key.keys:
+                if jwk.key_type == "oct" and isinstance(jwk.key, bytes):
+                    _check_hmac_key(jwk.key, [jwk.algorithm_name, *hmac])
+
+
+def _check_hmac_key(key: bytes, algorithms: Sequence[str]) -> None:
+    need = max(_HMAC_KEY_BYTES.get(a.upper(), 64) for a in algorithms)
+    if len(key) < need:
+        raise ValueError(
+            f"the HMAC key must be at least {need} bytes for {', '.join(algorithms)} "
+            f"(it has {len(key)}): a short key can be guessed offline from one token"
+        )
 
 
 @dataclass(frozen=True)
@@ -115,6 +125,9 @@ class Principal:
     expires: float | None = None
     everything: bool = False
     claims: Mapping[str, Any] = field(default_factory=dict)
+    #: what its publishes are counted under across connections: its subject, or for a token
+    #: without ``sub`` the token itself; ``None`` when anonymous
+    rate_key: str | None = None
 
     @classmethod
     def anonymous(cls) -> Principal:
@@ -220,8 +233,9 @@ def authenticate(token: str | None, config: AuthConfig | None) -> Principal:
     grants = claims.get(config.claim) or {}
     if not isinstance(grants, Mapping):
         raise AuthError(401, f"claim {config.claim!r} must be an object")
+    subject = str(claims["sub"]) if "sub" in claims else None
     return Principal(
-        subject=str(claims["sub"]) if "sub" in claims else None,
+        subject=subject,
         publish=_strings(grants.get("publish"), "publish"),
         subscribe=_strings(grants.get("subscribe"), "subscribe"),
         history=_strings(grants.get("history"), "history"),
@@ -229,6 +243,11 @@ def authenticate(token: str | None, config: AuthConfig | None) -> Principal:
         admin=grants.get("admin") is True,
         expires=float(claims["exp"]),
         claims=claims,
+        rate_key=(
+            f"sub:{subject}"
+            if subject is not None
+            else f"jwt:{hashlib.sha256(token.encode()).hexdigest()[:32]}"
+        ),
     )
 
 

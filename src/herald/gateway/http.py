@@ -30,6 +30,8 @@ from .rates import INTERNAL_PREFIX
 from .state import Gateway, durable, recoverable
 
 _MAX_TOPICS_LISTED = 500
+#: A durable topic's dead-letter topic is ``<topic>.dead``.
+DEAD_SUFFIX = ".dead"
 #: The largest offset a client may send: Redis integers are signed 64-bit.
 MAX_OFFSET = 2**63 - 1
 _MAX_ID_PART = 2**64 - 1
@@ -153,11 +155,7 @@ async def publish(request: Request) -> Response:
     """POST /topics/{topic}: the body is the message (JSON, text or bytes)."""
     topic = request.path_params["topic"]
     gw, principal = _authorized(request, "publish", topic)
-    who = (
-        f"sub:{principal.subject}"
-        if principal.subject is not None
-        else f"addr:{request.client.host if request.client else '?'}"
-    )
+    who = principal.rate_key or f"addr:{request.client.host if request.client else '?'}"
     if not gw.publish_buckets.take(who):
         gw.stats.refused += 1
         return JSONResponse(
@@ -288,10 +286,19 @@ def _limit(request: Request, gw: Gateway) -> int:
 async def messages(request: Request) -> Response:
     """GET /topics/{topic}/messages?after=&limit=: stored messages after an offset."""
     topic = request.path_params["topic"]
-    gw = _authorize(request, "history", topic)
+    gw, principal = _authorized(request, "history", topic)
     limit = _limit(request, gw)
     after = request.query_params.get("after") or None
-    policy = (await gw.policies()).get(topic)
+    policies = await gw.policies()
+    policy = policies.get(topic)
+    if topic.endswith(DEAD_SUFFIX) and (
+        durable(policy) or durable(policies.get(topic[: -len(DEAD_SUFFIX)]))
+    ):
+        # Dead letters, as GET /topics/{topic}/dead shows them: their metadata (the consumer's
+        # exception text, its group and name) is the admin's, whatever covers the topic. A
+        # durable <topic>.dead holds nothing else (only Herald writes it), and it outlives its
+        # topic (delete_topic).
+        principal.check_admin()
     if recoverable(policy):
         since: Any = parse_offset(after, "after") or 0
     elif durable(policy):

@@ -38,7 +38,9 @@ def uvicorn_config(
     No permessage-deflate: it would compress every frame once per client (a fan-out sends the
     same bytes to each) and holds two zlib streams, ~46 KiB, per connection. HTTP through
     :func:`.uvicorn_http.http_protocol`: ``config``'s connection cap and header and body
-    timeouts.
+    timeouts. No ``X-Forwarded-For``: uvicorn would trust it from 127.0.0.1, which is every
+    local user, and the publish rate per client address would go by an address each request
+    makes up.
     """
     return uvicorn.Config(
         app,
@@ -49,6 +51,7 @@ def uvicorn_config(
         ws=WS_IMPL,
         ws_max_size=config.max_message_size,
         ws_per_message_deflate=False,
+        proxy_headers=False,
         lifespan="on",
     )
 
@@ -115,6 +118,9 @@ def gateway_config(
                 key = jwt.PyJWKSet.from_dict(json.loads(raw))
             except (ValueError, jwt.PyJWTError) as exc:
                 raise ValueError(f"cannot read the JWKS {auth_jwks_file}: {exc}") from None
+            if any(k.key_type == "oct" for k in key.keys):
+                # HMAC secrets: whoever reads them signs tokens, as with --auth-key-file.
+                _read_secret(auth_jwks_file, "JWKS file with HMAC keys", private=True)
         else:
             assert auth_key_file is not None
             hmac = any(a.upper().startswith("HS") for a in algorithms)

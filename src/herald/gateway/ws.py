@@ -182,7 +182,9 @@ class Connection:
             names = [names]
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
             raise _Refused("bad_request", "'topic' (a string) or 'topics' (strings) is required")
-        return names
+        # Each name once: a name repeated in one resume made a subscription per repetition, of
+        # which only the last was kept (and ever closed).
+        return list(dict.fromkeys(names))
 
     async def subscribe(self, request: dict[str, Any], ref: Any) -> None:
         names = self._names(request)
@@ -264,11 +266,10 @@ class Connection:
                 raise _Refused("bad_request", "'data_b64' is not base64") from None
         else:
             data = request.get("data")
-        subject = self.principal.subject
-        # Per connection, and per token subject across all of its connections and HTTP.
-        if not self.bucket.take() or (
-            subject is not None and not self.gw.publish_buckets.take(f"sub:{subject}")
-        ):
+        key = self.principal.rate_key
+        # Per connection, and per token subject (or token, without sub) across all of its
+        # connections and HTTP.
+        if not self.bucket.take() or (key is not None and not self.gw.publish_buckets.take(key)):
             self.gw.stats.refused += 1
             raise _Refused(
                 "rate_limited", f"more than {self.gw.config.publish_rate:g} publishes per second"
