@@ -31,7 +31,7 @@ def token(
     *,
     key: str = KEY,
     algorithm: str = "HS256",
-    exp: float | None = 300,
+    exp: float | None = 3600,  # tokens made at import: valid for the whole suite
     aud: str = "herald",
     iss: str = "tests",
     grants: dict[str, Any] | None = None,
