@@ -1,0 +1,48 @@
+// Pure parts of the client: no gateway needed.
+import assert from "node:assert/strict";
+import { test } from "node:test";
+
+import {
+  backoffDelay,
+  BadRequestError,
+  GatewayError,
+  gatewayError,
+  HeraldError,
+  RateLimitedError,
+  ReservedNameError,
+  TooLargeError,
+} from "../dist/index.js";
+import { base64ToBytes, bytesToBase64, isPattern, messageFromFrame } from "../dist/codec.js";
+
+test("backoff grows by its factor up to the maximum, with jitter in the upper half", () => {
+  const options = { initialDelay: 100, maxDelay: 1000, factor: 2 };
+  assert.deepEqual(
+    [0, 1, 2, 3, 4, 10].map((a) => backoffDelay(a, options, () => 1)),
+    [100, 200, 400, 800, 1000, 1000],
+  );
+  assert.equal(backoffDelay(2, options, () => 0), 200);
+});
+
+test("error codes and HTTP statuses map to typed errors", () => {
+  const e = gatewayError("reserved_header", "no", undefined, 7);
+  assert.ok(e instanceof ReservedNameError && e instanceof GatewayError && e instanceof HeraldError);
+  assert.deepEqual([e.code, e.message, e.status, e.requestId], ["reserved_header", "no", undefined, 7]);
+  assert.ok(gatewayError("rate_limited", "") instanceof RateLimitedError);
+  assert.ok(gatewayError("bad_json", "", 400) instanceof BadRequestError);
+  // An unknown code falls back on the HTTP status, then on GatewayError.
+  assert.ok(gatewayError("payload_too_big", "", 413) instanceof TooLargeError);
+  const unknown = gatewayError("something_new", "?");
+  assert.equal(unknown.constructor, GatewayError);
+  assert.equal(unknown.code, "something_new");
+});
+
+test("payloads and frames: base64 bytes, patterns, message fields", () => {
+  const bytes = new Uint8Array(70_000).map((_, i) => i % 256);
+  assert.deepEqual(base64ToBytes(bytesToBase64(bytes)), bytes);
+  assert.equal(bytesToBase64(new Uint8Array([0, 1, 2])), "AAEC");
+  assert.deepEqual([isPattern("a.*"), isPattern("a.b"), isPattern("a?"), isPattern("[ab]")], [true, false, true, true]);
+  const msg = messageFromFrame({ type: "message", topic: "t", data_b64: "AAEC", offset: 3, epoch: 9, ts: 1.5, id: "x" });
+  assert.deepEqual(msg, {
+    topic: "t", subscription: "t", data: new Uint8Array([0, 1, 2]), headers: {}, id: "x", ts: 1.5, offset: 3, epoch: 9,
+  });
+});

@@ -1,0 +1,117 @@
+"""The TypeScript client (clients/typescript) against a real gateway on a real Valkey.
+
+npm installs its one development dependency (TypeScript) from the lock, tsc builds it, and Node's
+built-in test runner runs clients/typescript/test/*.test.mjs against two gateways started here:
+one open, one with JWT auth. Skipped only when node or npm is not installed.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import re
+import shutil
+import subprocess
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import herald
+from herald import EmbeddedServer
+from herald.gateway import AuthConfig, GatewayConfig
+from herald.gateway.serve import BackgroundGateway
+
+CLIENT = Path(__file__).resolve().parent.parent / "clients" / "typescript"
+KEY = "ts" * 32
+AUDIENCE, ISSUER = "herald", "tests"
+#: The number of tests in clients/typescript/test: a test that silently stopped running fails here.
+EXPECTED_TESTS = 10
+
+NODE, NPM = shutil.which("node"), shutil.which("npm")
+pytestmark = pytest.mark.skipif(
+    NODE is None or NPM is None, reason="node and npm are needed for the TypeScript client"
+)
+
+
+def _run(*cmd: str, timeout: float) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        cmd, cwd=CLIENT, capture_output=True, text=True, timeout=timeout, check=False
+    )
+
+
+@pytest.fixture(scope="module")
+def built() -> Path:
+    """The client installed from its lock and compiled to dist/."""
+    assert NPM is not None
+    install = _run(
+        NPM, "ci", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error", timeout=300
+    )
+    assert install.returncode == 0, install.stdout + install.stderr
+    build = _run(NPM, "run", "--silent", "build", timeout=120)
+    assert build.returncode == 0, build.stdout + build.stderr
+    return CLIENT / "dist"
+
+
+@pytest.fixture
+def gateways(server: EmbeddedServer) -> Iterator[tuple[BackgroundGateway, BackgroundGateway]]:
+    auth = AuthConfig(key=KEY, audience=AUDIENCE, issuer=ISSUER, leeway=0)
+    with (
+        BackgroundGateway(server.url) as open_gw,
+        BackgroundGateway(server.url, GatewayConfig(auth=auth)) as auth_gw,
+    ):
+        yield open_gw, auth_gw
+
+
+def _node_flags() -> list[str]:
+    # WebSocket is a global from Node 22; Node 20 and 21 have it behind a flag.
+    assert NODE is not None
+    major = int(_run(NODE, "-p", "process.versions.node.split('.')[0]", timeout=30).stdout)
+    return ["--experimental-websocket"] if major < 22 else []
+
+
+def test_typescript_client(
+    built: Path, server: EmbeddedServer, gateways: tuple[BackgroundGateway, BackgroundGateway]
+) -> None:
+    prefix = f"ts{uuid.uuid4().hex[:10]}"
+    recoverable = [f"{prefix}.rec.{i}" for i in range(2)]
+    short = f"{prefix}.short"
+
+    async def declare() -> None:
+        async with herald.AsyncClient(server.url) as hub:
+            for name in recoverable:
+                await hub.declare(name, history=1000)
+            await hub.declare(short, history=3)
+
+    asyncio.run(declare())
+    open_gw, auth_gw = gateways
+    env = os.environ | {
+        "HERALD_GATEWAY_URL": open_gw.url,
+        "HERALD_AUTH_GATEWAY_URL": auth_gw.url,
+        "HERALD_JWT_KEY": KEY,
+        "HERALD_JWT_AUDIENCE": AUDIENCE,
+        "HERALD_JWT_ISSUER": ISSUER,
+        "HERALD_TOPIC_PREFIX": prefix,
+        "HERALD_RECOVERABLE_TOPICS": ",".join(recoverable),
+        "HERALD_SHORT_HISTORY_TOPIC": short,
+        "NODE_OPTIONS": "",
+    }
+    assert NODE is not None
+    tests = sorted(str(p.relative_to(CLIENT)) for p in (CLIENT / "test").glob("*.test.mjs"))
+    cmd = [NODE, *_node_flags(), "--test", "--test-reporter=tap", "--test-timeout=20000", *tests]
+    try:
+        result = subprocess.run(
+            cmd, cwd=CLIENT, env=env, capture_output=True, text=True, timeout=50, check=False
+        )
+    except subprocess.TimeoutExpired as exc:
+        out = "".join(
+            v.decode() if isinstance(v, bytes) else v or "" for v in (exc.stdout, exc.stderr)
+        )
+        pytest.fail(f"node --test ran over 50 s:\n{out}")
+    report = result.stdout + result.stderr
+    counts = {k: int(v) for k, v in re.findall(r"^# (tests|pass|fail) (\d+)$", report, re.M)}
+    assert result.returncode == 0, report
+    assert counts.get("fail") == 0, report
+    assert counts.get("tests", 0) > 0, report
+    assert counts.get("pass") == EXPECTED_TESTS == counts["tests"], report
