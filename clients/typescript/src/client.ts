@@ -166,7 +166,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
       },
       (err: unknown) => {
         this.#connecting = null;
-        this.#state = "idle";
+        if (this.#state !== "closed") this.#state = "idle";
         throw err;
       },
     );

@@ -157,8 +157,8 @@ export class Subscription extends Emitter<SubscriptionEvents> implements AsyncIt
 
   /** @internal */
   _historyLost(event: HistoryLostEvent): void {
-    // A new epoch numbers its offsets anew: forget the old position.
-    this.#positions.delete(event.topic);
+    // The position stays: messages of a new epoch are told apart by their epoch, and what
+    // history was left may have been delivered before this event.
     this.emit("history_lost", event);
   }
 

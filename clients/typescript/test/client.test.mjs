@@ -171,6 +171,25 @@ test("after a broken connection the client reconnects and resumes: offsets conti
   }
 });
 
+test("a link that stops answering is detected by ping and replaced", async () => {
+  const net = await proxy(URL);
+  try {
+    const c = client({ url: net.url, pingInterval: 100, requestTimeout: 300 });
+    await c.connect();
+    const sub = await c.subscribe(`${PREFIX}.frozen`);
+    const disconnected = next(c, "disconnect", 5000);
+    const reopened = next(c, "open", 5000, (e) => e.reconnect);
+    net.freeze(); // no FIN, no RST: only the missing pong tells
+    assert.deepEqual(await disconnected, { code: 1006, reason: "no answer to a ping" });
+    await reopened;
+    const got = take(sub, 1);
+    await c.http.publish(`${PREFIX}.frozen`, "again");
+    assert.equal((await got)[0].data, "again");
+  } finally {
+    await net.close();
+  }
+});
+
 test("the gateway closing the socket (a frame over its limit, 1009): reconnect and resubscribe", async () => {
   const c = client();
   await c.connect();

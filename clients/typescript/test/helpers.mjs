@@ -90,6 +90,13 @@ export async function proxy(target) {
     cut() {
       for (const s of sockets) s.destroy();
     },
+    /** Stop forwarding on the open connections without closing them (a half-open link). */
+    freeze() {
+      for (const s of sockets) {
+        s.unpipe();
+        s.pause();
+      }
+    },
     close() {
       this.cut();
       return new Promise((resolve) => server.close(resolve));
