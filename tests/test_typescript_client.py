@@ -27,7 +27,7 @@ CLIENT = Path(__file__).resolve().parent.parent / "clients" / "typescript"
 KEY = "ts" * 32
 AUDIENCE, ISSUER = "herald", "tests"
 #: The number of tests in clients/typescript/test: a test that silently stopped running fails here.
-EXPECTED_TESTS = 11
+EXPECTED_TESTS = 12
 
 NODE, NPM = shutil.which("node"), shutil.which("npm")
 pytestmark = pytest.mark.skipif(
@@ -75,7 +75,7 @@ def test_typescript_client(
     built: Path, server: EmbeddedServer, gateways: tuple[BackgroundGateway, BackgroundGateway]
 ) -> None:
     prefix = f"ts{uuid.uuid4().hex[:10]}"
-    recoverable = [f"{prefix}.rec.{i}" for i in range(2)]
+    recoverable = [f"{prefix}.rec.{i}" for i in range(3)]
     short = f"{prefix}.short"
 
     async def declare() -> None:

@@ -59,7 +59,7 @@ export interface PublishOptions {
 export type ConnectionState = "idle" | "connecting" | "open" | "reconnecting" | "closed";
 
 export type ClientEvents = {
-  /** Connected (the first time, and after every reconnect), subscriptions sent again. */
+  /** Connected (the first time, and after every reconnect, once the subscriptions are back). */
   open: [{ reconnect: boolean }];
   /** The connection dropped; `reconnecting` follows unless the client gives up. */
   disconnect: [{ code: number; reason: string }];
@@ -326,8 +326,10 @@ export class HeraldClient extends Emitter<ClientEvents> {
       }, this.#pingInterval);
     }
     const until = Date.now() / 1000;
+    const confirmed: Promise<unknown>[] = [];
     for (const sub of this.#subs.values()) {
-      const resumed = this.#sendSubscribe(sub, reconnect);
+      const { resumed, done } = this.#sendSubscribe(sub, reconnect);
+      confirmed.push(done);
       if (reconnect && !resumed) {
         const gap: GapEvent = {
           subscription: sub.name,
@@ -341,7 +343,11 @@ export class HeraldClient extends Emitter<ClientEvents> {
       }
     }
     this.#downSince = undefined;
-    this.emit("open", { reconnect });
+    // "open" once every subscription is back (or refused): what is published from then on
+    // reaches them.
+    void Promise.allSettled(confirmed).then(() => {
+      if (this.#ws === ws) this.emit("open", { reconnect });
+    });
   }
 
   /** Stop using the current socket: timers off, requests failed (subscribes kept). */
@@ -430,11 +436,13 @@ export class HeraldClient extends Emitter<ClientEvents> {
     });
   }
 
-  /** Send `sub`'s subscribe request; whether it resumes from an offset. */
-  #sendSubscribe(sub: Subscription, reconnect: boolean): boolean {
+  /** Send `sub`'s subscribe request: whether it resumes from an offset, and a promise that
+   * settles when the gateway answered. */
+  #sendSubscribe(sub: Subscription, reconnect: boolean): { resumed: boolean; done: Promise<void> } {
     const resume = sub._resumeFields();
-    const automatic = resume.since !== undefined && sub.options.since === undefined && sub.options.last === undefined;
-    const send = (fields: { since?: number; last?: number }): void => {
+    const automatic =
+      resume.since !== undefined && sub.options.since === undefined && sub.options.last === undefined;
+    const send = (fields: { since?: number; last?: number }): Promise<void> =>
       this.#request({ op: "subscribe", topic: sub.name, ...fields }, sub).then(
         () => {
           if (this.#subs.get(sub.name) === sub) sub._confirm();
@@ -442,22 +450,16 @@ export class HeraldClient extends Emitter<ClientEvents> {
         (err: unknown) => {
           if (err instanceof ConnectionClosedError) return; // sent again after the reconnect
           if (automatic && err instanceof NotApplicableError && "since" in fields) {
-            send({}); // the topic is no longer recoverable: follow it live
-            return;
+            return send({}); // the topic is no longer recoverable: follow it live
           }
           const error = err instanceof Error ? err : new HeraldError(String(err));
           if (this.#subs.get(sub.name) === sub) this.#subs.delete(sub.name);
           if (reconnect) this.emit("error", error);
           sub._end(error);
+          return undefined;
         },
       );
-    };
-    try {
-      send(resume);
-    } catch {
-      // not connected: sent when the connection opens
-    }
-    return resume.since !== undefined || resume.last !== undefined;
+    return { resumed: resume.since !== undefined || resume.last !== undefined, done: send(resume) };
   }
 
   async #unsubscribe(sub: Subscription): Promise<void> {

@@ -1,7 +1,8 @@
 /** The gateway's HTTP API: publish and history, with `fetch`. */
 
 import { messageFromFrame } from "./codec.js";
-import { gatewayError, HeraldError } from "./errors.js";
+import { type GatewayError, gatewayError, HeraldError } from "./errors.js";
+import { type EventsOptions, eventStream, type StreamEvent } from "./sse.js";
 import type { Frame, HistoryPage, HttpPublishAck } from "./types.js";
 
 /** A token, or a function that returns a fresh one (called for every request and connect). */
@@ -103,6 +104,39 @@ export class HttpApi {
   }
 
   /**
+   * `GET /topics/{topic}/events`: the topic's messages over server-sent events, the fallback
+   * where a WebSocket cannot be used. Reconnects by itself, resuming a recoverable topic
+   * after the last offset seen.
+   *
+   * ```ts
+   * for await (const event of client.http.events("prices", { since: 41 })) {
+   *   if (event.type === "message") console.log(event.message.offset, event.message.data);
+   * }
+   * ```
+   */
+  events(topic: string, options: EventsOptions = {}): AsyncGenerator<StreamEvent, void, undefined> {
+    return eventStream((path, headers, signal) => this.#open("GET", path, headers, undefined, signal), topic, options);
+  }
+
+  async #open(
+    method: string,
+    path: string,
+    headers: Record<string, string>,
+    body?: BodyInit,
+    signal?: AbortSignal,
+  ): Promise<Response> {
+    const token = await resolveToken(this.#token);
+    const all: Record<string, string> = { ...headers };
+    if (token) all["authorization"] = `Bearer ${token}`;
+    const init: RequestInit = { method, headers: all };
+    if (body !== undefined) init.body = body;
+    if (signal !== undefined) init.signal = signal;
+    const response = await this.#fetch(`${this.url}${path}`, init);
+    if (!response.ok) throw await errorOf(response);
+    return response;
+  }
+
+  /**
    * Any call of the HTTP API (`GET /topics`, `/stats`, ...): the parsed JSON answer, or a
    * typed error made of the gateway's `{"error", "message"}`.
    */
@@ -112,12 +146,7 @@ export class HttpApi {
     headers: Record<string, string> = {},
     body?: BodyInit,
   ): Promise<unknown> {
-    const token = await resolveToken(this.#token);
-    const all: Record<string, string> = { accept: "application/json", ...headers };
-    if (token) all["authorization"] = `Bearer ${token}`;
-    const init: RequestInit = { method, headers: all };
-    if (body !== undefined) init.body = body;
-    const response = await this.#fetch(`${this.url}${path}`, init);
+    const response = await this.#open(method, path, { accept: "application/json", ...headers }, body);
     const text = await response.text();
     let parsed: unknown;
     try {
@@ -125,13 +154,21 @@ export class HttpApi {
     } catch {
       parsed = undefined;
     }
-    if (!response.ok) {
-      const err = parsed as { error?: unknown; message?: unknown } | undefined;
-      const code = typeof err?.error === "string" ? err.error : `http_${response.status}`;
-      const message = typeof err?.message === "string" ? err.message : text || response.statusText;
-      throw gatewayError(code, message, response.status);
-    }
     if (parsed === undefined) throw new HeraldError(`${method} ${path}: the answer is not JSON`);
     return parsed;
   }
+}
+
+/** The typed error of a failed response, made of the gateway's `{"error", "message"}`. */
+async function errorOf(response: Response): Promise<GatewayError> {
+  const text = await response.text();
+  let err: { error?: unknown; message?: unknown } | undefined;
+  try {
+    err = JSON.parse(text) as typeof err;
+  } catch {
+    err = undefined;
+  }
+  const code = typeof err?.error === "string" ? err.error : `http_${response.status}`;
+  const message = typeof err?.message === "string" ? err.message : text || response.statusText;
+  return gatewayError(code, message, response.status);
 }

@@ -23,6 +23,7 @@ export {
   type HttpPublishOptions,
   type TokenSource,
 } from "./http.js";
+export { type EventsOptions, parseSse, type StreamEvent } from "./sse.js";
 export { type SubscribeOptions, Subscription, type SubscriptionEvents } from "./subscription.js";
 export type {
   Data,

@@ -139,13 +139,14 @@ test("after a broken connection the client reconnects and resumes: offsets conti
   const net = await proxy(URL);
   try {
     const c = client({ url: net.url });
+    const direct = client(); // publishes around the proxy
     await c.connect();
     const received = [];
     const sub = await c.subscribe(topic); // a plain subscription: resumed by itself
     sub.on("message", (m) => received.push(m));
     const gaps = [];
     sub.on("gap", (g) => gaps.push(g));
-    for (let i = 1; i <= 5; i++) await c.http.publish(topic, i);
+    for (let i = 1; i <= 5; i++) await direct.http.publish(topic, i);
     while (received.length < 5) await next(sub, "message");
 
     const disconnected = next(c, "disconnect");
@@ -153,7 +154,7 @@ test("after a broken connection the client reconnects and resumes: offsets conti
     net.cut();
     const closed = await disconnected;
     assert.equal(closed.code, 1006);
-    for (let i = 6; i <= 10; i++) await c.http.publish(topic, i, {}); // while it is away
+    for (let i = 6; i <= 10; i++) await direct.http.publish(topic, i); // while it is away
     await reopened;
     for (let i = 11; i <= 15; i++) await c.publish(topic, i);
     while (received.length < 15) await next(sub, "message");
@@ -175,6 +176,7 @@ test("a link that stops answering is detected by ping and replaced", async () =>
   const net = await proxy(URL);
   try {
     const c = client({ url: net.url, pingInterval: 100, requestTimeout: 300 });
+    const direct = client();
     await c.connect();
     const sub = await c.subscribe(`${PREFIX}.frozen`);
     const disconnected = next(c, "disconnect", 5000);
@@ -183,9 +185,39 @@ test("a link that stops answering is detected by ping and replaced", async () =>
     assert.deepEqual(await disconnected, { code: 1006, reason: "no answer to a ping" });
     await reopened;
     const got = take(sub, 1);
-    await c.http.publish(`${PREFIX}.frozen`, "again");
+    await direct.http.publish(`${PREFIX}.frozen`, "again");
     assert.equal((await got)[0].data, "again");
   } finally {
+    await net.close();
+  }
+});
+
+test("server-sent events: resume with since, then after a cut with Last-Event-ID", async () => {
+  const topic = RECOVERABLE[2];
+  const net = await proxy(URL);
+  const abort = new AbortController();
+  try {
+    const c = client({ url: net.url });
+    const direct = client(); // publishes around the proxy
+    const offsets = [];
+    for (let i = 1; i <= 3; i++) offsets.push((await direct.http.publish(topic, i)).offset);
+    const received = [];
+    const stream = c.http.events(topic, { since: offsets[0], signal: abort.signal, reconnect: FAST });
+    for await (const event of stream) {
+      assert.equal(event.type, "message", JSON.stringify(event));
+      received.push(event.message);
+      if (received.length === 2) {
+        net.cut();
+        for (let i = 4; i <= 5; i++) await direct.http.publish(topic, i);
+      }
+      if (received.length === 4) break;
+    }
+    assert.deepEqual(received.map((m) => m.data), [2, 3, 4, 5]);
+    const first = received[0].offset;
+    assert.deepEqual(received.map((m) => m.offset), [first, first + 1, first + 2, first + 3]);
+    await assert.rejects(c.http.events("bad topic").next(), InvalidTopicError);
+  } finally {
+    abort.abort();
     await net.close();
   }
 });
