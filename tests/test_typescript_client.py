@@ -1,8 +1,9 @@
 """The TypeScript client (clients/typescript) against a real gateway on a real Valkey.
 
-npm installs its one development dependency (TypeScript) from the lock, tsc builds it, and Node's
-built-in test runner runs clients/typescript/test/*.test.mjs against two gateways started here:
-one open, one with JWT auth. Skipped only when node or npm is not installed.
+npm installs its one development dependency (TypeScript) from the lock; tsc builds dist/ and
+checks test/types.check.ts against the declarations; Node's built-in test runner runs
+test/*.test.mjs against two gateways started here, one open and one with JWT auth. Skipped only
+when node or npm is not installed.
 """
 
 from __future__ import annotations
@@ -49,8 +50,9 @@ def built() -> Path:
         NPM, "ci", "--no-audit", "--no-fund", "--prefer-offline", "--loglevel=error", timeout=300
     )
     assert install.returncode == 0, install.stdout + install.stderr
-    build = _run(NPM, "run", "--silent", "build", timeout=120)
-    assert build.returncode == 0, build.stdout + build.stderr
+    for script in ("build", "typecheck"):  # dist/, then the README's usage against the types
+        done = _run(NPM, "run", "--silent", script, timeout=120)
+        assert done.returncode == 0, done.stdout + done.stderr
     return CLIENT / "dist"
 
 
