@@ -304,14 +304,14 @@ test("auth: a token's grants, refusals as typed errors, and reconnecting with a 
     return true;
   });
 
-  // Tokens that expire in 1 to 2 s: the gateway closes with 1008 "token expired". With a token
+  // Tokens that expire in 2 to 3 s: the gateway closes with 1008 "token expired". With a token
   // function the client reconnects with a fresh one; with a fixed token it stops.
   let calls = 0;
   const renewing = client({
     url: AUTH_URL,
-    token: () => (calls++ === 0 ? token(grants, 2) : token(grants)),
+    token: () => (calls++ === 0 ? token(grants, 3) : token(grants)),
   });
-  const fixed = client({ url: AUTH_URL, token: token(grants, 2) });
+  const fixed = client({ url: AUTH_URL, token: token(grants, 3) });
   await Promise.all([renewing.connect(), fixed.connect()]);
   const renewed = await renewing.subscribe(`${PREFIX}.auth.*`);
   const expired = next(renewing, "disconnect", 5000);
