@@ -186,7 +186,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
   /**
    * Subscribe to a topic or pattern. Resolves once the gateway confirmed; rejects with a
    * typed error when it refused (e.g. {@link ForbiddenError}, {@link InvalidTopicError},
-   * {@link NotApplicableError} for `since` on a topic that is not recoverable).
+   * {@link NotApplicableError} for `since` on a pattern).
    *
    * Before `connect()` (or while reconnecting) the request waits for the connection.
    */
