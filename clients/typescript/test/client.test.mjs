@@ -216,6 +216,26 @@ test("server-sent events: resume with since, then after a cut with Last-Event-ID
     const first = received[0].offset;
     assert.deepEqual(received.map((m) => m.offset), [first, first + 1, first + 2, first + 3]);
     await assert.rejects(c.http.events("bad topic").next(), InvalidTopicError);
+
+    // A live topic cannot be resumed: after the cut the stream says so with a gap.
+    const live = `${PREFIX}.sse.live`;
+    const events = [];
+    const stream2 = c.http.events(live, { signal: abort.signal, reconnect: FAST });
+    const reading = (async () => {
+      for await (const event of stream2) {
+        events.push(event);
+        if (event.type === "gap") return;
+      }
+    })();
+    while ((await direct.http.publish(live, "first")).receivers === 0) {
+      await new Promise((r) => setTimeout(r, 20)); // until the stream is subscribed
+    }
+    while (events.length === 0) await new Promise((r) => setTimeout(r, 20));
+    net.cut();
+    await reading;
+    assert.equal(events[0].type, "message");
+    assert.equal(events.at(-1).type, "gap");
+    assert.equal(events.at(-1).gap.subscription, live);
   } finally {
     abort.abort();
     await net.close();
