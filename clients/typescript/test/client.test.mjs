@@ -1,6 +1,6 @@
 // The client against a real gateway on a real Valkey (started by tests/test_typescript_client.py).
 import assert from "node:assert/strict";
-import { after, test } from "node:test";
+import { afterEach, test } from "node:test";
 
 import {
   ConnectionClosedError,
@@ -27,8 +27,9 @@ function client(options = {}) {
   clients.push(c);
   return c;
 }
-after(() => {
-  for (const c of clients) c.close();
+// Each test closes its clients: the gateway may cap connections per client address.
+afterEach(() => {
+  for (const c of clients.splice(0)) c.close();
 });
 
 test("publish over WebSocket and HTTP reaches a subscriber, in order", async () => {
