@@ -2,38 +2,37 @@
 #   make serve   install Herald (locked) and run its main job: `herald serve`
 #   make test    install Herald with its test tools (locked) and run every check and test
 #
-# Every environment installs from a lock in requirements/ (pinned versions with hashes, pip's
-# --require-hashes); `make lock` refreshes the locks, `make test-latest` runs the suite against
+# Every environment installs from a lock in requirements/ (pinned versions with hashes, checked
+# by uv, itself installed by hash with pip); `make lock` refreshes the locks, `make test-latest` runs the suite against
 # the newest release of every dependency. docs/development.md says why and how.
 PYTHON ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
-PIP := $(BIN)/python -m pip install -q --disable-pip-version-check
+UV := $(BIN)/uv
+INSTALL := $(UV) pip install --quiet --python $(BIN)/python
 PYTEST_ARGS ?=
-LOCK := $(BIN)/uv pip compile pyproject.toml requirements/build.in --universal --generate-hashes \
-	--python-version 3.11 --quiet
+LOCK := $(UV) pip compile --universal --generate-hashes --python-version 3.11 --quiet
+LOCK_PROJECT := $(LOCK) pyproject.toml requirements/build.in
 
-.PHONY: serve test check lint types test-latest lock bench dist clean
+.PHONY: serve test check lint types docs test-latest lock bench dist clean
 
-$(BIN)/python:
+# uv, by hash, with the pip that comes with Python; it installs the rest.
+$(UV): requirements/uv.txt
 	$(PYTHON) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --disable-pip-version-check --require-hashes \
+		-r requirements/uv.txt
+	touch $@
 
 # One stamp per lock. The locks agree on every shared version (test and serve are resolved
 # within bench), so installing one over another never changes a version already there.
-$(VENV)/.serve: requirements/serve.txt pyproject.toml | $(BIN)/python
-	$(PIP) --require-hashes -r requirements/serve.txt
-	$(PIP) --no-deps --no-build-isolation -e .
+# Herald itself goes in editable, without dependencies or build isolation (setuptools is in
+# the lock): nothing unpinned is fetched.
+$(VENV)/.%: requirements/%.txt pyproject.toml $(UV)
+	$(INSTALL) --require-hashes -r $<
+	$(INSTALL) --no-deps --no-build-isolation -e .
 	touch $@
 
-$(VENV)/.test: requirements/test.txt pyproject.toml | $(BIN)/python
-	$(PIP) --require-hashes -r requirements/test.txt
-	$(PIP) --no-deps --no-build-isolation -e .
-	touch $@
-
-$(VENV)/.bench: requirements/bench.txt pyproject.toml | $(BIN)/python
-	$(PIP) --require-hashes -r requirements/bench.txt
-	$(PIP) --no-deps --no-build-isolation -e .
-	touch $@
+.PRECIOUS: $(VENV)/.serve $(VENV)/.test $(VENV)/.bench
 
 serve: $(VENV)/.serve
 	$(BIN)/herald serve
@@ -45,6 +44,11 @@ lint: $(VENV)/.test
 types: $(VENV)/.test
 	$(BIN)/mypy
 
+# The documentation site (mkdocs.yml) into site/, strictly: a broken link or anchor, a page
+# missing from the nav or a docstring the API reference cannot read fails the build.
+docs: $(VENV)/.test
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
+
 # Lint, format, types and every test that needs no server: a minute at most.
 check: lint types
 	$(BIN)/python -m pytest -m "not server" -q $(PYTEST_ARGS)
@@ -52,28 +56,31 @@ check: lint types
 # Everything: real Valkey servers (standalone, Sentinel, Cluster, TLS), the gateway, the
 # dashboard in a headless browser (scripts/ensure-browser.sh installs Debian's chromium when
 # it is missing and this is root), the fault scenarios' smoke runs.
-test: lint types
+test: lint types docs
 	scripts/ensure-browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 
 # The suite against the newest release of every dependency, in its own environment: rot is
 # found here, on purpose, before a lock refresh brings it to everyone.
-test-latest:
+test-latest: $(UV)
 	rm -rf .venv-latest
 	$(PYTHON) -m venv .venv-latest
-	.venv-latest/bin/python -m pip install -q --disable-pip-version-check --upgrade \
-		-e '.[serve,uvloop,dev]'
+	$(UV) pip install --quiet --python .venv-latest/bin/python --upgrade \
+		-e '.[serve,uvloop,dev,docs,fastapi,pytest]'
 	.venv-latest/bin/ruff check src tests bench scripts examples
 	.venv-latest/bin/mypy
+	NO_MKDOCS_2_WARNING=1 .venv-latest/bin/mkdocs build --strict --quiet --site-dir .venv-latest/site
 	scripts/ensure-browser.sh
 	.venv-latest/bin/python -m pytest $(PYTEST_ARGS)
 
-# Re-resolve every lock to the newest versions the ranges in pyproject.toml allow.
-lock: $(VENV)/.test
-	$(LOCK) --upgrade --extra serve --extra uvloop --extra dev --extra bench -o requirements/bench.txt
-	$(LOCK) --extra serve --extra uvloop --extra dev -c requirements/bench.txt \
+# Re-resolve every lock to the newest versions that the ranges in pyproject.toml allow.
+lock: $(UV)
+	$(LOCK) --upgrade requirements/uv.in -o requirements/uv.txt
+	$(LOCK_PROJECT) --upgrade --extra serve --extra uvloop --extra dev --extra docs --extra bench \
+		-o requirements/bench.txt
+	$(LOCK_PROJECT) --extra serve --extra uvloop --extra dev --extra docs -c requirements/bench.txt \
 		-o requirements/test.txt
-	$(LOCK) --extra serve -c requirements/bench.txt -o requirements/serve.txt
+	$(LOCK_PROJECT) --extra serve -c requirements/bench.txt -o requirements/serve.txt
 
 bench: $(VENV)/.bench
 	$(BIN)/herald bench live
@@ -85,4 +92,4 @@ dist: $(VENV)/.test
 	$(BIN)/twine check --strict dist/*
 
 clean:
-	rm -rf $(VENV) .venv-latest dist build .mypy_cache .ruff_cache .pytest_cache .hypothesis
+	rm -rf $(VENV) .venv-latest dist build site .mypy_cache .ruff_cache .pytest_cache .hypothesis

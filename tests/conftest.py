@@ -20,12 +20,30 @@ TrimBelow = Callable[[herald.AsyncClient, str], Awaitable[None]]
 # A test is marked when it uses a fixture that starts a server, and every test of a module not
 # listed here is marked: those modules start servers, gateways or processes of their own.
 SERVER_FIXTURES = frozenset(
-    {"server", "url", "own_server", "cluster", "own_cluster", "sentinel", "own_sentinel", "keys_db"}
+    {
+        "server",
+        "url",
+        "own_server",
+        "cluster",
+        "own_cluster",
+        "sentinel",
+        "own_sentinel",
+        "keys_db",
+        # herald.pytest_plugin's
+        "herald_server",
+        "herald_url",
+        "herald_client",
+        "herald_sync_client",
+        "herald_cluster",
+        "herald_sentinel",
+    }
 )
 SERVERLESS_MODULES = frozenset(
     {
         "test_api",
         "test_bench_compare",
+        "test_docs_blocks",
+        "test_docs_coverage",
         "test_durable_fast",
         "test_fuzz_wire",
         "test_history_core",
@@ -61,10 +79,10 @@ def _isolated_home(tmp_path_factory: pytest.TempPathFactory) -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def server() -> Iterator[EmbeddedServer]:
-    """One Valkey for the whole session; tests isolate themselves with unique topics."""
-    with EmbeddedServer(persist=False) as srv:
-        yield srv
+def server(herald_server: EmbeddedServer) -> EmbeddedServer:
+    """One Valkey for the whole session (herald.pytest_plugin's); tests isolate themselves
+    with unique topics."""
+    return herald_server
 
 
 @pytest.fixture
@@ -108,10 +126,10 @@ def trim_below_group() -> TrimBelow:
 
 
 @pytest.fixture(scope="session")
-def cluster() -> Iterator[LocalCluster]:
-    """A 3-primary + 3-replica Valkey Cluster for the session; tests must not kill its nodes."""
-    with LocalCluster(primaries=3, replicas_per_primary=1) as c:
-        yield c
+def cluster(herald_cluster: LocalCluster) -> LocalCluster:
+    """A 3-primary + 3-replica Valkey Cluster for the session (herald.pytest_plugin's); tests
+    must not kill its nodes."""
+    return herald_cluster
 
 
 @pytest.fixture
@@ -122,10 +140,10 @@ def own_cluster() -> Iterator[LocalCluster]:
 
 
 @pytest.fixture(scope="session")
-def sentinel() -> Iterator[LocalSentinel]:
-    """1 primary + 1 replica + 3 sentinels for the session; tests must not fail it over."""
-    with LocalSentinel(replicas=1, sentinels=3) as s:
-        yield s
+def sentinel(herald_sentinel: LocalSentinel) -> LocalSentinel:
+    """1 primary + 1 replica + 3 sentinels for the session (herald.pytest_plugin's); tests
+    must not fail it over."""
+    return herald_sentinel
 
 
 @pytest.fixture

@@ -60,13 +60,18 @@ def test_live_tail_shows_a_message_published_from_python(
             page = browser.new_page(viewport={"width": 1280, "height": 1000})
             errors: list[str] = []
             page.on("pageerror", lambda exc: errors.append(str(exc)))
+            # The dashboard works under its own Content-Security-Policy: no violation reported.
+            page.on(
+                "console",
+                lambda msg: (
+                    errors.append(msg.text) if "Content Security Policy" in msg.text else None
+                ),
+            )
             page.goto(gateway.url + "/")
             page.fill("#tail-topic", f"{topic}.*")
             page.click("#tail-start")
-            page.wait_for_function(
-                "document.querySelector('#tail-state').textContent.startsWith('following')",
-                timeout=10_000,
-            )
+            # Selectors, not wait_for_function: the page's CSP forbids evaluating strings.
+            page.wait_for_selector("#tail-state:text-matches('^following')", timeout=10_000)
             with herald.Client(url) as hub:
                 for i in range(3):
                     hub.publish(f"{topic}.prices", {"seq": i, "price": 100 + i})
@@ -84,10 +89,7 @@ def test_live_tail_shows_a_message_published_from_python(
             page.wait_for_selector("#tail-list li.tail-msg >> nth=3", timeout=10_000)
             assert '"from":"form"' in page.locator("#tail-list li.tail-msg").first.inner_text()
             # The counters and the topic table update live.
-            page.wait_for_function(
-                f"document.querySelector('#topics').textContent.includes('{topic}.prices')",
-                timeout=10_000,
-            )
+            page.wait_for_selector(f"#topics :text('{topic}.prices')", timeout=10_000)
             page.wait_for_selector(".card[data-key=published] b:text('1')", timeout=10_000)
             time.sleep(1.2)  # one more chart refresh with the messages in it
             page.screenshot(path=str(ARTIFACTS / "dashboard.png"), full_page=True)
@@ -97,3 +99,23 @@ def test_live_tail_shows_a_message_published_from_python(
     stats = httpx.get(gateway.url + "/stats").json()
     assert stats["gateway"]["published"] == 1
     assert shutil.os.path.getsize(ARTIFACTS / "dashboard.png") > 10_000  # type: ignore[attr-defined]
+
+
+@pytest.mark.timeout(60)
+def test_the_dashboard_cannot_be_framed(gateway: BackgroundGateway) -> None:
+    """A page of another origin framed the dashboard (clickjacking the replay buttons)."""
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        try:
+            page = browser.new_page()
+            console: list[str] = []
+            page.on("console", lambda msg: console.append(msg.text))
+            page.set_content(f'<iframe id="dash" src="{gateway.url}/"></iframe>')
+            deadline = time.monotonic() + 10
+            while not any("frame-ancestors" in m for m in console):
+                assert time.monotonic() < deadline, console
+                page.wait_for_timeout(100)
+            framed = [f for f in page.frames if f != page.main_frame]
+            assert all(f.query_selector("#tail-topic") is None for f in framed)
+        finally:
+            browser.close()

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import shlex
 import subprocess
 import sys
 import time
@@ -13,6 +14,7 @@ from collections import Counter
 from pathlib import Path
 from typing import Any
 
+import herald
 from herald._server import free_port
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples"
@@ -124,6 +126,14 @@ def test_chat_over_the_gateway_websocket(url: str) -> None:
     try:
         assert proc.stdout is not None
         assert "chat:" in proc.stdout.readline()
+        # The printed commands name the chat's server: a shell joins the same conversation.
+        sub_line, pub_line = proc.stdout.readline(), proc.stdout.readline()
+        assert sub_line.split("herald sub", 1)[1].split() == ["'chat.*'", "--url", url]
+        with herald.Client(url) as hub, hub.subscribe("chat.lobby") as sub:
+            pub = shlex.split(pub_line.split("herald pub", 1)[1])
+            herald_cli = Path(sys.executable).with_name("herald")
+            subprocess.run([str(herald_cli), "pub", *pub], check=True, timeout=30)
+            assert sub.next(timeout=5).data == {"user": "cli", "text": "hi"}
         page = fetch_text(f"http://127.0.0.1:{port}/chat?room={room}")
         assert "new WebSocket" in page
         asyncio.run(chat(websockets, f"ws://127.0.0.1:{port}/ws", f"chat.{room}"))

@@ -28,7 +28,7 @@ async def api(hub: herald.AsyncClient) -> AsyncIterator[httpx.AsyncClient]:
     gw: Gateway = app.state.gateway
     await gw.start()
     transport = httpx.ASGITransport(app=app)
-    async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as client:
+    async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as client:
         yield client
     await gw.stop()
 
@@ -190,11 +190,11 @@ async def test_rates_follow_the_messages(
 
 async def test_readyz_fails_when_the_server_is_gone(own_server: herald.EmbeddedServer) -> None:
     async with herald.AsyncClient(own_server.url, probe_interval=0.2) as hub:
-        app = create_app(hub, GatewayConfig(ready_timeout=0.5))
+        app = create_app(hub, GatewayConfig(ready_timeout=0.5, ready_cache=0))
         gw: Gateway = app.state.gateway
         await gw.start()
         transport = httpx.ASGITransport(app=app)
-        async with httpx.AsyncClient(transport=transport, base_url="http://gateway") as api:
+        async with httpx.AsyncClient(transport=transport, base_url="http://localhost") as api:
             assert (await api.get("/readyz")).status_code == 200
             own_server.pause()
             try:

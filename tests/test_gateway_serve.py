@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import re
@@ -10,11 +11,15 @@ import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
+import jwt
 import pytest
 
 import herald
+from herald.gateway import AuthConfig, AuthError, authenticate
+from herald.gateway.serve import gateway_config
 
 HERALD = [sys.executable, "-m", "herald.cli"]
 
@@ -67,3 +72,120 @@ def test_serve_with_url_runs_the_gateway_alone(url: str, tmp_path: Path) -> None
         assert httpx.get(f"{base}/readyz").status_code == 200
     finally:
         _stop(proc, log)
+
+
+def _run_serve(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:
+    return subprocess.run([*HERALD, "serve", *args], env=env, capture_output=True, text=True)
+
+
+@pytest.mark.timeout(60)
+def test_serve_refuses_a_network_address_without_auth(tmp_path: Path) -> None:
+    env = {**os.environ, "HERALD_HOME": str(tmp_path)}
+    out = _run_serve(["--host", "0.0.0.0", "--port", "0"], env)
+    assert out.returncode == 1
+    assert "refusing to serve the gateway on 0.0.0.0 without auth" in out.stderr
+    # --insecure is the explicit choice, and the banner says where it really listens.
+    log = tmp_path / "serve.log"
+    proc, _ = _start(["serve", "--host", "0.0.0.0", "--port", "0", "--insecure"], env, log)
+    try:
+        text = log.read_text()
+        assert re.search(r"http://0\.0\.0\.0:\d+ \(all interfaces\)", text), text
+        assert "127.0.0.1" not in text.split("dashboard and gateway:")[1].splitlines()[0]
+        assert "--insecure" in text
+    finally:
+        _stop(proc, log)
+
+
+def _token(key: bytes, grants: dict[str, Any], kid: str | None = None) -> str:
+    claims = {"sub": "t", "aud": "herald", "iss": "me", "exp": int(time.time()) + 60}
+    return jwt.encode(
+        {**claims, "herald": grants}, key, algorithm="HS256", headers={"kid": kid} if kid else None
+    )
+
+
+@pytest.mark.timeout(90)
+def test_serve_turns_auth_on_from_a_config_file(tmp_path: Path, topic: str) -> None:
+    key = os.urandom(32).hex().encode()
+    key_file = tmp_path / "jwt.key"
+    key_file.write_bytes(key + b"\n")
+    key_file.chmod(0o600)
+    config = tmp_path / "herald.toml"
+    config.write_text(
+        f'[serve]\nauth-key-file = "{key_file}"\nauth-issuer = "me"\nhost = "0.0.0.0"\n'
+        'allowed-host = ["herald.example"]\n'
+    )
+    env = {**os.environ, "HERALD_HOME": str(tmp_path / "home")}
+    log = tmp_path / "serve.log"
+    proc, base = _start(["serve", "--config", str(config), "--port", "0"], env, log)
+    try:
+        assert "auth: JWT (HS256, iss 'me', aud 'herald')" in log.read_text()
+        local = base.replace("0.0.0.0", "127.0.0.1")
+        assert httpx.post(f"{local}/topics/{topic}", json=1).status_code == 401
+        bearer = {"authorization": "Bearer " + _token(key, {"publish": [topic]})}
+        assert httpx.post(f"{local}/topics/{topic}", json=1, headers=bearer).status_code == 200
+        named = {**bearer, "host": "herald.example"}
+        assert httpx.post(f"{local}/topics/{topic}", json=1, headers=named).status_code == 200
+        assert httpx.get(f"{local}/stats", headers={"host": "evil.example"}).status_code == 421
+    finally:
+        _stop(proc, log)
+
+
+def test_serve_refuses_weak_or_exposed_keys(tmp_path: Path) -> None:
+    env = {**os.environ, "HERALD_HOME": str(tmp_path)}
+    short = tmp_path / "short.key"
+    short.write_text("secret")
+    short.chmod(0o600)
+    out = _run_serve(["--auth-key-file", str(short), "--auth-issuer", "me", "--port", "0"], env)
+    assert out.returncode == 1
+    assert "at least 32 bytes" in out.stderr
+    empty = tmp_path / "empty.key"
+    empty.write_text("\n")
+    empty.chmod(0o600)
+    out = _run_serve(["--auth-key-file", str(empty), "--auth-issuer", "me", "--port", "0"], env)
+    assert out.returncode == 1
+    assert "at least 32 bytes" in out.stderr
+    exposed = tmp_path / "exposed.key"
+    exposed.write_text("k" * 64)
+    exposed.chmod(0o644)
+    out = _run_serve(["--auth-key-file", str(exposed), "--auth-issuer", "me", "--port", "0"], env)
+    assert out.returncode == 1
+    assert "readable by other users" in out.stderr
+    out = _run_serve(["--auth-key-file", str(short), "--port", "0"], env)
+    assert "--auth-issuer" in out.stderr
+
+
+def test_auth_config_refuses_short_hmac_keys() -> None:
+    for key in ("", "secret", b"x" * 31):
+        with pytest.raises(ValueError, match="at least 32 bytes"):
+            AuthConfig(key=key, audience="herald", issuer="me")
+    with pytest.raises(ValueError, match="at least 64 bytes"):
+        AuthConfig(key="k" * 32, audience="herald", issuer="me", algorithms=("HS512",))
+    AuthConfig(key="k" * 32, audience="herald", issuer="me")
+    if importlib.util.find_spec("cryptography") is None:
+        # Public-key algorithms need it: refused at start, not at each token.
+        with pytest.raises(ValueError, match="cryptography"):
+            AuthConfig(
+                key="-----BEGIN PUBLIC KEY-----", audience="a", issuer="i", algorithms=("RS256",)
+            )
+
+
+def test_a_jwks_picks_the_key_by_kid(tmp_path: Path) -> None:
+    keys = {kid: os.urandom(32) for kid in ("one", "two")}
+    jwks = {
+        "keys": [
+            {"kty": "oct", "kid": kid, "alg": "HS256", "k": jwt.utils.base64url_encode(k).decode()}
+            for kid, k in keys.items()
+        ]
+    }
+    path = tmp_path / "jwks.json"
+    path.write_text(json.dumps(jwks))
+    path.chmod(0o600)
+    config = gateway_config(host="127.0.0.1", auth_jwks_file=path, auth_issuer="me")
+    assert config.auth is not None
+    for kid, key in keys.items():
+        principal = authenticate(_token(key, {"publish": ["a"]}, kid), config.auth)
+        assert principal.may("publish", "a")
+    with pytest.raises(AuthError):
+        authenticate(_token(keys["one"], {}, "two"), config.auth)
+    with pytest.raises(AuthError):
+        authenticate(_token(keys["one"], {}, "three"), config.auth)

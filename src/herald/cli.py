@@ -23,7 +23,14 @@ import herald
 
 from ._cli_durable import dead, history, replay, topics
 from ._cli_faults import faults
-from ._server import EmbeddedServer, clear_state, default_data_dir, discover, write_state
+from ._server import (
+    EmbeddedServer,
+    clear_state,
+    default_data_dir,
+    discover,
+    new_password,
+    write_state,
+)
 
 _URL = click.option(
     "--url",
@@ -50,7 +57,45 @@ main.add_command(history)
 main.add_command(faults)
 
 
+def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
+    """``--config FILE``: a TOML file whose keys are ``serve``'s long options (``auth-issuer``
+    or ``auth_issuer``); options given on the command line win."""
+    if value is None:
+        return
+    import tomllib
+
+    try:
+        data = tomllib.loads(value.read_text())
+    except (OSError, ValueError) as exc:
+        raise click.BadParameter(f"cannot read {value}: {exc}", param_hint="--config") from exc
+    table = data.get("serve", data)
+    if not isinstance(table, dict):
+        raise click.BadParameter("[serve] must be a table", param_hint="--config")
+    known: dict[str, str] = {}
+    for p in ctx.command.params:
+        if p.name and p.name != "config":
+            known[p.name] = p.name
+            for opt in p.opts:
+                known[opt.lstrip("-").replace("-", "_")] = p.name
+    defaults: dict[str, Any] = {}
+    for key, item in table.items():
+        name = known.get(str(key).replace("-", "_"))
+        if name is None:
+            raise click.BadParameter(f"unknown setting {key!r} in {value}", param_hint="--config")
+        defaults[name] = item
+    ctx.default_map = {**(ctx.default_map or {}), **defaults}
+
+
 @main.command()
+@click.option(
+    "--config",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    callback=_load_config,
+    is_eager=True,
+    expose_value=False,
+    help="A TOML file of these options ([serve] table, or top level), e.g. "
+    'auth-key-file = "/etc/herald/jwt.key"; command-line options win.',
+)
 @click.option(
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
@@ -58,7 +103,12 @@ main.add_command(faults)
     help="Where the embedded Valkey keeps its AOF files (default: $HERALD_HOME or "
     "~/.local/share/herald).",
 )
-@click.option("--host", default="127.0.0.1", show_default=True, help="Gateway address.")
+@click.option(
+    "--host",
+    default="127.0.0.1",
+    show_default=True,
+    help="Gateway address. Any other than loopback needs auth (--auth-*) or --insecure.",
+)
 @click.option(
     "--port",
     type=int,
@@ -76,6 +126,73 @@ main.add_command(faults)
     help="Serve the gateway for this Redis/Valkey instead of starting the embedded one.",
 )
 @click.option("--no-gateway", is_flag=True, help="Run the embedded Valkey alone.")
+@click.option(
+    "--unix-socket",
+    is_flag=True,
+    help="The embedded Valkey also listens on <data-dir>/valkey.sock (mode 0700); other "
+    "herald commands then use it.",
+)
+@click.option(
+    "--auth-key-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Turn JWT auth on: the HMAC secret (at least 32 bytes for HS256) or the PEM public "
+    "key that signs tokens.",
+)
+@click.option(
+    "--auth-jwks-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="Turn JWT auth on: a JWKS file (JSON); the token's kid picks the key.",
+)
+@click.option("--auth-issuer", default=None, help="The required iss of tokens.")
+@click.option("--auth-audience", default="herald", show_default=True, help="The required aud.")
+@click.option(
+    "--auth-algorithm",
+    "auth_algorithms",
+    multiple=True,
+    help="Accepted algorithm, pinned (repeat for more; default HS256).",
+)
+@click.option(
+    "--allowed-host",
+    "allowed_hosts",
+    multiple=True,
+    help="A name clients reach the gateway by (Host header), besides loopback names, --host "
+    "and IP addresses; '.example.com' for a domain and its subdomains, '*' for any (repeat).",
+)
+@click.option(
+    "--allowed-origin",
+    "allowed_origins",
+    multiple=True,
+    help="A browser origin allowed besides the gateway's own, e.g. https://app.example (repeat).",
+)
+@click.option(
+    "--metrics",
+    type=click.Choice(["auth", "public", "off"]),
+    default="auth",
+    show_default=True,
+    help="/metrics: as /stats (admin token or --metrics-token-file when auth is on), to "
+    "anyone, or not at all.",
+)
+@click.option(
+    "--metrics-token-file",
+    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    default=None,
+    help="A file holding a static bearer token that may read /metrics (for Prometheus).",
+)
+@click.option(
+    "--max-connections",
+    type=int,
+    default=1000,
+    show_default=True,
+    help="Open gateway connections at most (HTTP and WebSocket).",
+)
+@click.option(
+    "--insecure",
+    is_flag=True,
+    help="Allow a non-loopback --host without auth: anyone who can reach it may publish, "
+    "read and replay everything.",
+)
 def serve(
     data_dir: Path | None,
     host: str,
@@ -83,6 +200,18 @@ def serve(
     valkey_port: int | None,
     url: str | None,
     no_gateway: bool,
+    unix_socket: bool,
+    auth_key_file: Path | None,
+    auth_jwks_file: Path | None,
+    auth_issuer: str | None,
+    auth_audience: str,
+    auth_algorithms: Sequence[str],
+    allowed_hosts: Sequence[str],
+    allowed_origins: Sequence[str],
+    metrics: str,
+    metrics_token_file: Path | None,
+    max_connections: int,
+    insecure: bool,
 ) -> None:
     """Run Herald: the embedded Valkey (AOF persistence) and the gateway with its dashboard
     on http://127.0.0.1:8080, until Ctrl-C.
@@ -91,7 +220,7 @@ def serve(
     the data directory. With --url only the gateway runs, for that server.
     """
     try:
-        from .gateway.serve import run_gateway
+        from .gateway.serve import gateway_config, run_gateway
     except ImportError as exc:
         _fail(f"herald serve needs the gateway: pip install 'herald-pubsub[serve]' ({exc})")
 
@@ -99,29 +228,70 @@ def serve(
     # starts stops it as soon as it runs (a runner that started this process in the background
     # may have left SIGINT ignored, and the default handler would not be there either).
     stopping = threading.Event()
-    for sig in (signal.SIGINT, signal.SIGTERM):
-        signal.signal(sig, lambda signum, frame: stopping.set())
+    _catch_stop_signals(stopping)
 
     console = Console()
+    config = None
+    if not no_gateway:
+        try:
+            config = gateway_config(
+                host=host,
+                auth_key_file=auth_key_file,
+                auth_jwks_file=auth_jwks_file,
+                auth_issuer=auth_issuer,
+                auth_audience=auth_audience,
+                auth_algorithms=tuple(auth_algorithms),
+                allowed_hosts=tuple(allowed_hosts),
+                allowed_origins=tuple(allowed_origins),
+                metrics=metrics,
+                metrics_token_file=metrics_token_file,
+                max_connections=max_connections,
+                insecure=insecure,
+            )
+        except ValueError as exc:
+            _fail(str(exc))
+        if insecure and config is not None and config.auth is None:
+            console.print(
+                f"[bold red]warning:[/] --insecure: the gateway on {host} has no auth; anyone "
+                "who can reach it may publish, read history and replay dead letters"
+            )
     if not no_gateway and port and not _port_free(host, port):
         _fail(f"port {port} on {host} is in use: pass --port (0 for a free one)")
     if url is not None:
         if no_gateway:
             _fail("--url with --no-gateway leaves nothing to run")
-        run_gateway(url, host, port, console, lambda: True, stopping=stopping)
+        run_gateway(url, host, port, console, lambda: True, config, stopping=stopping)
         return
     data_dir = data_dir or default_data_dir()
-    if running := discover(data_dir):
-        _fail(f"a Herald server is already running at {running} (data directory {data_dir})")
-    server = EmbeddedServer(data_dir, port=valkey_port, persist=True, owned=True)
     try:
-        server.start()
+        running = discover(data_dir)
     except herald.HeraldError as exc:
         _fail(str(exc))
-    assert server.process is not None
-    write_state(data_dir, server.url, server.process.pid)
-    console.print(f"[bold green]Herald[/] Valkey running at [bold]{server.url}[/]")
-    console.print(f"data directory: {data_dir} (AOF, fsync every second)")
+    if running:
+        _fail(f"a Herald server is already running (data directory {data_dir})")
+    # Other local users must not reach the data: a password that only herald.json (0600, in
+    # a 0700 directory) holds.
+    server = EmbeddedServer(
+        data_dir,
+        port=valkey_port,
+        persist=True,
+        owned=True,
+        password=new_password(),
+        unix_socket=data_dir / "valkey.sock" if unix_socket else None,
+    )
+    try:
+        server.start()
+        write_state(data_dir, server.state())
+    except herald.HeraldError as exc:
+        server.stop()
+        _fail(str(exc))
+    console.print(f"[bold green]Herald[/] Valkey running at [bold]{server.display_url}[/]")
+    if server.unix_socket is not None:
+        console.print(f"unix socket: {server.unix_socket} (mode 0700)")
+    console.print(
+        f"data directory: {data_dir} (mode 0700; AOF, fsync every second); "
+        f"password in {data_dir / 'herald.json'} (mode 0600)"
+    )
 
     def alive() -> bool:
         return server.process is not None and server.process.poll() is None
@@ -130,14 +300,22 @@ def serve(
         if no_gateway:
             _wait_for_signal(console, alive, stopping)
         else:
-            run_gateway(server.url, host, port, console, alive, stopping=stopping)
+            run_gateway(server.url, host, port, console, alive, config, stopping=stopping)
     finally:
+        # The gateway's event loop gave the signals back to their defaults when it closed: a
+        # second Ctrl-C must not cut the server's shutdown short.
+        _catch_stop_signals(stopping)
         crashed = not alive()
         server.stop()
         clear_state(data_dir)
     if crashed:
         _fail(f"valkey-server exited unexpectedly; see {server.log_file}")
     console.print("stopped")
+
+
+def _catch_stop_signals(stopping: threading.Event) -> None:
+    for sig in (signal.SIGINT, signal.SIGTERM):
+        signal.signal(sig, lambda signum, frame: stopping.set())
 
 
 def _wait_for_signal(console: Console, alive: Any, stopping: threading.Event) -> None:

@@ -54,7 +54,8 @@ def _gateway_main(url: str, conn: Connection, max_queue: int, frame_writer: bool
     from herald.gateway import GatewayConfig, create_app
     from herald.gateway.serve import _Server, uvicorn_config
 
-    config = GatewayConfig(max_queue=max_queue)
+    # Fan-out is measured, not the connection cap: room for any number of clients.
+    config = GatewayConfig(max_queue=max_queue, max_connections=1_000_000)
     settings = uvicorn_config(create_app(url, config), config, "127.0.0.1", 0, "error")
     if not frame_writer:  # plain uvicorn: every frame through ASGI's websocket.send
         settings.ws = "websockets-sansio"

@@ -23,9 +23,11 @@ from .proxy import Proxy
 
 GATEWAY = """
     import sys, time
+    from herald.gateway import GatewayConfig
     from herald.gateway.serve import BackgroundGateway
 
-    gw = BackgroundGateway(sys.argv[1]).start()
+    # Old and new connections overlap in a mass reconnect: room above the 1,000 clients.
+    gw = BackgroundGateway(sys.argv[1], GatewayConfig(max_connections=10_000)).start()
     print(gw.port, flush=True)
     print("ready", flush=True)
     while True:  # until killed

@@ -7,6 +7,7 @@ from collections.abc import AsyncIterator
 from pathlib import Path
 
 from starlette.applications import Starlette
+from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
@@ -17,6 +18,7 @@ from herald import AsyncClient, HeraldError
 from . import http, sse
 from .auth import AuthError
 from .config import GatewayConfig
+from .guard import Guard
 from .metrics import metrics, registry_for
 from .openapi import document
 from .publishing import Refused
@@ -100,7 +102,19 @@ def create_app(
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
-    app = Starlette(routes=routes, lifespan=lifespan, exception_handlers=_HANDLED)
+
+    def refused() -> None:
+        gw.stats.refused += 1
+
+    guard = Middleware(
+        Guard,
+        allowed_hosts=config.allowed_hosts,
+        max_body=config.max_message_size,
+        on_refused=refused,
+    )
+    app = Starlette(
+        routes=routes, lifespan=lifespan, exception_handlers=_HANDLED, middleware=[guard]
+    )
     app.state.gateway = gw
     app.state.metrics_registry, app.state.metrics_collector = registry_for(gw)
     return app

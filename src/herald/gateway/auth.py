@@ -24,11 +24,14 @@ from dataclasses import dataclass, field
 from typing import Any, Literal
 
 import jwt
+from jwt.algorithms import get_default_algorithms
 
 from herald import match
 
 Action = Literal["publish", "subscribe", "history", "replay"]
 _GLOB = frozenset("*?[\\")
+#: RFC 7518 3.2: an HMAC key at least as long as the hash's output.
+_HMAC_KEY_BYTES = {"HS256": 32, "HS384": 48, "HS512": 64}
 
 
 class AuthError(Exception):
@@ -50,7 +53,9 @@ class AuthConfig:
     """How tokens are checked.
 
     Attributes:
-        key: the HMAC secret, or the public key (PEM) for RS*/ES*/EdDSA algorithms.
+        key: the HMAC secret (at least as long as the hash: 32 bytes for HS256, 48 for HS384,
+            64 for HS512), the public key (PEM) for RS*/PS*/ES*/EdDSA algorithms, or a
+            :class:`jwt.PyJWKSet` (a JWKS: the token's ``kid`` picks the key).
         audience: the required ``aud``.
         issuer: the required ``iss``.
         algorithms: the accepted algorithms, pinned (never taken from the token).
@@ -62,7 +67,7 @@ class AuthConfig:
         AuthConfig(key=os.environ["HERALD_JWT_KEY"], audience="herald", issuer="auth.example")
     """
 
-    key: str | bytes
+    key: str | bytes | jwt.PyJWKSet
     audience: str
     issuer: str
     algorithms: tuple[str, ...] = ("HS256",)
@@ -72,6 +77,26 @@ class AuthConfig:
     def __post_init__(self) -> None:
         if not self.algorithms or any(a.lower() == "none" for a in self.algorithms):
             raise ValueError("algorithms must be pinned and must not include 'none'")
+        if not self.audience or not self.issuer:
+            raise ValueError("audience and issuer are required")
+        available = get_default_algorithms()
+        missing = [a for a in self.algorithms if a not in available]
+        if missing:
+            raise ValueError(
+                f"algorithm {', '.join(missing)} is not available: RS*, PS*, ES* and EdDSA "
+                "need PyJWT's cryptography extra (pip install 'pyjwt[crypto]')"
+            )
+        hmac = [a for a in self.algorithms if a.upper().startswith("HS")]
+        if hmac and isinstance(self.key, str | bytes):
+            key = self.key.encode() if isinstance(self.key, str) else self.key
+            need = max(_HMAC_KEY_BYTES.get(a.upper(), 64) for a in hmac)
+            if len(key) < need:
+                raise ValueError(
+                    f"the HMAC key must be at least {need} bytes for {', '.join(hmac)} "
+                    f"(it has {len(key)}): a short key can be guessed offline from one token"
+                )
+            if key.lstrip().startswith(b"-----BEGIN"):
+                raise ValueError("a PEM key cannot be an HMAC secret: pin RS256, ES256, ...")
 
 
 @dataclass(frozen=True)
@@ -175,7 +200,7 @@ def authenticate(token: str | None, config: AuthConfig | None) -> Principal:
     try:
         claims = jwt.decode(
             token,
-            config.key,
+            _key_for(token, config.key),
             algorithms=list(config.algorithms),
             audience=config.audience,
             issuer=config.issuer,
@@ -205,6 +230,20 @@ def authenticate(token: str | None, config: AuthConfig | None) -> Principal:
         expires=float(claims["exp"]),
         claims=claims,
     )
+
+
+def _key_for(token: str, key: str | bytes | jwt.PyJWKSet) -> Any:
+    """The key that checks ``token``: ``key`` itself, or from a JWKS the one its ``kid`` names
+    (or the only one)."""
+    if not isinstance(key, jwt.PyJWKSet):
+        return key
+    kid = jwt.get_unverified_header(token).get("kid")
+    if kid is None and len(key.keys) == 1:
+        return key.keys[0]
+    for jwk in key.keys:
+        if jwk.key_id == kid:
+            return jwk
+    raise jwt.InvalidKeyError(f"no key {kid!r} in the JWKS")
 
 
 def origin_allowed(origin: str | None, host: str | None, allowed: Sequence[str] | None) -> bool:

@@ -120,7 +120,7 @@ class Sink:
     task switch and no per-client framing. Otherwise batches queue here for the connection's
     writer, which sends everything queued as one frame. Full (``max_queue`` messages or
     ``max_bytes``): the client is closed as too slow; the writer then sends the close with
-    ``reason``.
+    ``reason``, and ``on_cut`` (if given) is called.
     """
 
     __slots__ = (
@@ -132,6 +132,7 @@ class Sink:
         "direct",
         "max_bytes",
         "max_queue",
+        "on_cut",
         "queue",
         "reason",
         "stats",
@@ -144,8 +145,10 @@ class Sink:
         max_bytes: int,
         *,
         direct: Callable[[bytes], bool] | None = None,
+        on_cut: Callable[[], None] | None = None,
     ) -> None:
         self.stats = stats
+        self.on_cut = on_cut
         self.max_queue = max_queue
         self.max_bytes = max_bytes
         self.direct = direct
@@ -165,6 +168,8 @@ class Sink:
         self.close(1008, f"slow client: {self.count} messages ({self.bytes} bytes) not read")
         self.queue.clear()
         self.count = self.bytes = 0
+        if self.on_cut is not None:
+            self.on_cut()  # e.g. abort the connection: its socket buffer is full and stays so
         return False
 
     def push(self, frame: str, event_id: str | None = None) -> bool:

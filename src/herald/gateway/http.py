@@ -24,11 +24,56 @@ from herald import Timeout as HeraldTimeout
 from .auth import Action, AuthError, Principal, authenticate, origin_allowed
 from .fanout import stored_dicts
 from .frames import message_dict
+from .guard import BodyTooLarge
 from .publishing import Refused, message_headers, publish_message
 from .rates import INTERNAL_PREFIX
 from .state import Gateway, durable, recoverable
 
 _MAX_TOPICS_LISTED = 500
+#: The largest offset a client may send: Redis integers are signed 64-bit.
+MAX_OFFSET = 2**63 - 1
+_MAX_ID_PART = 2**64 - 1
+
+
+def parse_offset(value: str | None, what: str) -> int | None:
+    """An offset from a query parameter or header; ``None`` when absent.
+
+    Raises:
+        ValueError: not an integer from 0 to 2^63-1 (HTTP 400).
+    """
+    if value is None or value == "":
+        return None
+    if not value.isdigit() or len(value) > 19 or int(value) > MAX_OFFSET:
+        raise ValueError(f"{what} must be an offset (an integer from 0 to {MAX_OFFSET})")
+    return int(value)
+
+
+def check_entry_id(value: str, what: str) -> str:
+    """A stream entry id (``ms-seq`` or ``ms``) from a client.
+
+    Raises:
+        ValueError: not one, or a part over 2^64-1 (HTTP 400).
+    """
+    parts = value.split("-", 1)
+    if not all(p.isdigit() and len(p) <= 20 and int(p) <= _MAX_ID_PART for p in parts):
+        raise ValueError(f"{what} must be an entry id such as 1700000000000-0")
+    return value
+
+
+def no_lone_surrogates(text: str | bytes | bytearray, value: Any) -> None:
+    """Refuse JSON whose strings hold a lone UTF-16 surrogate (``"\\ud800"``): valid JSON,
+    but no UTF-8 encodes it, so it could never be published or echoed.
+
+    Raises:
+        ValueError: one was found (HTTP 400, WebSocket ``bad_request``).
+    """
+    escaped = b"\\u" in text if isinstance(text, bytes | bytearray) else "\\u" in text
+    if not escaped:
+        return  # escapes are the only way to write one in UTF-8 text
+    try:
+        json.dumps(value, ensure_ascii=False).encode()
+    except UnicodeEncodeError:
+        raise ValueError('JSON holds a lone UTF-16 surrogate (e.g. "\\ud800")') from None
 
 
 def error(status: int, code: str, message: str) -> JSONResponse:
@@ -50,6 +95,12 @@ def _principal(request: Request, gw: Gateway) -> Principal:
 
 
 def _authorize(request: Request, action: Action | None, topic: str | None = None) -> Gateway:
+    return _authorized(request, action, topic)[0]
+
+
+def _authorized(
+    request: Request, action: Action | None, topic: str | None = None
+) -> tuple[Gateway, Principal]:
     gw = gateway(request)
     principal = _principal(request, gw)
     if action is None:
@@ -57,7 +108,7 @@ def _authorize(request: Request, action: Action | None, topic: str | None = None
     else:
         assert topic is not None
         principal.check(action, topic)
-    return gw
+    return gw, principal
 
 
 def policy_dict(policy: TopicPolicy | None) -> dict[str, Any]:
@@ -85,7 +136,7 @@ def handle_errors(exc: Exception) -> JSONResponse:
         return error(403, "reserved_topic", str(exc))
     if isinstance(exc, InvalidTopic):
         return error(400, "invalid_topic", str(exc))
-    if isinstance(exc, MessageTooLarge):
+    if isinstance(exc, (MessageTooLarge, BodyTooLarge)):
         return error(413, "too_large", str(exc))
     if isinstance(exc, ConfigurationError):
         return error(409, "not_applicable", str(exc))
@@ -101,7 +152,22 @@ def handle_errors(exc: Exception) -> JSONResponse:
 async def publish(request: Request) -> Response:
     """POST /topics/{topic}: the body is the message (JSON, text or bytes)."""
     topic = request.path_params["topic"]
-    gw = _authorize(request, "publish", topic)
+    gw, principal = _authorized(request, "publish", topic)
+    who = (
+        f"sub:{principal.subject}"
+        if principal.subject is not None
+        else f"addr:{request.client.host if request.client else '?'}"
+    )
+    if not gw.publish_buckets.take(who):
+        gw.stats.refused += 1
+        return JSONResponse(
+            {
+                "error": "rate_limited",
+                "message": f"more than {gw.config.publish_rate:g} publishes per second",
+            },
+            status_code=429,
+            headers={"retry-after": "1"},
+        )
     limit = gw.config.max_message_size
     declared = request.headers.get("content-length")
     if declared is not None and declared.isdigit() and int(declared) > limit:
@@ -116,6 +182,7 @@ async def publish(request: Request) -> Response:
     if ctype == "application/json" or ctype.endswith("+json"):
         try:
             data = json.loads(body)
+            no_lone_surrogates(body, data)
         except (ValueError, RecursionError) as exc:
             return error(400, "bad_json", f"body is not JSON: {exc}")
     elif ctype.startswith("text/"):
@@ -126,15 +193,18 @@ async def publish(request: Request) -> Response:
     else:
         data = bytes(body)
     params = request.query_params
-    ack = await publish_message(
-        gw,
-        topic,
-        data,
-        message_headers(request.headers),
-        confirm=True,
-        msg_id=params.get("msg_id") or None,
-        key=params.get("key") or None,
-    )
+    try:
+        ack = await publish_message(
+            gw,
+            topic,
+            data,
+            message_headers(request.headers),
+            confirm=True,
+            msg_id=params.get("msg_id") or None,
+            key=params.get("key") or None,
+        )
+    except TypeError as exc:  # a value the codec cannot encode
+        return error(400, "bad_request", str(exc))
     response = JSONResponse({"topic": topic, **ack})
     if parent := request.headers.get("traceparent"):
         response.headers["traceparent"] = parent
@@ -223,13 +293,9 @@ async def messages(request: Request) -> Response:
     after = request.query_params.get("after") or None
     policy = (await gw.policies()).get(topic)
     if recoverable(policy):
-        if after is not None and not after.isdigit():
-            raise ValueError("after must be an offset (an integer >= 0)")
-        since: Any = int(after) if after is not None else 0
+        since: Any = parse_offset(after, "after") or 0
     elif durable(policy):
-        if after is not None and not all(part.isdigit() for part in after.split("-", 1)):
-            raise ValueError("after must be an entry id such as 1700000000000-0")
-        since = after
+        since = check_entry_id(after, "after") if after is not None else None
     else:
         return error(404, "no_history", f"topic {topic!r} keeps no history (it is live)")
     stored = await gw.hub.history(topic, since=since, limit=limit)
@@ -244,7 +310,10 @@ async def dead_letters(request: Request) -> Response:
     topic = request.path_params["topic"]
     gw = _authorize(request, None)
     limit = _limit(request, gw)
-    dead = await gw.hub.dead_letters(topic, since=request.query_params.get("after"), limit=limit)
+    after = request.query_params.get("after") or None
+    if after is not None:
+        check_entry_id(after, "after")
+    dead = await gw.hub.dead_letters(topic, since=after, limit=limit)
     return JSONResponse(
         {
             "topic": topic,
@@ -281,13 +350,14 @@ async def replay_dead(request: Request) -> Response:
     if body.strip():
         try:
             parsed = json.loads(body)
+            no_lone_surrogates(body, parsed)
         except (ValueError, RecursionError) as exc:
             return error(400, "bad_json", f"body is not JSON: {exc}")
         raw = parsed.get("offsets") if isinstance(parsed, dict) else None
         if raw is not None:
             if not isinstance(raw, list) or not all(isinstance(o, str) for o in raw):
                 return error(400, "bad_request", "offsets must be a list of entry ids")
-            offsets = raw
+            offsets = [check_entry_id(o, "offsets") for o in raw]
     replayed = await gw.hub.replay_dead(topic, offsets)
     return JSONResponse({"topic": topic, "replayed": replayed})
 
@@ -321,10 +391,11 @@ async def healthz(request: Request) -> Response:
 
 
 async def readyz(request: Request) -> Response:
-    """GET /readyz: ready only when a probe message makes the round trip through the server."""
+    """GET /readyz: ready only when a probe message makes the round trip through the server
+    (one probe per ``ready_cache`` seconds at most, however often this is asked)."""
     gw = gateway(request)
     try:
-        rtt = await gw.probe()
+        rtt = await gw.ready()
     except (HeraldError, TimeoutError) as exc:
         return JSONResponse({"status": "unavailable", "reason": str(exc) or "timeout"}, 503)
     return JSONResponse({"status": "ready", "round_trip_ms": round(rtt * 1000, 3)})

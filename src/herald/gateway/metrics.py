@@ -1,11 +1,15 @@
 """``GET /metrics``: Prometheus text format, read from the gateway's counters at scrape time.
 
+With auth on, only a token with the ``admin`` grant or the configured ``metrics_token`` may
+read them (they name topics and groups); ``GatewayConfig.metrics`` can open or close them.
+
 Durable topics' consumer groups (pending, lag) and dead letters are read from the server at
 most every ``_TOPIC_REFRESH`` seconds, for up to ``_MAX_TOPICS`` declared durable topics.
 """
 
 from __future__ import annotations
 
+import hmac
 import time
 from collections.abc import Iterator
 from typing import TYPE_CHECKING
@@ -115,7 +119,32 @@ def registry_for(gw: Gateway) -> tuple[CollectorRegistry, GatewayCollector]:
     return registry, collector
 
 
+def _allowed(request: Request, gw: Gateway) -> Response | None:
+    """None if the caller may read the metrics (``GatewayConfig.metrics``), else the answer."""
+    from .http import _principal, error  # the HTTP module's auth, without an import cycle
+
+    config = gw.config
+    if config.metrics == "off":
+        return error(404, "not_found", "metrics are off")
+    if config.metrics == "public" or config.auth is None:
+        return None
+    given = request.headers.get("authorization", "")
+    token = config.metrics_token
+    if (
+        token is not None
+        and given[:7].lower() == "bearer "
+        and hmac.compare_digest(given[7:].strip().encode(), token.encode())
+    ):
+        return None
+    _principal(request, gw).check_admin()  # AuthError: 401 or 403 through the app's handler
+    return None
+
+
 async def metrics(request: Request) -> Response:
+    """GET /metrics: Prometheus text format; who may read it: ``GatewayConfig.metrics``."""
+    refused = _allowed(request, request.app.state.gateway)
+    if refused is not None:
+        return refused
     registry: CollectorRegistry = request.app.state.metrics_registry
     collector: GatewayCollector = request.app.state.metrics_collector
     await collector.refresh()

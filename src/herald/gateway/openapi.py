@@ -30,6 +30,8 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+#: A stream entry id: ``ms-seq`` or ``ms``, each part below 2^64.
+_ENTRY_ID = {"type": "string", "pattern": "^[0-9]{1,19}(-[0-9]{1,19})?$"}
 _ERROR = {
     "type": "object",
     "required": ["error", "message"],
@@ -40,6 +42,8 @@ _ERRORS = {
     "401": _json(_ERROR, "No valid token"),
     "403": _json(_ERROR, "Not granted"),
     "409": _json(_ERROR, "Not applicable to this topic (e.g. not durable)"),
+    "413": _json(_ERROR, "Body over the size limit"),
+    "421": _json(_ERROR, "Host not allowed (the gateway is not served under that name)"),
     "503": _json(_ERROR, "The server is unreachable"),
     "504": _json(_ERROR, "Timed out"),
 }
@@ -114,7 +118,7 @@ def document() -> dict[str, Any]:
                             },
                             "Published",
                         ),
-                        "413": _json(_ERROR, "Body over the size limit"),
+                        "429": _json(_ERROR, "Over the publish rate (see Retry-After)"),
                         **_ERRORS,
                     },
                 },
@@ -181,7 +185,7 @@ def document() -> dict[str, Any]:
                     "parameters": [
                         _TOPIC,
                         _LIMIT,
-                        {"name": "after", "in": "query", "schema": {"type": "string"}},
+                        {"name": "after", "in": "query", "schema": _ENTRY_ID},
                     ],
                     "security": _BEARER,
                     "responses": {"200": _json({"type": "object"}), **_ERRORS},
@@ -199,7 +203,7 @@ def document() -> dict[str, Any]:
                                 "schema": {
                                     "type": "object",
                                     "properties": {
-                                        "offsets": {"type": "array", "items": {"type": "string"}}
+                                        "offsets": {"type": "array", "items": _ENTRY_ID}
                                     },
                                 }
                             }

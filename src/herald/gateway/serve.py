@@ -4,17 +4,25 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ipaddress
+import json
+import os
 import signal
+import stat
 import threading
 import time
 from collections.abc import Callable, Generator
+from pathlib import Path
 
 import uvicorn
 from rich.console import Console
 from starlette.applications import Starlette
 
 from .app import create_app
+from .auth import AuthConfig
 from .config import GatewayConfig
+from .guard import LOOPBACK_HOSTS
+from .uvicorn_http import http_protocol
 from .uvicorn_ws import WS_PROTOCOL
 
 #: uvicorn's ``websockets-sansio`` WebSocket implementation, letting the fan-out write the
@@ -28,17 +36,115 @@ def uvicorn_config(
     """uvicorn's settings for the gateway.
 
     No permessage-deflate: it would compress every frame once per client (a fan-out sends the
-    same bytes to each) and holds two zlib streams, ~46 KiB, per connection.
+    same bytes to each) and holds two zlib streams, ~46 KiB, per connection. HTTP through
+    :func:`.uvicorn_http.http_protocol`: ``config``'s connection cap and header and body
+    timeouts.
     """
     return uvicorn.Config(
         app,
         host=host,
         port=port,
         log_level=log_level,
+        http=http_protocol(config),
         ws=WS_IMPL,
         ws_max_size=config.max_message_size,
         ws_per_message_deflate=False,
         lifespan="on",
+    )
+
+
+def is_loopback(host: str) -> bool:
+    """Whether binding to ``host`` keeps the gateway on this machine."""
+    if host.lower() in ("localhost", "localhost."):
+        return True
+    try:
+        return ipaddress.ip_address(host.strip("[]")).is_loopback
+    except ValueError:
+        return False  # a name: it may resolve to anything
+
+
+def _wildcard(host: str) -> bool:
+    return host in ("", "0.0.0.0", "::", "[::]")
+
+
+def _read_secret(path: Path, what: str, *, private: bool) -> bytes:
+    st = os.stat(path)
+    if st.st_mode & 0o022:
+        raise ValueError(f"{what} {path} is writable by other users: chmod 600 it")
+    if private and st.st_mode & 0o044:
+        raise ValueError(f"{what} {path} is readable by other users: chmod 600 it")
+    if not stat.S_ISREG(st.st_mode):
+        raise ValueError(f"{what} {path} is not a file")
+    return path.read_bytes()
+
+
+def gateway_config(
+    *,
+    host: str,
+    auth_key_file: Path | None = None,
+    auth_jwks_file: Path | None = None,
+    auth_issuer: str | None = None,
+    auth_audience: str = "herald",
+    auth_algorithms: tuple[str, ...] = (),
+    allowed_hosts: tuple[str, ...] = (),
+    allowed_origins: tuple[str, ...] = (),
+    metrics: str = "auth",
+    metrics_token_file: Path | None = None,
+    max_connections: int = 1000,
+    insecure: bool = False,
+) -> GatewayConfig:
+    """The gateway's settings from ``herald serve``'s options.
+
+    Raises:
+        ValueError: contradictory or unsafe options: a non-loopback ``host`` without auth
+            and without ``insecure``, a short HMAC key, a secret file others may read, ...
+    """
+    import jwt
+
+    auth = None
+    if auth_key_file is not None and auth_jwks_file is not None:
+        raise ValueError("pass --auth-key-file or --auth-jwks-file, not both")
+    if auth_key_file is not None or auth_jwks_file is not None:
+        if not auth_issuer:
+            raise ValueError("auth needs --auth-issuer (the iss every token must carry)")
+        key: str | bytes | jwt.PyJWKSet
+        algorithms = auth_algorithms or ("HS256",)
+        if auth_jwks_file is not None:
+            raw = _read_secret(auth_jwks_file, "JWKS file", private=False)
+            try:
+                key = jwt.PyJWKSet.from_dict(json.loads(raw))
+            except (ValueError, jwt.PyJWTError) as exc:
+                raise ValueError(f"cannot read the JWKS {auth_jwks_file}: {exc}") from None
+        else:
+            assert auth_key_file is not None
+            hmac = any(a.upper().startswith("HS") for a in algorithms)
+            raw = _read_secret(auth_key_file, "key file", private=hmac)
+            key = raw.strip() if hmac else raw.decode()
+        auth = AuthConfig(
+            key=key, audience=auth_audience, issuer=auth_issuer, algorithms=algorithms
+        )
+    elif auth_issuer or auth_algorithms:
+        raise ValueError("--auth-issuer/--auth-algorithm need --auth-key-file or --auth-jwks-file")
+    if auth is None and not insecure and not is_loopback(host):
+        raise ValueError(
+            f"refusing to serve the gateway on {host or 'all interfaces'} without auth: anyone "
+            "who can reach it could publish, read history and replay dead letters. Turn auth "
+            "on (--auth-key-file or --auth-jwks-file, with --auth-issuer), or pass --insecure"
+        )
+    hosts = [*LOOPBACK_HOSTS, *allowed_hosts]
+    if not _wildcard(host) and host not in hosts:
+        hosts.append(host.strip("[]"))
+    token = None
+    if metrics_token_file is not None:
+        token = _read_secret(metrics_token_file, "metrics token file", private=True)
+        token = token.strip()
+    return GatewayConfig(
+        auth=auth,
+        allowed_hosts=tuple(hosts),
+        allowed_origins=tuple(allowed_origins) or None,
+        metrics=metrics,  # type: ignore[arg-type]  # checked by GatewayConfig
+        metrics_token=token.decode() if token else None,
+        max_connections=max_connections,
     )
 
 
@@ -76,9 +182,26 @@ def run_gateway(
                 if server.started and not announced:
                     announced = True
                     sockets = [s for srv in server.servers for s in srv.sockets]
-                    real = sockets[0].getsockname()[1] if sockets else port
-                    shown = "127.0.0.1" if host in ("0.0.0.0", "") else host
-                    console.print(f"dashboard and gateway: [bold]http://{shown}:{real}[/]")
+                    for sock in sockets:
+                        addr, real = sock.getsockname()[:2]
+                        shown = f"[{addr}]" if ":" in addr else addr
+                        where = " (all interfaces)" if _wildcard(addr) else ""
+                        console.print(
+                            f"dashboard and gateway: [bold]http://{shown}:{real}[/]{where}"
+                        )
+                    if config.auth is not None:
+                        console.print(
+                            f"auth: JWT ({', '.join(config.auth.algorithms)}, "
+                            f"iss {config.auth.issuer!r}, aud {config.auth.audience!r})"
+                        )
+                    elif is_loopback(host):
+                        console.print(
+                            "auth: off (loopback only; every local user can use the gateway: "
+                            "--auth-key-file on a shared machine)"
+                        )
+                    else:
+                        console.print("[bold red]auth: off, on a network address (--insecure)[/]")
+                    console.print(f"allowed hosts: {', '.join(config.allowed_hosts)}")
                     console.print("Ctrl-C to stop")
                 await asyncio.sleep(0.1)
 

@@ -9,7 +9,8 @@ a browser's ``EventSource`` resumes after a reconnect with no gap and no duplica
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
+import time
+from collections.abc import AsyncIterator, Callable
 
 from starlette.requests import Request
 from starlette.responses import Response, StreamingResponse
@@ -18,53 +19,65 @@ from herald import Subscription
 
 from .fanout import RESUME_SUPPORTED, Sink
 from .frames import event_frame
-from .http import _authorize, error
+from .http import _authorized, error, parse_offset
 from .state import Gateway, recoverable
-
-
-def _offset(value: str | None, what: str) -> int | None:
-    if value is None or value == "":
-        return None
-    if not value.isdigit():
-        raise ValueError(f"{what} must be an offset (an integer >= 0)")
-    return int(value)
+from .uvicorn_http import ABORT
 
 
 async def events(request: Request) -> Response:
     topic = request.path_params["topic"]
-    gw = _authorize(request, "subscribe", topic)
+    gw, principal = _authorized(request, "subscribe", topic)
     await gw.hub.subscribe(topic).close()  # validates the name; nothing is sent
     params = request.query_params
     policy = (await gw.policies()).get(topic)
     since = last = None
     resuming_live = False
+    # Resuming reads the topic's history: the history grant is needed for that too.
+    may_read_history = principal.may("history", topic)
+    if (params.get("since") or params.get("last")) and not may_read_history:
+        return error(403, "forbidden", f"no history grant for {topic!r} (since/last)")
     if recoverable(policy):
-        since = _offset(params.get("since"), "since")
-        last = _offset(params.get("last"), "last")
+        since = parse_offset(params.get("since"), "since")
+        last = parse_offset(params.get("last"), "last")
+        if last is not None and last > gw.config.history_limit:
+            raise ValueError(f"last must be at most {gw.config.history_limit}")
         resumed = request.headers.get("last-event-id", "")
         if since is None and last is None and resumed:
             # EventSource sends back whatever id it saw last; one that is not an offset (the
             # topic was live then) cannot be resumed from: say so instead of refusing, since a
-            # refused EventSource stops reconnecting.
-            if resumed.isdigit():
-                since = int(resumed)
+            # refused EventSource stops reconnecting. Without the history grant it goes on
+            # live, with a gap frame, for the same reason.
+            if resumed.isdigit() and len(resumed) <= 19 and may_read_history:
+                since = parse_offset(resumed, "Last-Event-ID")
             else:
                 resuming_live = True
     elif request.headers.get("last-event-id") or params.get("since"):
         resuming_live = True
     if (since is not None or last is not None) and not RESUME_SUPPORTED:
         return error(501, "not_supported", "this Herald has no recoverable topics")
+    expires = principal.expires
+    if expires is not None and gw.config.auth is not None:
+        expires += gw.config.auth.leeway
+    # A client cut as too slow has stopped reading: its connection is aborted (a close would
+    # wait for it to read what is buffered) and the stream is unregistered.
+    abort = request.scope.get("extensions", {}).get(ABORT)
     return StreamingResponse(
-        _stream(gw, topic, since, last, resuming_live),
+        _stream(gw, topic, since, last, resuming_live, expires, abort),
         media_type="text/event-stream",
         headers={"cache-control": "no-cache", "x-accel-buffering": "no"},
     )
 
 
 async def _stream(
-    gw: Gateway, topic: str, since: int | None, last: int | None, resuming_live: bool
+    gw: Gateway,
+    topic: str,
+    since: int | None,
+    last: int | None,
+    resuming_live: bool,
+    expires: float | None = None,
+    abort: Callable[[], None] | None = None,
 ) -> AsyncIterator[str]:
-    sink = Sink(gw.stats, gw.config.max_queue, gw.config.max_queue_bytes)
+    sink = Sink(gw.stats, gw.config.max_queue, gw.config.max_queue_bytes, on_cut=abort)
     own: Subscription | None = None
     gw.stats.sse_clients += 1
     try:
@@ -85,10 +98,20 @@ async def _stream(
             )
         heartbeat = gw.config.sse_heartbeat
         while True:
+            wait = heartbeat
+            if expires is not None:
+                left = expires - time.time()
+                if left <= 0:
+                    # The stream ends with its token: EventSource reconnects with the same
+                    # (expired) token, is refused with 401, and stops.
+                    sink.close(1008, "token expired")
+                    break
+                wait = min(wait, left)
             try:
-                items, _ = await asyncio.wait_for(sink.take(), heartbeat)
+                items, _ = await asyncio.wait_for(sink.take(), wait)
             except TimeoutError:
-                yield ": keepalive\n\n"
+                if expires is None or time.time() < expires:
+                    yield ": keepalive\n\n"
                 continue
             if not items:
                 break

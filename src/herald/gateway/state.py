@@ -12,6 +12,7 @@ from herald import AsyncClient, HeraldError, Message, Subscription, TopicPolicy
 
 from .config import GatewayConfig
 from .fanout import Fanout, GatewayStats
+from .limits import KeyedBuckets
 from .rates import INTERNAL_PREFIX, Rates
 
 log = logging.getLogger("herald.gateway")
@@ -31,6 +32,10 @@ class Gateway:
         self._probe_sub: Subscription | None = None
         self._probes: dict[str, asyncio.Future[float]] = {}
         self._probe_lock = asyncio.Lock()
+        self._ready: tuple[float, float | BaseException] | None = None
+        self._ready_lock = asyncio.Lock()
+        #: publishes per token subject (HTTP and WebSocket), and per client address (HTTP, auth off)
+        self.publish_buckets = KeyedBuckets(config.publish_rate, config.publish_burst)
 
     async def start(self) -> None:
         await self.hub.connect()
@@ -49,6 +54,36 @@ class Gateway:
         fut = self._probes.pop(str(msg.data), None)
         if fut is not None and not fut.done():
             fut.set_result(time.perf_counter())
+
+    async def ready(self) -> float:
+        """:meth:`probe`, at most once per ``ready_cache`` seconds: callers in between share
+        the last answer (a round trip, or the error), and concurrent callers one probe."""
+        now = time.monotonic()
+        if self._ready is not None and now - self._ready[0] < self.config.ready_cache:
+            return self._unpack(self._ready[1])
+        async with self._ready_lock:
+            if (
+                self._ready is not None
+                and time.monotonic() - self._ready[0] < self.config.ready_cache
+            ):
+                return self._unpack(self._ready[1])
+            try:
+                result: float | BaseException = await self.probe()
+            except (HeraldError, TimeoutError) as exc:
+                result = exc
+            self._ready = (time.monotonic(), result)
+            return self._unpack(result)
+
+    def _fresh_ready(self) -> float | BaseException | None:
+        if self._ready is None or time.monotonic() - self._ready[0] >= self.config.ready_cache:
+            return None
+        return self._ready[1]
+
+    @staticmethod
+    def _unpack(result: float | BaseException) -> float:
+        if isinstance(result, BaseException):
+            raise result
+        return result
 
     async def probe(self) -> float:
         """Publish a probe message and wait for it; return the round trip in seconds.

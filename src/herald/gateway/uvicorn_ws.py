@@ -34,19 +34,31 @@ WS_PROTOCOL = "herald.gateway.uvicorn_ws:FrameWriterProtocol"
 
 
 class FrameWriter(TypedDict):
-    """What the extension holds: ``write(frame)`` and the transport's ``writable`` flag.
+    """What the extension holds: ``write(frame)``, the transport's ``writable`` flag, ``abort``.
 
     ``write`` takes one or more complete server frames and returns False, writing nothing,
     when the connection is not open for data (closing, closed) or the transport's buffer is
-    over its high-water mark (``writable`` is clear until it drains).
+    over its high-water mark (``writable`` is clear until it drains). ``abort`` drops the
+    connection at once, with whatever is still buffered for it.
     """
 
     write: Callable[[bytes], bool]
     writable: asyncio.Event
+    abort: Callable[[], None]
+
+
+#: Seconds a client has to answer the gateway's close frame before its connection is aborted.
+CLOSE_TIMEOUT = 5.0
 
 
 class FrameWriterProtocol(WebSocketsSansIOProtocol):
-    """``websockets-sansio`` with the :data:`EXTENSION` in each WebSocket scope."""
+    """``websockets-sansio`` with the :data:`EXTENSION` in each WebSocket scope.
+
+    A connection the app closed is *aborted* if the client has not completed the close
+    within :data:`CLOSE_TIMEOUT`: uvicorn's own timer only calls ``transport.close()``, which
+    waits for the client to read what is buffered for it; a client that never reads (the
+    slow client the gateway just cut) then holds its connection and that buffer forever.
+    """
 
     def handle_connect(self, event: Request) -> None:
         super().handle_connect(event)
@@ -54,8 +66,19 @@ class FrameWriterProtocol(WebSocketsSansIOProtocol):
         # Only with no extension negotiated (no permessage-deflate) are frames client-neutral.
         if scope is not None and not self.conn.extensions:
             scope["extensions"][EXTENSION] = FrameWriter(
-                write=self.write_frames, writable=self.writable
+                write=self.write_frames, writable=self.writable, abort=self.abort
             )
+
+    def abort(self) -> None:
+        """Drop the connection now, unsent data included."""
+        if not self.disconnected:
+            self.transport.abort()
+
+    async def send(self, message: Any) -> None:
+        await super().send(message)
+        if message.get("type") == "websocket.close" and self.close_timer is not None:
+            self.close_timer.cancel()
+            self.close_timer = self.loop.call_later(CLOSE_TIMEOUT, self.abort)
 
     def write_frames(self, data: bytes) -> bool:
         """Write complete frames; False (nothing written) when not open or paused."""

