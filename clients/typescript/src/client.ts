@@ -5,6 +5,7 @@ import { messageFromFrame, payloadFields } from "./codec.js";
 import { Emitter } from "./emitter.js";
 import {
   ConnectionClosedError,
+  ForbiddenError,
   gatewayError,
   HeraldError,
   NotApplicableError,
@@ -71,7 +72,8 @@ export type ClientEvents = {
   message: [Message];
   gap: [GapEvent];
   history_lost: [HistoryLostEvent];
-  /** An `error` frame that answers no request, or a subscription refused after a reconnect. */
+  /** An `error` frame that answers no request, a subscription refused after a reconnect, or
+   * subscriptions the gateway dropped because a new token does not grant them. */
   error: [Error];
 };
 
@@ -516,6 +518,17 @@ export class HeraldClient extends Emitter<ClientEvents> {
     if (pending === undefined) {
       if (frame.type === "error") {
         this.emit("error", gatewayError(String(frame["code"]), String(frame["message"] ?? "")));
+      } else if (frame.type === "unsubscribed" && Array.isArray(frame["topics"])) {
+        // The gateway dropped subscriptions itself: a new token does not grant them.
+        const reason = String(frame["reason"] ?? "unsubscribed by the gateway");
+        const error = new ForbiddenError("forbidden", reason);
+        for (const name of frame["topics"]) {
+          const sub = this.#subs.get(String(name));
+          if (sub === undefined) continue;
+          this.#subs.delete(sub.name);
+          sub._end(error);
+        }
+        this.emit("error", error);
       }
       return;
     }

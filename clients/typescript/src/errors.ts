@@ -5,7 +5,7 @@
  * HeraldError
  * ├── GatewayError              an `error` frame, or an HTTP error's JSON body: .code, .status?
  * │   ├── UnauthorizedError     unauthorized (no, bad or expired token; HTTP 401)
- * │   ├── ForbiddenError        forbidden (no grant, origin refused; HTTP 403)
+ * │   ├── ForbiddenError        forbidden (no grant, origin refused; HTTP 403), host_not_allowed (421)
  * │   ├── ReservedNameError     reserved_topic, reserved_header, reserved_payload
  * │   ├── InvalidTopicError     invalid_topic
  * │   ├── BadRequestError       bad_request, bad_json, bad_text
@@ -31,6 +31,7 @@ export class HeraldError extends Error {
 export type ErrorCode =
   | "unauthorized"
   | "forbidden"
+  | "host_not_allowed"
   | "reserved_topic"
   | "reserved_header"
   | "reserved_payload"
@@ -130,6 +131,7 @@ type GatewayErrorClass = new (
 const BY_CODE: Record<string, GatewayErrorClass> = {
   unauthorized: UnauthorizedError,
   forbidden: ForbiddenError,
+  host_not_allowed: ForbiddenError,
   reserved_topic: ReservedNameError,
   reserved_header: ReservedNameError,
   reserved_payload: ReservedNameError,
@@ -153,6 +155,7 @@ const BY_STATUS: Record<number, GatewayErrorClass> = {
   403: ForbiddenError,
   404: NotApplicableError,
   409: NotApplicableError,
+  421: ForbiddenError,
   413: TooLargeError,
   429: RateLimitedError,
   503: UnavailableError,

@@ -325,6 +325,18 @@ test("auth: a token's grants, refusals as typed errors, and reconnecting with a 
     return true;
   });
 
+  // A new token that grants less: the gateway drops what it no longer grants.
+  const narrow = await c.subscribe(`${PREFIX}.auth.a`);
+  const ended = next(sub, "end");
+  const errored = next(c, "error");
+  await c.authenticate(token({ subscribe: [`${PREFIX}.auth.a`], publish: [] }));
+  assert.ok((await ended) instanceof ForbiddenError);
+  assert.ok((await errored) instanceof ForbiddenError);
+  assert.equal(sub.active, false);
+  assert.equal(narrow.active, true);
+  assert.deepEqual([...c.subscriptions.keys()], [`${PREFIX}.auth.a`]);
+  await assert.rejects(c.publish(`${PREFIX}.auth.a`, 1), ForbiddenError);
+
   // Tokens that expire in 2 to 3 s: the gateway closes with 1008 "token expired". With a token
   // function the client reconnects with a fresh one; with a fixed token it stops.
   let calls = 0;
@@ -342,7 +354,7 @@ test("auth: a token's grants, refusals as typed errors, and reconnecting with a 
   await reopened;
   assert.ok(calls >= 2);
   const after = take(renewed, 1);
-  await c.publish(`${PREFIX}.auth.c`, "renewed");
+  await renewing.publish(`${PREFIX}.auth.c`, "renewed");
   assert.equal((await after)[0].data, "renewed");
   const { error } = await gaveUp;
   assert.ok(error instanceof UnauthorizedError, String(error));
