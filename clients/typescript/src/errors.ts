@@ -12,7 +12,7 @@
  * │   ├── NotApplicableError    not_applicable, not_supported, no_history
  * │   ├── TooLargeError         too_large (HTTP 413)
  * │   ├── TooManySubscriptionsError  too_many_subscriptions
- * │   ├── RateLimitedError      rate_limited (HTTP 429)
+ * │   ├── RateLimitedError      rate_limited (HTTP 429; .retryAfter from Retry-After)
  * │   ├── UnavailableError      unavailable (HTTP 503)
  * │   └── GatewayTimeoutError   timeout (HTTP 504)
  * ├── ConnectionClosedError     the WebSocket closed: .code, .reason
@@ -93,6 +93,8 @@ export class TooManySubscriptionsError extends GatewayError {
 }
 export class RateLimitedError extends GatewayError {
   override name = "RateLimitedError";
+  /** Seconds to wait before trying again (HTTP `Retry-After`), when the gateway said. */
+  retryAfter: number | undefined;
 }
 export class UnavailableError extends GatewayError {
   override name = "UnavailableError";

@@ -1,7 +1,7 @@
 /** The gateway's HTTP API: publish and history, with `fetch`. */
 
 import { messageFromFrame } from "./codec.js";
-import { type GatewayError, gatewayError, HeraldError } from "./errors.js";
+import { type GatewayError, gatewayError, HeraldError, RateLimitedError } from "./errors.js";
 import { type EventsOptions, eventStream, type StreamEvent } from "./sse.js";
 import type { Frame, HistoryPage, HttpPublishAck } from "./types.js";
 
@@ -170,5 +170,8 @@ async function errorOf(response: Response): Promise<GatewayError> {
   }
   const code = typeof err?.error === "string" ? err.error : `http_${response.status}`;
   const message = typeof err?.message === "string" ? err.message : text || response.statusText;
-  return gatewayError(code, message, response.status);
+  const error = gatewayError(code, message, response.status);
+  const retryAfter = Number(response.headers.get("retry-after") ?? Number.NaN);
+  if (error instanceof RateLimitedError && Number.isFinite(retryAfter)) error.retryAfter = retryAfter;
+  return error;
 }

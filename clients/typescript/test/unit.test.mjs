@@ -8,6 +8,7 @@ import {
   GatewayError,
   gatewayError,
   HeraldError,
+  HttpApi,
   RateLimitedError,
   ReservedNameError,
   TooLargeError,
@@ -44,5 +45,39 @@ test("payloads and frames: base64 bytes, patterns, message fields", () => {
   const msg = messageFromFrame({ type: "message", topic: "t", data_b64: "AAEC", offset: 3, epoch: 9, ts: 1.5, id: "x" });
   assert.deepEqual(msg, {
     topic: "t", subscription: "t", data: new Uint8Array([0, 1, 2]), headers: {}, id: "x", ts: 1.5, offset: 3, epoch: 9,
+  });
+});
+
+test("an HTTP error's JSON body, status and Retry-After make the typed error", async () => {
+  const answers = [
+    new Response(JSON.stringify({ error: "rate_limited", message: "slow down" }), {
+      status: 429,
+      headers: { "retry-after": "2", "content-type": "application/json" },
+    }),
+    new Response("<html>bad gateway</html>", { status: 502 }),
+  ];
+  const seen = [];
+  const api = new HttpApi({
+    url: "http://gateway.test/",
+    token: () => "jwt",
+    fetch: async (url, init) => {
+      seen.push([url, init.method, init.headers]);
+      return answers.shift();
+    },
+  });
+  await assert.rejects(api.publish("a b", { x: 1 }, { headers: { k: "v" }, msgId: "m1" }), (err) => {
+    assert.ok(err instanceof RateLimitedError);
+    assert.deepEqual([err.code, err.message, err.status, err.retryAfter], ["rate_limited", "slow down", 429, 2]);
+    return true;
+  });
+  assert.equal(seen[0][0], "http://gateway.test/topics/a%20b?msg_id=m1");
+  assert.equal(seen[0][1], "POST");
+  assert.equal(seen[0][2].authorization, "Bearer jwt");
+  assert.equal(seen[0][2]["x-herald-header-k"], "v");
+  assert.equal(seen[0][2]["content-type"], "application/json");
+  await assert.rejects(api.history("t"), (err) => {
+    assert.equal(err.constructor, GatewayError);
+    assert.deepEqual([err.code, err.status, err.message], ["http_502", 502, "<html>bad gateway</html>"]);
+    return true;
   });
 });
