@@ -312,6 +312,17 @@ test("auth: a token's grants, refusals as typed errors, and reconnecting with a 
 
   const c = client({ url: AUTH_URL, token: token(grants) });
   await c.connect();
+  // since/last need the history grant too; SSE carries the token as a header.
+  await assert.rejects(c.subscribe(`${PREFIX}.auth.h`, { since: 0 }), ForbiddenError);
+  await assert.rejects(c.http.events(`${PREFIX}.other`).next(), ForbiddenError);
+  const abort = new AbortController();
+  const sse = c.http.events(`${PREFIX}.auth.sse`, { signal: abort.signal });
+  const first = sse.next();
+  while ((await c.http.publish(`${PREFIX}.auth.sse`, "sse")).receivers === 0) {
+    await new Promise((r) => setTimeout(r, 20));
+  }
+  assert.equal((await first).value.message.data, "sse");
+  abort.abort();
   const sub = await c.subscribe(`${PREFIX}.auth.*`);
   const got = take(sub, 2);
   await c.publish(`${PREFIX}.auth.a`, "ws");
