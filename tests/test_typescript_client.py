@@ -79,12 +79,14 @@ def test_typescript_client(
     prefix = f"ts{uuid.uuid4().hex[:10]}"
     recoverable = [f"{prefix}.rec.{i}" for i in range(3)]
     short = f"{prefix}.short"
+    auth_recoverable = f"{prefix}.auth.rec"  # under the test token's grants
 
     async def declare() -> None:
         async with herald.AsyncClient(server.url) as hub:
             for name in recoverable:
                 await hub.declare(name, history=1000)
             await hub.declare(short, history=3)
+            await hub.declare(auth_recoverable, history=100)
 
     asyncio.run(declare())
     open_gw, auth_gw = gateways
@@ -97,6 +99,7 @@ def test_typescript_client(
         "HERALD_TOPIC_PREFIX": prefix,
         "HERALD_RECOVERABLE_TOPICS": ",".join(recoverable),
         "HERALD_SHORT_HISTORY_TOPIC": short,
+        "HERALD_AUTH_RECOVERABLE_TOPIC": auth_recoverable,
         "NODE_OPTIONS": "",
     }
     assert NODE is not None

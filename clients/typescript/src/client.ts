@@ -206,7 +206,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
     const sub = new Subscription(name, options, (s) => this.#unsubscribe(s));
     if (handler !== undefined) sub.on("message", handler);
     this.#subs.set(name, sub);
-    if (this.#state === "open") this.#sendSubscribe(sub, false);
+    if (this.#state === "open") this.#sendSubscribe(sub);
     try {
       await sub._confirmed;
     } catch (err) {
@@ -327,22 +327,11 @@ export class HeraldClient extends Emitter<ClientEvents> {
         });
       }, this.#pingInterval);
     }
-    const until = Date.now() / 1000;
+    // Subscriptions that cannot resume get a gap for the time the connection was down.
+    const down = { since: this.#downSince, until: Date.now() / 1000 };
     const confirmed: Promise<unknown>[] = [];
     for (const sub of this.#subs.values()) {
-      const { resumed, done } = this.#sendSubscribe(sub, reconnect);
-      confirmed.push(done);
-      if (reconnect && !resumed) {
-        const gap: GapEvent = {
-          subscription: sub.name,
-          until,
-          reason: "the connection to the gateway was down: live messages may be missing",
-          local: true,
-        };
-        if (this.#downSince !== undefined) gap.since = this.#downSince;
-        sub._gap(gap);
-        this.emit("gap", gap);
-      }
+      confirmed.push(this.#sendSubscribe(sub, reconnect ? down : undefined));
     }
     this.#downSince = undefined;
     // "open" once every subscription is back (or refused): what is published from then on
@@ -438,9 +427,29 @@ export class HeraldClient extends Emitter<ClientEvents> {
     });
   }
 
-  /** Send `sub`'s subscribe request: whether it resumes from an offset, and a promise that
-   * settles when the gateway answered. */
-  #sendSubscribe(sub: Subscription, reconnect: boolean): { resumed: boolean; done: Promise<void> } {
+  /** A gap event for `sub`: it was not resumed after the connection was down. */
+  #localGap(sub: Subscription, down: { since: number | undefined; until: number }): void {
+    const gap: GapEvent = {
+      subscription: sub.name,
+      until: down.until,
+      reason: "the connection to the gateway was down: live messages may be missing",
+      local: true,
+    };
+    if (down.since !== undefined) gap.since = down.since;
+    sub._gap(gap);
+    this.emit("gap", gap);
+  }
+
+  /**
+   * Send `sub`'s subscribe request (after a reconnect: `down` says since when); the promise
+   * settles when the gateway answered. A resume the gateway refuses that the caller did not
+   * ask for (the topic is no longer recoverable, or the token has no `history` grant) falls
+   * back on a live subscription, with a gap.
+   */
+  #sendSubscribe(
+    sub: Subscription,
+    down?: { since: number | undefined; until: number },
+  ): Promise<void> {
     const resume = sub._resumeFields();
     const automatic =
       resume.since !== undefined && sub.options.since === undefined && sub.options.last === undefined;
@@ -451,17 +460,25 @@ export class HeraldClient extends Emitter<ClientEvents> {
         },
         (err: unknown) => {
           if (err instanceof ConnectionClosedError) return; // sent again after the reconnect
-          if (automatic && err instanceof NotApplicableError && "since" in fields) {
-            return send({}); // the topic is no longer recoverable: follow it live
+          if (
+            automatic &&
+            "since" in fields &&
+            (err instanceof NotApplicableError || err instanceof ForbiddenError)
+          ) {
+            if (down !== undefined) this.#localGap(sub, down);
+            return send({});
           }
           const error = err instanceof Error ? err : new HeraldError(String(err));
           if (this.#subs.get(sub.name) === sub) this.#subs.delete(sub.name);
-          if (reconnect) this.emit("error", error);
+          if (down !== undefined) this.emit("error", error);
           sub._end(error);
           return undefined;
         },
       );
-    return { resumed: resume.since !== undefined || resume.last !== undefined, done: send(resume) };
+    if (down !== undefined && resume.since === undefined && resume.last === undefined) {
+      this.#localGap(sub, down);
+    }
+    return send(resume);
   }
 
   async #unsubscribe(sub: Subscription): Promise<void> {

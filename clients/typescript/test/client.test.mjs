@@ -19,6 +19,7 @@ const AUTH_URL = env("HERALD_AUTH_GATEWAY_URL");
 const PREFIX = env("HERALD_TOPIC_PREFIX");
 const RECOVERABLE = env("HERALD_RECOVERABLE_TOPICS").split(",");
 const SHORT_HISTORY = env("HERALD_SHORT_HISTORY_TOPIC");
+const AUTH_RECOVERABLE = env("HERALD_AUTH_RECOVERABLE_TOPIC");
 const FAST = { initialDelay: 20, maxDelay: 200 };
 
 const clients = [];
@@ -335,6 +336,29 @@ test("auth: a token's grants, refusals as typed errors, and reconnecting with a 
     assert.equal(err.status, 403);
     return true;
   });
+
+  // Without the history grant a recoverable topic cannot be resumed: after a cut the client
+  // follows it live again, with a gap, instead of losing the subscription.
+  const net = await proxy(AUTH_URL);
+  try {
+    const p = client({ url: net.url, token: token(grants) });
+    await p.connect();
+    const rec = await p.subscribe(AUTH_RECOVERABLE);
+    const got1 = take(rec, 1);
+    await c.http.publish(AUTH_RECOVERABLE, 1);
+    assert.equal(typeof (await got1)[0].offset, "number");
+    const gap = next(rec, "gap");
+    const reopened = next(p, "open", 5000, (e) => e.reconnect);
+    net.cut();
+    await reopened;
+    assert.equal((await gap).local, true);
+    assert.equal(rec.active, true);
+    const got2 = take(rec, 1);
+    await c.http.publish(AUTH_RECOVERABLE, 2);
+    assert.equal((await got2)[0].data, 2);
+  } finally {
+    await net.close();
+  }
 
   // A new token that grants less: the gateway drops what it no longer grants.
   const narrow = await c.subscribe(`${PREFIX}.auth.a`);
