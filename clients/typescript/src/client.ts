@@ -44,7 +44,8 @@ export interface ClientOptions {
   fetch?: typeof fetch;
   /** Reconnect delays, or `false` to stay disconnected when the connection drops. */
   reconnect?: BackoffOptions | false;
-  /** Milliseconds to wait for the reply to a request (default 10,000). */
+  /** Milliseconds to wait for the reply to a request, or for a connection to open
+   * (default 10,000). */
   requestTimeout?: number;
   /** Milliseconds between pings that detect a dead connection (default 20,000; 0: none). */
   pingInterval?: number;
@@ -269,7 +270,18 @@ export class HeraldClient extends Emitter<ClientEvents> {
     await new Promise<void>((resolve, reject) => {
       let opened = false;
       let closed = false;
+      // A handshake that never completes (a silent network) must not stall reconnecting.
+      const timer = setTimeout(() => {
+        if (opened) return;
+        fail(1006, "connect timed out");
+        try {
+          ws.close();
+        } catch {
+          // still connecting: nothing to close
+        }
+      }, this.#requestTimeout);
       const fail = (code: number, reason: string): void => {
+        clearTimeout(timer);
         if (closed) return;
         closed = true;
         if (!opened) {
@@ -281,6 +293,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
       };
       ws.onopen = () => {
         opened = true;
+        clearTimeout(timer);
         if (this.#state === "closed") {
           ws.close(1000, "bye");
           reject(new HeraldError("the client is closed"));

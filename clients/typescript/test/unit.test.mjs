@@ -1,5 +1,6 @@
 // Pure parts of the client: no gateway needed.
 import assert from "node:assert/strict";
+import net from "node:net";
 import { test } from "node:test";
 
 import {
@@ -7,6 +8,8 @@ import {
   BadRequestError,
   GatewayError,
   gatewayError,
+  ConnectionClosedError,
+  HeraldClient,
   HeraldError,
   HttpApi,
   RateLimitedError,
@@ -80,4 +83,24 @@ test("an HTTP error's JSON body, status and Retry-After make the typed error", a
     assert.deepEqual([err.code, err.status, err.message], ["http_502", 502, "<html>bad gateway</html>"]);
     return true;
   });
+});
+
+test("a handshake that never completes fails connect() after requestTimeout", async () => {
+  const sockets = [];
+  const silent = net.createServer((socket) => sockets.push(socket)); // accepts, never answers
+  await new Promise((resolve) => silent.listen(0, "127.0.0.1", resolve));
+  try {
+    const c = new HeraldClient({ url: `http://127.0.0.1:${silent.address().port}`, requestTimeout: 300 });
+    const started = Date.now();
+    await assert.rejects(c.connect(), (err) => {
+      assert.ok(err instanceof ConnectionClosedError);
+      assert.equal(err.reason, "connect timed out");
+      return true;
+    });
+    assert.ok(Date.now() - started < 3000);
+    c.close();
+  } finally {
+    for (const s of sockets) s.destroy();
+    await new Promise((resolve) => silent.close(resolve));
+  }
 });
