@@ -28,7 +28,7 @@ CLIENT = Path(__file__).resolve().parent.parent / "clients" / "typescript"
 KEY = "ts" * 32
 AUDIENCE, ISSUER = "herald", "tests"
 #: The number of tests in clients/typescript/test: a test that silently stopped running fails here.
-EXPECTED_TESTS = 14
+EXPECTED_TESTS = 15
 
 NODE, NPM = shutil.which("node"), shutil.which("npm")
 pytestmark = pytest.mark.skipif(
@@ -57,13 +57,42 @@ def built() -> Path:
 
 
 @pytest.fixture
-def gateways(server: EmbeddedServer) -> Iterator[tuple[BackgroundGateway, BackgroundGateway]]:
+def topics(server: EmbeddedServer) -> dict[str, str]:
+    """The test's topics, the recoverable ones declared before any gateway starts: a running
+    gateway learns a new policy only at its next refresh (up to a second later)."""
+    prefix = f"ts{uuid.uuid4().hex[:10]}"
+    names = {
+        "HERALD_TOPIC_PREFIX": prefix,
+        "HERALD_RECOVERABLE_TOPICS": ",".join(f"{prefix}.rec.{i}" for i in range(4)),
+        "HERALD_SHORT_HISTORY_TOPIC": f"{prefix}.short",
+        "HERALD_AUTH_RECOVERABLE_TOPIC": f"{prefix}.auth.rec",  # under the test token's grants
+    }
+
+    async def declare() -> None:
+        async with herald.AsyncClient(server.url) as hub:
+            for name in names["HERALD_RECOVERABLE_TOPICS"].split(","):
+                await hub.declare(name, history=1000)
+            await hub.declare(names["HERALD_SHORT_HISTORY_TOPIC"], history=3)
+            await hub.declare(names["HERALD_AUTH_RECOVERABLE_TOPIC"], history=100)
+
+    asyncio.run(declare())
+    return names
+
+
+@pytest.fixture
+def gateways(server: EmbeddedServer, topics: dict[str, str]) -> Iterator[dict[str, str]]:
+    """Two open gateways (a client moves from one to the other) and one with auth."""
     auth = AuthConfig(key=KEY, audience=AUDIENCE, issuer=ISSUER, leeway=0)
     with (
         BackgroundGateway(server.url) as open_gw,
+        BackgroundGateway(server.url) as other_gw,
         BackgroundGateway(server.url, GatewayConfig(auth=auth)) as auth_gw,
     ):
-        yield open_gw, auth_gw
+        yield {
+            "HERALD_GATEWAY_URL": open_gw.url,
+            "HERALD_OTHER_GATEWAY_URL": other_gw.url,
+            "HERALD_AUTH_GATEWAY_URL": auth_gw.url,
+        }
 
 
 def _node_flags() -> list[str]:
@@ -73,33 +102,12 @@ def _node_flags() -> list[str]:
     return ["--experimental-websocket"] if major < 22 else []
 
 
-def test_typescript_client(
-    built: Path, server: EmbeddedServer, gateways: tuple[BackgroundGateway, BackgroundGateway]
-) -> None:
-    prefix = f"ts{uuid.uuid4().hex[:10]}"
-    recoverable = [f"{prefix}.rec.{i}" for i in range(3)]
-    short = f"{prefix}.short"
-    auth_recoverable = f"{prefix}.auth.rec"  # under the test token's grants
-
-    async def declare() -> None:
-        async with herald.AsyncClient(server.url) as hub:
-            for name in recoverable:
-                await hub.declare(name, history=1000)
-            await hub.declare(short, history=3)
-            await hub.declare(auth_recoverable, history=100)
-
-    asyncio.run(declare())
-    open_gw, auth_gw = gateways
-    env = os.environ | {
-        "HERALD_GATEWAY_URL": open_gw.url,
-        "HERALD_AUTH_GATEWAY_URL": auth_gw.url,
+def test_typescript_client(built: Path, topics: dict[str, str], gateways: dict[str, str]) -> None:
+    env = os.environ | topics | gateways
+    env |= {
         "HERALD_JWT_KEY": KEY,
         "HERALD_JWT_AUDIENCE": AUDIENCE,
         "HERALD_JWT_ISSUER": ISSUER,
-        "HERALD_TOPIC_PREFIX": prefix,
-        "HERALD_RECOVERABLE_TOPICS": ",".join(recoverable),
-        "HERALD_SHORT_HISTORY_TOPIC": short,
-        "HERALD_AUTH_RECOVERABLE_TOPIC": auth_recoverable,
         "NODE_OPTIONS": "",
     }
     assert NODE is not None

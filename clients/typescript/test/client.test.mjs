@@ -16,6 +16,7 @@ import { env, next, proxy, take, token } from "./helpers.mjs";
 
 const URL = env("HERALD_GATEWAY_URL");
 const AUTH_URL = env("HERALD_AUTH_GATEWAY_URL");
+const OTHER_URL = env("HERALD_OTHER_GATEWAY_URL"); // a second open gateway on the same Valkey
 const PREFIX = env("HERALD_TOPIC_PREFIX");
 const RECOVERABLE = env("HERALD_RECOVERABLE_TOPICS").split(",");
 const SHORT_HISTORY = env("HERALD_SHORT_HISTORY_TOPIC");
@@ -169,6 +170,34 @@ test("after a broken connection the client reconnects and resumes: offsets conti
     assert.deepEqual(received.map((m) => m.data), Array.from({ length: 15 }, (_, i) => i + 1));
     assert.deepEqual(gaps, []); // resumed: nothing was missed
     assert.equal(sub.lastOffset(), first + 14);
+  } finally {
+    await net.close();
+  }
+});
+
+test("a gateway going away: the client resumes through another one, offsets contiguous", async () => {
+  const topic = RECOVERABLE[3];
+  const net = await proxy(URL);
+  try {
+    const c = client({ url: net.url });
+    const direct = client({ url: OTHER_URL });
+    await c.connect();
+    const sub = await c.subscribe(topic, { last: 1 });
+    const received = [];
+    sub.on("message", (m) => received.push(m));
+    for (let i = 1; i <= 3; i++) await direct.http.publish(topic, i);
+    while (received.length < 3) await next(sub, "message");
+    const reopened = next(c, "open", 5000, (e) => e.reconnect);
+    net.retarget(OTHER_URL); // the load balancer's other gateway
+    net.cut();
+    for (let i = 4; i <= 6; i++) await direct.http.publish(topic, i);
+    await reopened;
+    for (let i = 7; i <= 9; i++) await direct.http.publish(topic, i);
+    while (received.length < 9) await next(sub, "message");
+    await new Promise((r) => setTimeout(r, 100)); // nothing more (no duplicate) comes
+    const first = received[0].offset;
+    assert.deepEqual(received.map((m) => m.offset), Array.from({ length: 9 }, (_, i) => first + i));
+    assert.deepEqual(received.map((m) => m.data), [1, 2, 3, 4, 5, 6, 7, 8, 9]);
   } finally {
     await net.close();
   }

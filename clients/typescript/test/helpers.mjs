@@ -64,10 +64,10 @@ export function take(sub, n, timeout = 5000) {
 /** A TCP proxy to the gateway: `cut()` breaks every connection through it, as a network
  * failure would (no WebSocket close frame). */
 export async function proxy(target) {
-  const { hostname, port } = new URL(target);
+  let upstreamUrl = new URL(target);
   const sockets = new Set();
   const server = net.createServer((client) => {
-    const upstream = net.connect(Number(port), hostname);
+    const upstream = net.connect(Number(upstreamUrl.port), upstreamUrl.hostname);
     sockets.add(client);
     sockets.add(upstream);
     const done = () => {
@@ -89,6 +89,10 @@ export async function proxy(target) {
     connections: () => sockets.size / 2,
     cut() {
       for (const s of sockets) s.destroy();
+    },
+    /** Send new connections to another gateway. */
+    retarget(url) {
+      upstreamUrl = new URL(url);
     },
     /** Stop forwarding on the open connections without closing them (a half-open link). */
     freeze() {
