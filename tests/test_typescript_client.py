@@ -2,8 +2,9 @@
 
 npm installs its one development dependency (TypeScript) from the lock; tsc builds dist/ and
 checks test/types.check.ts against the declarations; Node's built-in test runner runs
-test/*.test.mjs against two gateways started here, one open and one with JWT auth. Skipped only
-when node or npm is not installed.
+test/*.test.mjs against gateways started here (two open, one with JWT auth). A second test loads
+the built modules in headless Chromium. Skipped only when node or npm (or, for the second,
+Chromium) is not installed.
 """
 
 from __future__ import annotations
@@ -16,6 +17,7 @@ import subprocess
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -128,3 +130,68 @@ def test_typescript_client(built: Path, topics: dict[str, str], gateways: dict[s
     assert counts.get("fail") == 0, report
     assert counts.get("tests", 0) > 0, report
     assert counts.get("pass") == EXPECTED_TESTS == counts["tests"], report
+
+
+PAGE = """<!doctype html>
+<script type="module">
+import { HeraldClient, ReservedNameError } from "./index.js";
+const topic = new URLSearchParams(location.search).get("topic");
+try {
+  const client = new HeraldClient({ url: location.origin });
+  await client.connect();
+  const got = [];
+  await client.subscribe(`${topic}.*`, (msg) => got.push(msg));
+  const ack = await client.publish(`${topic}.ws`, { n: 1 });
+  await client.http.publish(`${topic}.http`, new Uint8Array([255, 0]));
+  let refused = null;
+  try {
+    await client.publish("_herald.inbox.x", 1);
+  } catch (err) {
+    refused = err instanceof ReservedNameError ? err.code : String(err);
+  }
+  while (got.length < 2) await new Promise((r) => setTimeout(r, 20));
+  const data = got.map((m) => (m.data instanceof Uint8Array ? Array.from(m.data) : m.data));
+  window.result = { receivers: ack.receivers, data, refused };
+  client.close();
+} catch (err) {
+  window.result = { error: String(err) };
+}
+</script>
+"""
+
+
+@pytest.mark.timeout(120)
+def test_typescript_client_in_chromium(built: Path, server: EmbeddedServer) -> None:
+    """The built client as a browser loads it: ES modules, the browser's WebSocket and fetch."""
+    chromium = os.environ.get("HERALD_CHROMIUM", "/usr/bin/chromium")
+    if not Path(chromium).exists():
+        pytest.skip(f"no Chromium at {chromium}: run scripts/ensure-browser.sh")
+    sync_playwright = pytest.importorskip("playwright.sync_api").sync_playwright
+    args = ["--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--no-first-run"]
+    args += ["--disable-background-networking", "--disable-component-update", "--disable-sync"]
+    # The page is a response Playwright makes up, which Chromium places in no address space:
+    # its Local Network Access checks would block its WebSocket to 127.0.0.1.
+    args += ["--disable-features=LocalNetworkAccessChecks"]
+    topic = f"ts{uuid.uuid4().hex[:10]}"
+    with BackgroundGateway(server.url) as gw, sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=chromium, headless=True, args=args)
+        try:
+            page = browser.new_page()
+
+            # The page and the modules are served at the gateway's origin, as an app served
+            # next to it would be: same origin, so the gateway's origin check lets it in.
+            def serve(route: Any) -> None:
+                name = route.request.url.split("/ts/", 1)[1].split("?", 1)[0]
+                if name == "index.html":
+                    route.fulfill(body=PAGE, content_type="text/html")
+                else:
+                    body = (built / name).read_text()
+                    route.fulfill(body=body, content_type="text/javascript")
+
+            page.route(f"{gw.url}/ts/**", serve)
+            page.goto(f"{gw.url}/ts/index.html?topic={topic}")
+            page.wait_for_function("() => window.result !== undefined", timeout=15_000)
+            result = page.evaluate("() => window.result")
+        finally:
+            browser.close()
+    assert result == {"receivers": 1, "data": [{"n": 1}, [255, 0]], "refused": "reserved_topic"}
