@@ -1,0 +1,77 @@
+/** The gateway's frames and the values this client hands to its user. */
+
+/** A payload: a JSON value, text, or bytes (sent and received as base64 on the wire). */
+export type Data = unknown;
+
+/** One message, as delivered to a subscription. */
+export interface Message {
+  /** The topic it was published on. */
+  topic: string;
+  /** The subscription (topic or pattern) that delivered it. */
+  subscription: string;
+  /** The JSON value or text; a `Uint8Array` for binary payloads that are not UTF-8. */
+  data: Data;
+  /** Message headers (e.g. `traceparent`); empty when there are none. */
+  headers: Record<string, string>;
+  /** Herald's message id. */
+  id?: string;
+  /** Publish time, seconds since the epoch. */
+  ts?: number;
+  /** The topic's offset (recoverable and durable topics). */
+  offset?: number | string;
+  /** The topic's history epoch (recoverable topics). */
+  epoch?: number;
+}
+
+/** The gateway's connection to Redis was down, or this client's connection to the gateway was:
+ * messages of a live subscription published in between may be missing. */
+export interface GapEvent {
+  subscription: string;
+  /** Seconds since the epoch. */
+  since?: number;
+  until?: number;
+  reason: string;
+  /** `true` when this client noticed the gap itself (its own reconnect to the gateway). */
+  local?: boolean;
+}
+
+/** A resume could not be complete: the topic's history no longer reaches back to the offset
+ * asked for (or its epoch changed). The subscription continues live. */
+export interface HistoryLostEvent {
+  subscription: string;
+  topic: string;
+  last_offset: number | null;
+  first_available: number | null;
+  epoch: number | null;
+  reason: string;
+}
+
+/** What a confirmed publish returns. */
+export interface PublishAck {
+  /** Subscribers the server delivered it to. */
+  receivers: number;
+  /** The message's offset on recoverable and durable topics. */
+  offset?: number | string;
+  /** `true` when a durable publish's `msgId` was seen before and nothing was added. */
+  duplicate?: boolean;
+}
+
+/** `POST /topics/{topic}`'s answer. */
+export interface HttpPublishAck extends PublishAck {
+  topic: string;
+}
+
+/** One page of `GET /topics/{topic}/messages`. */
+export interface HistoryPage {
+  topic: string;
+  messages: Message[];
+  /** Pass as `after` to read the next page. */
+  next: number | string | null;
+}
+
+/** A frame from the gateway (WebSocket message or SSE data), as parsed JSON. */
+export interface Frame {
+  type: string;
+  id?: unknown;
+  [field: string]: unknown;
+}
