@@ -26,7 +26,8 @@ FRAGMENTS = {
     "docs/guarantees.md": 1,  # herald faults run: minutes
     "docs/how-to.md": 1,  # a pytest module: tests/test_pytest_plugin.py runs it with pytest
     "docs/security.md": 2,  # herald serve with auth: runs until stopped
-    "docs/scaling.md": 4,  # Sentinel and TLS cluster hosts, the harness's calls, certificates
+    "docs/scaling.md": 5,  # Sentinel and TLS cluster hosts, the harness's calls, certificates,
+    # the two ways to publish plainly on a cluster
 }
 
 
