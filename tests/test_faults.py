@@ -398,3 +398,38 @@ async def test_a_topic_declared_with_fsync_waits_for_the_disk(
         ack = sync_hub.publish(topic, 3)
         assert ack is not None
         assert ack.offset
+
+
+async def test_a_wait_answered_on_another_connection_does_not_confirm_the_write(
+    own_server: EmbeddedServer, topic: str
+) -> None:
+    # The race behind a lost fsync=True publish: the store's reply arrives, the connection
+    # drops (the server killed) before the WAITAOF goes out, and the WAITAOF, queued until
+    # the reconnect, is answered by the restarted server for its own writes. It must not
+    # confirm the earlier one. The proxy holds the connection down at that moment.
+    with Proxy(own_server.port) as proxy:
+        async with herald.AsyncClient(proxy.url, probe_interval=0.25) as hub:
+            await hub.declare(topic, durable=True)
+            link = hub._link
+            assert link is not None
+            _, _, durable, _ = hub._prefix(topic)
+            assert durable is not None
+            for wait, refused in (
+                (hub._wait_fsync, herald.NotPersisted),
+                (hub._wait_replicas, herald.NotReplicated),
+            ):
+                ack = await hub.publish(topic, 1, confirm=True)
+                assert ack is not None
+                proxy.down()
+                for _ in range(200):
+                    if link.connection is None:
+                        break
+                    await asyncio.sleep(0.01)
+                waiting = asyncio.ensure_future(wait(link, durable, 0, ack))
+                await asyncio.sleep(0.1)
+                proxy.up()
+                with pytest.raises(refused):
+                    await asyncio.wait_for(waiting, 10)
+                await link.wait_connected(10)
+            # A wait on the connection that stored the write still confirms it.
+            assert await hub.publish(topic, 2, fsync=True) is not None

@@ -763,10 +763,15 @@ class AsyncClient:
         loop = asyncio.get_running_loop()
         deadline = None if self.publish_timeout is None else loop.time() + self.publish_timeout
         probe = node.probe_timeout if node.probe_interval > 0 else None
+        stored_on = node.connection
         while True:
             left = None if deadline is None else max(0.001, deadline - loop.time())
             step = min(x for x in (left, probe / 2 if probe else None, 3600.0) if x is not None)
             acked = int(await node.execute("WAIT", replicas, max(1, int(step * 1000))))
+            if stored_on is None or node.connection is not stored_on:
+                # A WAIT on another connection (after a reconnect, maybe to a restarted or new
+                # primary) says nothing of the write: in doubt.
+                raise NotReplicated(0, replicas, ack)
             if acked >= replicas:
                 return
             if deadline is not None and loop.time() >= deadline:
@@ -781,12 +786,17 @@ class AsyncClient:
         One WAITAOF covers every write sent before it on its connection, so publishes share
         the one in flight: a publish whose reply came while it was pending was sent before
         it (replies come in order). Like WAIT it blocks the connection, so it is sent in
-        slices shorter than half the probe timeout."""
+        slices shorter than half the probe timeout.
+
+        Only a WAITAOF answered on the connection that carried the write counts: one sent
+        after a reconnect (queued while the link was down) would answer for the restarted
+        server's writes, not this one, so the publish is then in doubt (``NotPersisted``)."""
         node = link.link_for_key(durable.stream_raw) if hasattr(link, "link_for_key") else link
         loop = asyncio.get_running_loop()
         deadline = None if self.publish_timeout is None else loop.time() + self.publish_timeout
         probe = node.probe_timeout if node.probe_interval > 0 else None
         key = (id(node), replicas)
+        stored_on = node.connection
         while True:
             pending = self._fsync_waits.get(key)
             if pending is None or pending.done():
@@ -802,6 +812,8 @@ class AsyncClient:
                         "fsync=True needs AOF on the server (appendonly yes)"
                     ) from exc
                 raise
+            if stored_on is None or node.connection is not stored_on:
+                raise NotPersisted(0, 0, replicas, ack)
             if local >= 1 and fsynced >= replicas:
                 return
             if deadline is not None and loop.time() >= deadline:

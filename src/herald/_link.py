@@ -131,6 +131,13 @@ class Link:
         return self._proto is not None and not self._proto.lost
 
     @property
+    def connection(self) -> object | None:
+        """The connection in use now (``None`` while there is none): a reply received and a
+        command answered later came over one connection only if this is the same object at
+        both moments. What ``WAIT``/``WAITAOF`` confirm is that connection's writes."""
+        return self._proto
+
+    @property
     def errors(self) -> int:
         """Error replies to fire-and-forget commands on the current connection."""
         return self._proto.errors if self._proto else 0

@@ -46,12 +46,16 @@ async def _settled(
     checker: Checker, hub: AsyncClient, topic: str, timeout: float
 ) -> dict[str, Any]:
     """After a load whose publishers retry with idempotency keys: wait for group ``g`` to drain;
-    what the stream then holds twice and what the group still has pending."""
-    return {
-        "drained": await drain(checker, ["g"], timeout),
-        "stored_twice": await stored_twice(hub, topic),
-        "pending": await group_pending(hub, STREAM % topic, "g"),
-    }
+    what the stream then holds twice and what the group still has pending. Read through a
+    client of its own with default probes: the load's clients probe every 0.2 s, and a slow
+    machine could take longer than that to send a page of the whole stream."""
+    drained = await drain(checker, ["g"], timeout)
+    async with AsyncClient(hub.url) as reader:
+        return {
+            "drained": drained,
+            "stored_twice": await stored_twice(reader, topic),
+            "pending": await group_pending(reader, STREAM % topic, "g"),
+        }
 
 
 def _retry_summary(
