@@ -27,6 +27,7 @@ FRAGMENTS = {
     "docs/how-to.md": 1,  # a pytest module: tests/test_pytest_plugin.py runs it with pytest
     "docs/security.md": 2,  # herald serve with auth: runs until stopped
     "docs/scaling.md": 4,  # Sentinel and TLS cluster hosts, the harness's calls, certificates
+    "docs/tracing.md": 3,  # pip install, a few lines of a subscriber, opentelemetry-instrument
 }
 
 
