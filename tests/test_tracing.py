@@ -366,3 +366,34 @@ def test_without_tracing_opentelemetry_is_not_even_imported() -> None:
         """
     )
     subprocess.run([sys.executable, "-c", code], check=True, timeout=30)
+
+
+GLOBAL_PROVIDER = textwrap.dedent(
+    """
+    import asyncio, sys
+    import herald
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    async def main(url, topic):
+        async with herald.AsyncClient(url, tracing=True) as hub, hub.subscribe(topic) as sub:
+            await hub.publish(topic, 1)  # no provider yet: untraced, no header added
+            assert "traceparent" not in (await sub.next(2.0)).headers
+            exporter = InMemorySpanExporter()
+            provider = TracerProvider()
+            provider.add_span_processor(SimpleSpanProcessor(exporter))
+            trace.set_tracer_provider(provider)  # after the client was made
+            await hub.publish(topic, 2)
+            assert "traceparent" in (await sub.next(2.0)).headers
+            names = sorted(s.name for s in exporter.get_finished_spans())
+            assert names == [f"publish {topic}", f"receive {topic}"], names
+
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+    """
+)
+
+
+def test_tracing_true_follows_the_global_provider_once_it_is_set(url: str, topic: str) -> None:
+    subprocess.run([sys.executable, "-c", GLOBAL_PROVIDER, url, topic], check=True, timeout=30)

@@ -587,7 +587,7 @@ class AsyncClient:
         """
         if headers:
             check_headers(headers)
-        if self._tracing is not None:
+        if self._tracing is not None and self._tracing.active():
             return await self._publish_traced(
                 self._tracing, topic, data, headers, confirm, msg_id, key, replicas, envelope, fsync
             )
@@ -729,7 +729,7 @@ class AsyncClient:
         if self._link is None:
             await self.connect()
         tracing = self._tracing
-        if tracing is not None:
+        if tracing is not None and tracing.active():
             items = list(items)
             with tracing.publishing(
                 topic, headers, self._carries_headers(topic, envelope), count=len(items)
@@ -1082,7 +1082,7 @@ class AsyncClient:
             print(reply.data)
         """
         tracing = self._tracing
-        if tracing is None:
+        if tracing is None or not tracing.active():
             return await self._request_table().request(topic, data, timeout, headers)
         if self._link is None:
             await self.connect()
@@ -1116,7 +1116,7 @@ class AsyncClient:
             total = sum(r.data for r in replies)
         """
         tracing = self._tracing
-        if tracing is None:
+        if tracing is None or not tracing.active():
             return await self._request_table().request_many(
                 topic, data, max_replies, timeout, headers
             )

@@ -246,7 +246,7 @@ class Requests:
     ) -> Awaitable[None]:
         """Publish a reply to ``request``'s inbox; see :meth:`Message.reply`."""
         tracing = self._client._tracing
-        if tracing is None:
+        if tracing is None or not tracing.active():
             return self._reply(request, data, headers, error, error_id)
         with tracing.replying(request, request.headers.get(REPLY_TO, "")) as span:
             if error is not None:

@@ -174,7 +174,8 @@ class Client:
     ) -> PubAck | None:
         """Publish one message; see :meth:`AsyncClient.publish`."""
         portal = self._live()
-        traced = self._async._tracing is not None  # on the loop, in this thread's context
+        # Traced: on the loop, in this thread's context (its current span is the parent).
+        traced = (tracing := self._async._tracing) is not None and tracing.active()
         if traced or confirm or msg_id is not None or key is not None or replicas or fsync:
             return portal.call(
                 self._async.publish(
@@ -213,7 +214,8 @@ class Client:
     def _context(self) -> contextvars.Context | None:
         """This thread's context when tracing (its current span is the parent of the spans
         made on the loop), else ``None``."""
-        return contextvars.copy_context() if self._async._tracing is not None else None
+        tracing = self._async._tracing
+        return contextvars.copy_context() if tracing is not None and tracing.active() else None
 
     def flush(self, timeout: float | None = 10.0) -> None:
         """Wait until everything published so far has reached the server."""
