@@ -397,3 +397,10 @@ GLOBAL_PROVIDER = textwrap.dedent(
 
 def test_tracing_true_follows_the_global_provider_once_it_is_set(url: str, topic: str) -> None:
     subprocess.run([sys.executable, "-c", GLOBAL_PROVIDER, url, topic], check=True, timeout=30)
+
+
+def test_herald_serve_tracing_flag_reaches_the_gateway_config() -> None:
+    from herald.gateway.serve import gateway_config
+
+    assert gateway_config(host="127.0.0.1", tracing=True).tracing is True
+    assert gateway_config(host="127.0.0.1").tracing is False
