@@ -28,6 +28,7 @@ FRAGMENTS = {
     "docs/security.md": 2,  # herald serve with auth: runs until stopped
     "docs/scaling.md": 5,  # Sentinel and TLS cluster hosts, the harness's calls, certificates,
     # the two ways to publish plainly on a cluster
+    "docs/tracing.md": 3,  # pip install, a few lines of a subscriber, opentelemetry-instrument
 }
 
 

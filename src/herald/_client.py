@@ -9,7 +9,7 @@ import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
 from dataclasses import dataclass
 from types import TracebackType
-from typing import Any, Literal, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
 import msgspec
 
@@ -80,8 +80,12 @@ from ._topics import (
     validate_subscription,
     validate_topic,
 )
+from ._tracing import Tracing, make_tracing, trace_consumer, trace_subscription
 from ._url import Endpoint, parse_url
 from ._wire import Codec, Encoder, Foreign, decode
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 log = logging.getLogger("herald")
 
@@ -204,6 +208,10 @@ class AsyncClient:
         publish_timeout: how long ``publish`` waits for buffer space before :class:`Timeout`.
         probe_interval: seconds between liveness probes on each connection (0 disables).
         probe_timeout: how long a probe may take before the connection is declared dead.
+        tracing: ``True`` makes OpenTelemetry spans (publish, receive, process, settle,
+            request, reply) with the global tracer provider, and carries the trace context in
+            the messages' ``traceparent``/``tracestate`` headers; a ``TracerProvider`` uses
+            that provider. Needs the ``otel`` extra (``docs/tracing.md``).
 
     Example::
 
@@ -229,6 +237,7 @@ class AsyncClient:
         policy_refresh: float = 1.0,
         start_embedded: bool = True,
         name: str = "herald",
+        tracing: bool | TracerProvider = False,
     ) -> None:
         self.url = url
         self.batch = batch
@@ -266,6 +275,8 @@ class AsyncClient:
         self._policy_task: asyncio.Task[None] | None = None
         self._connect_lock: asyncio.Lock | None = None
         self._closed = False
+        # None unless tracing was asked for: what each traced path checks, and all it costs
+        self._tracing: Tracing | None = make_tracing(tracing)
         self.published = 0
         # (hard, soft, soft seconds) of the server's pubsub output buffer, if readable
         self.pubsub_buffer_limit: tuple[int, int, int] | None = None
@@ -576,6 +587,10 @@ class AsyncClient:
         """
         if headers:
             check_headers(headers)
+        if self._tracing is not None and self._tracing.active():
+            return await self._publish_traced(
+                self._tracing, topic, data, headers, confirm, msg_id, key, replicas, envelope, fsync
+            )
         link = self._link
         entry = self._prefixes.get(topic)
         if (
@@ -593,6 +608,24 @@ class AsyncClient:
                 raise MessageTooLarge(len(frame), self.max_message_size)
             await self._publish_live(link, entry[0], [frame], self.batch)
             return None
+        return await self._publish(
+            topic, data, headers, confirm, msg_id, key, replicas, envelope, fsync
+        )
+
+    async def _publish(
+        self,
+        topic: str,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        confirm: bool | None,
+        msg_id: str | None,
+        key: str | None,
+        replicas: int,
+        envelope: bool | None,
+        fsync: bool,
+    ) -> PubAck | None:
+        """``publish`` past its fast path (headers checked): any topic, any option."""
+        link = self._link
         if link is None:
             await self.connect()
             link = self._link
@@ -626,6 +659,43 @@ class AsyncClient:
         await self._publish_live(link, pfx, [frame], self.batch and not bare)
         return None
 
+    async def _publish_traced(
+        self,
+        tracing: Tracing,
+        topic: str,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        confirm: bool | None,
+        msg_id: str | None,
+        key: str | None,
+        replicas: int,
+        envelope: bool | None,
+        fsync: bool,
+    ) -> PubAck | None:
+        """``publish`` in a producer span, its trace context added to the headers."""
+        if self._link is None:
+            await self.connect()
+        with tracing.publishing(topic, headers, self._carries_headers(topic, envelope), data) as (
+            span,
+            sent,
+        ):
+            ack = await self._publish(
+                topic, data, sent, confirm, msg_id, key, replicas, envelope, fsync
+            )
+            if ack is not None and ack.offset is not None:
+                span.set_attribute("messaging.herald.offset", ack.offset)
+            return ack
+
+    def _carries_headers(self, topic: str, envelope: bool | None) -> bool:
+        """Whether a publish to ``topic`` sends an envelope, which carries headers."""
+        if not isinstance(topic, str):
+            return False  # InvalidTopic, from the publish
+        try:
+            bare = self._prefix(topic)[1]
+        except HeraldError:
+            return False  # the publish raises it
+        return envelope if envelope is not None else not bare
+
     async def _publish_live(
         self, link: Link, pfx: Prefix, frames: list[bytes], batchable: bool
     ) -> None:
@@ -658,6 +728,22 @@ class AsyncClient:
         """
         if self._link is None:
             await self.connect()
+        tracing = self._tracing
+        if tracing is not None and tracing.active():
+            items = list(items)
+            with tracing.publishing(
+                topic, headers, self._carries_headers(topic, envelope), count=len(items)
+            ) as (_, sent):
+                return await self._publish_many(topic, items, sent, envelope)
+        return await self._publish_many(topic, items, headers, envelope)
+
+    async def _publish_many(
+        self,
+        topic: str,
+        items: Iterable[Any],
+        headers: Mapping[str, str] | None,
+        envelope: bool | None,
+    ) -> None:
         link = self._link
         assert link is not None
         self._check_publish(topic, headers)
@@ -921,7 +1007,7 @@ class AsyncClient:
         check_start(unique, since, epoch, last)
         if self._closed:
             raise ClientClosed("client closed")
-        return Subscription(
+        sub = Subscription(
             _Registry(self),
             unique,
             max_pending=max_pending,
@@ -935,6 +1021,9 @@ class AsyncClient:
             error_text=error_text,
             foreign=foreign,
         )
+        if self._tracing is not None:
+            trace_subscription(self._tracing, sub)
+        return sub
 
     async def _history_topics(self, names: tuple[str, ...]) -> dict[str, str | None]:
         """The recoverable topics among ``names`` and matched by its patterns (-> pattern)."""
@@ -1004,7 +1093,13 @@ class AsyncClient:
             reply = await hub.request("geo.lookup", {"ip": "1.2.3.4"}, timeout=1.0)
             print(reply.data)
         """
-        return await self._request_table().request(topic, data, timeout, headers)
+        tracing = self._tracing
+        if tracing is None or not tracing.active():
+            return await self._request_table().request(topic, data, timeout, headers)
+        if self._link is None:
+            await self.connect()
+        with tracing.publishing(topic, headers, True, data, operation="request") as (_, sent):
+            return await self._request_table().request(topic, data, timeout, sent)
 
     async def request_many(
         self,
@@ -1032,7 +1127,15 @@ class AsyncClient:
             replies = await hub.request_many("cache.size", None, timeout=0.5)
             total = sum(r.data for r in replies)
         """
-        return await self._request_table().request_many(topic, data, max_replies, timeout, headers)
+        tracing = self._tracing
+        if tracing is None or not tracing.active():
+            return await self._request_table().request_many(
+                topic, data, max_replies, timeout, headers
+            )
+        if self._link is None:
+            await self.connect()
+        with tracing.publishing(topic, headers, True, data, operation="request") as (_, sent):
+            return await self._request_table().request_many(topic, data, max_replies, timeout, sent)
 
     def _request_table(self) -> Requests:
         if self._requests is None:
@@ -1159,6 +1262,8 @@ class AsyncClient:
         if self._closed:
             raise ClientClosed("client closed")
         consumer_ = Consumer(self, topic, group, consumer, **options)
+        if self._tracing is not None:
+            trace_consumer(self._tracing, consumer_)
         self._consumers.add(consumer_)
         return consumer_
 

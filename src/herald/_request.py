@@ -245,6 +245,22 @@ class Requests:
         error_id: str | None = None,
     ) -> Awaitable[None]:
         """Publish a reply to ``request``'s inbox; see :meth:`Message.reply`."""
+        tracing = self._client._tracing
+        if tracing is None or not tracing.active():
+            return self._reply(request, data, headers, error, error_id)
+        with tracing.replying(request, request.headers.get(REPLY_TO, "")) as span:
+            if error is not None:
+                span.set_attribute("error.type", error.partition(":")[0])
+            return self._reply(request, data, tracing.inject(headers), error, error_id)
+
+    def _reply(
+        self,
+        request: Message,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        error: str | None,
+        error_id: str | None,
+    ) -> Awaitable[None]:
         to = request.headers.get(REPLY_TO)
         rid = request.headers.get(REQUEST_ID)
         if not to or rid is None:

@@ -9,6 +9,7 @@ from __future__ import annotations
 import asyncio
 import atexit
 import concurrent.futures
+import contextvars
 import logging
 import os
 import threading
@@ -28,6 +29,7 @@ from ._message import Message, replier_of
 from ._offsets import Position
 from ._subscription import Gap, Handler, Overflow, Subscription
 from ._sync_consumer import SyncConsumer
+from ._tracing import Tracing
 from ._typed import typed
 from ._wire import Foreign
 
@@ -35,6 +37,10 @@ T = TypeVar("T")
 log = logging.getLogger("herald")
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
 _FORKED = "this Client was created before fork(); create a new Client in the child process"
+
+
+async def _run_in(coro: Coroutine[Any, Any, T], context: contextvars.Context) -> T:
+    return await asyncio.get_running_loop().create_task(coro, context=context)
 
 
 class _Portal:
@@ -55,13 +61,22 @@ class _Portal:
             self.loop.run_until_complete(self.loop.shutdown_default_executor())
             self.loop.close()
 
-    def call(self, coro: Coroutine[Any, Any, T], timeout: float | None = None) -> T:
+    def call(
+        self,
+        coro: Coroutine[Any, Any, T],
+        timeout: float | None = None,
+        context: contextvars.Context | None = None,
+    ) -> T:
+        """Run ``coro`` on the loop and wait for its result; ``context``: in that context (the
+        caller's, for its current span when tracing) rather than the loop thread's."""
         if os.getpid() != self.pid:
             coro.close()
             raise ClientClosed(_FORKED)
         if threading.current_thread() is self.thread:
             coro.close()
             raise HeraldError("blocking Client call from a handler: use the AsyncClient there")
+        if context is not None:
+            coro = _run_in(coro, context)
         fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
         try:
             return fut.result(timeout)
@@ -159,7 +174,9 @@ class Client:
     ) -> PubAck | None:
         """Publish one message; see :meth:`AsyncClient.publish`."""
         portal = self._live()
-        if confirm or msg_id is not None or key is not None or replicas or fsync:
+        # Traced: on the loop, in this thread's context (its current span is the parent).
+        traced = (tracing := self._async._tracing) is not None and tracing.active()
+        if traced or confirm or msg_id is not None or key is not None or replicas or fsync:
             return portal.call(
                 self._async.publish(
                     topic,
@@ -171,7 +188,8 @@ class Client:
                     replicas=replicas,
                     envelope=envelope,
                     fsync=fsync,
-                )
+                ),
+                context=contextvars.copy_context() if traced else None,
             )
         self._async._check_publish(topic, headers)
         stored = self._async._publish_threadsafe(topic, data, headers, confirm, envelope)
@@ -189,8 +207,15 @@ class Client:
     ) -> None:
         """Publish several messages to one topic in order; see :meth:`AsyncClient.publish_many`."""
         self._live().call(
-            self._async.publish_many(topic, list(items), headers=headers, envelope=envelope)
+            self._async.publish_many(topic, list(items), headers=headers, envelope=envelope),
+            context=self._context(),
         )
+
+    def _context(self) -> contextvars.Context | None:
+        """This thread's context when tracing (its current span is the parent of the spans
+        made on the loop), else ``None``."""
+        tracing = self._async._tracing
+        return contextvars.copy_context() if tracing is not None and tracing.active() else None
 
     def flush(self, timeout: float | None = 10.0) -> None:
         """Wait until everything published so far has reached the server."""
@@ -210,7 +235,10 @@ class Client:
 
             reply = hub.request("geo.lookup", {"ip": "1.2.3.4"}, timeout=1.0)
         """
-        return self._live().call(self._async.request(topic, data, timeout=timeout, headers=headers))
+        return self._live().call(
+            self._async.request(topic, data, timeout=timeout, headers=headers),
+            context=self._context(),
+        )
 
     def request_many(
         self,
@@ -225,7 +253,8 @@ class Client:
         return self._live().call(
             self._async.request_many(
                 topic, data, max_replies=max_replies, timeout=timeout, headers=headers
-            )
+            ),
+            context=self._context(),
         )
 
     def subscribe(
@@ -261,7 +290,7 @@ class Client:
             foreign=foreign,
         )
         portal.call(sub.start())
-        wrapper = SyncSubscription(sub, portal, handler)
+        wrapper = SyncSubscription(sub, portal, handler, self._async._tracing)
         self._subs.append(wrapper)
         return wrapper
 
@@ -329,7 +358,7 @@ class Client:
         handler = options.pop("handler", None)
         inner = self._async.consume(topic, group, consumer, **options)
         portal.call(inner.start())
-        wrapper = SyncConsumer(inner, handler)
+        wrapper = SyncConsumer(inner, handler, self._async._tracing)
         self._consumers.append(wrapper)
         return wrapper
 
@@ -424,10 +453,18 @@ class Client:
 class SyncSubscription:
     """A subscription for threads: an iterator and a context manager, or a handler thread."""
 
-    def __init__(self, sub: Subscription, portal: _Portal, handler: Handler | None) -> None:
+    def __init__(
+        self,
+        sub: Subscription,
+        portal: _Portal,
+        handler: Handler | None,
+        tracing: Tracing | None = None,
+    ) -> None:
         self._sub = sub
         self._portal = portal
         self._handler = None if handler is None else typed(handler, sub._invalid)
+        if self._handler is not None and tracing is not None:
+            self._handler = tracing.handler(self._handler, "process")
         self._thread: threading.Thread | None = None
         if handler is not None:
             self._thread = threading.Thread(

@@ -17,6 +17,7 @@ from ._consumer import Consumer
 from ._durable_message import ConsumerStats, DurableHandler, DurableMessage
 from ._errors import ClientClosed, HeraldError
 from ._ordered import ThreadLanes
+from ._tracing import Tracing
 from ._typed import typed
 
 log = logging.getLogger("herald")
@@ -33,13 +34,17 @@ class SyncConsumer:
                 bill(msg.data)        # acked when the loop asks for the next one
     """
 
-    def __init__(self, consumer: Consumer, handler: DurableHandler | None) -> None:
+    def __init__(
+        self, consumer: Consumer, handler: DurableHandler | None, tracing: Tracing | None = None
+    ) -> None:
         self._consumer = consumer
         self._pid = os.getpid()
         self._thread: threading.Thread | None = None
         self._lanes: ThreadLanes | None = None
         if handler is not None:
             handler = typed(handler, consumer._invalid)
+            if tracing is not None:
+                handler = tracing.handler(handler, "process", consumer.group, consumer.auto_ack)
             target: Callable[[], None] = functools.partial(self._run_handler, handler)
             if consumer.concurrency > 1 or consumer.ordered_by_key:
                 # This thread dispatches to the lanes' worker threads.

@@ -202,6 +202,12 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
     "seconds of acknowledged writes in a crash (publish(fsync=True) excepted); always "
     "writes every one to disk before its reply, more slowly.",
 )
+@click.option(
+    "--tracing",
+    is_flag=True,
+    help="OpenTelemetry spans for the gateway's publishes, joined to the caller's traceparent "
+    "(needs herald-pubsub[otel] and a tracer provider, e.g. opentelemetry-instrument).",
+)
 def serve(
     data_dir: Path | None,
     host: str,
@@ -222,6 +228,7 @@ def serve(
     max_connections: int,
     insecure: bool,
     fsync: str,
+    tracing: bool,
 ) -> None:
     """Run Herald: the embedded Valkey (AOF persistence) and the gateway with its dashboard
     on http://127.0.0.1:8080, until Ctrl-C.
@@ -257,6 +264,7 @@ def serve(
                 metrics_token_file=metrics_token_file,
                 max_connections=max_connections,
                 insecure=insecure,
+                tracing=tracing,
             )
         except ValueError as exc:
             _fail(str(exc))

@@ -72,7 +72,10 @@ def create_app(
         client
         if isinstance(client, AsyncClient)
         else AsyncClient(
-            client, start_embedded=False, max_message_size=config.max_message_size + 4096
+            client,
+            start_embedded=False,
+            max_message_size=config.max_message_size + 4096,
+            tracing=config.tracing,
         )
     )
     gw = Gateway(hub, config, owns_hub=owns)

@@ -48,6 +48,10 @@ class GatewayConfig:
         history_limit: the most messages one history read or resume returns.
         ready_timeout: seconds the ``/readyz`` probe message may take for its round trip.
         sse_heartbeat: seconds between SSE comment lines that keep proxies from closing.
+        tracing: OpenTelemetry spans for the client the app makes (``AsyncClient(tracing=
+            True)``, global tracer provider): a publish's span is a child of the request's
+            W3C ``traceparent`` (``docs/tracing.md``). A client given to ``create_app`` keeps
+            its own setting.
 
     Example::
 
@@ -72,6 +76,7 @@ class GatewayConfig:
     metrics: Literal["auth", "public", "off"] = "auth"
     metrics_token: str | None = None
     ready_cache: float = 1.0
+    tracing: bool = False
 
     def __post_init__(self) -> None:
         if self.metrics not in ("auth", "public", "off"):

@@ -95,6 +95,7 @@ def gateway_config(
     metrics_token_file: Path | None = None,
     max_connections: int = 1000,
     insecure: bool = False,
+    tracing: bool = False,
 ) -> GatewayConfig:
     """The gateway's settings from ``herald serve``'s options.
 
@@ -151,6 +152,7 @@ def gateway_config(
         metrics=metrics,  # type: ignore[arg-type]  # checked by GatewayConfig
         metrics_token=token.decode() if token else None,
         max_connections=max_connections,
+        tracing=tracing,
     )
 
 
