@@ -153,3 +153,53 @@ async def test_since_per_topic_and_frame_order(
             await hub.publish(c, "c", confirm=True)
             (live,) = await frames(ws, 1)
             assert live["topic"] == c
+
+
+async def test_every_http_error_is_json_and_slashes_in_topics_are_reachable(
+    gateway_factory: Factory, url: str, topic: str
+) -> None:
+    gw = gateway_factory()
+    async with herald.AsyncClient(url) as hub, httpx.AsyncClient(base_url=gw.url) as http:
+        # A topic holding "/" (legal in Herald), percent-encoded in the path.
+        name = f"{topic}/sport"
+        async with hub.subscribe(name) as sub:
+            r = await http.post(f"/topics/{topic}%2Fsport", json={"score": 1})
+            assert r.status_code == 200, r.text
+            assert r.json()["topic"] == name
+            assert (await sub.next(5.0)).data == {"score": 1}
+        # Other percent-escapes decode as before; a literal % stays one.
+        async with hub.subscribe(f"{topic}%41") as sub:
+            r = await http.post(f"/topics/{topic}%2541", content=b"x")
+            assert r.json()["topic"] == f"{topic}%41"
+            assert (await sub.next(5.0)).data == b"x"
+        for method, path, status, code in (
+            ("GET", "/nowhere", 404, "not_found"),
+            ("POST", "/topics/a/b/c/d", 404, "not_found"),
+            ("GET", "/static/missing.js", 404, "not_found"),
+            ("DELETE", f"/topics/{topic}", 405, "method_not_allowed"),
+            ("PUT", "/stats", 405, "method_not_allowed"),
+        ):
+            r = await http.request(method, path)
+            assert r.status_code == status, (method, path, r.text)
+            assert r.headers["content-type"] == "application/json", (method, path)
+            assert r.json()["error"] == code
+            assert isinstance(r.json()["message"], str)
+            if status == 405:
+                assert "GET" in r.headers["allow"] or "POST" in r.headers["allow"]
+
+
+async def test_a_publish_without_a_payload_is_a_bad_request(
+    gateway_factory: Factory, topic: str
+) -> None:
+    gw = gateway_factory()
+    async with connect(gw.ws_url) as ws:
+        for frame in (
+            {"topic": topic},
+            {"topic": topic, "data": 1, "data_b64": "AA=="},
+            {"topic": topic, "text": 5},
+        ):
+            reply = await ask(ws, op="publish", id=3, **frame)
+            assert (reply["type"], reply["id"], reply["code"]) == ("error", 3, "bad_request")
+        # An explicit null is a JSON value like any other.
+        reply = await ask(ws, op="publish", topic=topic, data=None, id=4)
+        assert (reply["type"], reply["id"]) == ("ack", 4)

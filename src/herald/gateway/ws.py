@@ -328,13 +328,24 @@ class Connection:
             or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
         ):
             raise _Refused("bad_request", "'headers' must map strings to strings")
-        if "data_b64" in request:
+        given = [k for k in ("data", "text", "data_b64") if k in request]
+        if len(given) != 1:
+            raise _Refused(
+                "bad_request",
+                "a publish carries one payload: 'data' (a JSON value), 'text' (a string) or "
+                f"'data_b64' (bytes, base64); got {', '.join(map(repr, given)) or 'none'}",
+            )
+        if given[0] == "data_b64":
             try:
                 data: Any = base64.b64decode(str(request["data_b64"]), validate=True)
             except (binascii.Error, ValueError):
                 raise _Refused("bad_request", "'data_b64' is not base64") from None
+        elif given[0] == "text":
+            data = request["text"]
+            if not isinstance(data, str):
+                raise _Refused("bad_request", "'text' must be a string")
         else:
-            data = request.get("data")
+            data = request["data"]
         key = self.principal.rate_key
         # Per connection, and per token subject (or token, without sub) across all of its
         # connections and HTTP.
