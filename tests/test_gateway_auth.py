@@ -242,7 +242,7 @@ async def test_a_new_token_ends_subscriptions_it_does_not_grant(
         async with asyncio.timeout(5):
             data = json.loads(await ws.recv())
         got = data if isinstance(data, list) else [data]
-        assert [f["data"] for f in got if f["type"] == "message"] == ["kept"]
+        assert [f["text"] for f in got if f["type"] == "message"] == ["kept"]
 
 
 async def test_metrics_access_is_configurable(url: str, topic: str) -> None:

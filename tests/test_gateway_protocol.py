@@ -142,7 +142,7 @@ async def test_since_per_topic_and_frame_order(
             assert [m["offset"] for m in got[1:] if m["topic"] == b] == [2, 3, 4, 5]
             await hub.publish(a, "live", confirm=True)
             (live,) = await frames(ws, 1)
-            assert (live["topic"], live["offset"], live["data"]) == (a, 6, "live")
+            assert (live["topic"], live["offset"], live["text"]) == (a, 6, "live")
         async with connect(gw.ws_url) as ws:
             # `topics` with `since` for some: the others start live.
             c = f"{topic}.c"
@@ -203,3 +203,53 @@ async def test_a_publish_without_a_payload_is_a_bad_request(
         # An explicit null is a JSON value like any other.
         reply = await ask(ws, op="publish", topic=topic, data=None, id=4)
         assert (reply["type"], reply["id"]) == ("ack", 4)
+
+
+async def test_frames_say_what_was_published(
+    gateway_factory: Factory, url: str, topic: str
+) -> None:
+    """JSON values as `data`, text as `text`, bytes as `data_b64` (even bytes that are UTF-8),
+    on the WebSocket, SSE and in history reads; each of the three publish forms arrives as the
+    same form."""
+    gw = gateway_factory()
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, history=10)
+        async with connect(gw.ws_url) as ws:
+            assert (await ask(ws, op="subscribe", topic=topic))["type"] == "subscribed"
+            await hub.publish(topic, {"a": 1}, confirm=True)
+            await hub.publish(topic, "hello", confirm=True)  # a str is published as text
+            await hub.publish(topic, b"hello", confirm=True)  # bytes, UTF-8 or not
+            await hub.publish(topic, b"\xff\x00", confirm=True)
+            for frame in (
+                {"data": "a JSON string"},
+                {"text": "some text"},
+                {"data_b64": "aGk="},
+            ):
+                await ws.send(json.dumps({"op": "publish", "topic": topic, **frame}))
+            got = await frames(ws, 7)
+            payloads = [{k: m[k] for k in ("data", "text", "data_b64") if k in m} for m in got]
+            expected = [
+                {"data": {"a": 1}},
+                {"text": "hello"},
+                {"data_b64": "aGVsbG8="},
+                {"data_b64": "/wA="},
+                # Herald publishes a str as text (Python's publish("...") too): a JSON string
+                # has no codec of its own.
+                {"text": "a JSON string"},
+                {"text": "some text"},
+                {"data_b64": "aGk="},
+            ]
+            assert payloads == expected
+        async with httpx.AsyncClient(base_url=gw.url) as http:
+            page = (await http.get(f"/topics/{topic}/messages?limit=10")).json()
+            assert [
+                {k: m[k] for k in ("data", "text", "data_b64") if k in m} for m in page["messages"]
+            ] == expected
+        # Python subscribers get what was published through the gateway.
+        history = await hub.history(topic, since=4, limit=10)
+        assert [m.data for m in history] == ["a JSON string", "some text", b"hi"]
+        assert [m.content_type for m in history] == [
+            "text/plain",
+            "text/plain",
+            "application/octet-stream",
+        ]
