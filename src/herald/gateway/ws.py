@@ -6,12 +6,15 @@ Client to gateway, one JSON object per text frame::
     {"op": "subscribe", "topic": "prices", "since": 41}      # recoverable: offsets 42.. then live
     {"op": "subscribe", "topic": "prices", "last": 10}
     {"op": "unsubscribe", "topic": "news.*"}
+    {"op": "subscribe", "since": {"a": 17, "b": 3}}           # one offset per topic
     {"op": "publish", "topic": "news.sport", "data": {...}, "headers": {...}, "id": 2}
+    {"op": "publish", "topic": "chat", "text": "hi"}          # or "data_b64": bytes
     {"op": "auth", "token": "..."}                            # a fresh token before exp
     {"op": "ping"}
 
 Gateway to client: objects with a ``type`` (``message``, ``subscribed``, ``unsubscribed``,
-``ack``, ``error``, ``gap``, ``history_lost``, ``pong``); several may come as one JSON array.
+``ack``, ``authenticated``, ``error``, ``gap``, ``history_lost``, ``pong``); several may come
+as one JSON array.
 Close codes: 1007 a frame that is not UTF-8 JSON text, 1008 refused (auth, origin, expired
 token, slow client), 1009 a frame over ``max_message_size``, 1011 an internal error.
 """
@@ -150,8 +153,9 @@ class Connection:
             elif op == "auth":
                 self.principal = authenticate(str(request.get("token") or ""), self.gw.config.auth)
                 self._arm_expiry()
-                await self._drop_ungranted()
+                # The answer first, then what the new grants end (an ``unsubscribed`` frame).
                 self.send("authenticated", id=ref, expires=self.principal.expires)
+                await self._drop_ungranted()
             elif op == "ping":
                 self.send("pong", id=ref)
             else:

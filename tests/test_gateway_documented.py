@@ -1,0 +1,300 @@
+"""Every WebSocket request, frame type and error code that docs/gateway.md lists, walked from
+its tables and produced by a real gateway on real Valkey: a row without a case here fails, and
+so does a case the docs do not list. The few that a test cannot provoke say why, and which test
+covers them instead."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import json
+import re
+import time
+from collections.abc import AsyncIterator, Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+import httpx
+import jwt
+import pytest
+from websockets.asyncio.client import ClientConnection, connect
+
+import herald
+from conftest import GatewayFactory as Factory
+from herald.gateway import AuthConfig
+
+DOC = Path(__file__).parent.parent / "docs" / "gateway.md"
+KEY = "d" * 64
+AUTH = AuthConfig(key=KEY, audience="herald", issuer="docs", leeway=0)
+
+
+def table(heading: str) -> list[str]:
+    """The first column of the table under ``### heading``, without its backticks."""
+    text = DOC.read_text()
+    section = text[text.index(f"### {heading}\n") :]
+    rows: list[str] = []
+    started = False
+    for line in section.splitlines()[1:]:
+        if line.startswith("|"):
+            started = True
+            cell = line.split("|")[1].strip()
+            if cell.startswith("`"):
+                rows.append(cell.strip("`"))
+        elif started:
+            break
+    assert rows, heading
+    return rows
+
+
+def token(grants: dict[str, Any], exp: float = 600) -> str:
+    claims = {"sub": "docs", "aud": "herald", "iss": "docs", "exp": int(time.time() + exp)}
+    return jwt.encode({**claims, "herald": grants}, KEY, algorithm="HS256")
+
+
+async def frames(ws: ClientConnection, n: int = 1) -> list[dict[str, Any]]:
+    out: list[dict[str, Any]] = []
+    async with asyncio.timeout(5):
+        while len(out) < n:
+            data = json.loads(await ws.recv())
+            out.extend(data if isinstance(data, list) else [data])
+    return out
+
+
+async def ask(ws: ClientConnection, **frame: Any) -> dict[str, Any]:
+    await ws.send(json.dumps(frame))
+    return (await frames(ws))[0]
+
+
+class World:
+    """The gateways and names one test uses."""
+
+    def __init__(self, factory: Factory, hub: herald.AsyncClient, topic: str) -> None:
+        self.open = factory()
+        self.secured = factory(auth=AUTH)
+        self.small = factory(max_subscriptions=1, publish_rate=1, publish_burst=1)
+        self.hub = hub
+        self.topic = topic
+
+    def ws(self, gw: Any = None, token_: str | None = None) -> Any:
+        url = (gw or self.open).ws_url
+        return connect(url + (f"?token={token_}" if token_ else ""))
+
+
+Case = Callable[[World], Awaitable[dict[str, Any]]]
+
+
+# -- requests: each op and its answer --------------------------------------------------------
+
+
+async def op_subscribe(w: World) -> dict[str, Any]:
+    async with w.ws() as ws:
+        return await ask(ws, op="subscribe", topic=w.topic, id=1)
+
+
+async def op_unsubscribe(w: World) -> dict[str, Any]:
+    async with w.ws() as ws:
+        await ask(ws, op="subscribe", topic=w.topic)
+        return await ask(ws, op="unsubscribe", topic=w.topic, id=1)
+
+
+async def op_publish(w: World) -> dict[str, Any]:
+    async with w.ws() as ws:
+        return await ask(ws, op="publish", topic=w.topic, data={"x": 1}, id=1)
+
+
+async def op_auth(w: World) -> dict[str, Any]:
+    grants = {"subscribe": ["*"]}
+    async with w.ws(w.secured, token(grants)) as ws:
+        return await ask(ws, op="auth", token=token(grants, 900), id=1)
+
+
+async def op_ping(w: World) -> dict[str, Any]:
+    async with w.ws() as ws:
+        return await ask(ws, op="ping", id=1)
+
+
+REQUESTS: dict[str, tuple[Case, str]] = {
+    "subscribe": (op_subscribe, "subscribed"),
+    "unsubscribe": (op_unsubscribe, "unsubscribed"),
+    "publish": (op_publish, "ack"),
+    "auth": (op_auth, "authenticated"),
+    "ping": (op_ping, "pong"),
+}
+
+
+# -- frames ----------------------------------------------------------------------------------
+
+
+async def frame_message(w: World) -> dict[str, Any]:
+    async with w.ws() as ws:
+        await ask(ws, op="subscribe", topic=w.topic)
+        await w.hub.publish(w.topic, "hi")
+        return (await frames(ws))[0]
+
+
+async def frame_unsubscribed_by_gateway(w: World) -> dict[str, Any]:
+    async with w.ws(w.secured, token({"subscribe": ["*"]})) as ws:
+        await ask(ws, op="subscribe", topic=w.topic)
+        got = await ask(ws, op="auth", token=token({"subscribe": ["other"]}), id=2)
+        assert got["type"] == "authenticated"
+        return (await frames(ws))[0]
+
+
+async def frame_gap(w: World) -> dict[str, Any]:
+    # A live topic's SSE stream resumed with Last-Event-ID starts with a gap frame.
+    async with (
+        httpx.AsyncClient(base_url=w.open.url) as http,
+        http.stream(
+            "GET", f"/topics/{w.topic}/events", headers={"last-event-id": "x-1"}
+        ) as response,
+    ):
+        async for line in response.aiter_lines():
+            if line.startswith("data: "):
+                frame: dict[str, Any] = json.loads(line[6:])
+                return frame
+    raise AssertionError("no frame")
+
+
+async def frame_history_lost(w: World) -> dict[str, Any]:
+    name = f"{w.topic}.kept"
+    await w.hub.declare(name, history=2)
+    for i in range(5):
+        await w.hub.publish(name, i, confirm=True)
+    async with w.ws() as ws:
+        await ws.send(json.dumps({"op": "subscribe", "topic": name, "since": 0}))
+        got = await frames(ws, 3)
+        assert got[0]["type"] == "subscribed", got
+        return next(f for f in got if f["type"] != "subscribed" and f["type"] != "message")
+
+
+async def frame_error(w: World) -> dict[str, Any]:
+    async with w.ws() as ws:
+        return await ask(ws, op="nothing", id=9)
+
+
+FRAMES: dict[str, Case | str] = {
+    "subscribed": op_subscribe,
+    "unsubscribed": frame_unsubscribed_by_gateway,
+    "message": frame_message,
+    "ack": op_publish,
+    "authenticated": op_auth,
+    "pong": op_ping,
+    "gap": frame_gap,
+    "history_lost": frame_history_lost,
+    "error": frame_error,
+    "closed": "an SSE stream's token expiring: test_gateway_auth.py "
+    "test_sse_ends_when_its_token_expires",
+}
+
+
+# -- error codes -----------------------------------------------------------------------------
+
+
+def refused(gw: str, token_grants: dict[str, Any] | None = None, **frame: Any) -> Case:
+    async def case(w: World) -> dict[str, Any]:
+        target = getattr(w, gw)
+        tok = token(token_grants) if token_grants is not None else None
+        async with w.ws(target, tok) as ws:
+            return await ask(
+                ws,
+                id=5,
+                **{
+                    k: v.replace("TOPIC", w.topic) if isinstance(v, str) else v
+                    for k, v in frame.items()
+                },
+            )
+
+    return case
+
+
+async def code_too_many(w: World) -> dict[str, Any]:
+    async with w.ws(w.small) as ws:
+        await ask(ws, op="subscribe", topic=w.topic)
+        return await ask(ws, op="subscribe", topic=f"{w.topic}.2", id=5)
+
+
+async def code_rate_limited(w: World) -> dict[str, Any]:
+    async with w.ws(w.small) as ws:
+        await ask(ws, op="publish", topic=w.topic, data=1, id=1)
+        return await ask(ws, op="publish", topic=w.topic, data=2, id=5)
+
+
+async def code_reserved_payload(w: World) -> dict[str, Any]:
+    name = f"{w.topic}.bare"
+    await w.hub.declare(name, bare=True)
+    magic = base64.b64encode(b"\xffHR1").decode()
+    async with w.ws() as ws:
+        return await ask(ws, op="publish", topic=name, data_b64=magic, id=5)
+
+
+CODES: dict[str, Case | str] = {
+    "bad_request": refused("open", op="publish", topic="TOPIC"),
+    "invalid_topic": refused("open", op="subscribe", topic="has space"),
+    "not_applicable": refused("open", op="subscribe", topic="TOPIC", since=3),
+    "forbidden": refused("secured", {"subscribe": ["x"]}, op="subscribe", topic="TOPIC"),
+    "unauthorized": refused("secured", {"subscribe": ["x"]}, op="auth", token="garbage"),
+    "too_many_subscriptions": code_too_many,
+    "rate_limited": code_rate_limited,
+    "too_large": "unreachable over the WebSocket: a frame over max_message_size is closed with "
+    "1009 before any payload can exceed the client's larger limit (test_gateway_ws.py "
+    "test_bad_input_and_limits)",
+    "reserved_header": refused(
+        "open", op="publish", topic="TOPIC", data=1, headers={"herald-reply-to": "x"}
+    ),
+    "reserved_topic": refused("open", op="subscribe", topic="_herald.inbox.x"),
+    "reserved_payload": code_reserved_payload,
+    "not_supported": "only with a Herald without recoverable topics (RESUME_SUPPORTED false)",
+    "unavailable": "needs the server gone mid-request; HeraldError mapping in ws.Connection.handle",
+    "timeout": "needs a server that stops answering; herald.Timeout mapping in "
+    "ws.Connection.handle",
+}
+
+
+@pytest.fixture
+async def world(gateway_factory: Factory, url: str, topic: str) -> AsyncIterator[World]:
+    async with herald.AsyncClient(url, policy_refresh=0.1) as hub:
+        yield World(gateway_factory, hub, topic)
+
+
+def test_the_tables_and_the_cases_agree() -> None:
+    assert table("WebSocket requests") == list(REQUESTS)
+    assert table("WebSocket frames") == list(FRAMES)
+    assert table("WebSocket error codes") == list(CODES)
+
+
+@pytest.mark.parametrize("op", list(REQUESTS))
+async def test_each_documented_request_gets_its_answer(world: World, op: str) -> None:
+    case, answer = REQUESTS[op]
+    got = await case(world)
+    assert got["type"] == answer, got
+    assert got["id"] == 1, got
+
+
+@pytest.mark.parametrize("kind", list(FRAMES))
+async def test_each_documented_frame_is_sent(world: World, kind: str) -> None:
+    case = FRAMES[kind]
+    if isinstance(case, str):
+        pytest.skip(f"covered elsewhere: {case}")
+    got = await case(world)
+    assert got["type"] == kind, got
+    fields = _documented_fields("WebSocket frames", kind)
+    # Every field sent is documented for that frame.
+    assert set(got) - {"type"} <= fields, (got, fields)
+
+
+@pytest.mark.parametrize("code", list(CODES))
+async def test_each_documented_error_code_is_sent(world: World, code: str) -> None:
+    case = CODES[code]
+    if isinstance(case, str):
+        pytest.skip(f"not provoked here: {case}")
+    got = await case(world)
+    assert (got["type"], got["code"], got["id"]) == ("error", code, 5), got
+    assert isinstance(got["message"], str)
+    assert got["message"]
+
+
+def _documented_fields(heading: str, row: str) -> set[str]:
+    text = DOC.read_text()
+    section = text[text.index(f"### {heading}\n") :]
+    line = next(ln for ln in section.splitlines() if ln.startswith(f"| `{row}` |"))
+    return set(re.findall(r"`([a-z_0-9]+)`", line.split("|")[2]))
