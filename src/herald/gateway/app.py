@@ -37,7 +37,8 @@ async def _index(request: Request) -> Response:
 
 
 async def _openapi(request: Request) -> Response:
-    return JSONResponse(document())
+    # The server as the client reached it (its Host is one the gateway is served as).
+    return JSONResponse(document(str(request.base_url).rstrip("/") or None))
 
 
 async def _on_error(request: Request, exc: Exception) -> Response:
