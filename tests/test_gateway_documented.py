@@ -298,3 +298,131 @@ def _documented_fields(heading: str, row: str) -> set[str]:
     section = text[text.index(f"### {heading}\n") :]
     line = next(ln for ln in section.splitlines() if ln.startswith(f"| `{row}` |"))
     return set(re.findall(r"`([a-z_0-9]+)`", line.split("|")[2]))
+
+
+# -- HTTP error codes ------------------------------------------------------------------------
+
+HttpCase = Callable[[World], Awaitable[httpx.Response]]
+AS_JSON = {"content-type": "application/json"}
+
+
+def http_case(gw: str, method: str, path: str, **kwargs: Any) -> HttpCase:
+    async def case(w: World) -> httpx.Response:
+        base = getattr(w, gw).url
+        async with httpx.AsyncClient(base_url=base) as http:
+            return await http.request(method, path.replace("TOPIC", w.topic), **kwargs)
+
+    return case
+
+
+async def http_reserved_payload(w: World) -> httpx.Response:
+    name = f"{w.topic}.bare"
+    await w.hub.declare(name, bare=True)
+    async with httpx.AsyncClient(base_url=w.open.url) as http:
+        return await http.post(f"/topics/{name}", content=b"\xffHR1")
+
+
+async def http_rate_limited(w: World) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=w.small.url) as http:
+        await http.post(f"/topics/{w.topic}", json=1)
+        return await http.post(f"/topics/{w.topic}", json=2)
+
+
+async def http_too_large(w: World) -> httpx.Response:
+    async with httpx.AsyncClient(base_url=w.open.url) as http:
+        return await http.post(f"/topics/{w.topic}", content=b"x" * (64 * 1024 + 1))
+
+
+HTTP_CODES: dict[str, tuple[HttpCase, int] | str] = {
+    "invalid_topic": (http_case("open", "POST", "/topics/a*b", json=1), 400),
+    "bad_json": (
+        http_case(
+            "open",
+            "POST",
+            "/topics/TOPIC",
+            content=b"{",
+            headers={"content-type": "application/json"},
+        ),
+        400,
+    ),
+    "bad_text": (
+        http_case(
+            "open", "POST", "/topics/TOPIC", content=b"\xff", headers={"content-type": "text/plain"}
+        ),
+        400,
+    ),
+    "bad_request": (http_case("open", "GET", "/topics/TOPIC/messages?limit=0"), 400),
+    "reserved_header": (
+        http_case(
+            "open", "POST", "/topics/TOPIC", json=1, headers={"x-herald-header-herald-x": "1"}
+        ),
+        400,
+    ),
+    "reserved_payload": (http_reserved_payload, 400),
+    "unauthorized": (http_case("secured", "POST", "/topics/TOPIC", json=1), 401),
+    "forbidden": (
+        http_case(
+            "secured",
+            "POST",
+            "/topics/TOPIC",
+            json=1,
+            headers={"authorization": "Bearer " + token({"publish": ["other"]})},
+        ),
+        403,
+    ),
+    "reserved_topic": (http_case("open", "POST", "/topics/_herald.inbox.x", json=1), 403),
+    "no_history": (http_case("open", "GET", "/topics/TOPIC/messages"), 404),
+    "not_found": (http_case("open", "GET", "/no/such/route"), 404),
+    "method_not_allowed": (http_case("open", "DELETE", "/topics/TOPIC"), 405),
+    "not_applicable": (http_case("open", "GET", "/topics/TOPIC/dead"), 409),
+    "too_large": (http_too_large, 413),
+    "host_not_allowed": (
+        http_case("open", "GET", "/stats", headers={"host": "evil.example"}),
+        421,
+    ),
+    "rate_limited": (http_rate_limited, 429),
+    "not_supported": "only with a Herald without recoverable topics (RESUME_SUPPORTED false)",
+    "unavailable": "needs the server gone: test_gateway_input.py and the HeraldError mapping in "
+    "http.handle_errors",
+    "timeout": "needs a server that stops answering: herald.Timeout mapping in http.handle_errors",
+}
+
+
+def http_table() -> list[tuple[str, int]]:
+    text = DOC.read_text()
+    section = text[text.index("### HTTP error codes\n") :]
+    rows = []
+    for line in section.splitlines():
+        if line.startswith("| `"):
+            cells = [c.strip() for c in line.split("|")[1:3]]
+            rows.append((cells[0].strip("`"), int(cells[1])))
+        elif rows and not line.startswith("|"):
+            break
+    return rows
+
+
+def test_the_http_table_and_the_cases_agree() -> None:
+    documented = http_table()
+    assert [code for code, _ in documented] == list(HTTP_CODES)
+    for code, status in documented:
+        case = HTTP_CODES[code]
+        if not isinstance(case, str):
+            assert case[1] == status, code
+
+
+@pytest.mark.parametrize("code", list(HTTP_CODES))
+async def test_each_documented_http_error_is_answered(world: World, code: str) -> None:
+    case = HTTP_CODES[code]
+    if isinstance(case, str):
+        pytest.skip(f"not provoked here: {case}")
+    make, status = case
+    r = await make(world)
+    assert r.status_code == status, (code, r.status_code, r.text)
+    assert r.headers["content-type"].startswith("application/json"), code
+    body = r.json()
+    assert body["error"] == code, body
+    assert isinstance(body["message"], str)
+    if status == 429:
+        assert r.headers["retry-after"]
+    if status == 405:
+        assert r.headers["allow"]
