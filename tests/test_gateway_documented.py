@@ -426,3 +426,63 @@ async def test_each_documented_http_error_is_answered(world: World, code: str) -
         assert r.headers["retry-after"]
     if status == 405:
         assert r.headers["allow"]
+
+
+# -- close codes -----------------------------------------------------------------------------
+
+
+async def _drain(ws: ClientConnection) -> None:
+    async with asyncio.timeout(5):
+        while True:
+            await ws.recv()
+
+
+async def _closed_with(ws: ClientConnection) -> int:
+    from websockets.exceptions import ConnectionClosed
+
+    with pytest.raises(ConnectionClosed) as closed:
+        await _drain(ws)
+    assert closed.value.rcvd is not None
+    return closed.value.rcvd.code
+
+
+async def close_1007(w: World) -> int:
+    async with w.ws() as ws:
+        await ws.send(b"\xff\xfe")
+        return await _closed_with(ws)
+
+
+async def close_1008(w: World) -> int:
+    async with w.ws(w.secured, token({"subscribe": ["*"]})) as ws:
+        await ws.send(json.dumps({"op": "auth", "token": "garbage"}))
+        return await _closed_with(ws)
+
+
+async def close_1009(w: World) -> int:
+    async with connect(w.open.ws_url, max_size=None) as ws:
+        await ws.send("x" * (64 * 1024 + 1))
+        return await _closed_with(ws)
+
+
+CLOSE_CODES: dict[str, Callable[[World], Awaitable[int]] | str] = {
+    "1007": close_1007,
+    "1008": close_1008,
+    "1009": close_1009,
+    "1011": "an internal error, i.e. a bug: nothing provokes one on purpose (tests assert its "
+    "absence, e.g. test_gateway_input.py)",
+}
+
+
+def test_the_close_code_table_and_the_cases_agree() -> None:
+    text = DOC.read_text()
+    section = text[text.index("**Close codes.**") :]
+    codes = re.findall(r"^\| (\d{4}) \|", section.split("**Slow clients.**")[0], re.M)
+    assert codes == list(CLOSE_CODES)
+
+
+@pytest.mark.parametrize("code", list(CLOSE_CODES))
+async def test_each_documented_close_code_is_sent(world: World, code: str) -> None:
+    case = CLOSE_CODES[code]
+    if isinstance(case, str):
+        pytest.skip(f"covered elsewhere: {case}")
+    assert await case(world) == int(code)
