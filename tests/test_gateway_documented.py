@@ -244,9 +244,9 @@ CODES: dict[str, Case | str] = {
     "reserved_topic": refused("open", op="subscribe", topic="_herald.inbox.x"),
     "reserved_payload": code_reserved_payload,
     "not_supported": "only with a Herald without recoverable topics (RESUME_SUPPORTED false)",
-    "unavailable": "needs the server gone mid-request; HeraldError mapping in ws.Connection.handle",
-    "timeout": "needs a server that stops answering; herald.Timeout mapping in "
-    "ws.Connection.handle",
+    "unavailable": "a HeraldError other than Timeout: with the server gone the client waits for "
+    "it and times out (timeout), so no test provokes this one",
+    "timeout": "provoked by test_timeout_when_the_server_is_gone (below, 10 s)",
 }
 
 
@@ -382,9 +382,9 @@ HTTP_CODES: dict[str, tuple[HttpCase, int] | str] = {
     ),
     "rate_limited": (http_rate_limited, 429),
     "not_supported": "only with a Herald without recoverable topics (RESUME_SUPPORTED false)",
-    "unavailable": "needs the server gone: test_gateway_input.py and the HeraldError mapping in "
-    "http.handle_errors",
-    "timeout": "needs a server that stops answering: herald.Timeout mapping in http.handle_errors",
+    "unavailable": "a HeraldError other than Timeout: with the server gone the client waits for "
+    "it and times out (timeout), so no test provokes this one",
+    "timeout": "provoked by test_timeout_when_the_server_is_gone (below, 10 s)",
 }
 
 
@@ -486,3 +486,25 @@ async def test_each_documented_close_code_is_sent(world: World, code: str) -> No
     if isinstance(case, str):
         pytest.skip(f"covered elsewhere: {case}")
     assert await case(world) == int(code)
+
+
+async def test_timeout_when_the_server_is_gone(own_server: herald.EmbeddedServer) -> None:
+    """With the server stopped, a publish waits for it (10 s) and answers `timeout`: 504 over
+    HTTP, an error frame on the WebSocket, which stays open."""
+    from herald.gateway.serve import BackgroundGateway
+
+    with BackgroundGateway(own_server.url) as gw:
+        async with connect(gw.ws_url) as ws, httpx.AsyncClient(base_url=gw.url) as http:
+            assert (await ask(ws, op="ping", id=1))["type"] == "pong"
+            own_server.stop()
+            r = await http.post("/topics/t", json=1, timeout=30)
+            assert (r.status_code, r.json()["error"]) == (504, "timeout")
+            await ws.send(json.dumps({"op": "publish", "topic": "t", "data": 1, "id": 5}))
+            (got,) = await frames_within(ws, 30)
+            assert (got["type"], got["code"], got["id"]) == ("error", "timeout", 5)
+
+
+async def frames_within(ws: ClientConnection, seconds: float) -> list[dict[str, Any]]:
+    async with asyncio.timeout(seconds):
+        data = json.loads(await ws.recv())
+    return data if isinstance(data, list) else [data]
