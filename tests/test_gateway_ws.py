@@ -63,7 +63,7 @@ async def test_subscribe_publish_unsubscribe(
         got = await receive(ws, 51)
         assert [m["data"]["i"] for m in got[:50]] == list(range(50))
         assert got[0]["headers"] == {"traceparent": "t"}
-        assert got[50]["data"] == "pattern"
+        assert got[50]["text"] == "pattern"
         assert got[50]["subscription"] == f"{topic}.*"
 
         async with hub.subscribe(f"other.{topic}") as sub:
@@ -77,7 +77,7 @@ async def test_subscribe_publish_unsubscribe(
         await hub.publish(topic, "not delivered")
         await hub.publish(f"{topic}.y", "marker")
         (nxt,) = await receive(ws, 1)
-        assert nxt["data"] == "marker"
+        assert nxt["text"] == "marker"
         assert (await request(ws, op="ping", id=4)) == {"type": "pong", "id": 4}
     state: Gateway = gw.app.state.gateway
     for _ in range(100):  # the connection's cleanup runs on the gateway's thread

@@ -184,6 +184,15 @@ class Subscription:
         if not self._started:
             self._started = True
             topics = await self._subscriber.history_topics(self.names)
+            since = self._start[0]
+            if since is not None and self.names[0] not in topics:
+                # check_start allows since= on one topic only, never a pattern: silently
+                # starting live would lose what the caller asked to resume.
+                self._started = False
+                raise ConfigurationError(
+                    f"topic {self.names[0]!r} is not recoverable (no history policy): "
+                    f"since={since} cannot resume it"
+                )
             if topics:
                 self._recovering().hold(topics)
             await self._subscriber.add(self)

@@ -5,13 +5,17 @@ from __future__ import annotations
 import contextlib
 from collections.abc import AsyncIterator
 from pathlib import Path
+from urllib.parse import quote, unquote
 
 from starlette.applications import Starlette
+from starlette.convertors import Convertor, register_url_convertor
+from starlette.exceptions import HTTPException
 from starlette.middleware import Middleware
 from starlette.requests import Request
 from starlette.responses import FileResponse, JSONResponse, Response
 from starlette.routing import Mount, Route, WebSocketRoute
 from starlette.staticfiles import StaticFiles
+from starlette.types import ASGIApp, Receive, Scope, Send
 
 from herald import AsyncClient, HeraldError
 
@@ -33,15 +37,72 @@ async def _index(request: Request) -> Response:
 
 
 async def _openapi(request: Request) -> Response:
-    return JSONResponse(document())
+    # The server as the client reached it (its Host is one the gateway is served as).
+    return JSONResponse(document(str(request.base_url).rstrip("/") or None))
 
 
 async def _on_error(request: Request, exc: Exception) -> Response:
     return http.handle_errors(exc)
 
 
+async def _on_http_error(request: Request, exc: Exception) -> Response:
+    # Unknown routes and methods too answer JSON, as every other error does.
+    assert isinstance(exc, HTTPException)
+    code = {404: "not_found", 405: "method_not_allowed"}.get(exc.status_code, "bad_request")
+    message = {
+        404: f"no such route: {request.method} {request.url.path}",
+        405: f"{request.method} is not allowed on {request.url.path}",
+    }.get(exc.status_code, str(exc.detail))
+    response = http.error(exc.status_code, code, message)
+    for name, value in (exc.headers or {}).items():
+        response.headers[name] = value  # Allow, on a 405
+    return response
+
+
+class _TopicConvertor(Convertor[str]):
+    """A topic as one path segment, percent-encoded (see :class:`TopicPaths`)."""
+
+    regex = "[^/]+"
+
+    def convert(self, value: str) -> str:
+        return unquote(value)
+
+    def to_string(self, value: str) -> str:
+        return quote(value, safe="")
+
+
+register_url_convertor("herald_topic", _TopicConvertor())
+
+
+class TopicPaths:
+    """``/topics/{topic}/...`` routed by the raw path, so that a topic holding ``/`` (legal in
+    Herald) is reached percent-encoded: ``POST /topics/news%2Fsport`` publishes to
+    ``news/sport``. The server decodes ``%2F`` into the path, where it would split the topic;
+    the topic segment is re-encoded for the router here and decoded by its convertor."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] in ("http", "websocket") and not scope.get("root_path"):
+            raw = scope.get("raw_path")
+            if isinstance(raw, bytes):
+                # The path as sent (some servers append the query to raw_path).
+                path, encoded = raw.split(b"?", 1)[0].decode("latin-1"), True
+            else:  # no raw path: the decoded one, where a %2F is already a /
+                path, encoded = scope["path"], False
+            if path.startswith("/topics/"):
+                segment, slash, tail = path[len("/topics/") :].partition("/")
+                if segment:
+                    topic = unquote(segment) if encoded else segment
+                    tail = unquote(tail) if encoded else tail
+                    scope = dict(scope, path=f"/topics/{quote(topic, safe='')}{slash}{tail}")
+        await self.app(scope, receive, send)
+
+
 # Errors with a meaning for the client; anything else is a 500 (and logged by the server).
 _HANDLED = {
+    HTTPException: _on_http_error,
     HeraldError: _on_error,
     AuthError: _on_error,
     ValueError: _on_error,
@@ -96,12 +157,12 @@ def create_app(
         Route("/metrics", metrics),
         Route("/stats", http.stats),
         Route("/topics", http.list_topics),
-        Route("/topics/{topic}", http.publish, methods=["POST"]),
-        Route("/topics/{topic}", http.topic_detail, methods=["GET"]),
-        Route("/topics/{topic}/messages", http.messages),
-        Route("/topics/{topic}/events", sse.events),
-        Route("/topics/{topic}/dead", http.dead_letters),
-        Route("/topics/{topic}/dead/replay", http.replay_dead, methods=["POST"]),
+        Route("/topics/{topic:herald_topic}", http.publish, methods=["POST"]),
+        Route("/topics/{topic:herald_topic}", http.topic_detail, methods=["GET"]),
+        Route("/topics/{topic:herald_topic}/messages", http.messages),
+        Route("/topics/{topic:herald_topic}/events", sse.events),
+        Route("/topics/{topic:herald_topic}/dead", http.dead_letters),
+        Route("/topics/{topic:herald_topic}/dead/replay", http.replay_dead, methods=["POST"]),
         WebSocketRoute("/ws", websocket_endpoint),
         Mount("/static", StaticFiles(directory=STATIC), name="static"),
     ]
@@ -116,7 +177,10 @@ def create_app(
         on_refused=refused,
     )
     app = Starlette(
-        routes=routes, lifespan=lifespan, exception_handlers=_HANDLED, middleware=[guard]
+        routes=routes,
+        lifespan=lifespan,
+        exception_handlers=_HANDLED,
+        middleware=[guard, Middleware(TopicPaths)],
     )
     app.state.gateway = gw
     app.state.metrics_registry, app.state.metrics_collector = registry_for(gw)

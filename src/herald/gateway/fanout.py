@@ -367,9 +367,19 @@ class Fanout:
             self._shared.clear()
 
     async def resume(
-        self, name: str, sink: Sink, *, since: int | None = None, last: int | None = None
+        self,
+        name: str,
+        sink: Sink,
+        *,
+        since: int | None = None,
+        last: int | None = None,
+        gate: Gate | None = None,
     ) -> Subscription:
         """A subscription of ``sink``'s own on a recoverable topic, from an offset, then live.
+
+        With a ``gate``, what the subscription delivers (recovered messages, then live ones,
+        ``history_lost`` and ``gap`` frames) waits, in order, until the gate opens: the
+        WebSocket sends its ``subscribed`` frame first.
 
         Raises:
             NotImplementedError: this Herald has no recoverable topics.
@@ -379,22 +389,26 @@ class Fanout:
         stats = self.stats
         stats.resumed += 1
         resumed_to = since or 0
+        run = gate.run if gate is not None else _now
 
         def deliver(msg: Message) -> None:
             nonlocal resumed_to
             if isinstance(msg.offset, int) and msg.offset > resumed_to:
                 resumed_to = msg.offset
-            sink.push_batch(Batch([message_bytes(msg, name)], [event_id(msg)]))
+            batch = Batch([message_bytes(msg, name)], [event_id(msg)])
+            run(lambda: sink.push_batch(batch))
 
         def lost(exc: Any) -> None:
             stats.history_lost += 1
-            sink.push(event_frame("history_lost", **history_lost_fields(exc, name)))
+            frame = event_frame("history_lost", **history_lost_fields(exc, name))
+            run(lambda: sink.push(frame))
 
         def gap(g: Gap) -> None:
             stats.gaps += 1
-            sink.push(
-                event_frame("gap", subscription=name, since=g.since, until=g.until, reason=g.reason)
+            frame = event_frame(
+                "gap", subscription=name, since=g.since, until=g.until, reason=g.reason
             )
+            run(lambda: sink.push(frame))
 
         options: dict[str, Any] = {"since": since} if since is not None else {"last": last}
         subscribe: Callable[..., Subscription] = self.hub.subscribe
@@ -420,6 +434,29 @@ class Fanout:
     def recovered(self) -> int:
         """Messages recovered from history, by open and closed resumed subscriptions."""
         return self.stats.recovered + sum(getattr(s.stats, "recovered", 0) for s in self._own)
+
+
+def _now(fn: Callable[[], object]) -> None:
+    fn()
+
+
+class Gate:
+    """Holds deliveries (callables, in order) until :meth:`open`; then runs them and lets
+    every later one through at once."""
+
+    def __init__(self) -> None:
+        self._held: list[Callable[[], object]] | None = []
+
+    def run(self, fn: Callable[[], object]) -> None:
+        if self._held is None:
+            fn()
+        else:
+            self._held.append(fn)
+
+    def open(self) -> None:
+        held, self._held = self._held, None
+        for fn in held or ():
+            fn()
 
 
 async def _stop(shared: _Shared) -> None:

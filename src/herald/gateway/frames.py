@@ -19,20 +19,25 @@ from herald import Message
 _encode = msgspec.json.Encoder().encode
 
 
-def jsonable(data: Any) -> tuple[str, Any]:
-    """``("data", value)`` for JSON-able payloads; ``("data_b64", text)`` for binary ones."""
+def jsonable(data: Any, content_type: str = "application/json") -> tuple[str, Any]:
+    """The payload's field in a frame, by what was published: ``("data", value)`` for a JSON
+    value, ``("text", str)`` for text, ``("data_b64", base64)`` for bytes.
+
+    Example::
+
+        >>> jsonable("hi", "text/plain"), jsonable("hi"), jsonable(b"hi")
+        (('text', 'hi'), ('data', 'hi'), ('data_b64', 'aGk='))
+    """
     if isinstance(data, bytes | bytearray | memoryview):
-        raw = bytes(data)
-        try:
-            return "data", raw.decode()
-        except UnicodeDecodeError:
-            return "data_b64", base64.b64encode(raw).decode()
+        return "data_b64", base64.b64encode(bytes(data)).decode()
+    if isinstance(data, str) and content_type == "text/plain":
+        return "text", data
     return "data", data
 
 
 def message_dict(msg: Message, subscription: str | None = None) -> dict[str, Any]:
     """The JSON fields of one message (also the items of ``GET /topics/{topic}/messages``)."""
-    key, value = jsonable(msg.data)
+    key, value = jsonable(msg.data, msg.content_type)
     out: dict[str, Any] = {"type": "message", "topic": msg.topic, key: value}
     if subscription is not None and subscription != msg.topic:
         out["subscription"] = subscription

@@ -51,7 +51,14 @@ async def events(request: Request) -> Response:
                 since = parse_offset(resumed, "Last-Event-ID")
             else:
                 resuming_live = True
-    elif request.headers.get("last-event-id") or params.get("since"):
+    elif params.get("since") or params.get("last"):
+        return error(
+            409,
+            "not_applicable",
+            f"topic {topic!r} is not recoverable (it keeps no history): since/last cannot "
+            "resume it",
+        )
+    elif request.headers.get("last-event-id"):
         resuming_live = True
     if (since is not None or last is not None) and not RESUME_SUPPORTED:
         return error(501, "not_supported", "this Herald has no recoverable topics")

@@ -6,12 +6,15 @@ Client to gateway, one JSON object per text frame::
     {"op": "subscribe", "topic": "prices", "since": 41}      # recoverable: offsets 42.. then live
     {"op": "subscribe", "topic": "prices", "last": 10}
     {"op": "unsubscribe", "topic": "news.*"}
+    {"op": "subscribe", "since": {"a": 17, "b": 3}}           # one offset per topic
     {"op": "publish", "topic": "news.sport", "data": {...}, "headers": {...}, "id": 2}
+    {"op": "publish", "topic": "chat", "text": "hi"}          # or "data_b64": bytes
     {"op": "auth", "token": "..."}                            # a fresh token before exp
     {"op": "ping"}
 
 Gateway to client: objects with a ``type`` (``message``, ``subscribed``, ``unsubscribed``,
-``ack``, ``error``, ``gap``, ``history_lost``, ``pong``); several may come as one JSON array.
+``ack``, ``authenticated``, ``error``, ``gap``, ``history_lost``, ``pong``); several may come
+as one JSON array.
 Close codes: 1007 a frame that is not UTF-8 JSON text, 1008 refused (auth, origin, expired
 token, slow client), 1009 a frame over ``max_message_size``, 1011 an internal error.
 """
@@ -37,14 +40,15 @@ from herald import (
     Subscription,
     Timeout,
 )
+from herald._topics import is_pattern
 
 from .auth import AuthError, Principal, authenticate, origin_allowed
-from .fanout import Sink, body_of
+from .fanout import Gate, Sink, body_of
 from .frames import event_frame, ws_text_frame
 from .http import MAX_OFFSET, no_lone_surrogates
 from .limits import Bucket
 from .publishing import Refused, publish_message
-from .state import Gateway
+from .state import Gateway, recoverable
 from .uvicorn_ws import CLOSE_TIMEOUT, EXTENSION, FrameWriter
 
 log = logging.getLogger("herald.gateway")
@@ -149,8 +153,9 @@ class Connection:
             elif op == "auth":
                 self.principal = authenticate(str(request.get("token") or ""), self.gw.config.auth)
                 self._arm_expiry()
-                await self._drop_ungranted()
+                # The answer first, then what the new grants end (an ``unsubscribed`` frame).
                 self.send("authenticated", id=ref, expires=self.principal.expires)
+                await self._drop_ungranted()
             elif op == "ping":
                 self.send("pong", id=ref)
             else:
@@ -178,6 +183,10 @@ class Connection:
 
     def _names(self, request: dict[str, Any]) -> list[str]:
         names = request.get("topics", request.get("topic"))
+        if names is None and request.get("op") == "subscribe":
+            since = request.get("since")
+            if isinstance(since, dict):
+                names = list(since)  # {"since": {"a": 17, "b": 3}} names its topics
         if isinstance(names, str):
             names = [names]
         if not isinstance(names, list) or not names or not all(isinstance(n, str) for n in names):
@@ -186,10 +195,32 @@ class Connection:
         # which only the last was kept (and ever closed).
         return list(dict.fromkeys(names))
 
-    async def subscribe(self, request: dict[str, Any], ref: Any) -> None:
-        names = self._names(request)
+    def _positions(
+        self, request: dict[str, Any], names: list[str]
+    ) -> tuple[dict[str, int], int | None]:
+        """Where each resumed topic starts: ``since`` per topic (a scalar with one topic, or an
+        object of topic to offset) and ``last``."""
         since, last = request.get("since"), request.get("last")
-        for value, what in ((since, "since"), (last, "last")):
+        if since is not None and last is not None:
+            raise _Refused("bad_request", "send 'since' or 'last', not both")
+        if isinstance(since, dict):
+            offsets = since
+            unknown = [t for t in offsets if t not in names]
+            if unknown:
+                raise _Refused(
+                    "bad_request", f"'since' names {unknown[0]!r}, which is not in 'topics'"
+                )
+        elif since is not None:
+            if len(names) != 1:
+                raise _Refused(
+                    "bad_request",
+                    "a number as 'since' resumes one topic: for several, send one offset per "
+                    'topic, e.g. "since": {"a": 17, "b": 3}',
+                )
+            offsets = {names[0]: since}
+        else:
+            offsets = {}
+        for value, what in (*((v, f"since[{t!r}]") for t, v in offsets.items()), (last, "last")):
             if value is not None and (
                 not isinstance(value, int)
                 or isinstance(value, bool)
@@ -201,9 +232,32 @@ class Connection:
         limit = self.gw.config.history_limit
         if last is not None and last > limit:
             raise _Refused("bad_request", f"'last' must be at most {limit} (history_limit)")
+        return offsets, last
+
+    async def _check_recoverable(self, resumed: list[str]) -> None:
+        """Refuse a resume the topic cannot honour, before anything is subscribed: a live or
+        durable topic keeps no offsets, and a pattern has no single position."""
+        policies = await self.gw.policies() if resumed else {}
+        for name in resumed:
+            if is_pattern(name):
+                raise _Refused(
+                    "not_applicable",
+                    f"{name!r} is a pattern: 'since' resumes one recoverable topic "
+                    "('last' applies to every recoverable topic a pattern matches)",
+                )
+            if not recoverable(policies.get(name)):
+                raise _Refused(
+                    "not_applicable",
+                    f"topic {name!r} is not recoverable (it keeps no history): it cannot "
+                    "be resumed with 'since' or 'last'",
+                )
+
+    async def subscribe(self, request: dict[str, Any], ref: Any) -> None:
+        names = self._names(request)
+        offsets, last = self._positions(request, names)
         for name in names:
             self.principal.check("subscribe", name)
-            if since is not None or last is not None:
+            if name in offsets or last is not None:
                 # A resume reads the topic's history first.
                 self.principal.check("history", name)
         new = [n for n in names if n not in self.shared and n not in self.own]
@@ -212,18 +266,37 @@ class Connection:
                 "too_many_subscriptions",
                 f"at most {self.gw.config.max_subscriptions} subscriptions per connection",
             )
-        for name in new:
-            if since is not None or last is not None:
-                try:
-                    self.own[name] = await self.gw.fanout.resume(
-                        name, self.sink, since=since, last=last
-                    )
-                except NotImplementedError as exc:
-                    raise _Refused("not_supported", str(exc)) from None
-            else:
-                await self.gw.fanout.add(name, self.sink)
-                self.shared.add(name)
+        # ``last`` on a pattern applies to the recoverable topics it matches (the client's rule).
+        await self._check_recoverable(
+            [n for n in new if n in offsets or (last is not None and not is_pattern(n))]
+        )
+        gate = Gate()
+        started: list[str] = []
+        try:
+            for name in new:
+                if name in offsets or last is not None:
+                    try:
+                        self.own[name] = await self.gw.fanout.resume(
+                            name, self.sink, since=offsets.get(name), last=last, gate=gate
+                        )
+                    except NotImplementedError as exc:
+                        raise _Refused("not_supported", str(exc)) from None
+                else:
+                    await self.gw.fanout.add(name, self.sink)
+                    self.shared.add(name)
+                started.append(name)
+        except BaseException:
+            # All or nothing: no subscription the client was not told about.
+            for name in started:
+                if name in self.shared:
+                    self.shared.discard(name)
+                    await self.gw.fanout.remove(name, self.sink)
+                elif (sub := self.own.pop(name, None)) is not None:
+                    await self.gw.fanout.release(sub)
+            raise
+        # The confirmation first, then what the resumed subscriptions recovered, then live.
         self.send("subscribed", id=ref, topics=names)
+        gate.open()
 
     async def _drop_ungranted(self) -> None:
         """After a new token: end the subscriptions it does not grant (the old token's grants
@@ -259,13 +332,24 @@ class Connection:
             or not all(isinstance(k, str) and isinstance(v, str) for k, v in headers.items())
         ):
             raise _Refused("bad_request", "'headers' must map strings to strings")
-        if "data_b64" in request:
+        given = [k for k in ("data", "text", "data_b64") if k in request]
+        if len(given) != 1:
+            raise _Refused(
+                "bad_request",
+                "a publish carries one payload: 'data' (a JSON value), 'text' (a string) or "
+                f"'data_b64' (bytes, base64); got {', '.join(map(repr, given)) or 'none'}",
+            )
+        if given[0] == "data_b64":
             try:
                 data: Any = base64.b64decode(str(request["data_b64"]), validate=True)
             except (binascii.Error, ValueError):
                 raise _Refused("bad_request", "'data_b64' is not base64") from None
+        elif given[0] == "text":
+            data = request["text"]
+            if not isinstance(data, str):
+                raise _Refused("bad_request", "'text' must be a string")
         else:
-            data = request.get("data")
+            data = request["data"]
         key = self.principal.rate_key
         # Per connection, and per token subject (or token, without sub) across all of its
         # connections and HTTP.

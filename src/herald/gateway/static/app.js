@@ -26,6 +26,14 @@ function text(value) {
   return typeof value === "string" ? value : JSON.stringify(value);
 }
 
+// A message's payload for display: "text" (text), "data" (a JSON value), "data_b64" (bytes).
+function payload(m) {
+  if ("text" in m) return m.text;
+  if ("data" in m) return JSON.stringify(m.data);
+  if ("data_b64" in m) return "base64:" + m.data_b64;
+  return "";
+}
+
 function el(tag, attrs = {}, ...children) {
   const node = document.createElement(tag);
   for (const [k, v] of Object.entries(attrs)) {
@@ -132,7 +140,7 @@ async function refreshDetail() {
   const dead = await api("/topics/" + encodeURIComponent(topic) + "/dead?limit=50").catch(() => ({ dead_letters: [] }));
   $("#dead tbody").replaceChildren(...dead.dead_letters.map((d) =>
     el("tr", {}, el("td", {}, d.offset), el("td", {}, d.reason), el("td", {}, d.deliveries),
-      el("td", {}, text(d.message.data ?? d.message.data_b64)),
+      el("td", {}, payload(d.message)),
       el("td", {}, el("button", { type: "button", onclick: () => replay([d.offset]) }, "replay")))));
 }
 
@@ -171,7 +179,7 @@ function tailLine(frame) {
   if (frame.type === "message") {
     const stamp = frame.ts ? new Date(frame.ts * 1000).toLocaleTimeString() : "";
     item = el("li", { class: "tail-msg" }, el("span", { class: "t" }, stamp + " " + frame.topic),
-      text(frame.data ?? frame.data_b64) + (frame.offset !== undefined ? "  @" + frame.offset : ""));
+      payload(frame) + (frame.offset !== undefined ? "  @" + frame.offset : ""));
   } else if (frame.type === "gap" || frame.type === "history_lost" || frame.type === "error") {
     item = el("li", { class: "event" }, frame.type + ": " + (frame.reason || frame.message || ""));
   } else {
