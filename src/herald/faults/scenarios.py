@@ -138,7 +138,9 @@ async def server_kill(scale: Scale) -> dict[str, Any]:
     on disk): it must lose nothing; ``p1`` without: what it loses is measured."""
     # At full speed (a busy AOF is what the everysec window loses), and enough that the load
     # still runs when the last kill (which first waits up to a second for a fsync) lands.
-    per_producer = scale.pick(10_000, 40_000)
+    # The kills come at 1/(kills+2), 2/(kills+2)... of the load: never its last stretch, where
+    # a kill after the last publish would leave nothing to measure the recovery by.
+    per_producer = scale.pick(15_000, 40_000)
     kills = scale.pick(1, 3)
     checker = Checker("server-kill")
     effects: set[str] = set()
@@ -165,7 +167,7 @@ async def server_kill(scale: Scale) -> dict[str, Any]:
             total = 2 * per_producer
             aimed = 0
             for k in range(kills):
-                due = total * (k + 1) / (kills + 1)
+                due = total * (k + 1) / (kills + 2)
                 await wait_for(lambda due=due: len(checker.ops) >= due, 60)  # type: ignore[misc]
                 aimed += await _fsync_window(hubs[1])
                 with checker.fault("kill -9 + restart"):
