@@ -161,18 +161,27 @@ def test_serve_stops_on_a_signal_that_comes_while_it_starts(tmp_path: Path, gate
             proc.wait()
 
 
-def test_sub_json_tells_bytes_from_a_base64_looking_json_value(url: str, topic: str) -> None:
-    sub = subprocess.Popen(
-        [*HERALD, "sub", topic, "--json", "--count", "2", "--timeout", "15", "--url", url],
+def _sub(url: str, topic: str, *args: str) -> subprocess.Popen[str]:
+    """``herald sub`` on its own process, output captured."""
+    return subprocess.Popen(
+        [*HERALD, "sub", topic, *args, "--timeout", "15", "--url", url],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
     )
+
+
+def _until_subscribed(hub: herald.Client, topic: str) -> None:
+    deadline = time.monotonic() + 10
+    while hub.execute("PUBSUB", "NUMSUB", topic)[1] == 0 and time.monotonic() < deadline:
+        time.sleep(0.02)
+
+
+def test_sub_json_tells_bytes_from_a_base64_looking_json_value(url: str, topic: str) -> None:
+    sub = _sub(url, topic, "--json", "--count", "2")
     try:
         with herald.Client(url) as hub:
-            deadline = time.monotonic() + 10
-            while hub.execute("PUBSUB", "NUMSUB", topic)[1] == 0 and time.monotonic() < deadline:
-                time.sleep(0.02)
+            _until_subscribed(hub, topic)
             hub.publish(topic, b"\xff\x00")  # binary, not UTF-8
             hub.publish(topic, {"base64": "/wA="})  # a JSON value that looks like the old output
         out, err = sub.communicate(timeout=15)
@@ -191,17 +200,10 @@ def test_pub_json_refuses_nan(url: str) -> None:
 
 
 def test_sub_foreign_json_decodes_a_plain_publisher(url: str, topic: str) -> None:
-    sub = subprocess.Popen(
-        [*HERALD, "sub", topic, "--json", "--foreign", "json", "-n", "1", "-t", "15", "--url", url],
-        stdout=subprocess.PIPE,
-        stderr=subprocess.PIPE,
-        text=True,
-    )
+    sub = _sub(url, topic, "--json", "--foreign", "json", "--count", "1")
     try:
         with herald.Client(url) as hub:
-            deadline = time.monotonic() + 10
-            while hub.execute("PUBSUB", "NUMSUB", topic)[1] == 0 and time.monotonic() < deadline:
-                time.sleep(0.02)
+            _until_subscribed(hub, topic)
             hub.execute("PUBLISH", topic, '{"user":"bob"}')  # as redis-cli would
         out, err = sub.communicate(timeout=15)
     finally:

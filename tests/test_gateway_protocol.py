@@ -4,39 +4,23 @@ topic, and the order of frames."""
 
 from __future__ import annotations
 
-import asyncio
 import json
 import subprocess
 import sys
-from typing import Any
 
 import httpx
 import pytest
-from websockets.asyncio.client import ClientConnection, connect
+from websockets.asyncio.client import connect
 
 import herald
 from conftest import GatewayFactory as Factory
 from herald.gateway.fanout import RESUME_SUPPORTED
+from test_gateway_ws import receive as frames
+from test_gateway_ws import request as ask
 
 pytestmark = pytest.mark.skipif(
     not RESUME_SUPPORTED, reason="recoverable topics are not in this Herald"
 )
-
-
-async def frames(ws: ClientConnection, n: int, timeout: float = 5.0) -> list[dict[str, Any]]:
-    out: list[dict[str, Any]] = []
-    async with asyncio.timeout(timeout):
-        while len(out) < n:
-            data = json.loads(await ws.recv())
-            out.extend(data if isinstance(data, list) else [data])
-    assert len(out) == n, out
-    return out
-
-
-async def ask(ws: ClientConnection, **frame: Any) -> dict[str, Any]:
-    await ws.send(json.dumps(frame))
-    (reply,) = await frames(ws, 1)
-    return reply
 
 
 async def test_since_and_last_on_a_topic_without_history_are_not_applicable(
