@@ -51,6 +51,8 @@ test("publish over WebSocket and HTTP reaches a subscriber, in order", async () 
     messages.map((m) => m.data),
     [{ n: 1 }, "two", { n: 3 }, new Uint8Array([0xff, 0x00, 0x01])],
   );
+  // Which field the payload came in: text is told apart from a JSON value, bytes from both.
+  assert.deepEqual(messages.map((m) => m.kind), ["json", "text", "json", "bytes"]);
   assert.deepEqual(messages[0].headers, { traceparent: "t" });
   assert.deepEqual(messages[2].headers, { k: "v" });
   assert.equal(messages[0].topic, topic);
@@ -106,6 +108,7 @@ test("resume from an offset (since, last) on a recoverable topic, and history_lo
   for (let i = 1; i < 5; i++) assert.equal(offsets[i], offsets[i - 1] + 1);
   const page = await c.http.history(topic, { after: offsets[2] });
   assert.deepEqual(page.messages.map((m) => m.data), [4, 5]);
+  assert.deepEqual(page.messages.map((m) => m.kind), ["json", "json"]);
 
   const got = take(await c.subscribe(topic, { since: offsets[1] }), 3);
   const messages = await got;

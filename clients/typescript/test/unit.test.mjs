@@ -16,7 +16,7 @@ import {
   ReservedNameError,
   TooLargeError,
 } from "../dist/index.js";
-import { base64ToBytes, bytesToBase64, isPattern, messageFromFrame } from "../dist/codec.js";
+import { base64ToBytes, bytesToBase64, isPattern, messageFromFrame, payloadFields } from "../dist/codec.js";
 
 test("backoff grows by its factor up to the maximum, with jitter in the upper half", () => {
   const options = { initialDelay: 100, maxDelay: 1000, factor: 2 };
@@ -47,8 +47,21 @@ test("payloads and frames: base64 bytes, patterns, message fields", () => {
   assert.deepEqual([isPattern("a.*"), isPattern("a.b"), isPattern("a?"), isPattern("[ab]")], [true, false, true, true]);
   const msg = messageFromFrame({ type: "message", topic: "t", data_b64: "AAEC", offset: 3, epoch: 9, ts: 1.5, id: "x" });
   assert.deepEqual(msg, {
-    topic: "t", subscription: "t", data: new Uint8Array([0, 1, 2]), headers: {}, id: "x", ts: 1.5, offset: 3, epoch: 9,
+    topic: "t", subscription: "t", kind: "bytes", data: new Uint8Array([0, 1, 2]), headers: {}, id: "x", ts: 1.5, offset: 3, epoch: 9,
   });
+  // The payload is in exactly one of data (JSON), text, data_b64 (bytes, UTF-8 or not).
+  const of = (fields) => messageFromFrame({ type: "message", topic: "t", ...fields });
+  assert.deepEqual([of({ text: "hi" }).kind, of({ text: "hi" }).data], ["text", "hi"]);
+  assert.deepEqual([of({ data: "hi" }).kind, of({ data: "hi" }).data], ["json", "hi"]);
+  assert.deepEqual([of({ data: { a: 1 } }).kind, of({ data: { a: 1 } }).data], ["json", { a: 1 }]);
+  assert.deepEqual([of({ data: null }).kind, of({ data: null }).data], ["json", null]);
+  assert.deepEqual([of({ data_b64: "aGk=" }).kind, of({ data_b64: "aGk=" }).data], ["bytes", new Uint8Array([104, 105])]);
+  assert.deepEqual([of({ text: "" }).kind, of({ text: "" }).data], ["text", ""]);
+  assert.deepEqual(payloadFields("hi"), { text: "hi" });
+  assert.deepEqual(payloadFields({ a: 1 }), { data: { a: 1 } });
+  assert.deepEqual(payloadFields(null), { data: null });
+  assert.deepEqual(payloadFields(new Uint8Array([0, 1, 2])), { data_b64: "AAEC" });
+  assert.deepEqual(payloadFields(new Uint8Array([0, 1, 2]).buffer), { data_b64: "AAEC" });
 });
 
 test("an HTTP error's JSON body, status and Retry-After make the typed error", async () => {
