@@ -39,20 +39,21 @@ test("publish over WebSocket and HTTP reaches a subscriber, in order", async () 
   await c.connect();
   const topic = `${PREFIX}.roundtrip`;
   const sub = await c.subscribe(topic);
-  const got = take(sub, 4);
+  const got = take(sub, 5);
   const ack = await c.publish(topic, { n: 1 }, { headers: { traceparent: "t" } });
   assert.equal(ack.receivers, 1);
   await c.publish(topic, "two", { confirm: false });
   const httpAck = await c.http.publish(topic, { n: 3 }, { headers: { k: "v" } });
   assert.deepEqual(httpAck, { topic, receivers: 1 });
   await c.http.publish(topic, new Uint8Array([0xff, 0x00, 0x01]));
+  await c.publish(topic, new TextEncoder().encode("utf-8 bytes")); // bytes, even valid UTF-8
   const messages = await got;
   assert.deepEqual(
     messages.map((m) => m.data),
-    [{ n: 1 }, "two", { n: 3 }, new Uint8Array([0xff, 0x00, 0x01])],
+    [{ n: 1 }, "two", { n: 3 }, new Uint8Array([0xff, 0x00, 0x01]), new TextEncoder().encode("utf-8 bytes")],
   );
   // Which field the payload came in: text is told apart from a JSON value, bytes from both.
-  assert.deepEqual(messages.map((m) => m.kind), ["json", "text", "json", "bytes"]);
+  assert.deepEqual(messages.map((m) => m.kind), ["json", "text", "json", "bytes", "bytes"]);
   assert.deepEqual(messages[0].headers, { traceparent: "t" });
   assert.deepEqual(messages[2].headers, { k: "v" });
   assert.equal(messages[0].topic, topic);
@@ -142,9 +143,17 @@ test("resume from an offset (since, last) on a recoverable topic, and history_lo
 
 test("after a broken connection the client reconnects and resumes: offsets contiguous", async () => {
   const topic = RECOVERABLE[1];
+  const second = RECOVERABLE[0]; // resumed with the first, in one request: since per topic
   const net = await proxy(URL);
+  const sent = [];
+  class Recording extends WebSocket {
+    send(data) {
+      sent.push(JSON.parse(data));
+      super.send(data);
+    }
+  }
   try {
-    const c = client({ url: net.url });
+    const c = client({ url: net.url, WebSocket: Recording });
     const direct = client(); // publishes around the proxy
     await c.connect();
     const received = [];
@@ -152,8 +161,14 @@ test("after a broken connection the client reconnects and resumes: offsets conti
     sub.on("message", (m) => received.push(m));
     const gaps = [];
     sub.on("gap", (g) => gaps.push(g));
+    const other = await c.subscribe(second);
+    const otherReceived = [];
+    other.on("message", (m) => otherReceived.push(m));
+    other.on("gap", (g) => gaps.push(g));
     for (let i = 1; i <= 5; i++) await direct.http.publish(topic, i);
+    await direct.http.publish(second, "before");
     while (received.length < 5) await next(sub, "message");
+    while (otherReceived.length < 1) await next(other, "message");
 
     const disconnected = next(c, "disconnect");
     const reopened = next(c, "open", 5000, (e) => e.reconnect);
@@ -161,7 +176,12 @@ test("after a broken connection the client reconnects and resumes: offsets conti
     const closed = await disconnected;
     assert.equal(closed.code, 1006);
     for (let i = 6; i <= 10; i++) await direct.http.publish(topic, i); // while it is away
+    await direct.http.publish(second, "away");
     await reopened;
+    const resumed = sent.filter((f) => f.op === "subscribe" && typeof f.since === "object");
+    assert.deepEqual(resumed.map((f) => f.since), [
+      { [topic]: received[4].offset, [second]: otherReceived[0].offset },
+    ]);
     for (let i = 11; i <= 15; i++) await c.publish(topic, i);
     while (received.length < 15) await next(sub, "message");
     await new Promise((r) => setTimeout(r, 100)); // nothing more (no duplicate) comes
@@ -173,6 +193,9 @@ test("after a broken connection the client reconnects and resumes: offsets conti
     assert.deepEqual(received.map((m) => m.data), Array.from({ length: 15 }, (_, i) => i + 1));
     assert.deepEqual(gaps, []); // resumed: nothing was missed
     assert.equal(sub.lastOffset(), first + 14);
+    while (otherReceived.length < 2) await next(other, "message");
+    assert.deepEqual(otherReceived.map((m) => [m.kind, m.data]), [["text", "before"], ["text", "away"]]);
+    assert.equal(otherReceived[1].offset, otherReceived[0].offset + 1);
   } finally {
     await net.close();
   }
@@ -322,6 +345,15 @@ test("error frames and HTTP errors are typed errors; the connection stays", asyn
   await expect(c.subscribe("bad topic"), InvalidTopicError, "invalid_topic");
   assert.equal(c.subscriptions.size, 0); // a refused subscription is not kept
   await expect(c.subscribe(`${PREFIX}.p.*`, { since: 0 }), NotApplicableError, "not_applicable");
+  // A live topic keeps no offsets: since and last are refused, and nothing is subscribed.
+  await expect(c.subscribe(`${PREFIX}.live`, { since: 0 }), NotApplicableError, "not_applicable");
+  await expect(c.subscribe(`${PREFIX}.live`, { last: 1 }), NotApplicableError, "not_applicable");
+  await assert.rejects(c.http.events(`${PREFIX}.live`, { since: 0 }).next(), (err) => {
+    assert.ok(err instanceof NotApplicableError);
+    assert.equal(err.status, 409);
+    return true;
+  });
+  assert.equal(c.subscriptions.size, 0);
   await expect(c.publish("bad topic*", 1), InvalidTopicError, "invalid_topic");
   await expect(c.http.history(`${PREFIX}.live`), NotApplicableError, "no_history");
   await assert.rejects(c.http.publish("_herald.inbox.x", 1), (err) => {
