@@ -9,6 +9,7 @@ import {
   HeraldClient,
   InvalidTopicError,
   NotApplicableError,
+  NotFoundError,
   ReservedNameError,
   UnauthorizedError,
 } from "../dist/index.js";
@@ -359,6 +360,17 @@ test("error frames and HTTP errors are typed errors; the connection stays", asyn
   await assert.rejects(c.http.publish("_herald.inbox.x", 1), (err) => {
     assert.ok(err instanceof ReservedNameError);
     assert.equal(err.status, 403);
+    return true;
+  });
+  // Unknown routes and methods answer JSON too.
+  await assert.rejects(c.http.request("GET", "/no/such/route"), (err) => {
+    assert.ok(err instanceof NotFoundError, String(err));
+    assert.deepEqual([err.code, err.status], ["not_found", 404]);
+    return true;
+  });
+  await assert.rejects(c.http.request("DELETE", "/healthz"), (err) => {
+    assert.ok(err instanceof NotFoundError, String(err));
+    assert.deepEqual([err.code, err.status], ["method_not_allowed", 405]);
     return true;
   });
   assert.ok((await c.ping()) >= 0);

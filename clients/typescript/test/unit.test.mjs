@@ -12,6 +12,8 @@ import {
   HeraldClient,
   HeraldError,
   HttpApi,
+  NotApplicableError,
+  NotFoundError,
   RateLimitedError,
   ReservedNameError,
   TooLargeError,
@@ -33,6 +35,10 @@ test("error codes and HTTP statuses map to typed errors", () => {
   assert.deepEqual([e.code, e.message, e.status, e.requestId], ["reserved_header", "no", undefined, 7]);
   assert.ok(gatewayError("rate_limited", "") instanceof RateLimitedError);
   assert.ok(gatewayError("bad_json", "", 400) instanceof BadRequestError);
+  assert.ok(gatewayError("not_found", "", 404) instanceof NotFoundError);
+  assert.ok(gatewayError("method_not_allowed", "", 405) instanceof NotFoundError);
+  assert.ok(gatewayError("no_history", "", 404) instanceof NotApplicableError);
+  assert.ok(gatewayError("not_applicable", "", 409) instanceof NotApplicableError);
   // An unknown code falls back on the HTTP status, then on GatewayError.
   assert.ok(gatewayError("payload_too_big", "", 413) instanceof TooLargeError);
   const unknown = gatewayError("something_new", "?");
