@@ -143,15 +143,17 @@ try {
   await client.subscribe(`${topic}.*`, (msg) => got.push(msg));
   const ack = await client.publish(`${topic}.ws`, { n: 1 });
   await client.http.publish(`${topic}.http`, new Uint8Array([255, 0]));
+  await client.publish(`${topic}.text`, "hi");
   let refused = null;
   try {
     await client.publish("_herald.inbox.x", 1);
   } catch (err) {
     refused = err instanceof ReservedNameError ? err.code : String(err);
   }
-  while (got.length < 2) await new Promise((r) => setTimeout(r, 20));
+  while (got.length < 3) await new Promise((r) => setTimeout(r, 20));
   const data = got.map((m) => (m.data instanceof Uint8Array ? Array.from(m.data) : m.data));
-  window.result = { receivers: ack.receivers, data, refused };
+  const kinds = got.map((m) => m.kind);
+  window.result = { receivers: ack.receivers, data, kinds, refused };
   client.close();
 } catch (err) {
   window.result = { error: String(err) };
@@ -194,4 +196,9 @@ def test_typescript_client_in_chromium(built: Path, server: EmbeddedServer) -> N
             result = page.evaluate("() => window.result")
         finally:
             browser.close()
-    assert result == {"receivers": 1, "data": [{"n": 1}, [255, 0]], "refused": "reserved_topic"}
+    assert result == {
+        "receivers": 1,
+        "data": [{"n": 1}, [255, 0], "hi"],
+        "kinds": ["json", "bytes", "text"],
+        "refused": "reserved_topic",
+    }

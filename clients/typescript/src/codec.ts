@@ -20,16 +20,22 @@ export function base64ToBytes(text: string): Uint8Array {
   return out;
 }
 
+/** A bytes payload (`Uint8Array`, `ArrayBuffer`, another typed array or a `DataView`) as a
+ * `Uint8Array`; `undefined` for anything else. */
+export function payloadBytes(data: unknown): Uint8Array | undefined {
+  if (data instanceof Uint8Array) return data;
+  if (data instanceof ArrayBuffer) return new Uint8Array(data);
+  if (ArrayBuffer.isView(data)) return new Uint8Array(data.buffer, data.byteOffset, data.byteLength);
+  return undefined;
+}
+
 /** The payload field of a publish frame: `data_b64` for bytes, `text` for a string, `data`
  * for any other JSON value. */
 export function payloadFields(
   data: unknown,
 ): { data: unknown } | { text: string } | { data_b64: string } {
-  if (data instanceof Uint8Array) return { data_b64: bytesToBase64(data) };
-  if (data instanceof ArrayBuffer) return { data_b64: bytesToBase64(new Uint8Array(data)) };
-  if (ArrayBuffer.isView(data)) {
-    return { data_b64: bytesToBase64(new Uint8Array(data.buffer, data.byteOffset, data.byteLength)) };
-  }
+  const bytes = payloadBytes(data);
+  if (bytes !== undefined) return { data_b64: bytesToBase64(bytes) };
   if (typeof data === "string") return { text: data };
   return { data };
 }
