@@ -67,7 +67,9 @@ def topics(server: EmbeddedServer) -> dict[str, str]:
         "HERALD_TOPIC_PREFIX": prefix,
         "HERALD_RECOVERABLE_TOPICS": ",".join(f"{prefix}.rec.{i}" for i in range(4)),
         "HERALD_SHORT_HISTORY_TOPIC": f"{prefix}.short",
-        "HERALD_AUTH_RECOVERABLE_TOPIC": f"{prefix}.auth.rec",  # under the test token's grants
+        # under the test token's grants (two: resumed together after a reconnect)
+        "HERALD_AUTH_RECOVERABLE_TOPIC": f"{prefix}.auth.rec",
+        "HERALD_AUTH_RECOVERABLE_TOPIC_2": f"{prefix}.auth.rec2",
     }
 
     async def declare() -> None:
@@ -76,6 +78,7 @@ def topics(server: EmbeddedServer) -> dict[str, str]:
                 await hub.declare(name, history=1000)
             await hub.declare(names["HERALD_SHORT_HISTORY_TOPIC"], history=3)
             await hub.declare(names["HERALD_AUTH_RECOVERABLE_TOPIC"], history=100)
+            await hub.declare(names["HERALD_AUTH_RECOVERABLE_TOPIC_2"], history=100)
 
     asyncio.run(declare())
     return names

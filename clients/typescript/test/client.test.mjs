@@ -22,6 +22,7 @@ const PREFIX = env("HERALD_TOPIC_PREFIX");
 const RECOVERABLE = env("HERALD_RECOVERABLE_TOPICS").split(",");
 const SHORT_HISTORY = env("HERALD_SHORT_HISTORY_TOPIC");
 const AUTH_RECOVERABLE = env("HERALD_AUTH_RECOVERABLE_TOPIC");
+const AUTH_RECOVERABLE_2 = env("HERALD_AUTH_RECOVERABLE_TOPIC_2");
 const FAST = { initialDelay: 20, maxDelay: 200 };
 
 const clients = [];
@@ -414,24 +415,29 @@ test("auth: a token's grants, refusals as typed errors, and reconnecting with a 
   });
 
   // Without the history grant a recoverable topic cannot be resumed: after a cut the client
-  // follows it live again, with a gap, instead of losing the subscription.
+  // follows it live again, with a gap, instead of losing the subscription. Two such topics are
+  // resumed in one request, refused whole (forbidden), then each on its own, then live.
   const net = await proxy(AUTH_URL);
   try {
     const p = client({ url: net.url, token: token(grants) });
     await p.connect();
-    const rec = await p.subscribe(AUTH_RECOVERABLE);
-    const got1 = take(rec, 1);
+    const recs = [await p.subscribe(AUTH_RECOVERABLE), await p.subscribe(AUTH_RECOVERABLE_2)];
+    const got1 = recs.map((rec) => take(rec, 1));
     await c.http.publish(AUTH_RECOVERABLE, 1);
-    assert.equal(typeof (await got1)[0].offset, "number");
-    const gap = next(rec, "gap");
+    await c.http.publish(AUTH_RECOVERABLE_2, 1);
+    for (const got of got1) assert.equal(typeof (await got)[0].offset, "number");
+    const gaps = recs.map((rec) => next(rec, "gap"));
     const reopened = next(p, "open", 5000, (e) => e.reconnect);
     net.cut();
     await reopened;
-    assert.equal((await gap).local, true);
-    assert.equal(rec.active, true);
-    const got2 = take(rec, 1);
+    for (const gap of gaps) assert.equal((await gap).local, true);
+    const got2 = recs.map((rec) => take(rec, 1));
     await c.http.publish(AUTH_RECOVERABLE, 2);
-    assert.equal((await got2)[0].data, 2);
+    await c.http.publish(AUTH_RECOVERABLE_2, 2);
+    for (const [i, got] of got2.entries()) {
+      assert.equal(recs[i].active, true);
+      assert.equal((await got)[0].data, 2);
+    }
   } finally {
     await net.close();
   }
@@ -441,6 +447,8 @@ test("auth: a token's grants, refusals as typed errors, and reconnecting with a 
   const ended = next(sub, "end");
   const errored = next(c, "error");
   await c.authenticate(token({ subscribe: [`${PREFIX}.auth.a`], publish: [] }));
+  // authenticated comes first, then unsubscribed: authenticate() resolves after both.
+  assert.equal(sub.active, false);
   assert.ok((await ended) instanceof ForbiddenError);
   assert.ok((await errored) instanceof ForbiddenError);
   assert.equal(sub.active, false);
