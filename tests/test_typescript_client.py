@@ -67,7 +67,9 @@ def topics(server: EmbeddedServer) -> dict[str, str]:
         "HERALD_TOPIC_PREFIX": prefix,
         "HERALD_RECOVERABLE_TOPICS": ",".join(f"{prefix}.rec.{i}" for i in range(4)),
         "HERALD_SHORT_HISTORY_TOPIC": f"{prefix}.short",
-        "HERALD_AUTH_RECOVERABLE_TOPIC": f"{prefix}.auth.rec",  # under the test token's grants
+        # under the test token's grants (two: resumed together after a reconnect)
+        "HERALD_AUTH_RECOVERABLE_TOPIC": f"{prefix}.auth.rec",
+        "HERALD_AUTH_RECOVERABLE_TOPIC_2": f"{prefix}.auth.rec2",
     }
 
     async def declare() -> None:
@@ -76,6 +78,7 @@ def topics(server: EmbeddedServer) -> dict[str, str]:
                 await hub.declare(name, history=1000)
             await hub.declare(names["HERALD_SHORT_HISTORY_TOPIC"], history=3)
             await hub.declare(names["HERALD_AUTH_RECOVERABLE_TOPIC"], history=100)
+            await hub.declare(names["HERALD_AUTH_RECOVERABLE_TOPIC_2"], history=100)
 
     asyncio.run(declare())
     return names
@@ -143,15 +146,17 @@ try {
   await client.subscribe(`${topic}.*`, (msg) => got.push(msg));
   const ack = await client.publish(`${topic}.ws`, { n: 1 });
   await client.http.publish(`${topic}.http`, new Uint8Array([255, 0]));
+  await client.publish(`${topic}.text`, "hi");
   let refused = null;
   try {
     await client.publish("_herald.inbox.x", 1);
   } catch (err) {
     refused = err instanceof ReservedNameError ? err.code : String(err);
   }
-  while (got.length < 2) await new Promise((r) => setTimeout(r, 20));
+  while (got.length < 3) await new Promise((r) => setTimeout(r, 20));
   const data = got.map((m) => (m.data instanceof Uint8Array ? Array.from(m.data) : m.data));
-  window.result = { receivers: ack.receivers, data, refused };
+  const kinds = got.map((m) => m.kind);
+  window.result = { receivers: ack.receivers, data, kinds, refused };
   client.close();
 } catch (err) {
   window.result = { error: String(err) };
@@ -194,4 +199,9 @@ def test_typescript_client_in_chromium(built: Path, server: EmbeddedServer) -> N
             result = page.evaluate("() => window.result")
         finally:
             browser.close()
-    assert result == {"receivers": 1, "data": [{"n": 1}, [255, 0]], "refused": "reserved_topic"}
+    assert result == {
+        "receivers": 1,
+        "data": [{"n": 1}, [255, 0], "hi"],
+        "kinds": ["json", "bytes", "text"],
+        "refused": "reserved_topic",
+    }

@@ -82,9 +82,9 @@ interface Pending {
   resolve: (frame: Frame) => void;
   reject: (error: Error) => void;
   timer: ReturnType<typeof setTimeout>;
-  /** A subscribe sent for a subscription: dropped, not failed, when the connection drops
+  /** A subscribe sent for subscriptions: dropped, not failed, when the connection drops
    * (it is sent again after the reconnect). */
-  subscription?: Subscription;
+  keep: boolean;
 }
 
 const OPEN = 1;
@@ -177,12 +177,15 @@ export class HeraldClient extends Emitter<ClientEvents> {
   }
 
   /** Use `token` from now on: sent to the open connection (`{"op": "auth"}`, extending its
-   * expiry) and used for reconnects and HTTP calls. Resolves with the token's `exp`. */
+   * expiry) and used for reconnects and HTTP calls. Resolves with the token's `exp`, once the
+   * subscriptions the new token does not grant have ended (the gateway sends `authenticated`,
+   * then an `unsubscribed` frame for those: a ping after it makes sure that frame was read). */
   async authenticate(token: TokenSource): Promise<number | undefined> {
     this.#token = token;
     this.http.setToken(token);
     if (this.#state !== "open") return undefined;
     const reply = await this.#request({ op: "auth", token: await resolveToken(token) });
+    await this.#request({ op: "ping" }).catch(() => undefined);
     return typeof reply["expires"] === "number" ? reply["expires"] : undefined;
   }
 
@@ -343,9 +346,12 @@ export class HeraldClient extends Emitter<ClientEvents> {
     // Subscriptions that cannot resume get a gap for the time the connection was down.
     const down = { since: this.#downSince, until: Date.now() / 1000 };
     const confirmed: Promise<unknown>[] = [];
+    const resumable: Subscription[] = [];
     for (const sub of this.#subs.values()) {
-      confirmed.push(this.#sendSubscribe(sub, reconnect ? down : undefined));
+      if (reconnect && !sub.isPattern && sub._resumeFields().since !== undefined) resumable.push(sub);
+      else confirmed.push(this.#sendSubscribe(sub, reconnect ? down : undefined));
     }
+    if (resumable.length > 0) confirmed.push(this.#resubscribe(resumable, down));
     this.#downSince = undefined;
     // "open" once every subscription is back (or refused): what is published from then on
     // reaches them.
@@ -366,7 +372,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
     for (const [id, pending] of this.#pending) {
       clearTimeout(pending.timer);
       this.#pending.delete(id);
-      if (pending.subscription === undefined || this.#state === "closed") pending.reject(error);
+      if (!pending.keep || this.#state === "closed") pending.reject(error);
     }
   }
 
@@ -421,7 +427,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
     ws.send(JSON.stringify(frame));
   }
 
-  #request(frame: Record<string, unknown>, subscription?: Subscription): Promise<Frame> {
+  #request(frame: Record<string, unknown>, keep = false): Promise<Frame> {
     return new Promise<Frame>((resolve, reject) => {
       const id = this.#nextId++;
       try {
@@ -434,8 +440,7 @@ export class HeraldClient extends Emitter<ClientEvents> {
         this.#pending.delete(id);
         reject(new RequestTimeoutError(`no reply to ${String(frame["op"])} in ${this.#requestTimeout} ms`));
       }, this.#requestTimeout);
-      const pending: Pending = { resolve, reject, timer };
-      if (subscription !== undefined) pending.subscription = subscription;
+      const pending: Pending = { resolve, reject, timer, keep };
       this.#pending.set(id, pending);
     });
   }
@@ -454,6 +459,28 @@ export class HeraldClient extends Emitter<ClientEvents> {
   }
 
   /**
+   * Resume several topics after a reconnect in one request, with one offset per topic
+   * (`"since": {"a": 17, "b": 3}`). The gateway serves a request whole or refuses it whole: when
+   * it refuses (a topic no longer recoverable, a token without the `history` grant), each
+   * subscription is sent again on its own, which falls back on a live one where it must.
+   */
+  #resubscribe(subs: Subscription[], down: { since: number | undefined; until: number }): Promise<void> {
+    if (subs.length === 1) return this.#sendSubscribe(subs[0] as Subscription, down);
+    const since: Record<string, number> = {};
+    for (const sub of subs) since[sub.name] = sub._resumeFields().since as number;
+    return this.#request({ op: "subscribe", topics: Object.keys(since), since }, true).then(
+      () => {
+        for (const sub of subs) if (this.#subs.get(sub.name) === sub) sub._confirm();
+      },
+      async (err: unknown) => {
+        if (err instanceof ConnectionClosedError) return; // sent again after the reconnect
+        const current = subs.filter((sub) => this.#subs.get(sub.name) === sub);
+        await Promise.allSettled(current.map((sub) => this.#sendSubscribe(sub, down)));
+      },
+    );
+  }
+
+  /**
    * Send `sub`'s subscribe request (after a reconnect: `down` says since when); the promise
    * settles when the gateway answered. A resume the gateway refuses that the caller did not
    * ask for (the topic is no longer recoverable, or the token has no `history` grant) falls
@@ -467,15 +494,18 @@ export class HeraldClient extends Emitter<ClientEvents> {
     const automatic =
       resume.since !== undefined && sub.options.since === undefined && sub.options.last === undefined;
     const send = (fields: { since?: number; last?: number }): Promise<void> =>
-      this.#request({ op: "subscribe", topic: sub.name, ...fields }, sub).then(
+      this.#request({ op: "subscribe", topic: sub.name, ...fields }, true).then(
         () => {
           if (this.#subs.get(sub.name) === sub) sub._confirm();
         },
         (err: unknown) => {
           if (err instanceof ConnectionClosedError) return; // sent again after the reconnect
+          // A resume refused (not_applicable: the topic is not, or no longer, recoverable;
+          // forbidden: no `history` grant) that the caller did not ask for, or after a
+          // reconnect of a subscription the gateway had accepted: go on live, with a gap.
           if (
-            automatic &&
-            "since" in fields &&
+            (automatic || down !== undefined) &&
+            ("since" in fields || "last" in fields) &&
             (err instanceof NotApplicableError || err instanceof ForbiddenError)
           ) {
             if (down !== undefined) this.#localGap(sub, down);

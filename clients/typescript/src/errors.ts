@@ -9,7 +9,8 @@
  * │   ├── ReservedNameError     reserved_topic, reserved_header, reserved_payload
  * │   ├── InvalidTopicError     invalid_topic
  * │   ├── BadRequestError       bad_request, bad_json, bad_text
- * │   ├── NotApplicableError    not_applicable, not_supported, no_history
+ * │   ├── NotApplicableError    not_applicable (HTTP 409), not_supported, no_history
+ * │   ├── NotFoundError         not_found (HTTP 404: no such route), method_not_allowed (405)
  * │   ├── TooLargeError         too_large (HTTP 413)
  * │   ├── TooManySubscriptionsError  too_many_subscriptions
  * │   ├── RateLimitedError      rate_limited (HTTP 429; .retryAfter from Retry-After)
@@ -42,6 +43,8 @@ export type ErrorCode =
   | "not_applicable"
   | "not_supported"
   | "no_history"
+  | "not_found"
+  | "method_not_allowed"
   | "too_large"
   | "too_many_subscriptions"
   | "rate_limited"
@@ -84,6 +87,11 @@ export class BadRequestError extends GatewayError {
 }
 export class NotApplicableError extends GatewayError {
   override name = "NotApplicableError";
+}
+/** An HTTP route the gateway does not have (404 `not_found`), or a method it does not take
+ * there (405 `method_not_allowed`). */
+export class NotFoundError extends GatewayError {
+  override name = "NotFoundError";
 }
 export class TooLargeError extends GatewayError {
   override name = "TooLargeError";
@@ -144,6 +152,8 @@ const BY_CODE: Record<string, GatewayErrorClass> = {
   not_applicable: NotApplicableError,
   not_supported: NotApplicableError,
   no_history: NotApplicableError,
+  not_found: NotFoundError,
+  method_not_allowed: NotFoundError,
   too_large: TooLargeError,
   too_many_subscriptions: TooManySubscriptionsError,
   rate_limited: RateLimitedError,
@@ -155,7 +165,8 @@ const BY_STATUS: Record<number, GatewayErrorClass> = {
   400: BadRequestError,
   401: UnauthorizedError,
   403: ForbiddenError,
-  404: NotApplicableError,
+  404: NotFoundError,
+  405: NotFoundError,
   409: NotApplicableError,
   421: ForbiddenError,
   413: TooLargeError,

@@ -1,6 +1,6 @@
 /** The gateway's HTTP API: publish and history, with `fetch`. */
 
-import { messageFromFrame } from "./codec.js";
+import { messageFromFrame, payloadBytes } from "./codec.js";
 import { type GatewayError, gatewayError, HeraldError, RateLimitedError } from "./errors.js";
 import { type EventsOptions, eventStream, type StreamEvent } from "./sse.js";
 import type { Frame, HistoryPage, HttpPublishAck } from "./types.js";
@@ -62,14 +62,14 @@ export class HttpApi {
 
   /**
    * `POST /topics/{topic}`: publish `data` (a JSON value; a string is sent as text, a
-   * `Uint8Array` as bytes) and wait for the server.
+   * `Uint8Array`, `ArrayBuffer` or other typed array as bytes) and wait for the server.
    */
   async publish(topic: string, data: unknown, options: HttpPublishOptions = {}): Promise<HttpPublishAck> {
     const headers: Record<string, string> = {};
     let body: BodyInit;
-    if (data instanceof Uint8Array) {
+    if (data instanceof Uint8Array || data instanceof ArrayBuffer || ArrayBuffer.isView(data)) {
       headers["content-type"] = "application/octet-stream";
-      body = data as Uint8Array<ArrayBuffer>;
+      body = payloadBytes(data) as Uint8Array<ArrayBuffer>;
     } else if (typeof data === "string") {
       headers["content-type"] = "text/plain; charset=utf-8";
       body = data;

@@ -33,5 +33,8 @@ export type {
   HistoryPage,
   HttpPublishAck,
   Message,
+  MessageFields,
+  Payload,
+  PayloadKind,
   PublishAck,
 } from "./types.js";

@@ -3,14 +3,28 @@
 /** A payload: a JSON value, text, or bytes (sent and received as base64 on the wire). */
 export type Data = unknown;
 
-/** One message, as delivered to a subscription. */
-export interface Message {
+/**
+ * What a message's payload is, by the frame field it came in: `"json"` (`data`, a JSON value),
+ * `"text"` (`text`, a string), `"bytes"` (`data_b64`, a `Uint8Array`, UTF-8 or not).
+ */
+export type PayloadKind = "json" | "text" | "bytes";
+
+/**
+ * A message's payload, by the frame field it came in: `kind: "json"` with the JSON value
+ * (`data`), `kind: "text"` with a string (`text`), `kind: "bytes"` with a `Uint8Array`
+ * (`data_b64`, whether or not the bytes are UTF-8). `kind` tells a JSON string from text.
+ */
+export type Payload =
+  | { kind: "json"; data: Data }
+  | { kind: "text"; data: string }
+  | { kind: "bytes"; data: Uint8Array };
+
+/** What a message carries besides its payload. */
+export interface MessageFields {
   /** The topic it was published on. */
   topic: string;
   /** The subscription (topic or pattern) that delivered it. */
   subscription: string;
-  /** The JSON value or text; a `Uint8Array` for binary payloads that are not UTF-8. */
-  data: Data;
   /** Message headers (e.g. `traceparent`); empty when there are none. */
   headers: Record<string, string>;
   /** Herald's message id. */
@@ -22,6 +36,10 @@ export interface Message {
   /** The topic's history epoch (recoverable topics). */
   epoch?: number;
 }
+
+/** One message, as delivered to a subscription (or read from history): its fields, `kind`
+ * (`"json"`, `"text"` or `"bytes"`) and `data`. */
+export type Message = MessageFields & Payload;
 
 /** The gateway's connection to Redis was down, or this client's connection to the gateway was:
  * messages of a live subscription published in between may be missing. */

@@ -9,6 +9,7 @@ import {
   HeraldClient,
   InvalidTopicError,
   NotApplicableError,
+  NotFoundError,
   ReservedNameError,
   UnauthorizedError,
 } from "../dist/index.js";
@@ -21,6 +22,7 @@ const PREFIX = env("HERALD_TOPIC_PREFIX");
 const RECOVERABLE = env("HERALD_RECOVERABLE_TOPICS").split(",");
 const SHORT_HISTORY = env("HERALD_SHORT_HISTORY_TOPIC");
 const AUTH_RECOVERABLE = env("HERALD_AUTH_RECOVERABLE_TOPIC");
+const AUTH_RECOVERABLE_2 = env("HERALD_AUTH_RECOVERABLE_TOPIC_2");
 const FAST = { initialDelay: 20, maxDelay: 200 };
 
 const clients = [];
@@ -39,18 +41,21 @@ test("publish over WebSocket and HTTP reaches a subscriber, in order", async () 
   await c.connect();
   const topic = `${PREFIX}.roundtrip`;
   const sub = await c.subscribe(topic);
-  const got = take(sub, 4);
+  const got = take(sub, 5);
   const ack = await c.publish(topic, { n: 1 }, { headers: { traceparent: "t" } });
   assert.equal(ack.receivers, 1);
   await c.publish(topic, "two", { confirm: false });
   const httpAck = await c.http.publish(topic, { n: 3 }, { headers: { k: "v" } });
   assert.deepEqual(httpAck, { topic, receivers: 1 });
   await c.http.publish(topic, new Uint8Array([0xff, 0x00, 0x01]));
+  await c.publish(topic, new TextEncoder().encode("utf-8 bytes")); // bytes, even valid UTF-8
   const messages = await got;
   assert.deepEqual(
     messages.map((m) => m.data),
-    [{ n: 1 }, "two", { n: 3 }, new Uint8Array([0xff, 0x00, 0x01])],
+    [{ n: 1 }, "two", { n: 3 }, new Uint8Array([0xff, 0x00, 0x01]), new TextEncoder().encode("utf-8 bytes")],
   );
+  // Which field the payload came in: text is told apart from a JSON value, bytes from both.
+  assert.deepEqual(messages.map((m) => m.kind), ["json", "text", "json", "bytes", "bytes"]);
   assert.deepEqual(messages[0].headers, { traceparent: "t" });
   assert.deepEqual(messages[2].headers, { k: "v" });
   assert.equal(messages[0].topic, topic);
@@ -106,6 +111,7 @@ test("resume from an offset (since, last) on a recoverable topic, and history_lo
   for (let i = 1; i < 5; i++) assert.equal(offsets[i], offsets[i - 1] + 1);
   const page = await c.http.history(topic, { after: offsets[2] });
   assert.deepEqual(page.messages.map((m) => m.data), [4, 5]);
+  assert.deepEqual(page.messages.map((m) => m.kind), ["json", "json"]);
 
   const got = take(await c.subscribe(topic, { since: offsets[1] }), 3);
   const messages = await got;
@@ -139,9 +145,17 @@ test("resume from an offset (since, last) on a recoverable topic, and history_lo
 
 test("after a broken connection the client reconnects and resumes: offsets contiguous", async () => {
   const topic = RECOVERABLE[1];
+  const second = RECOVERABLE[0]; // resumed with the first, in one request: since per topic
   const net = await proxy(URL);
+  const sent = [];
+  class Recording extends WebSocket {
+    send(data) {
+      sent.push(JSON.parse(data));
+      super.send(data);
+    }
+  }
   try {
-    const c = client({ url: net.url });
+    const c = client({ url: net.url, WebSocket: Recording });
     const direct = client(); // publishes around the proxy
     await c.connect();
     const received = [];
@@ -149,8 +163,14 @@ test("after a broken connection the client reconnects and resumes: offsets conti
     sub.on("message", (m) => received.push(m));
     const gaps = [];
     sub.on("gap", (g) => gaps.push(g));
+    const other = await c.subscribe(second);
+    const otherReceived = [];
+    other.on("message", (m) => otherReceived.push(m));
+    other.on("gap", (g) => gaps.push(g));
     for (let i = 1; i <= 5; i++) await direct.http.publish(topic, i);
+    await direct.http.publish(second, "before");
     while (received.length < 5) await next(sub, "message");
+    while (otherReceived.length < 1) await next(other, "message");
 
     const disconnected = next(c, "disconnect");
     const reopened = next(c, "open", 5000, (e) => e.reconnect);
@@ -158,7 +178,12 @@ test("after a broken connection the client reconnects and resumes: offsets conti
     const closed = await disconnected;
     assert.equal(closed.code, 1006);
     for (let i = 6; i <= 10; i++) await direct.http.publish(topic, i); // while it is away
+    await direct.http.publish(second, "away");
     await reopened;
+    const resumed = sent.filter((f) => f.op === "subscribe" && typeof f.since === "object");
+    assert.deepEqual(resumed.map((f) => f.since), [
+      { [topic]: received[4].offset, [second]: otherReceived[0].offset },
+    ]);
     for (let i = 11; i <= 15; i++) await c.publish(topic, i);
     while (received.length < 15) await next(sub, "message");
     await new Promise((r) => setTimeout(r, 100)); // nothing more (no duplicate) comes
@@ -170,6 +195,9 @@ test("after a broken connection the client reconnects and resumes: offsets conti
     assert.deepEqual(received.map((m) => m.data), Array.from({ length: 15 }, (_, i) => i + 1));
     assert.deepEqual(gaps, []); // resumed: nothing was missed
     assert.equal(sub.lastOffset(), first + 14);
+    while (otherReceived.length < 2) await next(other, "message");
+    assert.deepEqual(otherReceived.map((m) => [m.kind, m.data]), [["text", "before"], ["text", "away"]]);
+    assert.equal(otherReceived[1].offset, otherReceived[0].offset + 1);
   } finally {
     await net.close();
   }
@@ -319,11 +347,31 @@ test("error frames and HTTP errors are typed errors; the connection stays", asyn
   await expect(c.subscribe("bad topic"), InvalidTopicError, "invalid_topic");
   assert.equal(c.subscriptions.size, 0); // a refused subscription is not kept
   await expect(c.subscribe(`${PREFIX}.p.*`, { since: 0 }), NotApplicableError, "not_applicable");
+  // A live topic keeps no offsets: since and last are refused, and nothing is subscribed.
+  await expect(c.subscribe(`${PREFIX}.live`, { since: 0 }), NotApplicableError, "not_applicable");
+  await expect(c.subscribe(`${PREFIX}.live`, { last: 1 }), NotApplicableError, "not_applicable");
+  await assert.rejects(c.http.events(`${PREFIX}.live`, { since: 0 }).next(), (err) => {
+    assert.ok(err instanceof NotApplicableError);
+    assert.equal(err.status, 409);
+    return true;
+  });
+  assert.equal(c.subscriptions.size, 0);
   await expect(c.publish("bad topic*", 1), InvalidTopicError, "invalid_topic");
   await expect(c.http.history(`${PREFIX}.live`), NotApplicableError, "no_history");
   await assert.rejects(c.http.publish("_herald.inbox.x", 1), (err) => {
     assert.ok(err instanceof ReservedNameError);
     assert.equal(err.status, 403);
+    return true;
+  });
+  // Unknown routes and methods answer JSON too.
+  await assert.rejects(c.http.request("GET", "/no/such/route"), (err) => {
+    assert.ok(err instanceof NotFoundError, String(err));
+    assert.deepEqual([err.code, err.status], ["not_found", 404]);
+    return true;
+  });
+  await assert.rejects(c.http.request("DELETE", "/healthz"), (err) => {
+    assert.ok(err instanceof NotFoundError, String(err));
+    assert.deepEqual([err.code, err.status], ["method_not_allowed", 405]);
     return true;
   });
   assert.ok((await c.ping()) >= 0);
@@ -367,24 +415,29 @@ test("auth: a token's grants, refusals as typed errors, and reconnecting with a 
   });
 
   // Without the history grant a recoverable topic cannot be resumed: after a cut the client
-  // follows it live again, with a gap, instead of losing the subscription.
+  // follows it live again, with a gap, instead of losing the subscription. Two such topics are
+  // resumed in one request, refused whole (forbidden), then each on its own, then live.
   const net = await proxy(AUTH_URL);
   try {
     const p = client({ url: net.url, token: token(grants) });
     await p.connect();
-    const rec = await p.subscribe(AUTH_RECOVERABLE);
-    const got1 = take(rec, 1);
+    const recs = [await p.subscribe(AUTH_RECOVERABLE), await p.subscribe(AUTH_RECOVERABLE_2)];
+    const got1 = recs.map((rec) => take(rec, 1));
     await c.http.publish(AUTH_RECOVERABLE, 1);
-    assert.equal(typeof (await got1)[0].offset, "number");
-    const gap = next(rec, "gap");
+    await c.http.publish(AUTH_RECOVERABLE_2, 1);
+    for (const got of got1) assert.equal(typeof (await got)[0].offset, "number");
+    const gaps = recs.map((rec) => next(rec, "gap"));
     const reopened = next(p, "open", 5000, (e) => e.reconnect);
     net.cut();
     await reopened;
-    assert.equal((await gap).local, true);
-    assert.equal(rec.active, true);
-    const got2 = take(rec, 1);
+    for (const gap of gaps) assert.equal((await gap).local, true);
+    const got2 = recs.map((rec) => take(rec, 1));
     await c.http.publish(AUTH_RECOVERABLE, 2);
-    assert.equal((await got2)[0].data, 2);
+    await c.http.publish(AUTH_RECOVERABLE_2, 2);
+    for (const [i, got] of got2.entries()) {
+      assert.equal(recs[i].active, true);
+      assert.equal((await got)[0].data, 2);
+    }
   } finally {
     await net.close();
   }
@@ -394,6 +447,8 @@ test("auth: a token's grants, refusals as typed errors, and reconnecting with a 
   const ended = next(sub, "end");
   const errored = next(c, "error");
   await c.authenticate(token({ subscribe: [`${PREFIX}.auth.a`], publish: [] }));
+  // authenticated comes first, then unsubscribed: authenticate() resolves after both.
+  assert.equal(sub.active, false);
   assert.ok((await ended) instanceof ForbiddenError);
   assert.ok((await errored) instanceof ForbiddenError);
   assert.equal(sub.active, false);

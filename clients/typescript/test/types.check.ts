@@ -28,6 +28,17 @@ export async function example(): Promise<void> {
   const nothing: void = await client.publish("news.sport", 1, { confirm: false });
   for await (const msg of sub) {
     const topic: string = msg.topic;
+    // `kind` narrows `data`: a string for text, a Uint8Array for bytes.
+    if (msg.kind === "text") {
+      const text: string = msg.data;
+      void text;
+    } else if (msg.kind === "bytes") {
+      const bytes: Uint8Array = msg.data;
+      void bytes;
+    } else {
+      const kind: "json" = msg.kind;
+      void kind;
+    }
     void topic;
   }
   for await (const event of client.http.events("prices", { since: 1 })) {

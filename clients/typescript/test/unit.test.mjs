@@ -12,11 +12,13 @@ import {
   HeraldClient,
   HeraldError,
   HttpApi,
+  NotApplicableError,
+  NotFoundError,
   RateLimitedError,
   ReservedNameError,
   TooLargeError,
 } from "../dist/index.js";
-import { base64ToBytes, bytesToBase64, isPattern, messageFromFrame } from "../dist/codec.js";
+import { base64ToBytes, bytesToBase64, isPattern, messageFromFrame, payloadFields } from "../dist/codec.js";
 
 test("backoff grows by its factor up to the maximum, with jitter in the upper half", () => {
   const options = { initialDelay: 100, maxDelay: 1000, factor: 2 };
@@ -33,6 +35,10 @@ test("error codes and HTTP statuses map to typed errors", () => {
   assert.deepEqual([e.code, e.message, e.status, e.requestId], ["reserved_header", "no", undefined, 7]);
   assert.ok(gatewayError("rate_limited", "") instanceof RateLimitedError);
   assert.ok(gatewayError("bad_json", "", 400) instanceof BadRequestError);
+  assert.ok(gatewayError("not_found", "", 404) instanceof NotFoundError);
+  assert.ok(gatewayError("method_not_allowed", "", 405) instanceof NotFoundError);
+  assert.ok(gatewayError("no_history", "", 404) instanceof NotApplicableError);
+  assert.ok(gatewayError("not_applicable", "", 409) instanceof NotApplicableError);
   // An unknown code falls back on the HTTP status, then on GatewayError.
   assert.ok(gatewayError("payload_too_big", "", 413) instanceof TooLargeError);
   const unknown = gatewayError("something_new", "?");
@@ -47,8 +53,21 @@ test("payloads and frames: base64 bytes, patterns, message fields", () => {
   assert.deepEqual([isPattern("a.*"), isPattern("a.b"), isPattern("a?"), isPattern("[ab]")], [true, false, true, true]);
   const msg = messageFromFrame({ type: "message", topic: "t", data_b64: "AAEC", offset: 3, epoch: 9, ts: 1.5, id: "x" });
   assert.deepEqual(msg, {
-    topic: "t", subscription: "t", data: new Uint8Array([0, 1, 2]), headers: {}, id: "x", ts: 1.5, offset: 3, epoch: 9,
+    topic: "t", subscription: "t", kind: "bytes", data: new Uint8Array([0, 1, 2]), headers: {}, id: "x", ts: 1.5, offset: 3, epoch: 9,
   });
+  // The payload is in exactly one of data (JSON), text, data_b64 (bytes, UTF-8 or not).
+  const of = (fields) => messageFromFrame({ type: "message", topic: "t", ...fields });
+  assert.deepEqual([of({ text: "hi" }).kind, of({ text: "hi" }).data], ["text", "hi"]);
+  assert.deepEqual([of({ data: "hi" }).kind, of({ data: "hi" }).data], ["json", "hi"]);
+  assert.deepEqual([of({ data: { a: 1 } }).kind, of({ data: { a: 1 } }).data], ["json", { a: 1 }]);
+  assert.deepEqual([of({ data: null }).kind, of({ data: null }).data], ["json", null]);
+  assert.deepEqual([of({ data_b64: "aGk=" }).kind, of({ data_b64: "aGk=" }).data], ["bytes", new Uint8Array([104, 105])]);
+  assert.deepEqual([of({ text: "" }).kind, of({ text: "" }).data], ["text", ""]);
+  assert.deepEqual(payloadFields("hi"), { text: "hi" });
+  assert.deepEqual(payloadFields({ a: 1 }), { data: { a: 1 } });
+  assert.deepEqual(payloadFields(null), { data: null });
+  assert.deepEqual(payloadFields(new Uint8Array([0, 1, 2])), { data_b64: "AAEC" });
+  assert.deepEqual(payloadFields(new Uint8Array([0, 1, 2]).buffer), { data_b64: "AAEC" });
 });
 
 test("an HTTP error's JSON body, status and Retry-After make the typed error", async () => {
