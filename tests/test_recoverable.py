@@ -563,3 +563,21 @@ async def test_out_of_sequence_frames_cost_one_read_and_no_memory(
     assert offsets_of(got, topic) == list(range(1, 56))
     assert [m.data for m in got if isinstance(m, herald.Message)] == list(range(55))
     assert (sub.stats.rejected, sub.stats.history_lost) == (16_002, 0)
+
+
+async def test_a_topic_declared_without_history_is_live_again_for_its_subscribers(
+    url: str, topic: str
+) -> None:
+    # A subscription that sequenced the topic while it kept a history: once the history is
+    # declared away, its messages carry no offset and are delivered live, not rejected as
+    # frames that did not come from the publish script.
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, history=10)
+        async with hub.subscribe(topic) as sub:
+            await hub.publish(topic, 1, confirm=True)
+            assert (await sub.next(timeout=5)).offset == 1
+            await hub.declare(topic, history=0, update=True)
+            await hub.publish(topic, 2, confirm=True)
+            msg = await sub.next(timeout=5)
+            assert (msg.data, msg.offset) == (2, None)
+            assert sub.stats.rejected == 0

@@ -372,7 +372,7 @@ class AsyncClient:
             server.cleanup()
             raise
         self._server = server
-        log.info("started an embedded Valkey at %s", server.url)
+        log.info("started an embedded Valkey at %s", server.display_url)
         return server.url
 
     async def close(self) -> None:
@@ -1574,3 +1574,8 @@ class _Registry:
 
     async def read_history(self, topic: str, after: int, limit: int) -> Page:
         return await self._client._read_history(topic, after, limit)
+
+    def recoverable(self, topic: str) -> bool:
+        """Whether ``topic``'s policy, as this client last loaded it, keeps a history."""
+        policy = self._client._policies.get(topic)
+        return policy is not None and policy.history > 0

@@ -41,10 +41,17 @@ Reader = Callable[[str, int, int], Awaitable[Page]]
 class Recovery:
     """Per subscription: what it knows of each recoverable topic, and the catch-up tasks."""
 
-    def __init__(self, sub: Subscription, read: Reader, totals: Counters) -> None:
+    def __init__(
+        self,
+        sub: Subscription,
+        read: Reader,
+        totals: Counters,
+        recoverable: Callable[[str], bool] = lambda topic: True,
+    ) -> None:
         self.sub = sub
         self.read = read
         self.totals = totals
+        self.recoverable = recoverable
         self.tracks: dict[str, Track] = {}
         self.tasks: dict[str, asyncio.Task[None]] = {}
         self.live = True  # False between a lost connection and the resubscribe
@@ -53,6 +60,15 @@ class Recovery:
 
     def accept(self, messages: list[Message]) -> list[Message]:
         """The messages of a frame that continue their topic's sequence (in order)."""
+        first = messages[0]
+        if (
+            first.offset is None
+            and first.topic in self.tracks
+            and not self.recoverable(first.topic)
+        ):
+            # Not recoverable any more (its history was declared away): live from here on,
+            # rather than every later message rejected as not from the publish script.
+            self.forget(first.topic)
         out: list[Message] = []
         stale: list[str] = []
         duplicates, rejected = accept(self.tracks, messages, out, stale)
@@ -73,6 +89,12 @@ class Recovery:
         for topic, t in self.tracks.items():
             if t.recovering:
                 self._recover(topic)
+
+    def forget(self, topic: str) -> None:
+        """Stop sequencing ``topic``: its messages are delivered as live ones."""
+        self.tracks.pop(topic, None)
+        if (task := self.tasks.pop(topic, None)) is not None:
+            task.cancel()
 
     def close(self) -> None:
         for task in self.tasks.values():

@@ -44,6 +44,7 @@ class Registry(Protocol):
     def discard(self, sub: Subscription) -> None: ...
     async def history_topics(self, names: tuple[str, ...]) -> dict[str, str | None]: ...
     async def read_history(self, topic: str, after: int, limit: int) -> Page: ...
+    def recoverable(self, topic: str) -> bool: ...
 
 
 @dataclass(frozen=True)
@@ -279,7 +280,9 @@ class Subscription:
     def _recovering(self) -> Recovery:
         if self._recovery is None:
             registry = self._subscriber
-            self._recovery = Recovery(self, registry.read_history, registry.totals)
+            self._recovery = Recovery(
+                self, registry.read_history, registry.totals, registry.recoverable
+            )
         return self._recovery
 
     def _stale(self) -> None:
