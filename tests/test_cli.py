@@ -236,3 +236,19 @@ def test_serve_fsync_always(tmp_path: Path) -> None:
         proc.send_signal(signal.SIGINT)
         assert proc.wait(15) == 0
     assert "fsync every write" in (tmp_path / "serve.log").read_text()
+
+
+def test_serve_url_refuses_the_embedded_servers_options(tmp_path: Path) -> None:
+    # --fsync always with --url would otherwise be believed and silently not applied.
+    out = _run("serve", "--url", "redis://127.0.0.1:1", "--fsync", "always", "--port", "0")
+    assert out.returncode == 1
+    assert "--fsync apply to the embedded server" in out.stderr
+
+
+def test_serve_config_takes_a_single_value_for_a_repeatable_option(tmp_path: Path) -> None:
+    from herald.cli import serve
+
+    config = tmp_path / "serve.toml"
+    config.write_text('[serve]\nallowed-host = "herald.example.com"\n')
+    ctx = serve.make_context("serve", ["--config", str(config)])
+    assert ctx.params["allowed_hosts"] == ("herald.example.com",)

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 import click
 
 
-@click.group()
+@click.group(short_help="Fault scenarios that count every message.")
 def faults() -> None:
     """Fault scenarios that count every message (see docs/guarantees.md)."""
 

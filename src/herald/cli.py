@@ -71,18 +71,20 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
     table = data.get("serve", data)
     if not isinstance(table, dict):
         raise click.BadParameter("[serve] must be a table", param_hint="--config")
-    known: dict[str, str] = {}
+    known: dict[str, click.Parameter] = {}
     for p in ctx.command.params:
         if p.name and p.name != "config":
-            known[p.name] = p.name
+            known[p.name] = p
             for opt in p.opts:
-                known[opt.lstrip("-").replace("-", "_")] = p.name
+                known[opt.lstrip("-").replace("-", "_")] = p
     defaults: dict[str, Any] = {}
     for key, item in table.items():
-        name = known.get(str(key).replace("-", "_"))
-        if name is None:
+        found = known.get(str(key).replace("-", "_"))
+        if found is None or found.name is None:
             raise click.BadParameter(f"unknown setting {key!r} in {value}", param_hint="--config")
-        defaults[name] = item
+        if found.multiple and isinstance(item, str):
+            item = [item]  # allowed-host = "x" as well as ["x", "y"]
+        defaults[found.name] = item
     ctx.default_map = {**(ctx.default_map or {}), **defaults}
 
 
@@ -100,8 +102,8 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
     "--data-dir",
     type=click.Path(file_okay=False, path_type=Path),
     default=None,
-    help="Where the embedded Valkey keeps its AOF files (default: $HERALD_HOME or "
-    "~/.local/share/herald).",
+    help="Where the embedded Valkey keeps its AOF files (default: $HERALD_HOME, else "
+    "$XDG_DATA_HOME/herald, else ~/.local/share/herald).",
 )
 @click.option(
     "--host",
@@ -278,6 +280,14 @@ def serve(
     if url is not None:
         if no_gateway:
             _fail("--url with --no-gateway leaves nothing to run")
+        embedded_only = {
+            "--data-dir": data_dir is not None,
+            "--valkey-port": valkey_port is not None,
+            "--unix-socket": unix_socket,
+            "--fsync": fsync != "everysec",
+        }
+        if given := [name for name, used in embedded_only.items() if used]:
+            _fail(f"{', '.join(given)} apply to the embedded server, not to --url's")
         run_gateway(url, host, port, console, lambda: True, config, stopping=stopping)
         return
     data_dir = data_dir or default_data_dir()
@@ -582,7 +592,7 @@ def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None
     )
 
 
-@main.group()
+@main.group(short_help="Benchmarks of Herald next to its peers.")
 def bench() -> None:
     """Benchmarks of Herald next to its peers, in one run on this machine."""
 

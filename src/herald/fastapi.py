@@ -9,10 +9,14 @@ forwards a subscription to a WebSocket as JSON. Needs Starlette (FastAPI for ``H
 
 Example::
 
+    import herald
     from fastapi import FastAPI
     from herald.fastapi import Herald, Hub
 
-    herald_ = Herald("redis://localhost:6379")
+    async def setup(hub: herald.AsyncClient) -> None:
+        await hub.declare("orders", durable=True)  # before the consumer starts
+
+    herald_ = Herald("redis://localhost:6379", setup=setup)
     app = FastAPI(lifespan=herald_.lifespan)
 
     @herald_.consumer("orders", "billing")
@@ -162,14 +166,17 @@ class Herald:
                 self.running_consumers.append(consumer)
             yield
         finally:
+            # Everything is closed even when one close fails (the client last): the first
+            # failure is raised once all are done.
             self._hub = None
-            for consumer in self.running_consumers:
-                await consumer.close()
-            for sub in self.subscriptions:
-                await sub.close()
-            self.running_consumers.clear()
-            self.subscriptions.clear()
-            await hub.close()
+            async with contextlib.AsyncExitStack() as stack:
+                stack.push_async_callback(hub.close)
+                for sub in self.subscriptions:
+                    stack.push_async_callback(sub.close)
+                for consumer in self.running_consumers:
+                    stack.push_async_callback(consumer.close)
+                self.running_consumers.clear()
+                self.subscriptions.clear()
 
 
 def client(conn: HTTPConnection) -> AsyncClient:
