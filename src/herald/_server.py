@@ -159,6 +159,16 @@ def free_port() -> int:
         return int(s.getsockname()[1])
 
 
+def free_ports(n: int) -> list[int]:
+    """``n`` distinct free ports: each is held until all are chosen (``free_port`` called n
+    times can hand out one port twice, as each is released before the next is chosen)."""
+    with contextlib.ExitStack() as stack:
+        socks = [stack.enter_context(socket.socket()) for _ in range(n)]
+        for s in socks:
+            s.bind(("127.0.0.1", 0))
+        return [int(s.getsockname()[1]) for s in socks]
+
+
 def _die_with_parent() -> None:  # pragma: no cover - runs in the child
     # Linux: the server gets SIGTERM when the process that started it dies, even by SIGKILL.
     with contextlib.suppress(Exception):

@@ -20,7 +20,7 @@ import hiredis
 
 from herald._errors import ConfigurationError, ConnectionFailed, HeraldError, Timeout
 from herald._resp import Arg, command
-from herald._server import EmbeddedServer, free_port
+from herald._server import EmbeddedServer, free_ports
 from herald._slots import SLOTS
 
 from ._tls import Certificates, _Server
@@ -242,14 +242,18 @@ class LocalCluster(_Topology):
         """Start the nodes, assemble the cluster and wait until it is ``ok`` everywhere."""
         self._launcher = _Launcher()
         total = self.primaries_count * (1 + self.replicas_per_primary)
+        # Every node's port and bus port at once: chosen one by one, a port released by the
+        # choice could be chosen again for another node before the first one binds it.
+        ports = free_ports(2 * total)
         try:
             for i in range(total):
-                bus_port = free_port()
+                port, bus_port = ports[2 * i], ports[2 * i + 1]
                 srv = _Server(
                     self.data_dir / f"node{i}",
                     certs=self.tls,
                     binary=self.binary,
                     persist=self.persist,
+                    port=port,
                     args=[
                         "--cluster-enabled", "yes",
                         "--cluster-config-file", "nodes.conf",
