@@ -6,7 +6,7 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
+from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
@@ -59,6 +59,7 @@ from ._request import Requests
 from ._resp import prefix
 from ._sentinel import SentinelResolver
 from ._server import EmbeddedServer, discover, new_password
+from ._sharded import shard_resolvers
 from ._streams import (
     DEAD_SUFFIX,
     TOPICS_KEY,
@@ -81,7 +82,7 @@ from ._topics import (
     validate_topic,
 )
 from ._tracing import Tracing, make_tracing, trace_consumer, trace_subscription
-from ._url import Endpoint, parse_url
+from ._url import Endpoint, parse_url, shards_endpoint
 from ._wire import Codec, Encoder, Foreign, decode
 
 if TYPE_CHECKING:
@@ -208,6 +209,13 @@ class AsyncClient:
         publish_timeout: how long ``publish`` waits for buffer space before :class:`Timeout`.
         probe_interval: seconds between liveness probes on each connection (0 disables).
         probe_timeout: how long a probe may take before the connection is declared dead.
+        shards: spread topics over several independent servers instead of one ``url``: a list
+            of URLs (``redis://``, ``rediss://``, ``unix://``, ``redis+sentinel://``), each
+            named by its ``host:port`` (a Sentinel group by its primary's name), or a mapping
+            of name -> URL. Each topic lives on one of them, chosen from its name and the
+            shards' names (``docs/scaling.md``, "Shards"); every client must list the same
+            names. ``redis+shards://h1:6379,h2:6379`` as ``url`` is the same for standalone
+            servers that share credentials and options.
         tracing: ``True`` makes OpenTelemetry spans (publish, receive, process, settle,
             request, reply) with the global tracer provider, and carries the trace context in
             the messages' ``traceparent``/``tracestate`` headers; a ``TracerProvider`` uses
@@ -238,7 +246,10 @@ class AsyncClient:
         start_embedded: bool = True,
         name: str = "herald",
         tracing: bool | TracerProvider = False,
+        shards: Sequence[str] | Mapping[str, str] | None = None,
     ) -> None:
+        if shards is not None and url is not None:
+            raise ConfigurationError("give either url= or shards=, not both")
         self.url = url
         self.batch = batch
         self.envelope = envelope
@@ -256,7 +267,9 @@ class AsyncClient:
             "probe_timeout": probe_timeout,
             "max_pending_bytes": max_pending_bytes,
         }
-        self.endpoint: Endpoint | None = parse_url(url) if url else None
+        self.endpoint: Endpoint | None = (
+            shards_endpoint(shards) if shards is not None else parse_url(url) if url else None
+        )
         self._link: Link | None = None
         self._subscriber: Subscriber | None = None
         self._requests: Requests | None = None
@@ -299,6 +312,8 @@ class AsyncClient:
             if self.endpoint.sentinel is not None and "resolver" not in self._link_options:
                 # Every connection of this client asks the sentinels where the primary is.
                 self._link_options["resolver"] = SentinelResolver(self.endpoint)
+            if self.endpoint.shards and "resolvers" not in self._link_options:
+                self._link_options["resolvers"] = shard_resolvers(self.endpoint)
             tag = self._encoder.publisher_id.hex()[:8]
             link = new_link(self.endpoint, name=f"{self._name}-{tag}-pub", **self._link_options)
             await link.connect()
@@ -651,8 +666,9 @@ class AsyncClient:
         if confirm:
             # Wait for the connection before queuing: a Timeout then means "not sent", never
             # "sent later by surprise".
-            if not link.connected:
-                await link.wait_connected(self.publish_timeout)
+            node = link.for_topic(topic)
+            if not node.connected:
+                await node.wait_connected(self.publish_timeout)
             receivers = int(await link.execute(_PUBLISH, topic, frame))
             self.published += 1
             return PubAck(receivers)
@@ -827,8 +843,9 @@ class AsyncClient:
             )
             self.published += 1
             return None
-        if not link.connected:
-            await link.wait_connected(self.publish_timeout)
+        node = link.for_topic(durable.topic)
+        if not node.connected:
+            await node.wait_connected(self.publish_timeout)
         reply = await durable_publish(
             self._scripts(), durable, frame, msg_id, True, self.publish_timeout
         )
@@ -914,8 +931,9 @@ class AsyncClient:
         assert link is not None
         scripts = self._scripts()
         if confirm:
-            if not link.connected:
-                await link.wait_connected(self.publish_timeout)
+            node = link.for_topic(history.topic)
+            if not node.connected:
+                await node.wait_connected(self.publish_timeout)
             _, last, epoch, receivers = await scripts.call(
                 PUBLISH_HISTORY, history.keys, [*history.args, *frames]
             )
@@ -1436,8 +1454,9 @@ class AsyncClient:
         validate_key(key)
         if msg_id is not None:
             validate_msg_id(msg_id)
-        if confirm is not False and not link.connected:
-            await link.wait_connected(self.publish_timeout)
+        node = link.for_topic(durable.topic)
+        if confirm is not False and not node.connected:
+            await node.wait_connected(self.publish_timeout)
         reply = await publish_keyed(
             self._scripts(), durable, frame, key, msg_id, confirm is not False, self.publish_timeout
         )

@@ -43,6 +43,7 @@ from ._errors import (
 from ._link import BLOCKED, Link, Prefix
 from ._protocol import Reply
 from ._resp import Arg, prefix
+from ._sharded import ShardedLink
 from ._slots import (
     SLOTS,
     Node,
@@ -669,7 +670,10 @@ class ClusterLink(Link):
 
 
 def new_link(endpoint: Endpoint, *, name: str, **options: Any) -> Link:
-    """A :class:`Link` to ``endpoint``, or a :class:`ClusterLink` for ``redis+cluster://``."""
+    """A :class:`Link` to ``endpoint``, a :class:`ClusterLink` for ``redis+cluster://``, a
+    :class:`~herald._sharded.ShardedLink` for a sharded client."""
+    if endpoint.shards:
+        return ShardedLink(endpoint, name=name, **options)
     if endpoint.seeds:
         return ClusterLink(endpoint, name=name, **options)
     return Link(endpoint, name=name, **options)

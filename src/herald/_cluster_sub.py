@@ -30,6 +30,8 @@ from ._errors import HeraldError, PermissionDenied, ServerError, Timeout
 from ._link import Link
 from ._message import Message, is_request
 from ._resp import command
+from ._sharded import ShardedLink
+from ._sharded_sub import ShardedSubscriber
 from ._slots import Node, key_slot, parse_redirect
 from ._subscriber import Subscriber
 from ._subscription import Gap, Subscription, receiving_until
@@ -174,8 +176,9 @@ class ClusterSubscriber(Subscriber):
 
     # -- subscriptions -----------------------------------------------------------------------
 
-    async def add(self, sub: Subscription) -> None:
-        await super().add(sub)  # SUBSCRIBE topics, PSUBSCRIBE patterns on the global connection
+    async def add(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
+        # SUBSCRIBE topics, PSUBSCRIBE patterns on the global connection
+        await super().add(sub, names)
         try:
             async with asyncio.timeout(self.subscribe_timeout):
                 waits = []
@@ -405,6 +408,11 @@ def new_subscriber(
 ) -> Subscriber:
     """The subscriber of a client whose command connection is ``link``: a
     :class:`ClusterSubscriber` on a cluster, else a :class:`Subscriber` of ``endpoint``."""
+    if isinstance(link, ShardedLink):
+        sharded = ShardedSubscriber(
+            link, name=name, subscribe_timeout=subscribe_timeout, replier=replier, **options
+        )
+        return sharded  # type: ignore[return-value]  # the interface the client uses
     if isinstance(link, ClusterLink):
         return ClusterSubscriber(
             link, name=name, subscribe_timeout=subscribe_timeout, replier=replier, **options

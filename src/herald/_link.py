@@ -147,6 +147,11 @@ class Link:
         """The last of those error replies."""
         return self._proto.last_error if self._proto else None
 
+    def for_topic(self, topic: str) -> Link:
+        """The link a command about ``topic`` goes out on, to wait for its connection alone
+        (a sharded client's shard; this link itself otherwise)."""
+        return self
+
     async def connect(self) -> None:
         """Connect once; raise :class:`ConnectionFailed` if the server cannot be reached."""
         self.loop = asyncio.get_running_loop()

@@ -33,6 +33,7 @@ from ._cluster import ClusterLink
 from ._errors import HeraldError, PositionTrimmed
 from ._link import Link
 from ._resp import command
+from ._sharded import ShardedLink
 
 log = logging.getLogger("herald")
 
@@ -60,7 +61,9 @@ class PositionCheck:
         link = self.link
         # On a cluster, straight to the node of the stream's slot, where the read goes too (a
         # transaction is not routed by its first command's key: MULTI has none).
-        node = link.link_for_key(self.stream) if isinstance(link, ClusterLink) else link
+        node = link
+        if isinstance(link, ClusterLink | ShardedLink):
+            node = link.link_for_key(self.stream)
         assert node.loop is not None
         fut: asyncio.Future[Any] = node.loop.create_future()
         # Marked retrieved at once: when the read fails (the connection closed), nobody asks

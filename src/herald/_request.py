@@ -135,7 +135,7 @@ class Requests:
             and link is not None
             and link.connected
             and subscriber is not None
-            and subscriber.link.connected
+            and subscriber.link_for(self.inbox).connected
         )
 
     async def _prepare(self, topic: str, deadline: float, timeout: float) -> None:
@@ -155,7 +155,7 @@ class Requests:
                 assert client._link is not None
                 # As a confirmed publish does: a request is either sent now or refused, never
                 # sent later by surprise.
-                await client._link.wait_connected(None)
+                await client._link.for_topic(topic).wait_connected(None)
         except TimeoutError:
             raise HeraldTimeout(
                 f"request on {topic!r} not sent within {timeout}s: the connection or the "
@@ -190,7 +190,7 @@ class Requests:
         subscriber = self._client._subscriber
         if subscriber is None:
             raise ClientClosed("client closed")
-        return subscriber.link
+        return subscriber.link_for(self.inbox)
 
     async def _start(self) -> None:
         # Concurrent first requests share one SUBSCRIBE; a caller that is cancelled or times out

@@ -49,7 +49,9 @@ class Subscriber:
         self.subscribe_timeout = subscribe_timeout
         self._channels: dict[bytes, _Entry] = {}
         self._patterns: dict[bytes, _Entry] = {}
-        self._subs: set[Subscription] = set()
+        # each subscription and the names it has on this connection (a sharded client's
+        # subscription has some of its names on each shard's connection)
+        self._subs: dict[Subscription, tuple[str, ...]] = {}
         self._down_since: float | None = None
         self._down_detected = 0.0
         self._down_reason = ""
@@ -64,12 +66,18 @@ class Subscriber:
             return self._patterns, "PSUBSCRIBE"
         return self._channels, "SUBSCRIBE"
 
-    async def add(self, sub: Subscription) -> None:
+    def link_for(self, name: str) -> Link:
+        """The connection that receives the channel ``name`` (a request's reply inbox)."""
+        return self.link
+
+    async def add(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
+        """Subscribe ``sub``'s ``names`` (all of them by default) on this connection."""
         await self.link.ensure_connected()
         sent = time.time()
-        self._subs.add(sub)
+        names = sub.names if names is None else names
+        self._subs[sub] = names
         waits: list[asyncio.Future[Any]] = []
-        for name in sub.names:
+        for name in names:
             table, cmd = self._table(name)
             raw = name.encode()
             entry = table.get(raw)
@@ -90,7 +98,7 @@ class Subscriber:
         except TimeoutError:
             self._unregister(sub)
             raise Timeout(
-                f"subscribe to {', '.join(sub.names)} not confirmed within "
+                f"subscribe to {', '.join(names)} on {self.link.address} not confirmed within "
                 f"{self.subscribe_timeout}s",
                 self.subscribe_timeout,
             ) from None
@@ -100,9 +108,9 @@ class Subscriber:
 
     def _unregister(self, sub: Subscription) -> list[tuple[str, bytes]]:
         """Drop ``sub`` from the tables; return the (command, name) to unsubscribe on the server."""
-        self._subs.discard(sub)
+        names = self._subs.pop(sub, sub.names)
         gone: list[tuple[str, bytes]] = []
-        for name in sub.names:
+        for name in names:
             table, cmd = self._table(name)
             raw = name.encode()
             entry = table.get(raw)
@@ -211,8 +219,8 @@ class Subscriber:
         self._down_since = None
         self.gaps += 1
         now = time.time()
-        for sub in list(self._subs):
-            sub._gap(Gap(sub.names, gap_since, now, reason, self._down_detected))
+        for sub, names in list(self._subs.items()):
+            sub._gap(Gap(names, gap_since, now, reason, self._down_detected))
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:

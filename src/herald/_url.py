@@ -1,5 +1,5 @@
 """Connection URLs (sans-I/O): ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
-``redis+sentinel://``."""
+``redis+sentinel://``, ``redis+shards://`` (and ``shards=``: several servers by name)."""
 
 from __future__ import annotations
 
@@ -12,6 +12,7 @@ from ._errors import ConfigurationError
 _SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 _CLUSTER = ("redis+cluster", "rediss+cluster", "valkey+cluster", "valkeys+cluster")
 _SENTINEL = ("redis+sentinel", "rediss+sentinel", "valkey+sentinel", "valkeys+sentinel")
+_SHARDS = ("redis+shards", "rediss+shards", "valkey+shards", "valkeys+shards")
 SENTINEL_PORT = 26379
 
 
@@ -49,10 +50,14 @@ class Endpoint:
     seeds: tuple[tuple[str, int], ...] = ()
     # redis+sentinel://h:p,h:p/name: where to find the primary (host, port is resolved then)
     sentinel: SentinelSpec | None = None
+    # shards= / redis+shards://: independent servers by name, topics placed by _shards
+    shards: tuple[tuple[str, Endpoint], ...] = ()
 
     @property
     def address(self) -> str:
         """Human-readable address, without credentials."""
+        if self.shards:
+            return "shards: " + ", ".join(f"{n}={ep.address}" for n, ep in self.shards)
         if self.path:
             return f"unix://{self.path}"
         if self.sentinel is not None:
@@ -133,12 +138,19 @@ def parse_url(url: str) -> Endpoint:
         return _parse_cluster(url, scheme)
     if scheme.lower() in _SENTINEL:
         return _parse_sentinel(url, scheme)
+    if scheme.lower() in _SHARDS:
+        return _parse_shards(url, scheme)
     try:
         parts = urlsplit(url)
         port = parts.port
     except ValueError as exc:
         raise ConfigurationError(f"invalid URL {url!r}: {exc}") from exc
     scheme = parts.scheme.lower()
+    if "," in parts.netloc:
+        raise ConfigurationError(
+            f"invalid URL {url!r}: several hosts need redis+cluster:// (a cluster), "
+            "redis+sentinel:// (sentinels) or redis+shards:// (topics spread over servers)"
+        )
     if scheme not in _SCHEMES:
         raise ConfigurationError(
             f"invalid URL {url!r}: scheme must be one of redis://, rediss://, unix://"
@@ -287,3 +299,78 @@ def _parse_sentinel(url: str, scheme: str) -> Endpoint:
         password=query.get("sentinel_password"),
     )
     return replace(ep, sentinel=spec)
+
+
+def _parse_shards(url: str, scheme: str) -> Endpoint:
+    """``redis+shards://[user:pass@]h:p,h:p[/db][?query]``: standalone servers with the same
+    credentials and options, each named ``host:port``; topics are placed over them.
+
+    >>> [name for name, _ in parse_url("redis+shards://10.0.0.1:6379,10.0.0.2").shards]
+    ['10.0.0.1:6379', '10.0.0.2:6379']
+    """
+    rest = url[len(scheme) + 3 :]
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:]
+    userinfo, at, hosts_text = netloc.rpartition("@")
+    base = "rediss" if scheme.lower().startswith(("rediss", "valkeys")) else "redis"
+    urls = []
+    for host, port in parse_hosts(hosts_text, url):
+        shown = f"[{host}]" if ":" in host else host
+        urls.append(f"{base}://{userinfo}{at}{shown}:{port}{tail}")
+    return shards_endpoint(urls)
+
+
+def shard_name(endpoint: Endpoint) -> str:
+    """A shard's default name: ``host:port``, the socket path, or the Sentinel primary's name.
+
+    >>> shard_name(parse_url("redis://h:7000")), shard_name(parse_url("redis+sentinel://s/m"))
+    ('h:7000', 'm')
+    """
+    if endpoint.sentinel is not None:
+        return endpoint.sentinel.master
+    if endpoint.path:
+        return endpoint.path
+    return f"{endpoint.host}:{endpoint.port}"
+
+
+def shards_endpoint(shards: object) -> Endpoint:
+    """The endpoint of a sharded client: ``shards`` is a list of URLs (each named by
+    :func:`shard_name`) or a mapping of name -> URL; each URL is ``redis://``, ``rediss://``,
+    ``unix://`` or ``redis+sentinel://`` (not a cluster: a cluster shards by itself).
+
+    >>> ep = shards_endpoint({"a": "redis://h1", "b": "redis+sentinel://s1,s2/m"})
+    >>> [(n, e.address) for n, e in ep.shards]
+    [('a', 'redis://h1:6379/0'), ('b', 'redis+sentinel://s1:26379,s2:26379/m/0')]
+    """
+    if isinstance(shards, str):
+        raise ConfigurationError(
+            "shards= takes a list of URLs or a mapping of name -> URL, not one string "
+            "(for one string of hosts: redis+shards://h1:6379,h2:6379)"
+        )
+    if isinstance(shards, dict):
+        items = [(str(name), str(u)) for name, u in shards.items()]
+    elif isinstance(shards, list | tuple):
+        items = [("", str(u)) for u in shards]
+    else:
+        raise ConfigurationError(f"shards= takes a list or a mapping of URLs, not {shards!r}")
+    if not items:
+        raise ConfigurationError("shards= names no server")
+    out: list[tuple[str, Endpoint]] = []
+    for name, shard_url in items:
+        scheme = shard_url.partition("://")[0].lower()
+        if scheme in _CLUSTER or scheme in _SHARDS:
+            raise ConfigurationError(
+                f"shard {shard_url!r}: a shard is one server or a Sentinel group, not a "
+                "cluster or another set of shards"
+            )
+        ep = parse_url(shard_url)
+        name = name or shard_name(ep)
+        if not name or any(c in name for c in "\r\n"):
+            raise ConfigurationError(f"invalid shard name {name!r}")
+        if any(name == n for n, _ in out):
+            raise ConfigurationError(
+                f"two shards are named {name!r}: give each a name (shards={{name: url}})"
+            )
+        out.append((name, ep))
+    first = out[0][1]
+    return replace(first, sentinel=None, shards=tuple(out))

@@ -1,0 +1,247 @@
+"""Topics placed over several standalone Valkey servers (``shards=``): the placement function's
+vectors, every kind of operation routed to its topic's shard, patterns on every shard, and one
+shard down."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+from collections.abc import Iterator
+from pathlib import Path
+
+import pytest
+
+import herald
+from herald import AsyncClient
+from herald._server import EmbeddedServer
+from herald._shards import placement_key, shard_of
+from herald._url import parse_url, shards_endpoint
+from herald.testing import call
+
+VECTORS = Path(__file__).with_name("shards_vectors.json")
+_ids = itertools.count()
+
+
+def test_placement_vectors() -> None:
+    """The topic -> shard function is pinned: other clients reproduce these (docs/scaling.md)."""
+    cases = json.loads(VECTORS.read_text())
+    assert len(cases["cases"]) >= 20
+    for case in cases["cases"]:
+        assert shard_of(case["shards"], case["topic"]) == case["shard"], case
+
+
+def test_placement_properties() -> None:
+    names = ["a", "b", "c"]
+    topics = [f"t.{i}" for i in range(3000)]
+    before = {t: shard_of(names, t) for t in topics}
+    # balanced: each shard gets about a third
+    for n in names:
+        assert 800 < sum(1 for v in before.values() if v == n) < 1200
+    # the order of the list does not matter, only the names
+    assert all(shard_of(["c", "a", "b"], t) == before[t] for t in topics)
+    # adding a shard moves only the topics it wins (~1/4), all of them to it
+    after = {t: shard_of([*names, "d"], t) for t in topics}
+    moved = [t for t in topics if after[t] != before[t]]
+    assert all(after[t] == "d" for t in moved)
+    assert 600 < len(moved) < 900
+    # removing one moves only its own topics
+    without_b = {t: shard_of(["a", "c"], t) for t in topics}
+    assert all(without_b[t] == before[t] for t in topics if before[t] != "b")
+    # a dead-letter topic lives with its topic
+    assert placement_key("orders.dead.dead") == "orders"
+    assert all(shard_of(names, t + ".dead") == before[t] for t in topics[:100])
+
+
+def test_sharded_urls() -> None:
+    ep = parse_url("redis+shards://u:pw@h1:7000,h2/3?ssl_cert_reqs=none")
+    assert [(n, e.host, e.port, e.db, e.password) for n, e in ep.shards] == [
+        ("h1:7000", "h1", 7000, 3, "pw"),
+        ("h2:6379", "h2", 6379, 3, "pw"),
+    ]
+    with pytest.raises(herald.ConfigurationError, match="not a cluster"):
+        shards_endpoint(["redis://h1", "redis+cluster://h2:7000"])
+    with pytest.raises(herald.ConfigurationError, match="two shards are named"):
+        shards_endpoint(["redis://h1", "redis://h1:6379"])
+    with pytest.raises(herald.ConfigurationError, match="not one string"):
+        shards_endpoint("redis://h1")
+    with pytest.raises(herald.ConfigurationError, match="names no server"):
+        shards_endpoint([])
+    with pytest.raises(herald.ConfigurationError, match="not both"):
+        AsyncClient("redis://h", shards=["redis://h1"])
+    with pytest.raises(herald.ConfigurationError):
+        parse_url("redis://h1,h2")  # still refused: the sharded form is explicit
+
+
+@pytest.fixture(scope="module")
+def servers() -> Iterator[list[EmbeddedServer]]:
+    started = [EmbeddedServer(persist=False).start() for _ in range(3)]
+    try:
+        yield started
+    finally:
+        for srv in started:
+            srv.cleanup()
+
+
+def shard_map(servers: list[EmbeddedServer]) -> dict[str, str]:
+    return {f"s{i}": srv.url for i, srv in enumerate(servers)}
+
+
+def topics_on(names: list[str], shard: str, prefix: str, n: int = 1) -> list[str]:
+    out: list[str] = []
+    while len(out) < n:
+        name = f"{prefix}{next(_ids)}"
+        if shard_of(names, name) == shard:
+            out.append(name)
+    return out
+
+
+def channels(srv: EmbeddedServer) -> set[bytes]:
+    return set(call(srv.port, "PUBSUB", "CHANNELS"))
+
+
+async def take(sub: herald.Subscription, n: int, timeout: float = 5.0) -> list[herald.Message]:
+    out: list[herald.Message] = []
+    async with asyncio.timeout(timeout):
+        while len(out) < n:
+            out.append(await sub.next())
+    return out
+
+
+async def test_live_topics_on_their_shards(servers: list[EmbeddedServer]) -> None:
+    shards = shard_map(servers)
+    names = list(shards)
+    topics = [t for s in names for t in topics_on(names, s, "live.")]
+    async with AsyncClient(shards=shards) as pub, AsyncClient(shards=shards) as sub_client:
+        async with sub_client.subscribe(*topics) as sub:
+            # each topic is subscribed on its own shard only
+            for i, srv in enumerate(servers):
+                assert channels(srv) >= {topics[i].encode()}
+                others = {t.encode() for j, t in enumerate(topics) if j != i}
+                assert not channels(srv) & others
+            for t in topics:
+                await pub.publish(t, {"t": t})
+            got = await take(sub, len(topics))
+            assert sorted(m.topic for m in got) == sorted(topics)
+            ack = await pub.publish(topics[1], "x", confirm=True)
+            assert ack is not None and ack.receivers == 1
+            # and the message went to that shard only: its PUBLISH count grew, no other
+            assert (await take(sub, 1))[0].data == "x"
+
+
+async def test_patterns_on_every_shard(servers: list[EmbeddedServer]) -> None:
+    shards = shard_map(servers)
+    names = list(shards)
+    prefix = f"pat{next(_ids)}."
+    topics = [t for s in names for t in topics_on(names, s, prefix, 2)]
+    async with AsyncClient(shards=shards) as hub:
+        async with hub.subscribe(prefix + "*") as sub:
+            for srv in servers:
+                assert call(srv.port, "PUBSUB", "NUMPAT") >= 1
+            for t in topics:
+                await hub.publish(t, t)
+            got = await take(sub, len(topics))
+            assert sorted(m.data for m in got) == sorted(topics)  # each once
+            with pytest.raises(TimeoutError):
+                await take(sub, 1, timeout=0.3)
+
+
+async def test_policies_and_durable_consume(servers: list[EmbeddedServer]) -> None:
+    shards = shard_map(servers)
+    names = list(shards)
+    a, b = topics_on(names, "s1", "dur."), topics_on(names, "s2", "dur.")
+    async with AsyncClient(shards=shards) as hub, AsyncClient(shards=shards) as other:
+        await hub.declare(a[0], durable=True)
+        await hub.declare(b[0], history=10)
+        # each policy is stored on its topic's shard (with the dead-letter topic's)
+        stored = [set(call(srv.port, "HKEYS", "herald:{herald}:topics")) for srv in servers]
+        assert a[0].encode() in stored[1] and (a[0] + ".dead").encode() in stored[1]
+        assert b[0].encode() in stored[2] and b[0].encode() not in stored[1] | stored[0]
+        # every client sees the merged registry
+        listed = await other.topics()
+        assert listed[a[0]].durable and listed[b[0]].history == 10
+        for i in range(5):
+            ack = await hub.publish(a[0], {"i": i})
+            assert ack is not None and ack.offset
+        assert call(servers[1].port, "XLEN", f"herald:{{{a[0]}}}:s") == 5
+        async with other.consume(a[0], "g", start="all") as consumer:
+            got = []
+            async with asyncio.timeout(5):
+                async for msg in consumer:
+                    got.append(msg.data["i"])
+                    await msg.ack()
+                    if len(got) == 5:
+                        break
+        assert got == list(range(5))
+        ack = await hub.publish(b[0], "h", confirm=True)
+        assert ack is not None and ack.offset == 1
+        assert call(servers[2].port, "EXISTS", f"herald:{{{b[0]}}}:h") == 1
+        assert [m.data for m in await hub.history(b[0])] == ["h"]
+        assert await hub.delete_topic(a[0])
+        assert a[0] not in await other.topics()
+
+
+async def test_request_reply_across_shards(servers: list[EmbeddedServer]) -> None:
+    shards = shard_map(servers)
+    names = list(shards)
+    topics = [t for s in names for t in topics_on(names, s, "rpc.")]
+    async with AsyncClient(shards=shards) as server, AsyncClient(shards=shards) as caller:
+
+        async def double(msg: herald.Message) -> int:
+            return int(msg.data) * 2
+
+        subs = [await server.subscribe(t, handler=double) for t in topics]
+        for i, t in enumerate(topics):
+            reply = await caller.request(t, i + 1, timeout=5)
+            assert reply.data == (i + 1) * 2
+        for s in subs:
+            await s.close()
+
+
+async def test_one_shard_down(tmp_path: Path) -> None:
+    started = [EmbeddedServer(tmp_path / f"v{i}", persist=False).start() for i in range(2)]
+    try:
+        shards = {f"s{i}": srv.url for i, srv in enumerate(started)}
+        names = list(shards)
+        up, down = topics_on(names, "s0", "up.")[0], topics_on(names, "s1", "down.")[0]
+        async with AsyncClient(shards=shards, publish_timeout=0.5, subscribe_timeout=0.5) as hub:
+            sub = await hub.subscribe(up)
+            started[1].kill()
+            await asyncio.sleep(0.2)
+            # the other shard's topics work on
+            assert (await hub.publish(up, 1, confirm=True)) is not None
+            assert (await take(sub, 1))[0].data == 1
+            # this shard's topics fail, naming the server
+            address = f"127.0.0.1:{started[1].port}"
+            with pytest.raises(herald.Timeout, match=address):
+                await hub.publish(down, 1, confirm=True)
+            with pytest.raises((herald.Timeout, herald.ConnectionFailed), match=address):
+                await hub.subscribe(down)
+            # a policy on the live shard: its registry is written, the other read from memory
+            await hub.declare(topics_on(names, "s0", "up.")[0], history=5)
+            # a policy on the down shard cannot be stored
+            with pytest.raises(TimeoutError):
+                async with asyncio.timeout(0.5):
+                    await hub.declare(topics_on(names, "s1", "down.")[0], history=5)
+            await sub.close()
+        # a client cannot start with a shard down: the error names it
+        with pytest.raises(herald.ConnectionFailed, match=address):
+            async with AsyncClient(shards=shards) as hub:
+                pass
+    finally:
+        for srv in started:
+            srv.cleanup()
+
+
+def test_threaded_client_and_url_form(servers: list[EmbeddedServer]) -> None:
+    url = "redis+shards://" + ",".join(f"127.0.0.1:{s.port}" for s in servers)
+    names = [f"127.0.0.1:{s.port}" for s in servers]
+    topics = [t for s in names for t in topics_on(names, s, "sync.")]
+    with herald.Client(url) as hub:
+        with hub.subscribe(*topics) as sub:
+            for t in topics:
+                hub.publish(t, t)
+            got = [sub.next(timeout=5) for _ in topics]
+        assert sorted(m.data for m in got) == sorted(topics)
+        for srv, t in zip(servers, topics, strict=True):
+            assert call(srv.port, "PUBSUB", "NUMSUB", t)[1] == 0  # unsubscribed on its shard
