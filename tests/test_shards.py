@@ -112,21 +112,24 @@ async def test_live_topics_on_their_shards(servers: list[EmbeddedServer]) -> Non
     shards = shard_map(servers)
     names = list(shards)
     topics = [t for s in names for t in topics_on(names, s, "live.")]
-    async with AsyncClient(shards=shards) as pub, AsyncClient(shards=shards) as sub_client:
-        async with sub_client.subscribe(*topics) as sub:
-            # each topic is subscribed on its own shard only
-            for i, srv in enumerate(servers):
-                assert channels(srv) >= {topics[i].encode()}
-                others = {t.encode() for j, t in enumerate(topics) if j != i}
-                assert not channels(srv) & others
-            for t in topics:
-                await pub.publish(t, {"t": t})
-            got = await take(sub, len(topics))
-            assert sorted(m.topic for m in got) == sorted(topics)
-            ack = await pub.publish(topics[1], "x", confirm=True)
-            assert ack is not None and ack.receivers == 1
-            # and the message went to that shard only: its PUBLISH count grew, no other
-            assert (await take(sub, 1))[0].data == "x"
+    async with (
+        AsyncClient(shards=shards) as pub,
+        AsyncClient(shards=shards) as sub_client,
+        sub_client.subscribe(*topics) as sub,
+    ):
+        # each topic is subscribed on its own shard only
+        for i, srv in enumerate(servers):
+            assert channels(srv) >= {topics[i].encode()}
+            others = {t.encode() for j, t in enumerate(topics) if j != i}
+            assert not channels(srv) & others
+        for t in topics:
+            await pub.publish(t, {"t": t})
+        got = await take(sub, len(topics))
+        assert sorted(m.topic for m in got) == sorted(topics)
+        ack = await pub.publish(topics[1], "x", confirm=True)
+        assert ack is not None
+        assert ack.receivers == 1
+        assert (await take(sub, 1))[0].data == "x"
 
 
 async def test_patterns_on_every_shard(servers: list[EmbeddedServer]) -> None:
@@ -134,16 +137,15 @@ async def test_patterns_on_every_shard(servers: list[EmbeddedServer]) -> None:
     names = list(shards)
     prefix = f"pat{next(_ids)}."
     topics = [t for s in names for t in topics_on(names, s, prefix, 2)]
-    async with AsyncClient(shards=shards) as hub:
-        async with hub.subscribe(prefix + "*") as sub:
-            for srv in servers:
-                assert call(srv.port, "PUBSUB", "NUMPAT") >= 1
-            for t in topics:
-                await hub.publish(t, t)
-            got = await take(sub, len(topics))
-            assert sorted(m.data for m in got) == sorted(topics)  # each once
-            with pytest.raises(TimeoutError):
-                await take(sub, 1, timeout=0.3)
+    async with AsyncClient(shards=shards) as hub, hub.subscribe(prefix + "*") as sub:
+        for srv in servers:
+            assert call(srv.port, "PUBSUB", "NUMPAT") >= 1
+        for t in topics:
+            await hub.publish(t, t)
+        got = await take(sub, len(topics))
+        assert sorted(m.data for m in got) == sorted(topics)  # each once
+        with pytest.raises(TimeoutError):
+            await take(sub, 1, timeout=0.3)
 
 
 async def test_policies_and_durable_consume(servers: list[EmbeddedServer]) -> None:
@@ -155,14 +157,18 @@ async def test_policies_and_durable_consume(servers: list[EmbeddedServer]) -> No
         await hub.declare(b[0], history=10)
         # each policy is stored on its topic's shard (with the dead-letter topic's)
         stored = [set(call(srv.port, "HKEYS", "herald:{herald}:topics")) for srv in servers]
-        assert a[0].encode() in stored[1] and (a[0] + ".dead").encode() in stored[1]
-        assert b[0].encode() in stored[2] and b[0].encode() not in stored[1] | stored[0]
+        assert a[0].encode() in stored[1]
+        assert (a[0] + ".dead").encode() in stored[1]
+        assert b[0].encode() in stored[2]
+        assert b[0].encode() not in stored[1] | stored[0]
         # every client sees the merged registry
         listed = await other.topics()
-        assert listed[a[0]].durable and listed[b[0]].history == 10
+        assert listed[a[0]].durable
+        assert listed[b[0]].history == 10
         for i in range(5):
             ack = await hub.publish(a[0], {"i": i})
-            assert ack is not None and ack.offset
+            assert ack is not None
+            assert ack.offset
         assert call(servers[1].port, "XLEN", f"herald:{{{a[0]}}}:s") == 5
         async with other.consume(a[0], "g", start="all") as consumer:
             got = []
@@ -174,7 +180,8 @@ async def test_policies_and_durable_consume(servers: list[EmbeddedServer]) -> No
                         break
         assert got == list(range(5))
         ack = await hub.publish(b[0], "h", confirm=True)
-        assert ack is not None and ack.offset == 1
+        assert ack is not None
+        assert ack.offset == 1
         assert call(servers[2].port, "EXISTS", f"herald:{{{b[0]}}}:h") == 1
         assert [m.data for m in await hub.history(b[0])] == ["h"]
         assert await hub.delete_topic(a[0])
