@@ -1,7 +1,7 @@
 """Live pub/sub workers of the comparison's other peers: FastStream (Redis channels),
 broadcaster (Redis backend), nats-py (core NATS) and aio-pika (RabbitMQ, a fanout exchange).
 
-The same contract as the live benchmark's workers (see :mod:`herald._bench._live_workers`):
+The same contract as the live benchmark's workers (see :mod:`herald_bench._live_workers`):
 ``rate == 0`` publishes as fast as the library's publish API allows for ``duration`` seconds,
 then a 3-byte end marker; ``rate > 0`` paces bursts of stamped payloads. Each subscriber counts
 from its first message to the end marker (or ``duration`` seconds of receiving). Every library

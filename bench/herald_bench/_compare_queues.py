@@ -4,8 +4,8 @@ Durable publishers publish for ``duration`` seconds and then wait for every ackn
 (JetStream ``publish_async`` then ``publish_async_completed``; RabbitMQ publisher confirms with
 64 publishes in flight, like Herald's confirmed-64 row). Consumers read a stream or queue that
 the parent filled beforehand, ack every message, and report like the durable benchmark's
-consumers (see :mod:`herald._bench._durable_workers`). Request/reply: one request in flight,
-after a warm-up, the same way as the request benchmark (see :mod:`herald._bench.request`).
+consumers (see :mod:`herald_bench._durable_workers`). Request/reply: one request in flight,
+after a warm-up, the same way as the request benchmark (see :mod:`herald_bench.request`).
 """
 
 from __future__ import annotations

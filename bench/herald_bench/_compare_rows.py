@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-REGISTRY = "herald._bench._compare_workers:WORKERS"
+REGISTRY = "herald_bench._compare_workers:WORKERS"
 NATS_URL = "nats://127.0.0.1:4222"
 AMQP_URL = "amqp://guest:guest@127.0.0.1:5672/"
 GROUP = "bench"

@@ -155,7 +155,7 @@ class _Context:
     def _setup_durable(
         self, row: Row, params: dict[str, Any], tag: str
     ) -> tuple[Callable[[], None], dict[str, Any]]:
-        from herald._streams import stream_key
+        from herald._core.streams import stream_key
 
         from .durable import _declare, _delete, _entry
 

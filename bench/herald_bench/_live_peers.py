@@ -222,7 +222,7 @@ def raw_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
 
 def raw_herald_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
     """Pre-encoded Herald envelopes (JSON payload), one PUBLISH each, at the raw client's pace."""
-    from herald._wire import Encoder
+    from herald._core.wire import Encoder
 
     envelope = Encoder().envelope(json_payload(params["payload_size"]))
     return _raw_pub(params, barrier, envelope)

@@ -14,7 +14,7 @@ shows medians.
 
 Example::
 
-    from herald._bench.cluster import format_table, run_cluster
+    from herald_bench.cluster import format_table, run_cluster
 
     print(format_table(run_cluster(runs=1, duration=1.0)))
 """

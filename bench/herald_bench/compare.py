@@ -11,11 +11,11 @@ Workloads: live publish and live end to end (one publisher process, one subscrib
 fan-out to 10 and 100 subscribers (each its own connection, spread over two processes); durable
 publish, and consume with ack by 4 consumer processes; request/reply round trips (one in
 flight); p50/p99 latency at fixed rates (5k and 20k msg/s). Every run starts fresh processes
-(:mod:`herald._bench._harness`); rows take turns; tables show medians.
+(:mod:`herald_bench._harness`); rows take turns; tables show medians.
 
 Example::
 
-    from herald._bench.compare import format_table, run_compare
+    from herald_bench.compare import format_table, run_compare
 
     print(format_table(run_compare(quick=True)))
 """

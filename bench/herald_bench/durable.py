@@ -10,7 +10,7 @@ every row, then run 2, ...); the table shows medians. Nothing is pinned to a CPU
 
 Example::
 
-    from herald._bench.durable import format_table, run_durable
+    from herald_bench.durable import format_table, run_durable
 
     print(format_table(run_durable(runs=1, duration=1.0)))
 """
@@ -28,13 +28,13 @@ from typing import Any, cast
 
 import hiredis
 
-from herald._resp import command
-from herald._streams import stream_key
+from herald._core.resp import command
+from herald._core.streams import stream_key
 
 from ._harness import median, run_workers, server_pid
 from .live import PINNED, _cores, _environment, _num
 
-REGISTRY = "herald._bench._durable_workers:WORKERS"
+REGISTRY = "herald_bench._durable_workers:WORKERS"
 GROUP = "bench"
 PREFILL_CHUNK = 1000
 
@@ -378,7 +378,7 @@ def _entry(client: str, url: str, payload_size: int) -> list[bytes]:
     from ._durable_workers import json_payload
 
     if client == "herald":
-        from herald._wire import Encoder
+        from herald._core.wire import Encoder
 
         return [b"m", Encoder("json").envelope(json_payload(payload_size), None)]
     if client == "redis-py":

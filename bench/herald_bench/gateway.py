@@ -11,7 +11,7 @@ subscribed, less its memory before the first one, divided by the number of clien
 
 Example::
 
-    from herald._bench.gateway import format_table, run_gateway_bench
+    from herald_bench.gateway import format_table, run_gateway_bench
 
     print(format_table(run_gateway_bench(clients=100, rate=200, duration=5)))
 """

@@ -7,7 +7,7 @@ renders it for a terminal or a Markdown page.
 
 Example::
 
-    from herald._bench.live import format_table, run_live
+    from herald_bench.live import format_table, run_live
 
     print(format_table(run_live(runs=1, duration=1.0)))
 """
@@ -26,7 +26,7 @@ from typing import Any
 
 from ._harness import Sample, median, run_pair, server_pid, worker_params
 
-REGISTRY = "herald._bench._live_workers:WORKERS"
+REGISTRY = "herald_bench._live_workers:WORKERS"
 SERVER_ARGS = (
     # A subscriber slower than its publisher must drain its backlog, not be disconnected by
     # the default 32 MB pubsub output limit: the benchmark measures how fast it drains.

@@ -8,7 +8,7 @@ the last missed message delivered.
 
 Example::
 
-    from herald._bench.recoverable import format_table, run_recoverable
+    from herald_bench.recoverable import format_table, run_recoverable
 
     print(format_table(run_recoverable(runs=1, duration=1.0)))
 """

@@ -5,11 +5,11 @@ same pattern naively: the requester publishes a JSON request carrying its reply 
 id, then reads its own Pub/Sub connection with ``get_message`` until the reply with that id comes;
 the responder reads requests with ``get_message`` and publishes each answer. Every row runs against
 one embedded Valkey started for the run, with a requester process and a responder process per
-run (fresh, ``spawn``; the process helpers of :mod:`herald._bench._harness`).
+run (fresh, ``spawn``; the process helpers of :mod:`herald_bench._harness`).
 
 Example::
 
-    from herald._bench.request import format_table, run_request
+    from herald_bench.request import format_table, run_request
 
     print(format_table(run_request(runs=1, duration=1.0)))
 """
@@ -36,7 +36,7 @@ from ._harness import (
 )
 from .live import PINNED, _cores, _environment, _has_redis, _num, _us
 
-REGISTRY = "herald._bench.request:WORKERS"
+REGISTRY = "herald_bench.request:WORKERS"
 END = "END"  # published (not requested) after the timed window: the responder stops
 WARMUP = 0.2  # seconds of round trips before the clock starts
 QUANTILES = (50.0, 99.0)

@@ -6,7 +6,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Protocol
 
-from ._message import Message
+from .message import Message
 
 
 class Settler(Protocol):

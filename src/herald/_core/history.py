@@ -15,11 +15,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from ._errors import ConfigurationError, HeraldError
-from ._message import Message
-from ._resp import command
-from ._streams import Script, tagged
-from ._wire import HEAD_SIZE
+from herald._errors import ConfigurationError, HeraldError
+
+from .message import Message
+from .resp import command
+from .streams import Script, tagged
+from .wire import HEAD_SIZE
 
 # Where the 16 bytes of offset and epoch sit in an envelope encoded with offset=0, epoch=0.
 OFFSET_POS = HEAD_SIZE

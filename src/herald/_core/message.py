@@ -6,8 +6,9 @@ import struct
 from collections.abc import Awaitable, Generator, Mapping
 from typing import Any, Protocol
 
-from ._errors import DecodeError, HeraldError
-from ._topics import INBOX_PREFIX
+from herald._errors import DecodeError, HeraldError
+
+from .topics import INBOX_PREFIX
 
 # The reserved header that makes a message a request: the channel its replies go to.
 REPLY_TO = "herald-reply-to"

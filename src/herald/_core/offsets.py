@@ -10,7 +10,7 @@ from __future__ import annotations
 import re
 from datetime import datetime
 
-from ._errors import ConfigurationError
+from herald._errors import ConfigurationError
 
 MAX_SEQ = 2**64 - 1
 _ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")

@@ -21,12 +21,13 @@ from typing import Any
 
 import msgspec
 
-from ._durable_message import DurableMessage, Settler, durable_message
-from ._errors import ConfigurationError, DecodeError
-from ._message import Message
-from ._resp import head
-from ._wire import CODEC_BYTES, CODEC_JSON, FLAG_BATCH, HEAD_SIZE, JSON_PLAIN, MAGIC, decode
-from ._wire import _json_decode as json_decode
+from herald._errors import ConfigurationError, DecodeError
+
+from .durable_message import DurableMessage, Settler, durable_message
+from .message import Message
+from .resp import head
+from .wire import CODEC_BYTES, CODEC_JSON, FLAG_BATCH, HEAD_SIZE, JSON_PLAIN, MAGIC, decode
+from .wire import _json_decode as json_decode
 
 DEAD_SUFFIX = ".dead"
 TOPICS_KEY = "herald:{herald}:topics"  # hash: topic -> JSON policy; {herald}: one slot

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from ._errors import InvalidTopic, ReservedName
+from herald._errors import InvalidTopic, ReservedName
 
 MAX_TOPIC_BYTES = 1024
 _GLOB = frozenset("*?[")

@@ -23,8 +23,8 @@ from typing import Any
 
 import msgspec
 
-from ._message import Message
-from ._wire import CODEC_MSGPACK, FLAG_HEADERS, FLAG_OFFSET, HEAD_SIZE
+from .message import Message
+from .wire import CODEC_MSGPACK, FLAG_HEADERS, FLAG_OFFSET, HEAD_SIZE
 
 log = logging.getLogger("herald")
 

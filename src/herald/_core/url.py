@@ -7,7 +7,7 @@ import ssl
 from dataclasses import dataclass, field, replace
 from urllib.parse import parse_qs, unquote, urlsplit
 
-from ._errors import ConfigurationError
+from herald._errors import ConfigurationError
 
 _SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
 _CLUSTER = ("redis+cluster", "rediss+cluster", "valkey+cluster", "valkeys+cluster")

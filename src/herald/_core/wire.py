@@ -17,8 +17,9 @@ from typing import Any, Literal
 
 import msgspec
 
-from ._errors import ConfigurationError, DecodeError
-from ._message import FRAME_IDS, FRAME_IDS_AT, ForeignDecodeError, Message
+from herald._errors import ConfigurationError, DecodeError
+
+from .message import FRAME_IDS, FRAME_IDS_AT, ForeignDecodeError, Message
 
 MAGIC = b"\xffHR"  # 0xFF never occurs in UTF-8 text, so no text payload is mistaken for a frame
 VERSION = 1

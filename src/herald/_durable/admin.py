@@ -9,15 +9,16 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from ._durable import Scripts
-from ._durable_message import StoredMessage
-from ._errors import ServerError
-from ._offsets import id_time, start_bound
-from ._replay import read
-from ._streams import Script, dead_topic, stream_key
+from herald._core.durable_message import StoredMessage
+from herald._core.offsets import id_time, start_bound
+from herald._core.streams import Script, dead_topic, stream_key
+from herald._errors import ServerError
+
+from .publish import Scripts
+from .replay import read
 
 if TYPE_CHECKING:
-    from ._client import TopicPolicy
+    from herald._client import TopicPolicy
 
 Execute = Callable[..., Awaitable[Any]]
 

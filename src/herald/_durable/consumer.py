@@ -4,9 +4,10 @@
   own pending entries (a restarted consumer of the same name resumes), then new ones (``>``);
   never more than ``max_ack_pending`` unsettled at a time.
 - **Settling**, on the client's command connection: acks batched into one XACK per event-loop
-  iteration (:class:`~herald._group.Acks`); nak, term, in_progress as scripts that only touch
-  entries this consumer still owns (:class:`~herald._group.Member`).
-- **Redelivery** and clean-up in a maintenance task (:class:`~herald._redelivery.Redelivery`).
+  iteration (:class:`~herald._durable.group.Acks`); nak, term, in_progress as scripts that only
+  touch entries this consumer still owns (:class:`~herald._durable.group.Member`).
+- **Redelivery** and clean-up in a maintenance task
+  (:class:`~herald._durable.redelivery.Redelivery`).
 
 A message's ``ack()`` and friends work on the event loop (await them, or not) and from any other
 thread (they return when done there), so :class:`SyncConsumer` is a thin wrapper of this class.
@@ -30,21 +31,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol, TypedDict
 
-from ._backoff import Backoff
-from ._cluster import new_link
-from ._durable import Scripts
-from ._durable_message import ConsumerStats, DurableHandler, DurableMessage
-from ._errors import ClientClosed, ConfigurationError, ConnectionLost, HeraldError, ServerError
-from ._errors import Timeout as HeraldTimeout
-from ._group import Acks, Member
-from ._link import Link
-from ._message import DONE, Message
-from ._offsets import Position, group_start
-from ._ordered import run_tasks
-from ._position import PositionCheck
-from ._redelivery import Redelivery
-from ._replay import entry_key
-from ._streams import (
+from herald._core.backoff import Backoff
+from herald._core.durable_message import ConsumerStats, DurableHandler, DurableMessage
+from herald._core.message import DONE, Message
+from herald._core.offsets import Position, group_start
+from herald._core.streams import (
     DEAD_SUFFIX,
     HANDBACK_IDLE_MS,
     DurableTopic,
@@ -56,9 +47,26 @@ from ._streams import (
     parse_read,
     read_messages,
 )
-from ._typed import typed
-from ._url import Endpoint
-from ._wire import Foreign, check_foreign, decode_foreign
+from herald._core.typed import typed
+from herald._core.url import Endpoint
+from herald._core.wire import Foreign, check_foreign, decode_foreign
+from herald._errors import (
+    ClientClosed,
+    ConfigurationError,
+    ConnectionLost,
+    HeraldError,
+    ServerError,
+)
+from herald._errors import Timeout as HeraldTimeout
+from herald._io.cluster import new_link
+from herald._io.link import Link
+
+from .group import Acks, Member
+from .ordered import run_tasks
+from .position import PositionCheck
+from .publish import Scripts
+from .redelivery import Redelivery
+from .replay import entry_key
 
 log = logging.getLogger("herald")
 

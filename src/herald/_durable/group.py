@@ -13,10 +13,8 @@ from collections.abc import Sequence
 from itertools import groupby
 from typing import Any
 
-from ._durable import Scripts
-from ._errors import ClientClosed, ConfigurationError, HeraldError, ServerError
-from ._resp import command
-from ._streams import (
+from herald._core.resp import command
+from herald._core.streams import (
     CLAIM,
     LEASE,
     REAP,
@@ -30,6 +28,9 @@ from ._streams import (
     Entry,
     parse_claimed,
 )
+from herald._errors import ClientClosed, ConfigurationError, HeraldError, ServerError
+
+from .publish import Scripts
 
 log = logging.getLogger("herald")
 

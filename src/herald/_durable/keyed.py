@@ -8,10 +8,11 @@ the live PUBLISH of the same frame.
 
 from __future__ import annotations
 
-from ._durable import Scripts
-from ._errors import ConfigurationError
-from ._resp import Arg
-from ._streams import TRIM, DurableTopic, Script, dedup_key
+from herald._core.resp import Arg
+from herald._core.streams import TRIM, DurableTopic, Script, dedup_key
+from herald._errors import ConfigurationError
+
+from .publish import Scripts
 
 PUBLISH_KEYED = Script(
     "publish_keyed",

@@ -26,12 +26,12 @@ from collections import deque
 from collections.abc import Callable, Hashable
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
-from ._durable_message import DurableMessage
-from ._errors import HeraldError
-from ._streams import backoff_delay
+from herald._core.durable_message import DurableMessage
+from herald._core.streams import backoff_delay
+from herald._errors import HeraldError
 
 if TYPE_CHECKING:
-    from ._consumer import Consumer
+    from .consumer import Consumer
 
 log = logging.getLogger("herald")
 T = TypeVar("T")

@@ -29,10 +29,10 @@ import asyncio
 import logging
 from typing import Any
 
-from ._cluster import ClusterLink
-from ._errors import HeraldError, PositionTrimmed
-from ._link import Link
-from ._resp import command
+from herald._core.resp import command
+from herald._errors import HeraldError, PositionTrimmed
+from herald._io.cluster import ClusterLink
+from herald._io.link import Link
 
 log = logging.getLogger("herald")
 

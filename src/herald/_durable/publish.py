@@ -14,11 +14,9 @@ import logging
 from collections.abc import Sequence
 from typing import Any
 
-from ._errors import ClientClosed, ConnectionLost, HeraldError, ServerError
-from ._history import history_key, meta_key
-from ._link import BLOCKED, FLUSHED, MAX_BATCH_MESSAGES, Link
-from ._resp import Arg
-from ._streams import (
+from herald._core.history import history_key, meta_key
+from herald._core.resp import Arg
+from herald._core.streams import (
     DECLARE,
     PUBLISH,
     TOPICS_KEY,
@@ -30,6 +28,8 @@ from ._streams import (
     dedup_pattern,
     stream_key,
 )
+from herald._errors import ClientClosed, ConnectionLost, HeraldError, ServerError
+from herald._io.link import BLOCKED, FLUSHED, MAX_BATCH_MESSAGES, Link
 
 log = logging.getLogger("herald")
 _NKEYS = (b"0", b"1", b"2", b"3", b"4")

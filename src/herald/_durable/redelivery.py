@@ -1,6 +1,6 @@
 """Redelivery for one consumer: reclaiming idle entries, nak delays, hand-back, clean-up.
 
-Runs as the consumer's maintenance task, every :func:`~herald._streams.claim_interval`:
+Runs as the consumer's maintenance task, every :func:`~herald._core.streams.claim_interval`:
 
 - reclaim entries idle past ``ack_wait`` (a dead or stuck consumer's, or nak'd ones whose delay
   has passed), dead-lettering those past ``max_deliver``, and deliver the rest here;
@@ -21,10 +21,11 @@ import logging
 import time
 from collections.abc import Callable
 
-from ._durable_message import ConsumerStats
-from ._errors import ClientClosed, ConnectionLost, ServerError, Timeout
-from ._group import Member
-from ._streams import HANDBACK_IDLE_MS, DurableTopic, Entry, claim_interval
+from herald._core.durable_message import ConsumerStats
+from herald._core.streams import HANDBACK_IDLE_MS, DurableTopic, Entry, claim_interval
+from herald._errors import ClientClosed, ConnectionLost, ServerError, Timeout
+
+from .group import Member
 
 log = logging.getLogger("herald")
 

@@ -10,10 +10,10 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Awaitable, Callable, Generator
 from typing import Any
 
-from ._durable_message import StoredMessage
-from ._errors import ConfigurationError
-from ._offsets import Position, end_bound, start_bound
-from ._streams import decode_entry, field, stream_key
+from herald._core.durable_message import StoredMessage
+from herald._core.offsets import Position, end_bound, start_bound
+from herald._core.streams import decode_entry, field, stream_key
+from herald._errors import ConfigurationError
 
 Execute = Callable[..., Awaitable[Any]]  # a connection's execute(*args)
 

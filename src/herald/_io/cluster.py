@@ -1,4 +1,4 @@
-"""A Redis/Valkey Cluster behind the interface of one :class:`~herald._link.Link`.
+"""A Redis/Valkey Cluster behind the interface of one :class:`~herald._io.link.Link`.
 
 :class:`ClusterLink` keeps one :class:`Link` per shard primary and routes every command by the
 slot of its key (``_slots.command_key``): a durable topic's ``XADD`` and scripts go to the
@@ -13,7 +13,7 @@ cluster bus carries to every node, where pattern subscriptions (``PSUBSCRIBE``) 
 ``SUBSCRIBE`` clients are served.
 Which patterns are active is in a registry hash, ``herald:{herald}:patterns``, that
 subscribers keep leases in and publishers re-read every :data:`PATTERN_REFRESH` seconds (see
-``docs/scaling.md`` "Cluster" and :mod:`herald._cluster_sub`).
+``docs/scaling.md`` "Cluster" and :mod:`herald._pubsub.cluster`).
 
 The slot map is read with ``CLUSTER SLOTS`` at connect, on a ``MOVED`` reply (fire-and-forget
 publishes' errors included, counted by each link), when a connection is lost, and every
@@ -32,18 +32,8 @@ from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any
 
-from ._errors import (
-    AuthenticationFailed,
-    ClientClosed,
-    ConnectionFailed,
-    HeraldError,
-    ServerError,
-    Timeout,
-)
-from ._link import BLOCKED, Link, Prefix
-from ._protocol import Reply
-from ._resp import Arg, prefix
-from ._slots import (
+from herald._core.resp import Arg, prefix
+from herald._core.slots import (
     SLOTS,
     Node,
     SlotMap,
@@ -53,8 +43,19 @@ from ._slots import (
     parse_redirect,
     split_commands,
 )
-from ._topics import match
-from ._url import Endpoint
+from herald._core.topics import match
+from herald._core.url import Endpoint
+from herald._errors import (
+    AuthenticationFailed,
+    ClientClosed,
+    ConnectionFailed,
+    HeraldError,
+    ServerError,
+    Timeout,
+)
+
+from .link import BLOCKED, Link, Prefix
+from .protocol import Reply
 
 log = logging.getLogger("herald")
 

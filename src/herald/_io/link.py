@@ -17,9 +17,11 @@ import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol
 
-from . import _wire
-from ._backoff import Backoff
-from ._errors import (
+from herald._core import wire as _wire
+from herald._core.backoff import Backoff
+from herald._core.resp import Arg, command
+from herald._core.url import Endpoint, tls_refused
+from herald._errors import (
     ClientClosed,
     ConfigurationError,
     ConnectionFailed,
@@ -28,9 +30,8 @@ from ._errors import (
     ServerError,
     Timeout,
 )
-from ._protocol import PushHandler, Reply, RespProtocol
-from ._resp import Arg, command
-from ._url import Endpoint, tls_refused
+
+from .protocol import PushHandler, Reply, RespProtocol
 
 log = logging.getLogger("herald")
 

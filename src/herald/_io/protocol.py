@@ -9,7 +9,7 @@ from typing import Any, cast
 
 import hiredis
 
-from ._errors import (
+from herald._errors import (
     AuthenticationFailed,
     ConnectionLost,
     HeraldError,

@@ -1,6 +1,6 @@
 """Sentinel: find the primary, follow ``+switch-master``, never keep writing to a demoted node.
 
-A :class:`SentinelResolver` is the :class:`~herald._link.Resolver` of every connection of a
+A :class:`SentinelResolver` is the :class:`~herald._io.link.Resolver` of every connection of a
 client on ``redis+sentinel://``. On each (re)connect it asks the sentinels, in order, for the
 primary (``SENTINEL GET-MASTER-ADDR-BY-NAME``) and checks with ``ROLE`` that the node it names
 is a primary now; the sentinel that answered moves to the front. One watcher task stays
@@ -21,14 +21,15 @@ from typing import TYPE_CHECKING, Any
 
 import hiredis
 
-from ._backoff import Backoff
-from ._errors import AuthenticationFailed, ConnectionFailed, HeraldError
-from ._protocol import error_from_reply
-from ._resp import Arg, command
-from ._url import Endpoint, SentinelSpec, tls_refused
+from herald._core.backoff import Backoff
+from herald._core.resp import Arg, command
+from herald._core.url import Endpoint, SentinelSpec, tls_refused
+from herald._errors import AuthenticationFailed, ConnectionFailed, HeraldError
+
+from .protocol import error_from_reply
 
 if TYPE_CHECKING:
-    from ._link import Link
+    from .link import Link
 
 log = logging.getLogger("herald")
 

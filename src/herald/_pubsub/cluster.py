@@ -5,12 +5,12 @@ A client's subscriptions on a cluster use:
 
 - one connection per shard primary for ``SSUBSCRIBE``: a topic's live messages (``SPUBLISH``)
   reach only its shard, and Valkey serves a sharded subscription only on the slot's primary;
-- one more connection (this class's own, a plain :class:`~herald._subscriber.Subscriber`) for
+- one more connection (this class's own, a plain :class:`~herald._pubsub.subscriber.Subscriber`) for
   ``PSUBSCRIBE`` of patterns and ``SUBSCRIBE`` of topics: messages published with ``PUBLISH``
   (a topic some pattern matches, and the live copies that durable and recoverable topics'
   scripts publish) travel the cluster bus to every node, so any node will do.
 
-A publisher sends each message one way only (see :mod:`herald._cluster`), so each subscription
+A publisher sends each message one way only (see :mod:`herald._io.cluster`), so each subscription
 gets it once. When a slot moves (the server sends ``sunsubscribe``) or its primary fails over,
 the topic's sharded subscription is made again on the slot's new primary and the subscription
 is told of the gap.
@@ -24,18 +24,19 @@ import logging
 import time
 from typing import Any
 
-from ._backoff import Backoff
-from ._cluster import PATTERN_LEASE, PATTERN_REFRESH, PATTERNS_KEY, ClusterLink, _consume
-from ._errors import HeraldError, PermissionDenied, ServerError, Timeout
-from ._link import Link
-from ._message import Message, is_request
-from ._resp import command
-from ._slots import Node, key_slot, parse_redirect
-from ._subscriber import Subscriber
-from ._subscription import Gap, Subscription, receiving_until
-from ._topics import is_pattern
-from ._url import Endpoint
-from ._wire import decode
+from herald._core.backoff import Backoff
+from herald._core.message import Message, is_request
+from herald._core.resp import command
+from herald._core.slots import Node, key_slot, parse_redirect
+from herald._core.topics import is_pattern
+from herald._core.url import Endpoint
+from herald._core.wire import decode
+from herald._errors import HeraldError, PermissionDenied, ServerError, Timeout
+from herald._io.cluster import PATTERN_LEASE, PATTERN_REFRESH, PATTERNS_KEY, ClusterLink, _consume
+from herald._io.link import Link
+
+from .subscriber import Subscriber
+from .subscription import Gap, Subscription, receiving_until
 
 log = logging.getLogger("herald")
 

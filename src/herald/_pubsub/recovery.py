@@ -14,9 +14,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import TYPE_CHECKING
 
-from ._backoff import Backoff
-from ._errors import ClientClosed, ConfigurationError, HeraldError
-from ._history import (
+from herald._core.backoff import Backoff
+from herald._core.history import (
     MAX_READ,
     Counters,
     Page,
@@ -26,12 +25,13 @@ from ._history import (
     release,
     screen,
 )
-from ._message import Message
-from ._topics import is_pattern
-from ._wire import decode
+from herald._core.message import Message
+from herald._core.topics import is_pattern
+from herald._core.wire import decode
+from herald._errors import ClientClosed, ConfigurationError, HeraldError
 
 if TYPE_CHECKING:
-    from ._subscription import Subscription
+    from .subscription import Subscription
 
 log = logging.getLogger("herald")
 

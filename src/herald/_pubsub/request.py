@@ -26,15 +26,22 @@ from collections.abc import Awaitable, Generator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ClientClosed, ConfigurationError, HeraldError, NoResponders, ResponderFailed
-from ._errors import Timeout as HeraldTimeout
-from ._link import Link
-from ._message import DONE, REPLY_TO, Message
-from ._subscription import Gap, Registry, Subscription
-from ._topics import INBOX_PREFIX, check_headers, check_user_name
+from herald._core.message import DONE, REPLY_TO, Message
+from herald._core.topics import INBOX_PREFIX, check_headers, check_user_name
+from herald._errors import (
+    ClientClosed,
+    ConfigurationError,
+    HeraldError,
+    NoResponders,
+    ResponderFailed,
+)
+from herald._errors import Timeout as HeraldTimeout
+from herald._io.link import Link
+
+from .subscription import Gap, Registry, Subscription
 
 if TYPE_CHECKING:
-    from ._client import AsyncClient
+    from herald._client import AsyncClient
 
 log = logging.getLogger("herald")
 

@@ -7,13 +7,14 @@ import contextlib
 import time
 from typing import Any
 
-from ._errors import HeraldError, PermissionDenied, Timeout
-from ._link import Link
-from ._message import Message, Replier, is_request
-from ._subscription import Gap, Subscription, receiving_until
-from ._topics import INBOX_PREFIX_RAW, is_pattern
-from ._url import Endpoint
-from ._wire import decode
+from herald._core.message import Message, Replier, is_request
+from herald._core.topics import INBOX_PREFIX_RAW, is_pattern
+from herald._core.url import Endpoint
+from herald._core.wire import decode
+from herald._errors import HeraldError, PermissionDenied, Timeout
+from herald._io.link import Link
+
+from .subscription import Gap, Subscription, receiving_until
 
 
 class _Entry:

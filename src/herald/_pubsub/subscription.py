@@ -13,7 +13,11 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
-from ._errors import (
+from herald._core.history import Counters, HistoryLost, Page
+from herald._core.message import DONE, Message, replier_of
+from herald._core.typed import typed
+from herald._core.wire import Foreign, check_foreign, decode_foreign
+from herald._errors import (
     ClientClosed,
     ConfigurationError,
     DecodeError,
@@ -21,11 +25,8 @@ from ._errors import (
     SlowConsumer,
     Timeout,
 )
-from ._history import Counters, HistoryLost, Page
-from ._message import DONE, Message, replier_of
-from ._recovery import Recovery
-from ._typed import typed
-from ._wire import Foreign, check_foreign, decode_foreign
+
+from .recovery import Recovery
 
 log = logging.getLogger("herald")
 

@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import base64
 import json
-import os
 import signal
 import socket
 import sys
@@ -20,10 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import herald
-
-from ._cli_durable import dead, history, replay, shown, topics
-from ._cli_faults import faults
-from ._server import (
+from herald._server import (
     EmbeddedServer,
     clear_state,
     default_data_dir,
@@ -31,6 +27,9 @@ from ._server import (
     new_password,
     write_state,
 )
+
+from .durable import dead, history, replay, shown, topics
+from .faults import faults
 
 _URL = click.option(
     "--url",
@@ -239,7 +238,7 @@ def serve(
     the data directory. With --url only the gateway runs, for that server.
     """
     try:
-        from .gateway.serve import gateway_config, run_gateway
+        from herald.gateway.serve import gateway_config, run_gateway
     except ImportError as exc:
         _fail(f"herald serve needs the gateway: pip install 'herald-pubsub[serve]' ({exc})")
 
@@ -590,110 +589,3 @@ def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None
     console.print(
         f"[dim]{stamp}[/] [bold cyan]{shown(msg.topic)}[/] {shown(data)}{extra}", markup=True
     )
-
-
-@main.group(short_help="Benchmarks of Herald next to its peers.")
-def bench() -> None:
-    """Benchmarks of Herald next to its peers, in one run on this machine."""
-
-
-@bench.command("live")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--runs", type=click.IntRange(min=1), default=3, help="Runs per row (median).")
-@click.option("--duration", type=float, default=3.0, help="Seconds per run.")
-@click.option("--quick", is_flag=True, help="One short run per row.")
-def bench_live(as_json: bool, runs: int, duration: float, quick: bool) -> None:
-    """Live pub/sub: Herald vs redis-py (sync, asyncio) vs a raw hiredis client."""
-    from ._bench.live import format_table, run_live
-
-    if quick:
-        runs, duration = 1, 1.0
-    result = run_live(runs=runs, duration=duration)
-    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
-
-
-@bench.command("durable")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--runs", type=click.IntRange(min=1), default=3, help="Runs per row (median).")
-@click.option("--duration", type=float, default=3.0, help="Seconds per run.")
-@click.option("--quick", is_flag=True, help="One short run per row.")
-def bench_durable(as_json: bool, runs: int, duration: float, quick: bool) -> None:
-    """Durable topics: Herald's publish and consumers vs redis-py vs FastStream."""
-    from ._bench.durable import format_table, run_durable
-
-    if quick:
-        runs, duration = 1, 1.0
-    result = run_durable(runs=runs, duration=duration)
-    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
-
-
-@bench.command("recoverable")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--runs", type=click.IntRange(min=1), default=3, help="Runs per row (median).")
-@click.option("--duration", type=float, default=3.0, help="Seconds per run.")
-@click.option("--rate", type=click.IntRange(min=1), default=20_000, help="Latency rows' rate.")
-@click.option("--missed", type=click.IntRange(min=1), default=10_000, help="Messages to recover.")
-@click.option("--quick", is_flag=True, help="One short run per row.")
-def bench_recoverable(
-    as_json: bool, runs: int, duration: float, rate: int, missed: int, quick: bool
-) -> None:
-    """Recoverable topics: a history topic next to a live one; time to recover missed ones."""
-    from ._bench.recoverable import format_table, run_recoverable
-
-    if quick:
-        runs, duration = 1, 1.0
-    result = run_recoverable(runs=runs, duration=duration, rate=rate, missed=missed)
-    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
-
-
-@bench.command("compare")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--plot", is_flag=False, flag_value="docs/img", default=None, metavar="DIR",
-              help="Write PNG charts (default folder: docs/img).")  # fmt: skip
-@click.option("--quick", is_flag=True, help="One short run per row (~1.5 min).")
-def bench_compare(as_json: bool, plot: str | None, quick: bool) -> None:
-    """Herald vs redis-py, FastStream, broadcaster, nats-py, aio-pika and a raw client."""
-    from ._bench.compare import format_table, run_compare, write_charts
-
-    result = run_compare(quick=quick, progress=lambda line: click.echo(line, err=True))
-    if plot:
-        for path in write_charts(result, plot):
-            click.echo(f"wrote {path}", err=True)
-    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
-
-
-@bench.command("cluster")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--runs", type=click.IntRange(min=1), default=3, help="Runs per row (median).")
-@click.option("--duration", type=float, default=3.0, help="Seconds per run.")
-@click.option("--publishers", type=click.IntRange(min=1), default=2, help="Publisher processes.")
-@click.option("--quick", is_flag=True, help="One short run per row.")
-def bench_cluster(as_json: bool, runs: int, duration: float, publishers: int, quick: bool) -> None:
-    """Live and durable throughput: a 3-shard local cluster vs one node, in one run."""
-    from ._bench.cluster import format_table, run_cluster
-
-    if quick:
-        runs, duration = 1, 1.0
-    result = run_cluster(runs=runs, duration=duration, publishers=publishers)
-    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
-
-
-@bench.command("gateway")
-@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-@click.option("--clients", type=click.IntRange(min=1), default=100, help="WebSocket clients.")
-@click.option("--rate", type=click.IntRange(min=1), default=200, help="Messages per second.")
-@click.option("--duration", type=float, default=5.0, help="Seconds of publishing.")
-@click.option("--full", is_flag=True, help="1,000 clients x 1,000 msg/s x 30 s.")
-def bench_gateway(as_json: bool, clients: int, rate: int, duration: float, full: bool) -> None:
-    """Gateway WebSocket fan-out: N clients on one topic; delivered/s, p99, memory."""
-    from ._bench.gateway import format_table, run_gateway_bench
-
-    if full:
-        clients, rate, duration = 1000, 1000, 30.0
-    result = run_gateway_bench(clients=clients, rate=rate, duration=duration)
-    click.echo(json.dumps(result, indent=2) if as_json else format_table(result))
-
-
-if __name__ == "__main__":  # pragma: no cover
-    os.environ.setdefault("PYTHONUNBUFFERED", "1")
-    main()

@@ -35,7 +35,7 @@ def run_faults(names: Sequence[str], as_json: bool, scale: str) -> None:
 
     Example: herald faults run --scenario server-kill --scenario 4 --json
     """
-    from .faults.runner import find, format_table, run
+    from herald.faults.runner import find, format_table, run
 
     try:
         for name in names:
@@ -53,7 +53,7 @@ def run_faults(names: Sequence[str], as_json: bool, scale: str) -> None:
 @faults.command("list")
 def list_faults() -> None:
     """List the scenarios and whether they can run here."""
-    from .faults.runner import SCENARIOS
+    from herald.faults.runner import SCENARIOS
 
     for s in SCENARIOS:
         state = "" if s.run else f"  (not runnable yet: needs {s.missing})"
