@@ -14,9 +14,9 @@ import pytest
 
 import herald
 from herald import AsyncClient
+from herald._core.shards import placement_key, shard_of
+from herald._core.url import parse_url, shards_endpoint
 from herald._server import EmbeddedServer
-from herald._shards import placement_key, shard_of
-from herald._url import parse_url, shards_endpoint
 from herald.testing import call
 
 VECTORS = Path(__file__).with_name("shards_vectors.json")
