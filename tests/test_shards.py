@@ -7,6 +7,9 @@ from __future__ import annotations
 import asyncio
 import itertools
 import json
+import shutil
+import subprocess
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -19,7 +22,7 @@ from herald._core.url import parse_url, shards_endpoint
 from herald._server import EmbeddedServer
 from herald.testing import call
 
-VECTORS = Path(__file__).with_name("shards_vectors.json")
+VECTORS = Path(__file__).parent / "vectors" / "shards-v1.json"
 _ids = itertools.count()
 
 
@@ -29,6 +32,16 @@ def test_placement_vectors() -> None:
     assert len(cases["cases"]) >= 20
     for case in cases["cases"]:
         assert shard_of(case["shards"], case["topic"]) == case["shard"], case
+
+
+@pytest.mark.skipif(shutil.which("node") is None, reason="needs node")
+def test_placement_in_another_language() -> None:
+    """A JavaScript version written from docs/scaling.md gives the same shards."""
+    script = Path(__file__).parent / "node" / "shard_of.mjs"
+    out = subprocess.run(
+        ["node", str(script), str(VECTORS)], capture_output=True, text=True, check=False
+    )
+    assert out.returncode == 0, out.stdout + out.stderr
 
 
 def test_placement_properties() -> None:
@@ -252,3 +265,31 @@ def test_threaded_client_and_url_form(servers: list[EmbeddedServer]) -> None:
         assert sorted(m.data for m in got) == sorted(topics)
         for srv, t in zip(servers, topics, strict=True):
             assert call(srv.port, "PUBSUB", "NUMSUB", t)[1] == 0  # unsubscribed on its shard
+
+
+def test_cli_takes_the_sharded_url(servers: list[EmbeddedServer]) -> None:
+    url = "redis+shards://" + ",".join(f"127.0.0.1:{s.port}" for s in servers)
+    names = [f"127.0.0.1:{s.port}" for s in servers]
+    topic = topics_on(names, names[2], "cli.")[0]
+    herald_cli = [sys.executable, "-m", "herald.cli"]
+
+    def ok(*args: str) -> str:
+        out = subprocess.run(
+            [*herald_cli, *args, "--url", url], capture_output=True, text=True, timeout=30
+        )
+        assert out.returncode == 0, out.stderr
+        return out.stdout
+
+    ok("topics", "declare", topic, "--durable")
+    assert topic in ok("topics", "list")
+    assert topic.encode() in call(servers[2].port, "HKEYS", "herald:{herald}:topics")
+    ok("pub", topic, "hello")
+    assert call(servers[2].port, "XLEN", f"herald:{{{topic}}}:s") == 1
+    bad = subprocess.run(
+        [*herald_cli, "topics", "list", "--url", "redis://h1,h2"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert bad.returncode != 0
+    assert "redis+shards://" in bad.stderr

@@ -3,7 +3,7 @@
 A client made with ``shards=`` (or a ``redis+shards://`` URL) spreads its topics over N
 standalone or Sentinel-managed servers, each named. Every client, in every language, must put a
 topic on the same server, so the function is fixed here and documented in ``docs/scaling.md``
-("Shards") with test vectors (``tests/shards_vectors.json``):
+("Shards") with test vectors (``tests/vectors/shards-v1.json``):
 
 1. The topic's **placement key**: the topic without its trailing ``.dead`` suffixes (a topic's
    dead letters live with it: the script that dead-letters an entry runs on one server).
