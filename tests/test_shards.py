@@ -226,11 +226,19 @@ async def test_one_shard_down(tmp_path: Path) -> None:
         up, down = topics_on(names, "s0", "up.")[0], topics_on(names, "s1", "down.")[0]
         async with AsyncClient(shards=shards, publish_timeout=0.5, subscribe_timeout=0.5) as hub:
             sub = await hub.subscribe(up)
+            durable = topics_on(names, "s0", "up.durable.")[0]
+            await hub.declare(durable, durable=True)
             started[1].kill()
             await asyncio.sleep(0.2)
             # the other shard's topics work on
             assert (await hub.publish(up, 1, confirm=True)) is not None
             assert (await take(sub, 1))[0].data == 1
+            # a consumer of a durable topic on the live shard starts and reads
+            await hub.publish(durable, "kept")
+            async with hub.consume(durable, "g", start="all") as consumer:
+                msg = await consumer.next(5)
+                assert msg.data == "kept"
+                await msg.ack()
             # this shard's topics fail, naming the server
             address = f"127.0.0.1:{started[1].port}"
             with pytest.raises(herald.Timeout, match=address):

@@ -62,7 +62,7 @@ from herald._durable.publish import trim as durable_trim
 from herald._io.cluster import new_link
 from herald._io.link import BLOCKED, FLUSHED, MAX_BATCH_MESSAGES, Link, Prefix
 from herald._io.sentinel import SentinelResolver
-from herald._io.sharded import shard_resolvers
+from herald._io.sharded import shard_for_topic, shard_resolvers
 from herald._pubsub.cluster import new_subscriber
 from herald._pubsub.recovery import check_start
 from herald._pubsub.request import Requests
@@ -1224,13 +1224,9 @@ class AsyncClient:
         assert self._link is not None
         assert self.endpoint is not None
         tag = self._encoder.publisher_id.hex()[:8]
-        return ConsumerSetup(
-            self._scripts(),
-            durable,
-            self.endpoint,
-            self._link_options,
-            f"{self._name}-{tag}",
-        )
+        # A sharded client's consumer reads from its topic's shard alone.
+        endpoint, options = shard_for_topic(self.endpoint, self._link_options, topic)
+        return ConsumerSetup(self._scripts(), durable, endpoint, options, f"{self._name}-{tag}")
 
     def _durable_spec(self, topic: str) -> DurableTopic | None:
         return self._prefix(topic)[2]

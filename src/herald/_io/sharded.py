@@ -41,6 +41,21 @@ def shard_resolvers(endpoint: Endpoint) -> dict[str, SentinelResolver]:
     return {n: SentinelResolver(ep) for n, ep in endpoint.shards if ep.sentinel is not None}
 
 
+def shard_for_topic(
+    endpoint: Endpoint, options: dict[str, Any], topic: str
+) -> tuple[Endpoint, dict[str, Any]]:
+    """The endpoint and link options of ``topic``'s shard (``endpoint`` itself, unsharded)."""
+    if not endpoint.shards:
+        return endpoint, options
+    names = tuple(n for n, _ in endpoint.shards)
+    name, shard = endpoint.shards[owner(names, key_placement(topic.encode()))]
+    out = {k: v for k, v in options.items() if k != "resolvers"}
+    resolver = (options.get("resolvers") or {}).get(name)
+    if resolver is not None:
+        out["resolver"] = resolver
+    return shard, out
+
+
 class ShardedLink(Link):
     """Every shard of a sharded client, used as one link (see the module docstring).
 
