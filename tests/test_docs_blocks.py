@@ -26,8 +26,8 @@ FRAGMENTS = {
     "docs/guarantees.md": 1,  # herald faults run: minutes
     "docs/how-to.md": 1,  # a pytest module: tests/test_pytest_plugin.py runs it with pytest
     "docs/security.md": 2,  # herald serve with auth: runs until stopped
-    "docs/scaling.md": 5,  # Sentinel and TLS cluster hosts, the harness's calls, certificates,
-    # the two ways to publish plainly on a cluster
+    "docs/scaling.md": 6,  # Sentinel and TLS cluster hosts, the harness's calls, certificates,
+    # the two ways to publish plainly on a cluster, shards on three servers
     "docs/tracing.md": 3,  # pip install, a few lines of a subscriber, opentelemetry-instrument
 }
 
