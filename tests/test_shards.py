@@ -20,7 +20,7 @@ from herald import AsyncClient
 from herald._core.shards import placement_key, shard_of
 from herald._core.url import parse_url, shards_endpoint
 from herald._server import EmbeddedServer
-from herald.testing import call
+from herald.testing import LocalSentinel, call
 
 VECTORS = Path(__file__).parent / "vectors" / "shards-v1.json"
 _ids = itertools.count()
@@ -195,8 +195,10 @@ async def test_policies_and_durable_consume(servers: list[EmbeddedServer]) -> No
         ack = await hub.publish(b[0], "h", confirm=True)
         assert ack is not None
         assert ack.offset == 1
+        await hub.publish(b[0], "i")  # fire-and-forget: a batched script call, same shard
+        await hub.flush()
         assert call(servers[2].port, "EXISTS", f"herald:{{{b[0]}}}:h") == 1
-        assert [m.data for m in await hub.history(b[0])] == ["h"]
+        assert [m.data for m in await hub.history(b[0])] == ["h", "i"]
         assert await hub.delete_topic(a[0])
         assert a[0] not in await other.topics()
 
@@ -301,3 +303,21 @@ def test_cli_takes_the_sharded_url(servers: list[EmbeddedServer]) -> None:
     )
     assert bad.returncode != 0
     assert "redis+shards://" in bad.stderr
+
+
+async def test_a_sentinel_group_as_a_shard(sentinel: LocalSentinel, server: EmbeddedServer) -> None:
+    """A shard may be a Sentinel group: its connections find the primary through the sentinels."""
+    shards = {"sentinel": sentinel.url, "plain": server.url}
+    names = list(shards)
+    on_sentinel = topics_on(names, "sentinel", "sg.", 2)
+    on_plain = topics_on(names, "plain", "sg.")[0]
+    async with AsyncClient(shards=shards) as hub:
+        await hub.declare(on_sentinel[1], durable=True)
+        async with hub.subscribe(on_sentinel[0], on_plain) as sub:
+            await hub.publish(on_sentinel[0], "s")
+            await hub.publish(on_plain, "p")
+            assert sorted(m.data for m in await take(sub, 2)) == ["p", "s"]
+        await hub.publish(on_sentinel[1], {"n": 1})
+        primary = sentinel.primary
+        assert call(primary.port, "XLEN", f"herald:{{{on_sentinel[1]}}}:s") == 1
+        assert call(server.port, "EXISTS", f"herald:{{{on_sentinel[1]}}}:s") == 0
