@@ -263,6 +263,33 @@ async def test_one_shard_down(tmp_path: Path) -> None:
             srv.cleanup()
 
 
+async def test_a_shard_restarts(tmp_path: Path) -> None:
+    """A subscription over two shards: the restart of one is a gap for its names only."""
+    started = [EmbeddedServer(tmp_path / f"v{i}", persist=False).start() for i in range(2)]
+    try:
+        shards = {f"s{i}": srv.url for i, srv in enumerate(started)}
+        names = list(shards)
+        up, down = topics_on(names, "s0", "r.up.")[0], topics_on(names, "s1", "r.down.")[0]
+        gaps: list[herald.Gap] = []
+        async with (
+            AsyncClient(shards=shards, probe_interval=0.2) as hub,
+            hub.subscribe(up, down, on_gap=gaps.append) as sub,
+        ):
+            started[1].kill()
+            await hub.publish(up, "during")
+            assert (await take(sub, 1))[0].data == "during"
+            started[1].start()
+            async with asyncio.timeout(10):
+                while not gaps:  # noqa: ASYNC110 - a callback fills it
+                    await asyncio.sleep(0.05)
+            assert [g.names for g in gaps] == [(down,)]
+            await hub.publish(down, "after", confirm=True)
+            assert (await take(sub, 1))[0].data == "after"
+    finally:
+        for srv in started:
+            srv.cleanup()
+
+
 def test_threaded_client_and_url_form(servers: list[EmbeddedServer]) -> None:
     url = "redis+shards://" + ",".join(f"127.0.0.1:{s.port}" for s in servers)
     names = [f"127.0.0.1:{s.port}" for s in servers]
