@@ -460,9 +460,8 @@ class Consumer:
 
     async def _read_new(self, read: Link, count: int) -> list[ReadEntry]:
         assert self._member is not None
-        node = read.for_topic(self.topic)
-        if not node.connected:
-            await node.wait_connected(None)
+        if not read.connected:
+            await read.wait_connected(None)
         # Queued ahead of the read on its connection: it must see the group's position
         # before the read moves it (see _position).
         check = self._position.queue() if self._position is not None else None
