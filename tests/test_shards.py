@@ -348,3 +348,37 @@ async def test_a_sentinel_group_as_a_shard(sentinel: LocalSentinel, server: Embe
         primary = sentinel.primary
         assert call(primary.port, "XLEN", f"herald:{{{on_sentinel[1]}}}:s") == 1
         assert call(server.port, "EXISTS", f"herald:{{{on_sentinel[1]}}}:s") == 0
+
+
+async def test_gateway_over_shards(servers: list[EmbeddedServer]) -> None:
+    """The gateway on a sharded client: publishes routed, /topics merged over the shards with
+    each topic's subscribers counted on its own shard."""
+    import httpx
+
+    from herald.gateway import GatewayConfig
+    from herald.gateway.serve import BackgroundGateway
+
+    url = "redis+shards://" + ",".join(f"127.0.0.1:{s.port}" for s in servers)
+    names = [f"127.0.0.1:{s.port}" for s in servers]
+    topics = [topics_on(names, n, "gw.")[0] for n in names]
+    gw = await asyncio.to_thread(lambda: BackgroundGateway(url, GatewayConfig()).start())
+    try:
+        async with AsyncClient(url) as hub, httpx.AsyncClient(base_url=gw.url) as api:
+            for t in topics:
+                await hub.declare(t, durable=True)
+            await asyncio.sleep(1.5)  # the gateway's client reads policies every second
+            async with hub.subscribe(*topics) as sub:
+                for t in topics:
+                    r = await api.post(f"/topics/{t}", json={"t": t})
+                    assert r.status_code == 200
+                    assert r.json()["offset"]  # stored: the policy came from t's shard
+                got = await take(sub, len(topics))
+                assert sorted(m.topic for m in got) == sorted(topics)
+                listing = (await api.get("/topics")).json()
+            entries = {e["topic"]: e for e in listing["topics"]}
+            for i, t in enumerate(topics):
+                assert entries[t]["kind"] == "durable"
+                assert entries[t]["subscribers"] == 1
+                assert call(servers[i].port, "XLEN", f"herald:{{{t}}}:s") == 1
+    finally:
+        await asyncio.to_thread(gw.stop)
