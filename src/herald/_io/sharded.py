@@ -18,6 +18,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 from collections.abc import Callable, Coroutine
+from collections.abc import Set as AbstractSet
 from typing import Any
 
 from herald._core.resp import Arg
@@ -26,7 +27,8 @@ from herald._core.slots import command_key, encoded_key
 from herald._core.streams import TOPICS_KEY, TOPICS_VERSION_KEY
 from herald._core.url import Endpoint
 from herald._errors import ClientClosed, Timeout
-from herald._io.link import BLOCKED, Link, Prefix
+from herald._io.interface import BLOCKED, Prefix
+from herald._io.link import Link
 from herald._io.protocol import Reply
 from herald._io.sentinel import SentinelResolver
 
@@ -56,7 +58,7 @@ def shard_for_topic(
     return shard, out
 
 
-class ShardedLink(Link):
+class ShardedLink:
     """Every shard of a sharded client, used as one link (see the module docstring).
 
     Example::
@@ -75,7 +77,15 @@ class ShardedLink(Link):
         **options: Any,
     ) -> None:
         options.pop("resolver", None)
-        super().__init__(endpoint, name=name, **options)
+        self.endpoint = endpoint
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: dict[str, Any] = {}
+        probe_interval = options.get("probe_interval", 5.0)
+        probe_timeout = options.get("probe_timeout")
+        self.probe_interval: float = probe_interval
+        self.probe_timeout: float = probe_timeout if probe_timeout is not None else probe_interval
+        self._closed = False
         resolvers = resolvers if resolvers is not None else shard_resolvers(endpoint)
         self.names = tuple(n for n, _ in endpoint.shards)
         self.links = [
@@ -92,10 +102,6 @@ class ShardedLink(Link):
     @property
     def reconnects(self) -> int:
         return sum(link.reconnects for link in self.links)
-
-    @reconnects.setter
-    def reconnects(self, value: int) -> None:
-        pass  # Link.__init__ sets it; the shards' links count
 
     @property
     def connected(self) -> bool:
@@ -126,7 +132,11 @@ class ShardedLink(Link):
         return link
 
     def for_topic(self, topic: str) -> Link:
+        """The link of ``topic``'s shard: a shard that is down holds up only its topics."""
         return self.link_for_key(topic)
+
+    def set_unsharded(self, channels: AbstractSet[bytes], sharded: bool = True) -> None:
+        """Nothing to do: each shard is one server, where ``PUBLISH`` is the only publish."""
 
     async def connect(self) -> None:
         """Connect to every shard; fail (naming it) if one cannot be reached."""
@@ -140,8 +150,6 @@ class ShardedLink(Link):
                 await link.close()
             raise failed[0]
         self.server = self.home.server
-        self._connected = asyncio.Event()
-        self._connected.set()
 
     async def wait_connected(self, timeout: float | None) -> None:
         if self._closed:
@@ -159,7 +167,7 @@ class ShardedLink(Link):
     async def close(self) -> None:
         if self._closed:
             return
-        await super().close()
+        self._closed = True
         for link in self.links:
             await link.close()
 
