@@ -1,9 +1,11 @@
 """The connection layer's interfaces: what the layers above use of a connection, what may be
 published through one, and where one connects.
 
-A :class:`Connection` is either a :class:`~herald._io.link.Link` (one server) or a
+A :class:`Connection` is a :class:`~herald._io.link.Link` (one server), a
 :class:`~herald._io.cluster.ClusterLink` (every primary of a cluster, routing each command and
-publish to its slot's node); both implement it and neither derives from the other.
+publish to its slot's node) or a :class:`~herald._io.sharded.ShardedLink` (independent servers,
+routing each command and publish to its topic's shard); each implements it and none derives from
+another.
 """
 
 from __future__ import annotations

@@ -1,12 +1,12 @@
-"""Several independent servers behind the interface of one :class:`~herald._io.link.Link`.
+"""Several independent servers behind one :class:`~herald._io.interface.Connection`.
 
 :class:`ShardedLink` keeps one :class:`Link` per shard (a standalone server or a Sentinel
-group) and sends every command to the shard that owns its topic (:mod:`herald._core.shards`): a live
-publish by its channel, a durable or recoverable topic's commands and scripts by the hash tag of
-its keys (``herald:{orders}:s``). The client and the modules under it (durable publish, consumer
-reads and acks, requests) use it exactly as a single-server link, as they use a
-:class:`~herald._io.cluster.ClusterLink`: the fast paths (auto-pipelining, batch frames) work per
-shard, and a shard that is down holds up only the commands routed to it.
+group) and sends every command to the shard that owns its topic (:mod:`herald._core.shards`):
+a live publish by its channel, a durable or recoverable topic's commands and scripts by the
+hash tag of its keys (``herald:{orders}:s``). The client and the modules under it (durable
+publish, consumer reads and acks, requests) use it exactly as a single-server link, as they use
+a :class:`~herald._io.cluster.ClusterLink`: the fast paths (auto-pipelining, batch frames) work
+per shard, and a shard that is down holds up only the commands routed to it.
 
 Herald's registry of topic policies (``herald:{herald}:topics`` and its version key) exists on
 every shard and holds the policies of that shard's topics: a declare, a restore and a delete go
