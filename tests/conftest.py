@@ -52,6 +52,7 @@ SERVERLESS_MODULES = frozenset(
         "test_fuzz_wire",
         "test_history_core",
         "test_slots",
+        "test_shards_core",
         "test_topics",
         "test_typed",
         "test_wire",
