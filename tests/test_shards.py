@@ -318,3 +318,16 @@ async def test_gateway_over_shards(servers: list[EmbeddedServer]) -> None:
                 assert call(servers[i].port, "XLEN", f"herald:{{{t}}}:s") == 1
     finally:
         await asyncio.to_thread(gw.stop)
+
+
+async def test_every_shard_is_checked(
+    servers: list[EmbeddedServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """The server checks at connect (an evicting maxmemory-policy) run on every shard."""
+    call(servers[2].port, "CONFIG", "SET", "maxmemory-policy", "allkeys-lru")
+    try:
+        async with AsyncClient(shards=shard_map(servers)):
+            pass
+    finally:
+        call(servers[2].port, "CONFIG", "SET", "maxmemory-policy", "noeviction")
+    assert any("allkeys-lru" in r.getMessage() for r in caplog.records)

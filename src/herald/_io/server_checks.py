@@ -9,6 +9,7 @@ from typing import Any
 from herald._errors import HeraldError
 
 from .interface import Connection
+from .sharded import ShardedLink
 
 log = logging.getLogger("herald")
 
@@ -16,7 +17,11 @@ log = logging.getLogger("herald")
 async def check_server_limits(link: Connection) -> tuple[int, int, int] | None:
     """Read the server's Pub/Sub output-buffer limit (the point where it cuts a slow reader),
     returned as (hard, soft, soft seconds) if readable; warn about a limit of 0 and about a
-    ``maxmemory-policy`` that evicts keys."""
+    ``maxmemory-policy`` that evicts keys. A sharded client checks every shard (and returns
+    the first shard's limit)."""
+    if isinstance(link, ShardedLink):
+        limits = [await check_server_limits(shard) for shard in link.links]
+        return limits[0]
     try:
         reply = await link.execute("CONFIG", "GET", "client-output-buffer-limit")
     except HeraldError:
