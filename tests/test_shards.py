@@ -331,3 +331,20 @@ async def test_every_shard_is_checked(
     finally:
         call(servers[2].port, "CONFIG", "SET", "maxmemory-policy", "noeviction")
     assert any("allkeys-lru" in r.getMessage() for r in caplog.records)
+
+
+async def test_a_client_with_another_list_is_noticed(
+    servers: list[EmbeddedServer], caplog: pytest.LogCaptureFixture
+) -> None:
+    """Clients given different lists of shards place topics differently: the later one warns."""
+    full = shard_map(servers)
+    fewer = {n: u for n, u in full.items() if n != "s2"}
+    async with AsyncClient(shards=full):
+        caplog.clear()
+        async with AsyncClient(shards=full) as same:
+            assert ("s0", "s1") not in same._link.other_lists  # type: ignore[union-attr]
+        async with AsyncClient(shards=fewer) as other:
+            assert ("s0", "s1", "s2") in other._link.other_lists  # type: ignore[union-attr]
+    warned = [r.getMessage() for r in caplog.records if "another client uses" in r.getMessage()]
+    assert any("(s0, s1, s2) than this one (s0, s1)" in m for m in warned)
+    assert call(servers[0].port, "HEXISTS", "herald:{herald}:shards", "s0\ns1") == 1

@@ -81,3 +81,38 @@ def shard_of(names: list[str] | tuple[str, ...], topic: str) -> str:
     True
     """
     return names[owner(names, placement_key(topic).encode())]
+
+
+# Every sharded client keeps a lease on each of its shards, naming its list of shards, so that a
+# client given another list is noticed (docs/scaling.md, "Adding or removing a shard").
+LISTS_KEY = "herald:{herald}:shards"  # hash: "<name>\n<name>..." (sorted) -> lease end (ms)
+LIST_LEASE = 30.0  # seconds; renewed every third
+
+
+def list_field(names: list[str] | tuple[str, ...]) -> str:
+    r"""The hash field naming a list of shards: the sorted names, one per line.
+
+    >>> list_field(["b", "a"])
+    'a\nb'
+    """
+    return "\n".join(sorted(names))
+
+
+def other_lists(reply: list[bytes], own: str, now_ms: float) -> list[tuple[str, ...]]:
+    r"""The other lists of shards with a live lease in ``reply`` (``HGETALL`` of
+    :data:`LISTS_KEY`).
+
+    >>> other_lists([b"a\nb", b"9e12", b"a\nb\nc", b"9e12", b"x", b"1"], "a\nb\nc", 5.0)
+    [('a', 'b')]
+    """
+    it = iter(reply)
+    out = []
+    for field, until in zip(it, it, strict=True):
+        name = field.decode("utf-8", "replace")
+        try:
+            live = float(until) > now_ms
+        except ValueError:
+            continue
+        if live and name != own:
+            out.append(tuple(name.split("\n")))
+    return out

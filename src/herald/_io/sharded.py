@@ -17,20 +17,31 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import logging
+import time
 from collections.abc import Callable, Coroutine
 from collections.abc import Set as AbstractSet
 from typing import Any
 
 from herald._core.resp import Arg
-from herald._core.shards import key_placement, owner
+from herald._core.shards import (
+    LIST_LEASE,
+    LISTS_KEY,
+    key_placement,
+    list_field,
+    other_lists,
+    owner,
+)
 from herald._core.slots import command_key, encoded_key
 from herald._core.streams import TOPICS_KEY, TOPICS_VERSION_KEY
 from herald._core.url import Endpoint
-from herald._errors import ClientClosed, Timeout
+from herald._errors import ClientClosed, HeraldError, Timeout
 from herald._io.interface import BLOCKED, Prefix
-from herald._io.link import Link
+from herald._io.link import Link, Tasks
 from herald._io.protocol import Reply
 from herald._io.sentinel import SentinelResolver
+
+log = logging.getLogger("herald")
 
 _TOPICS = TOPICS_KEY.encode()
 _VERSION = TOPICS_VERSION_KEY.encode()
@@ -86,6 +97,8 @@ class ShardedLink:
         self.probe_interval: float = probe_interval
         self.probe_timeout: float = probe_timeout if probe_timeout is not None else probe_interval
         self._closed = False
+        self._tasks = Tasks()
+        self.other_lists: set[tuple[str, ...]] = set()  # lists of shards other clients use
         resolvers = resolvers if resolvers is not None else shard_resolvers(endpoint)
         self.names = tuple(n for n, _ in endpoint.shards)
         self.links = [
@@ -150,6 +163,39 @@ class ShardedLink:
                 await link.close()
             raise failed[0]
         self.server = self.home.server
+        await self._check_lists()
+        self._tasks.spawn(self.loop, self._renew_lists())
+
+    async def _check_lists(self) -> None:
+        """Renew this client's lease on every shard (naming its list of shards) and warn, once
+        per list, about a client that places topics with another list."""
+        own = list_field(self.names)
+        until = int((time.time() + LIST_LEASE) * 1000)
+        for link in self.links:
+            if not link.connected:
+                continue
+            try:
+                async with asyncio.timeout(2.0):
+                    await link.execute("HSET", LISTS_KEY, own, until)
+                    reply = await link.execute("HGETALL", LISTS_KEY)
+            except (HeraldError, TimeoutError):
+                continue  # an ACL without the key, a shard going down: not checked now
+            for names in other_lists(reply, own, time.time() * 1000):
+                if names not in self.other_lists:
+                    self.other_lists.add(names)
+                    log.warning(
+                        "another client uses other shards (%s) than this one (%s), seen on "
+                        "%s: the two place some topics on different servers, and messages of "
+                        "those topics between them are lost; give every client the same list",
+                        ", ".join(names),
+                        ", ".join(self.names),
+                        link.endpoint.address,
+                    )
+
+    async def _renew_lists(self) -> None:
+        while not self._closed:
+            await asyncio.sleep(LIST_LEASE / 3)
+            await self._check_lists()
 
     async def wait_connected(self, timeout: float | None) -> None:
         if self._closed:
@@ -168,6 +214,7 @@ class ShardedLink:
         if self._closed:
             return
         self._closed = True
+        await self._tasks.cancel()
         for link in self.links:
             await link.close()
 
