@@ -18,6 +18,7 @@ from ._errors import (
     ConfigurationError,
     ConnectionFailed,
     ConnectionLost,
+    CrossSlot,
     DecodeError,
     HeraldError,
     InvalidTopic,
@@ -32,6 +33,8 @@ from ._errors import (
     ServerError,
     SlowConsumer,
     Timeout,
+    TransactionAborted,
+    UnsafeCommand,
 )
 from ._history import HistoryLost
 from ._message import Message
@@ -54,6 +57,7 @@ __all__ = [
     "Consumer",
     "ConsumerInfo",
     "ConsumerStats",
+    "CrossSlot",
     "DeadLetter",
     "DecodeError",
     "DurableMessage",
@@ -83,5 +87,7 @@ __all__ = [
     "Timeout",
     "TopicInfo",
     "TopicPolicy",
+    "TransactionAborted",
+    "UnsafeCommand",
     "match",
 ]
