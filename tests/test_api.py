@@ -15,6 +15,8 @@ PUBLIC = {
     "ResponderFailed", "Consumer", "ConsumerStats", "DurableMessage", "SyncConsumer",
     "StoredMessage", "PositionTrimmed", "TopicInfo", "GroupInfo", "ConsumerInfo", "DeadLetter",
     "HistoryLost", "NotReplicated", "NotPersisted", "ReservedName",
+    "UnsafeCommand", "CrossSlot", "TransactionAborted", "Pipeline", "Transaction", "Script",
+    "SyncPipeline", "SyncTransaction", "SyncScript",
 }  # fmt: skip
 
 

@@ -38,6 +38,7 @@ from ._errors import (
 )
 from ._history import HistoryLost
 from ._message import Message
+from ._pipeline import Pipeline, Script, SyncPipeline, SyncScript, SyncTransaction, Transaction
 from ._server import EmbeddedServer
 from ._subscription import Gap, Subscription, SubscriptionStats
 from ._sync import Client, SyncSubscription
@@ -73,20 +74,26 @@ __all__ = [
     "NotPersisted",
     "NotReplicated",
     "PermissionDenied",
+    "Pipeline",
     "PositionTrimmed",
     "PubAck",
     "ReservedName",
     "ResponderFailed",
+    "Script",
     "ServerError",
     "SlowConsumer",
     "StoredMessage",
     "Subscription",
     "SubscriptionStats",
     "SyncConsumer",
+    "SyncPipeline",
+    "SyncScript",
     "SyncSubscription",
+    "SyncTransaction",
     "Timeout",
     "TopicInfo",
     "TopicPolicy",
+    "Transaction",
     "TransactionAborted",
     "UnsafeCommand",
     "match",
