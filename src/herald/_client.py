@@ -59,6 +59,7 @@ from ._raw import check_command, decoded
 from ._recovery import check_start
 from ._request import Requests
 from ._resp import prefix
+from ._responders import Responder
 from ._sentinel import SentinelResolver
 from ._server import EmbeddedServer, discover, new_password
 from ._streams import (
@@ -271,6 +272,7 @@ class AsyncClient:
         self._history_totals = Counters()
         self._durable: Scripts | None = None
         self._consumers: set[Consumer] = set()
+        self._responders: set[Responder] = set()
         self._policies: dict[str, TopicPolicy] = {}
         self._policy_version: bytes | None = None
         self._warned_bare: set[str] = set()
@@ -390,6 +392,8 @@ class AsyncClient:
         try:
             for consumer in list(self._consumers):  # first: they ack and hand back on _link
                 await consumer.close()
+            for responder in list(self._responders):
+                await responder.close()
             if self._subscriber is not None:
                 await self._subscriber.close()
             await self._spares.close()
@@ -1140,6 +1144,59 @@ class AsyncClient:
             await self.connect()
         with tracing.publishing(topic, headers, True, data, operation="request") as (_, sent):
             return await self._request_table().request_many(topic, data, max_replies, timeout, sent)
+
+    def respond(
+        self,
+        topic: str,
+        handler: Callable[..., Any],
+        *,
+        group: str,
+        concurrency: int = 1,
+        redeliver_after: float = 5.0,
+        error_text: bool = False,
+    ) -> Responder:
+        """Answer requests to ``topic`` as one member of a responder group: each request is
+        handled by one member of each group (plain responders, subscriptions with a handler,
+        all get it as before). See ``docs/request-reply.md``.
+
+        Args:
+            group: the group's name; members of one group share its requests.
+            concurrency: requests this member handles at once (it takes no more meanwhile).
+            redeliver_after: seconds after which a request a member took and did not finish
+                (the member died or stalled) is handed to another member, if its requester
+                still waits.
+            error_text: as for :meth:`subscribe`.
+
+        Use as ``async with hub.respond(...)``, or ``r = await hub.respond(...)`` and
+        ``await r.close()``. The handler is called as a subscription's handler is: its return
+        value (awaited for a coroutine) is the reply; ``msg.reply(...)`` works too.
+
+        Example::
+
+            async with hub.respond("thumbnails", make_thumbnail, group="workers"):
+                await stop.wait()
+        """
+        return self._responder(topic, handler, group, concurrency, redeliver_after, error_text)
+
+    def _responder(
+        self,
+        topic: str,
+        handler: Callable[..., Any],
+        group: str,
+        concurrency: int,
+        redeliver_after: float,
+        error_text: bool,
+        threaded: bool = False,
+    ) -> Responder:
+        validate_topic(topic)
+        check_user_name(topic)
+        if self._closed:
+            raise ClientClosed("client closed")
+        responder = Responder(
+            self, topic, handler, group, concurrency, redeliver_after, error_text, threaded
+        )
+        self._responders.add(responder)
+        return responder
 
     def _request_table(self) -> Requests:
         if self._requests is None:

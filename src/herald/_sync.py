@@ -28,6 +28,7 @@ from ._history import HistoryLost
 from ._message import Message, replier_of
 from ._offsets import Position
 from ._pipeline import SyncPipeline, SyncScript, SyncTransaction
+from ._responders import SyncResponder
 from ._subscription import Gap, Handler, Overflow, Subscription
 from ._sync_consumer import SyncConsumer
 from ._tracing import Tracing
@@ -257,6 +258,32 @@ class Client:
             ),
             context=self._context(),
         )
+
+    def respond(
+        self,
+        topic: str,
+        handler: Callable[..., Any],
+        *,
+        group: str,
+        concurrency: int = 1,
+        redeliver_after: float = 5.0,
+        error_text: bool = False,
+    ) -> SyncResponder:
+        """Answer requests to ``topic`` as one member of a responder group; see
+        :meth:`AsyncClient.respond`. The handler runs on worker threads (``concurrency`` at
+        once).
+
+        Example::
+
+            with hub.respond("thumbnails", make_thumbnail, group="workers"):
+                stop.wait()
+        """
+        portal = self._live()
+        inner = self._async._responder(
+            topic, handler, group, concurrency, redeliver_after, error_text, threaded=True
+        )
+        portal.call(inner.start())
+        return SyncResponder(inner, portal.call)
 
     def subscribe(
         self,
