@@ -17,6 +17,8 @@ PUBLIC = {
     "HistoryLost", "NotReplicated", "NotPersisted", "ReservedName",
     "UnsafeCommand", "CrossSlot", "TransactionAborted", "Pipeline", "Transaction", "Script",
     "SyncPipeline", "SyncTransaction", "SyncScript",
+    # type aliases used in public signatures
+    "Codec", "ConsumeOptions", "Foreign", "Handler", "Overflow", "Position",
 }  # fmt: skip
 
 

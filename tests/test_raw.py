@@ -10,7 +10,7 @@ import pytest
 
 import herald
 from herald import CrossSlot, TransactionAborted, UnsafeCommand
-from herald._raw import check_command
+from herald._core.raw import check_command
 from herald.testing import LocalCluster, LocalSentinel
 
 _ids = itertools.count()

@@ -26,13 +26,14 @@ from typing import TYPE_CHECKING, Any
 
 import hiredis
 
-from ._cluster import ClusterLink, new_link
+from herald._core.raw import check_command, decoded, raw
+from herald._core.resp import Arg, command
+from herald._core.slots import command_key, key_slot, parse_redirect
+from herald._io.cluster import ClusterLink, new_link
+from herald._io.link import Link
+from herald._io.protocol import error_from_reply
+
 from ._errors import ConfigurationError, ConnectionLost, CrossSlot, ServerError, TransactionAborted
-from ._link import Link
-from ._protocol import error_from_reply
-from ._raw import check_command, decoded, raw
-from ._resp import Arg, command
-from ._slots import command_key, key_slot, parse_redirect
 
 if TYPE_CHECKING:
     from ._client import AsyncClient
