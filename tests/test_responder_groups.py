@@ -16,7 +16,7 @@ import pytest
 
 import herald
 from herald import Message
-from herald.testing import LocalCluster
+from herald.testing import LocalCluster, LocalSentinel
 
 _ids = itertools.count()
 
@@ -212,3 +212,13 @@ async def test_cluster(cluster: LocalCluster) -> None:
             )
             assert len(replies) == 40
             assert {r.data for r in replies} == {"a", "b"}
+
+
+async def test_sentinel(sentinel: LocalSentinel) -> None:
+    topic = topic_name()
+    async with herald.AsyncClient(sentinel.url) as a, herald.AsyncClient(sentinel.url) as b:
+        await a.respond(topic, lambda msg: "a", group="g")
+        await b.respond(topic, lambda msg: "b", group="g")
+        replies = await asyncio.gather(*(a.request(topic, None, timeout=10) for _ in range(20)))
+        assert {r.data for r in replies} <= {"a", "b"}
+        assert len(replies) == 20

@@ -15,6 +15,7 @@ from herald._core.topics import match
 from herald._core.wire import Codec, Foreign
 from herald._durable.admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
 from herald._durable.consumer import ConsumeOptions, Consumer
+from herald._pubsub.responders import Responder, SyncResponder
 from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription, SubscriptionStats
 
 from ._client import AsyncClient
@@ -88,6 +89,7 @@ __all__ = [
     "PositionTrimmed",
     "PubAck",
     "ReservedName",
+    "Responder",
     "ResponderFailed",
     "Script",
     "ServerError",
@@ -97,6 +99,7 @@ __all__ = [
     "SubscriptionStats",
     "SyncConsumer",
     "SyncPipeline",
+    "SyncResponder",
     "SyncScript",
     "SyncSubscription",
     "SyncTransaction",

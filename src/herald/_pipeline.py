@@ -346,6 +346,7 @@ class Spares:
     def __init__(self) -> None:
         self._idle: dict[str, list[Link]] = {}
         self._busy: set[Link] = set()
+        self._closing: set[asyncio.Task[None]] = set()
 
     async def take(self, client: AsyncClient, slot: int | None) -> Link:
         shared = client._link
@@ -377,7 +378,9 @@ class Spares:
                 link.execute(b"UNWATCH").add_done_callback(_retrieve)
             idle.append(link)
         else:
-            asyncio.get_running_loop().create_task(link.close())
+            task = asyncio.get_running_loop().create_task(link.close())
+            self._closing.add(task)
+            task.add_done_callback(self._closing.discard)
 
     async def close(self) -> None:
         links = [link for idle in self._idle.values() for link in idle] + list(self._busy)
@@ -385,6 +388,8 @@ class Spares:
         self._busy.clear()
         for link in links:
             await link.close()
+        if self._closing:
+            await asyncio.wait(self._closing)
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
