@@ -82,6 +82,11 @@ async def test_no_responders_once_the_group_is_gone(url: str) -> None:
         async with herald.AsyncClient(url) as requester:
             with pytest.raises(herald.NoResponders):
                 await requester.request(topic, None)
+    async with herald.AsyncClient(url) as hub:  # closing the client closes its members
+        await hub.respond(topic, lambda msg: 1, group="g")
+    async with herald.AsyncClient(url) as requester:
+        with pytest.raises(herald.NoResponders):
+            await requester.request(topic, None)
 
 
 async def test_handler_error_and_typed_payload(url: str) -> None:

@@ -231,10 +231,11 @@ class Responder:
             task.cancel()
         if self._read is not None:
             await self._read.close()
-        link = self._client._link
-        if link is not None and not self._client._closed:
-            with contextlib.suppress(HeraldError):
-                await link.execute(b"HDEL", registry_key(self.topic), self._field)
+        link = self._client._link  # still open: the client closes its responders first
+        if link is not None:
+            with contextlib.suppress(HeraldError, TimeoutError):
+                async with asyncio.timeout(2.0):
+                    await link.execute(b"HDEL", registry_key(self.topic), self._field)
         self._client._responders.discard(self)
 
     # -- membership ----------------------------------------------------------------------------
