@@ -181,6 +181,24 @@ async def test_member_killed_after_the_deadline_gives_timeout(url: str) -> None:
         stop(proc)
 
 
+async def test_member_closed_mid_request_hands_it_over(url: str) -> None:
+    topic = topic_name()
+    took = asyncio.Event()
+
+    async def slow(msg: Message) -> Any:
+        took.set()
+        await asyncio.sleep(30)
+
+    async with herald.AsyncClient(url) as a, herald.AsyncClient(url) as b:
+        leaving = await a.respond(topic, slow, group="g", redeliver_after=1.0)
+        pending = asyncio.create_task(a.request(topic, 5, timeout=10))
+        await asyncio.wait_for(took.wait(), 5)
+        await leaving.close(grace=0.1)  # its handler is cancelled, the request not acked
+        staying = await b.respond(topic, lambda msg: msg.data + 1, group="g", redeliver_after=1.0)
+        assert (await pending).data == 6
+        assert staying.redelivered == 1
+
+
 def test_threaded_client(url: str) -> None:
     topic = topic_name()
     threads: set[str] = set()

@@ -275,7 +275,7 @@ class Transaction:
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
         try:
-            if et is None and not self.committed and (self._commands or self._watch):
+            if et is None and not self.committed and self._commands:
                 await self.commit()
         finally:
             await self.close()

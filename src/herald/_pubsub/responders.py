@@ -236,6 +236,16 @@ class Responder:
             with contextlib.suppress(HeraldError, TimeoutError):
                 async with asyncio.timeout(2.0):
                     await link.execute(b"HDEL", registry_key(self.topic), self._field)
+                    # Nothing left in hand (the read connection is closed: nothing more can
+                    # be delivered to this member): leave no trace in the group. Entries it
+                    # still holds stay pending, for another member to take.
+                    held = await link.execute(
+                        b"XPENDING", self._stream, CONSUMER_GROUP, b"-", b"+", 1, self.name
+                    )
+                    if not held:
+                        await link.execute(
+                            b"XGROUP", b"DELCONSUMER", self._stream, CONSUMER_GROUP, self.name
+                        )
         self._client._responders.discard(self)
 
     # -- membership ----------------------------------------------------------------------------
@@ -251,8 +261,21 @@ class Responder:
             await asyncio.sleep(LEASE / 3)
             try:
                 await self._renew()
+                await self._forget_dead()
             except HeraldError as exc:  # the link reconnects by itself
                 log.warning("responder %s: lease not renewed: %s", self.name, exc)
+
+    async def _forget_dead(self) -> None:
+        """Remove the registrations of members (of any group of the topic) whose lease ended
+        a lease ago: crashed members would otherwise stay in the registry for good."""
+        link = self._client._link
+        assert link is not None
+        raw = await link.execute(b"HGETALL", registry_key(self.topic))
+        cutoff = (time.time() - LEASE) * 1000
+        it = iter(raw)
+        dead = [field for field, until in zip(it, it, strict=True) if float(until) < cutoff]
+        if dead:
+            await link.execute(b"HDEL", registry_key(self.topic), *dead)
 
     # -- taking requests -----------------------------------------------------------------------
 
@@ -327,6 +350,7 @@ class Responder:
         values = dict(zip(fields[::2], fields[1::2], strict=True))
         frame = values.get(b"f", b"")
         deadline = float(values.get(b"d", 0))
+        settle = True
         try:
             if time.time() * 1000 > deadline:
                 self.expired += 1
@@ -342,8 +366,12 @@ class Responder:
                 await self._run(msg)
             finally:
                 keeper.cancel()
+        except asyncio.CancelledError:
+            settle = False  # closing: the entry stays pending, for another member to take
+            raise
         finally:
-            self._settle(entry_id)
+            if settle:
+                self._settle(entry_id)
 
     async def _run(self, msg: Message) -> None:
         self.handled += 1
