@@ -65,6 +65,7 @@ def test_refused(args: tuple[str | bytes | int, ...], name: str) -> None:
         ("CLIENT", "SETNAME", "x"),
         ("CLIENT", "LIST"),
         ("XREAD", "STREAMS", "BLOCK", "$"),  # a stream named BLOCK, not the option
+        ("XREADGROUP", "GROUP", "BLOCK", "BLOCK", "STREAMS", "s", ">"),  # group, consumer
         ("WAIT", 0, 100),
         ("PUBLISH", "c", "multi"),
     ],

@@ -116,7 +116,9 @@ def check_command(
 def _blocks(args: tuple[Arg, ...] | list[Arg]) -> bool:
     """Whether an XREAD/XREADGROUP has BLOCK among its options (before STREAMS: after it come
     keys and ids, which may be named anything)."""
-    for a in args[1:]:
+    # XREADGROUP GROUP <group> <consumer> [options]: a group or consumer may be named BLOCK
+    first = 4 if raw(args[0]).upper() == b"XREADGROUP" else 1
+    for a in args[first:]:
         word = raw(a).upper()
         if word == b"STREAMS":
             return False
