@@ -214,7 +214,7 @@ class Transaction:
                 the commit, nothing ran).
         """
         if self.committed:
-            raise ServerError("ERR the transaction was committed already")
+            raise ConfigurationError("the transaction was committed already: make a new one")
         self.committed = True
         commands = self._commands
         slot = self._slot(commands)
@@ -251,6 +251,9 @@ class Transaction:
             break
         if isinstance(result, BaseException):
             raise result
+        if self._watch and link.connection is not self._conn:
+            # Sent after a reconnect, where no WATCH held: it ran, unprotected.
+            raise ConnectionLost("the transaction's connection was replaced: outcome unchecked")
         if result is None:
             raise TransactionAborted([k.decode(errors="replace") for k in self._watch])
         self.replies = _values(list(result), self._decode)
