@@ -39,6 +39,7 @@ from types import TracebackType
 from typing import Any, Protocol
 
 from herald._core.message import Message, Replier, is_request, replier_of
+from herald._core.streams import tagged
 from herald._core.typed import typed
 from herald._core.url import Endpoint
 from herald._core.wire import Encoder, decode
@@ -74,11 +75,13 @@ _members = itertools.count()
 
 
 def registry_key(topic: str) -> str:
-    return f"herald:{{{topic}}}:responders"
+    """The registry of a topic's group members: ``herald:{resize}:responders``."""
+    return f"{tagged(topic)}:responders"
 
 
 def queue_key(topic: str, group: str) -> str:
-    return f"herald:{{{topic}}}:requests:{group}"
+    """A group's queue of requests: ``herald:{resize}:requests:workers``."""
+    return f"{tagged(topic)}:requests:{group}"
 
 
 def check_group(group: str) -> None:
