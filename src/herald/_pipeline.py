@@ -29,7 +29,8 @@ import hiredis
 from herald._core.raw import check_command, decoded, raw
 from herald._core.resp import Arg, command
 from herald._core.slots import command_key, key_slot, parse_redirect
-from herald._io.cluster import ClusterLink, new_link
+from herald._io.cluster import ClusterLink
+from herald._io.interface import Connection
 from herald._io.link import Link
 from herald._io.protocol import error_from_reply
 
@@ -221,6 +222,7 @@ class Transaction:
         data = b"".join(
             [command(b"MULTI"), *(command(*args) for args in commands), command(b"EXEC")]
         )
+        link: Connection
         for attempt in range(_MOVED_RETRIES):
             if self._watch:
                 link = await self._watched()
@@ -251,7 +253,7 @@ class Transaction:
             break
         if isinstance(result, BaseException):
             raise result
-        if self._watch and link.connection is not self._conn:
+        if self._watch and self._link is not None and self._link.connection is not self._conn:
             # Sent after a reconnect, where no WATCH held: it ran, unprotected.
             raise ConnectionLost("the transaction's connection was replaced: outcome unchecked")
         if result is None:
@@ -368,7 +370,7 @@ class Spares:
                 self._busy.add(link)
                 return link
             await link.close()
-        link = new_link(endpoint, name=f"{client._name}-dedicated", **options)
+        link = Link(endpoint, name=f"{client._name}-dedicated", **options)
         await link.connect()
         self._busy.add(link)
         return link

@@ -45,14 +45,14 @@ from herald._core.url import Endpoint
 from herald._core.wire import Encoder, decode
 from herald._errors import ClientClosed, ConfigurationError, DecodeError, HeraldError, ServerError
 from herald._io.cluster import new_link
-from herald._io.link import Link
+from herald._io.interface import Connection
 
 
 class Host(Protocol):
     """What a responder needs of its client (the AsyncClient): its command connection and
     options, its reply path, and its set of responders (closed with it)."""
 
-    _link: Link | None
+    _link: Connection | None
     _closed: bool
     _name: str
     _encoder: Encoder
@@ -121,7 +121,7 @@ class Groups:
             return None
         return entry[1]
 
-    async def read(self, link: Link, topic: str) -> list[str]:
+    async def read(self, link: Connection, topic: str) -> list[str]:
         try:
             raw = await link.execute(b"HGETALL", registry_key(topic))
         except HeraldError as exc:  # an ACL without the key: plain responders only
@@ -174,7 +174,7 @@ class Responder:
         self.redeliver_after = redeliver_after
         self.error_text = error_text
         self._stream = queue_key(topic, group)
-        self._read: Link | None = None
+        self._read: Connection | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._handling: set[asyncio.Task[None]] = set()
         self._closed = False
