@@ -273,7 +273,7 @@ async def test_cluster(cluster: LocalCluster) -> None:
         with pytest.raises(CrossSlot):
             await tx.commit()
         with pytest.raises(CrossSlot):
-            hub.transaction(watch=[a, b])._slot([])
+            hub.transaction(watch=[a, b])._key([])
         with pytest.raises(CrossSlot):
             await hub.script("return 1")(keys=[a, b])
         await hub.execute("DEL", a, "raw:{alice}:m")

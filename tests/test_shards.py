@@ -348,3 +348,31 @@ async def test_a_client_with_another_list_is_noticed(
     warned = [r.getMessage() for r in caplog.records if "another client uses" in r.getMessage()]
     assert any("(s0, s1, s2) than this one (s0, s1)" in m for m in warned)
     assert call(servers[0].port, "HEXISTS", "herald:{herald}:shards", "s0\ns1") == 1
+
+
+async def test_raw_commands_on_their_shard(servers: list[EmbeddedServer]) -> None:
+    """Pipelines, transactions (with WATCH), scripts and blocking commands run on the shard of
+    their keys; keys on two shards are refused as a cluster refuses keys of two slots."""
+    shards = shard_map(servers)
+    names = list(shards)
+    a = f"raw:{{{topics_on(names, 's1', 'rawa.')[0]}}}:n"
+    b = f"raw:{{{topics_on(names, 's2', 'rawb.')[0]}}}:n"
+    async with AsyncClient(shards=shards) as hub:
+        async with hub.pipeline() as pipe:
+            pipe.queue("SET", a, 1).queue("SET", b, 2)
+        assert call(servers[1].port, "GET", a) == b"1"
+        assert call(servers[2].port, "GET", b) == b"2"
+        async with hub.transaction(watch=[a]) as tx:
+            n = int(await tx.execute("GET", a))
+            tx.queue("SET", a, n + 10)
+        assert call(servers[1].port, "GET", a) == b"11"
+        async with hub.transaction() as tx:
+            tx.queue("INCR", b)
+        assert call(servers[2].port, "GET", b) == b"3"
+        with pytest.raises(herald.CrossSlot):
+            await hub.transaction().queue("INCR", a).queue("INCR", b).commit()
+        with pytest.raises(herald.CrossSlot):
+            await hub.script("return 1")(keys=[a, b])
+        assert await hub.script("return redis.call('GET', KEYS[1])")(keys=[b]) == b"3"
+        call(servers[2].port, "RPUSH", b + "q", "x")
+        assert await hub.execute_blocking("BLPOP", b + "q", 1) == [(b + "q").encode(), b"x"]

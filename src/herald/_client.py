@@ -819,9 +819,10 @@ class AsyncClient(Publishing):
             return (timeout if timeout is not None else interval) / 2
         return link.probe_timeout / 2 if link.probe_interval > 0 else None
 
-    async def _dedicated(self, slot: int | None) -> Link:
+    async def _dedicated(self, key: bytes | None) -> Link:
+        """A connection of its own to the node serving ``key`` (``None``: any)."""
         await self.connect()
-        return await self._spares.take(self, slot)
+        return await self._spares.take(self, key)
 
     def _give_back(self, link: Link, healthy: bool, unwatch: bool) -> None:
         self._spares.give_back(link, healthy and not self._closed, unwatch)

@@ -82,8 +82,9 @@ class UnsafeCommand(ConfigurationError):
 
 
 class CrossSlot(ConfigurationError):
-    """On a cluster: the keys of one transaction (or WATCH) are in more than one hash slot,
-    so no node can run it atomically. Put a common ``{hash tag}`` in the key names.
+    """On a cluster: the keys of one transaction (or WATCH, or script) are in more than one
+    hash slot, so no node can run it atomically; on a sharded client, on more than one shard.
+    Put a common ``{hash tag}`` in the key names (a shard is chosen by the tag too).
 
     Attributes:
         keys: the keys, as given.
@@ -91,8 +92,9 @@ class CrossSlot(ConfigurationError):
 
     def __init__(self, keys: list[str]) -> None:
         super().__init__(
-            f"keys in more than one cluster slot: {', '.join(keys)}; a transaction runs on one "
-            "node: give the keys a common {hash tag}, e.g. user:{42}:a and user:{42}:b"
+            f"keys in more than one cluster slot or shard: {', '.join(keys)}; a transaction "
+            "runs on one node: give the keys a common {hash tag}, e.g. user:{42}:a and "
+            "user:{42}:b"
         )
         self.keys = keys
 

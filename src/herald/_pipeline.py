@@ -33,6 +33,7 @@ from herald._io.cluster import ClusterLink
 from herald._io.interface import Connection
 from herald._io.link import Link
 from herald._io.protocol import error_from_reply
+from herald._io.sharded import ShardedLink
 
 from ._errors import ConfigurationError, ConnectionLost, CrossSlot, ServerError, TransactionAborted
 
@@ -179,17 +180,18 @@ class Transaction:
 
     async def _watched(self) -> Link:
         if self._link is None:
-            slot = self._slot([(b"WATCH", *self._watch)])
-            self._link = await self._client._dedicated(slot)
+            key = self._key([(b"WATCH", *self._watch)])
+            self._link = await self._client._dedicated(key)
             await self._link.execute(b"WATCH", *self._watch)
             self._conn = self._link.connection
         if self._link.connection is not self._conn or self._conn is None:
             raise ConnectionLost("the transaction's connection was lost: its WATCH is gone")
         return self._link
 
-    def _slot(self, commands: Sequence[tuple[Arg, ...]]) -> int | None:
-        """The one hash slot of every key named (cluster only), else :class:`CrossSlot`."""
-        if not isinstance(self._client._link, ClusterLink):
+    def _key(self, commands: Sequence[tuple[Arg, ...]]) -> bytes | None:
+        """A key naming where the transaction runs (cluster and shards only: every key must be
+        in one slot, or on one shard; else :class:`CrossSlot`)."""
+        if not isinstance(self._client._link, ClusterLink | ShardedLink):
             return None
         keys = list(self._watch)
         for args in commands:
@@ -198,10 +200,9 @@ class Transaction:
             key = command_key(args)
             if key is not None:
                 keys.append(key)
-        slots = {key_slot(k) for k in keys}
-        if len(slots) > 1:
+        if _places(self._client._link, keys) > 1:
             raise CrossSlot([k.decode(errors="replace") for k in keys])
-        return slots.pop() if slots else None
+        return keys[0] if keys else None
 
     async def commit(self) -> list[Any]:
         """Run the queued commands in one ``MULTI``/``EXEC``; return their replies in order.
@@ -218,7 +219,7 @@ class Transaction:
             raise ConfigurationError("the transaction was committed already: make a new one")
         self.committed = True
         commands = self._commands
-        slot = self._slot(commands)
+        key = self._key(commands)
         data = b"".join(
             [command(b"MULTI"), *(command(*args) for args in commands), command(b"EXEC")]
         )
@@ -231,8 +232,8 @@ class Transaction:
                 shared = self._client._link
                 assert shared is not None
                 link = shared
-                if isinstance(shared, ClusterLink):
-                    link = shared.home if slot is None else shared.link_for_slot(slot)
+                if isinstance(shared, ClusterLink | ShardedLink):
+                    link = shared.home if key is None else shared.link_for_key(key)
             loop = asyncio.get_running_loop()
             waiters: list[asyncio.Future[Any] | None] = [
                 loop.create_future() for _ in range(len(commands) + 2)
@@ -317,7 +318,7 @@ class Script:
         await client.connect()
         link = client._link
         assert link is not None
-        if isinstance(link, ClusterLink) and len({key_slot(raw(k)) for k in keys}) > 1:
+        if _places(link, [raw(k) for k in keys]) > 1:
             raise CrossSlot([raw(k).decode(errors="replace") for k in keys])
         try:
             reply = await link.execute(b"EVALSHA", self.sha, len(keys), *keys, *args)
@@ -331,10 +332,7 @@ class Script:
 async def run_blocking(client: AsyncClient, args: tuple[Arg, ...], decode: bool) -> Any:
     """``execute_blocking``: the command on a dedicated connection of the key's node."""
     check_command(args, None, blocking=True)
-    key = command_key(args)
-    shared = client._link
-    slot = key_slot(key) if key is not None and isinstance(shared, ClusterLink) else None
-    link = await client._dedicated(slot)
+    link = await client._dedicated(command_key(args))
     healthy = False
     try:
         reply = await link.execute(*args)
@@ -353,14 +351,20 @@ class Spares:
         self._busy: set[Link] = set()
         self._closing: set[asyncio.Task[None]] = set()
 
-    async def take(self, client: AsyncClient, slot: int | None) -> Link:
+    async def take(self, client: AsyncClient, key: bytes | None) -> Link:
         shared = client._link
         assert shared is not None
         assert client.endpoint is not None
         options = {**client._link_options, "probe_interval": 0, "probe_timeout": None}
         if isinstance(shared, ClusterLink):
-            node = shared.node_of(shared.home if slot is None else shared.link_for_slot(slot))
+            node = shared.node_of(shared.home if key is None else shared.link_for_key(key))
             endpoint = shared.endpoint_of(node)
+        elif isinstance(shared, ShardedLink):
+            # the key's shard, found as its primary is (a Sentinel group's resolver)
+            shard = shared.home if key is None else shared.link_for_key(key)
+            endpoint = shard.endpoint
+            options.pop("resolvers", None)
+            options["resolver"] = shard.resolver
         else:
             endpoint = client.endpoint
         idle = self._idle.setdefault(endpoint.address, [])
@@ -395,6 +399,15 @@ class Spares:
             await link.close()
         if self._closing:
             await asyncio.wait(self._closing)
+
+
+def _places(link: Connection | None, keys: list[bytes]) -> int:
+    """On how many nodes (cluster slots, shards) ``keys`` are: 1 on one server."""
+    if isinstance(link, ClusterLink):
+        return len({key_slot(k) for k in keys})
+    if isinstance(link, ShardedLink):
+        return len({id(link.link_for_key(k)) for k in keys})
+    return 1 if keys else 0
 
 
 def _retrieve(fut: asyncio.Future[Any]) -> None:
