@@ -376,3 +376,19 @@ async def test_raw_commands_on_their_shard(servers: list[EmbeddedServer]) -> Non
         assert await hub.script("return redis.call('GET', KEYS[1])")(keys=[b]) == b"3"
         call(servers[2].port, "RPUSH", b + "q", "x")
         assert await hub.execute_blocking("BLPOP", b + "q", 1) == [(b + "q").encode(), b"x"]
+
+
+async def test_responder_groups_on_their_shard(servers: list[EmbeddedServer]) -> None:
+    """A responder group's keys and its members' reads are on its topic's shard."""
+    shards = shard_map(servers)
+    names = list(shards)
+    topic = topics_on(names, "s2", "group.")[0]
+    async with AsyncClient(shards=shards) as worker, AsyncClient(shards=shards) as caller:
+
+        async def double(msg: herald.Message) -> int:
+            return int(msg.data) * 2
+
+        async with worker.respond(topic, double, group="workers"):
+            assert (await caller.request(topic, 21, timeout=5)).data == 42
+            key = f"herald:{{{topic}}}:responders"
+            assert [call(srv.port, "EXISTS", key) for srv in servers] == [0, 0, 1]

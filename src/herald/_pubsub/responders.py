@@ -46,6 +46,7 @@ from herald._core.wire import Encoder, decode
 from herald._errors import ClientClosed, ConfigurationError, DecodeError, HeraldError, ServerError
 from herald._io.cluster import new_link
 from herald._io.interface import Connection
+from herald._io.sharded import shard_for_topic
 
 
 class Host(Protocol):
@@ -196,7 +197,9 @@ class Responder:
                 raise
         await self._renew()
         options = {**client._link_options, "probe_interval": 0, "probe_timeout": None}
-        self._read = new_link(client.endpoint, name=f"{self.name}-respond", **options)
+        # a sharded client's member reads from its topic's shard alone
+        endpoint, options = shard_for_topic(client.endpoint, options, self.topic)
+        self._read = new_link(endpoint, name=f"{self.name}-respond", **options)
         await self._read.connect()
         loop = asyncio.get_running_loop()
         for coro in (self._reading(), self._leasing(), self._reclaiming()):
