@@ -13,7 +13,7 @@ from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
 import msgspec
 
-from . import _admin, _replay
+from . import _admin, _channels, _replay
 from ._admin import DeadLetter, TopicInfo
 from ._cluster import new_link
 from ._cluster_sub import new_subscriber
@@ -1297,6 +1297,29 @@ class AsyncClient:
         """Declared topics and their policies (a topic nobody declared is live)."""
         await self._load_policies()
         return dict(self._policies)
+
+    async def active_topics(self, pattern: str = "*") -> dict[str, int]:
+        """Topics that have subscribers now, declared or not, with their subscriber
+        connections (``PUBSUB CHANNELS`` and ``NUMSUB``; on a cluster, every primary is asked).
+
+        ``pattern`` is a glob, as in ``subscribe``. Herald's own channels (``_herald.*``:
+        request inboxes, the gateway's probe) are left out. A topic without subscribers is not
+        listed: the server forgets a channel when its last subscriber leaves, and keeps no
+        count of the messages published to it.
+
+        Example::
+
+            for topic, subscribers in (await hub.active_topics("orders.*")).items():
+                print(topic, subscribers)
+        """
+        await self.connect()
+        assert self._link is not None
+        state = await _channels.pubsub_state(self._link, pattern)
+        return {
+            name: n
+            for name, n in sorted(state.subscribers().items())
+            if not name.startswith(_channels.INTERNAL_PREFIX)
+        }
 
     # -- reading and looking after durable topics (docs/durable.md) --------------------------
 

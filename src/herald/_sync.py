@@ -412,6 +412,10 @@ class Client:
     def topics(self) -> dict[str, TopicPolicy]:
         return self._live().call(self._async.topics())
 
+    def active_topics(self, pattern: str = "*") -> dict[str, int]:
+        """See :meth:`AsyncClient.active_topics`."""
+        return self._live().call(self._async.active_topics(pattern))
+
     def execute(self, *args: str | bytes | int | float) -> Any:
         """Run any Redis command and return its reply."""
         return self._live().call(self._async.execute(*args))
