@@ -12,14 +12,11 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from herald._errors import ServerError
 from herald._io.cluster import ClusterLink
 from herald._io.link import Link
-
-if TYPE_CHECKING:
-    from herald._client import AsyncClient
 
 #: Herald's own channels (request inboxes, the gateway's probe), not users' topics.
 INTERNAL_PREFIX = "_herald."
@@ -61,15 +58,6 @@ class PubSubState:
         out = dict(self.channels)
         out.update(self.shard_channels)
         return out
-
-
-async def link_of(hub: AsyncClient) -> Link:
-    """The client's command connection (connected): per-node commands need it, the public
-    ``execute`` routes by key."""
-    await hub.connect()
-    link = hub._link
-    assert link is not None
-    return link
 
 
 def cluster_nodes(link: Link) -> list[tuple[str, int]]:

@@ -34,6 +34,7 @@ from rich.text import Text
 import herald
 from herald._core import wire as _wire
 from herald._io import tap as _tap
+from herald._io.link import Link
 from herald._pubsub import channels as _channels
 from herald.cli.durable import URL, shown
 
@@ -43,6 +44,15 @@ _COST = (
     "expect a large drop in throughput on a busy server (Redis documents about half). "
     "For debugging, not for production monitoring."
 )
+
+
+async def _link_of(hub: herald.AsyncClient) -> Link:
+    """The client's command connection: per-node commands (each primary of a cluster) need
+    it, where the public ``execute`` routes a command by its key."""
+    await hub.connect()
+    link = hub._link
+    assert link is not None
+    return link
 
 
 @dataclass
@@ -59,7 +69,7 @@ class Snapshot:
 
 async def _publish_commands(hub: herald.AsyncClient) -> int:
     """``PUBLISH`` and ``SPUBLISH`` calls the server(s) ran since they started."""
-    replies = await _channels.on_every_node(await _channels.link_of(hub), "INFO", "commandstats")
+    replies = await _channels.on_every_node(await _link_of(hub), "INFO", "commandstats")
     total = 0
     for reply in replies.values():
         text = reply.decode() if isinstance(reply, bytes) else str(reply)
@@ -72,7 +82,7 @@ async def _publish_commands(hub: herald.AsyncClient) -> int:
 
 async def snapshot(hub: herald.AsyncClient, pattern: str) -> Snapshot:
     """Read everything ``herald monitor`` shows, once."""
-    state = await _channels.pubsub_state(await _channels.link_of(hub), pattern)
+    state = await _channels.pubsub_state(await _link_of(hub), pattern)
     policies = {t: p for t, p in (await hub.topics()).items() if herald.match(pattern, t)}
     stored = [t for t, p in policies.items() if p.durable or p.history]
     limit = asyncio.Semaphore(_SNAPSHOT_TOPICS)
@@ -244,7 +254,7 @@ def messages_in(line: _tap.TapLine) -> int:
 
 
 async def _open_taps(hub: herald.AsyncClient) -> list[_tap.Tap]:
-    nodes = _channels.cluster_nodes(await _channels.link_of(hub))
+    nodes = _channels.cluster_nodes(await _link_of(hub))
     assert hub.endpoint is not None
     taps = [_tap.Tap(ep) for ep in await _tap.tap_endpoints(hub.endpoint, nodes)]
     try:
