@@ -5,6 +5,8 @@ as a user runs them, real processes against real servers."""
 from __future__ import annotations
 
 import json
+import re
+import signal
 import subprocess
 import sys
 import threading
@@ -14,7 +16,7 @@ from contextlib import contextmanager
 from typing import Any
 
 import herald
-from herald.testing import LocalCluster
+from herald.testing import LocalCluster, LocalSentinel
 
 HERALD = [sys.executable, "-m", "herald.cli"]
 
@@ -307,3 +309,50 @@ def test_monitor_and_tap_on_a_cluster(cluster: LocalCluster, topic: str) -> None
     assert sorted(t for r in records for t in r["topics"]) == names
     assert {r["command"] for r in records} == {"SPUBLISH"}
     assert len({r["node"] for r in records}) > 1
+
+
+def test_monitor_view_refreshes_until_interrupted(url: str, topic: str) -> None:
+    with herald.Client(url) as hub, hub.subscribe(topic):
+        proc = subprocess.Popen(
+            [*HERALD, "monitor", topic, "--interval", "0.2", "--url", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            time.sleep(3)
+            proc.send_signal(signal.SIGINT)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+    assert proc.returncode == 0, err
+    # Not a terminal: rich shows the last frame only; a rate needs two readings.
+    assert re.search(r"PUBLISH commands/s: [\d,.]+", out), out
+    assert topic in out
+    assert "live (undeclared)" in out
+
+
+def test_monitor_and_tap_behind_sentinel(sentinel: LocalSentinel, topic: str) -> None:
+    url = sentinel.url
+    with herald.Client(url) as hub, hub.subscribe(topic):
+        doc = json.loads(ok("monitor", topic, "--once", "--json", "--interval", "0.2", url=url))
+        proc = subprocess.Popen(
+            [*HERALD, "monitor", "--tap", topic, "--json", "-n", "1", "-t", "20", "--url", url],
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
+        try:
+            deadline = time.monotonic() + 15
+            while proc.poll() is None and time.monotonic() < deadline:
+                hub.publish(topic, "x")
+                time.sleep(0.2)
+            out, err = proc.communicate(timeout=20)
+        finally:
+            proc.kill()
+    assert [r["topic"] for r in doc["topics"]] == [topic]
+    assert doc["topics"][0]["subscribers"] == 1
+    assert proc.returncode == 0, err
+    (record,) = lines(out)
+    assert record["command"] == "PUBLISH"
+    assert record["topics"] == [topic]

@@ -35,3 +35,10 @@ def test_herald_keys_name_their_topic() -> None:
     assert sub is not None
     assert sub.topics() == ["a", "b"]
     assert wanted(sub, "b")
+
+
+def test_the_policy_version_poll_is_shown_only_when_asked() -> None:
+    poll = parse_line(b'1.0 [0 127.0.0.1:1] "GET" "herald:{herald}:topics:version"', "n")
+    assert poll is not None
+    assert not wanted(poll, None)
+    assert wanted(poll, None, polls=True)

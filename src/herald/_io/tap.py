@@ -18,6 +18,7 @@ from dataclasses import dataclass, replace
 import hiredis
 
 from herald._core.resp import command
+from herald._core.streams import TOPICS_VERSION_KEY as _VERSION_KEY
 from herald._core.topics import match
 from herald._core.url import Endpoint
 from herald._errors import ConnectionFailed, ConnectionLost
@@ -38,6 +39,7 @@ CHANNEL_COMMANDS = frozenset(
     }
 )
 KEY_PREFIX = b"herald:"
+TOPICS_VERSION_KEY = _VERSION_KEY.encode()
 _ESCAPES = {ord("n"): 10, ord("r"): 13, ord("t"): 9, ord("a"): 7, ord("b"): 8}
 
 
@@ -234,10 +236,13 @@ async def tap_endpoints(endpoint: Endpoint, cluster_nodes: list[tuple[str, int]]
     return [endpoint]
 
 
-def wanted(line: TapLine, glob: str | None) -> bool:
+def wanted(line: TapLine, glob: str | None, *, polls: bool = False) -> bool:
     """Whether the tap shows ``line``: a command that concerns Herald, and with ``glob``, one
-    of whose topics (channels, or topics of its keys) matches it."""
+    of whose topics (channels, or topics of its keys) matches it. Every client's read of the
+    policy version (once a second) is left out unless ``polls``."""
     if not line.concerns_herald():
+        return False
+    if not polls and line.args == (b"GET", TOPICS_VERSION_KEY):
         return False
     if glob is None:
         return True

@@ -333,7 +333,12 @@ def _line_json(line: _tap.TapLine) -> str:
 
 
 async def run_tap(
-    url: str | None, glob: str | None, as_json: bool, count: int | None, timeout: float | None
+    url: str | None,
+    glob: str | None,
+    as_json: bool,
+    count: int | None,
+    timeout: float | None,
+    polls: bool = False,
 ) -> int:
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
     async with herald.AsyncClient(url, start_embedded=False) as hub:
@@ -361,7 +366,7 @@ async def run_tap(
                         return 1
                     continue
                 line = get.result()
-                if not _tap.wanted(line, glob):
+                if not _tap.wanted(line, glob, polls=polls):
                     continue
                 shown_lines += 1
                 if as_json:
@@ -454,7 +459,13 @@ async def _count_publishes(taps: list[_tap.Tap], counts: Counter[str]) -> None:
     show_default=True,
     help="Seconds between readings (rates are measured over it).",
 )
-@click.option("--all", "internal", is_flag=True, help="Show Herald's own channels (_herald.*) too.")
+@click.option(
+    "--all",
+    "internal",
+    is_flag=True,
+    help="Show Herald's own channels (_herald.*) too; --tap: also every client's read of the "
+    "policy version (once a second).",
+)
 @click.option(
     "--live-rates",
     is_flag=True,
@@ -504,7 +515,7 @@ def monitor(
     try:
         if tap:
             glob = None if pattern == "*" else pattern
-            sys.exit(asyncio.run(run_tap(url, glob, as_json, count, timeout)))
+            sys.exit(asyncio.run(run_tap(url, glob, as_json, count, timeout, polls=internal)))
         asyncio.run(run_view(url, pattern, interval, once, as_json, internal, live_rates))
     except herald.HeraldError as exc:
         raise click.ClickException(str(exc)) from None
