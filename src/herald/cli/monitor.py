@@ -217,7 +217,7 @@ def render(doc: dict[str, Any]) -> Group:
             extra = [""] if server["cluster"] else []
             table.add_row(
                 Text(f"  group {g['name']}", style="dim"),
-                Text(f"{g['consumers']} consumers", style="dim"),
+                Text(f"consumers: {g['consumers']}", style="dim"),
                 "",
                 *extra,
                 "",
@@ -417,9 +417,11 @@ async def run_view(
                 if as_json:
                     sys.stdout.write(json.dumps(doc) + "\n")
                 else:
-                    Console(highlight=False).print(render(doc))
+                    Console(highlight=False, width=None if sys.stdout.isatty() else 1000).print(
+                        render(doc)
+                    )
                 return
-            console = Console(highlight=False)
+            console = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
             doc = report(before, None, internal=internal, live_rates=live_rates)
             with Live(render(doc), console=console, auto_refresh=False) as live:
                 while True:
