@@ -41,7 +41,7 @@ from herald.cli.durable import URL, shown
 _SNAPSHOT_TOPICS = 64  # topic_info calls in flight at once
 _COST = (
     "MONITOR makes the server format and send every command it runs to this connection: "
-    "expect a large drop in throughput on a busy server (Redis documents about half). "
+    "expect a large drop in throughput on a busy server (Redis documents more than half). "
     "For debugging, not for production monitoring."
 )
 
