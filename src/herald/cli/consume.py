@@ -57,7 +57,7 @@ def _line(msg: herald.DurableMessage, settled: str) -> str:
     )
 
 
-@click.command()
+@click.command(short_help="Read a durable topic in a group: print, then ack (or nak).")
 @click.argument("topic")
 @click.option("--group", "-g", required=True, help="The consumer group (created if new).")
 @click.option(
@@ -76,8 +76,8 @@ def _line(msg: herald.DurableMessage, settled: str) -> str:
 @click.option(
     "--nak",
     is_flag=True,
-    help="Nak each message instead of acking it: the group gets it again (after the topic's "
-    "backoff), up to max_deliver times, then it is dead-lettered.",
+    help="Nak each message instead of acking it: the group gets it again, delivered to any "
+    "of its consumers.",
 )
 @click.option("--count", "-n", type=click.IntRange(min=1), default=None, help="Exit after N.")
 @click.option("--timeout", "-t", type=float, default=None, help="Exit after S seconds.")

@@ -450,7 +450,7 @@ async def _count_publishes(taps: list[_tap.Tap], counts: Counter[str]) -> None:
     await asyncio.gather(*(one(t) for t in taps))
 
 
-@click.command()
+@click.command(short_help="Active topics live: subscribers, rates, groups, lag; --tap.")
 @click.argument("pattern", default="*")
 @click.option("--once", is_flag=True, help="Print one reading (two, --interval apart) and exit.")
 @click.option("--json", "as_json", is_flag=True, help="With --once: the reading as JSON.")
