@@ -267,12 +267,29 @@ async def _open_taps(hub: herald.AsyncClient) -> list[_tap.Tap]:
     return taps
 
 
-async def _feed(taps: list[_tap.Tap], queue: asyncio.Queue[_tap.TapLine]) -> None:
-    async def one(t: _tap.Tap) -> None:
-        async for line in t.lines():
-            await queue.put(line)
+class _Feed:
+    """Reads every tap without ever waiting for the printer: a MONITOR connection that is not
+    read makes the server buffer its output without limit (a monitor is a "normal" client,
+    whose output buffer has no limit by default). Lines the printer cannot keep up with are
+    dropped and counted."""
 
-    await asyncio.gather(*(one(t) for t in taps))
+    def __init__(self, glob: str | None, polls: bool) -> None:
+        self.glob = glob
+        self.polls = polls
+        self.queue: asyncio.Queue[_tap.TapLine] = asyncio.Queue(maxsize=10_000)
+        self.dropped = 0
+
+    async def run(self, taps: list[_tap.Tap]) -> None:
+        await asyncio.gather(*(self._one(t) for t in taps))
+
+    async def _one(self, t: _tap.Tap) -> None:
+        async for line in t.lines():
+            if not _tap.wanted(line, self.glob, polls=self.polls):
+                continue
+            try:
+                self.queue.put_nowait(line)
+            except asyncio.QueueFull:
+                self.dropped += 1
 
 
 def _describe_line(line: _tap.TapLine) -> str:
@@ -343,8 +360,9 @@ async def run_tap(
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
     async with herald.AsyncClient(url, start_embedded=False) as hub:
         taps = await _open_taps(hub)
-        queue: asyncio.Queue[_tap.TapLine] = asyncio.Queue(maxsize=10_000)
-        feeder = asyncio.get_running_loop().create_task(_feed(taps, queue))
+        feed = _Feed(glob, polls)
+        queue = feed.queue
+        feeder = asyncio.get_running_loop().create_task(feed.run(taps))
         shown_lines = 0
         deadline = None if timeout is None else time.monotonic() + timeout
         try:
@@ -366,8 +384,6 @@ async def run_tap(
                         return 1
                     continue
                 line = get.result()
-                if not _tap.wanted(line, glob, polls=polls):
-                    continue
                 shown_lines += 1
                 if as_json:
                     sys.stdout.write(_line_json(line) + "\n")
@@ -387,6 +403,10 @@ async def run_tap(
                 await t.close()
             with contextlib.suppress(asyncio.CancelledError, herald.HeraldError, OSError):
                 await feeder
+            if feed.dropped:
+                click.echo(
+                    f"{feed.dropped} command(s) not shown: printing could not keep up", err=True
+                )
     return 0
 
 
@@ -399,6 +419,7 @@ async def run_view(
     internal: bool,
     live_rates: bool,
 ) -> None:
+    console = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
     async with herald.AsyncClient(url, start_embedded=False) as hub:
         counts: Counter[str] = Counter()
         taps: list[_tap.Tap] = []
@@ -406,33 +427,33 @@ async def run_view(
         if live_rates:
             taps = await _open_taps(hub)
             counter = asyncio.get_running_loop().create_task(_count_publishes(taps, counts))
-        try:
-            before = await snapshot(hub, pattern)
+
+        async def reading() -> Snapshot:
+            if counter is not None and counter.done():
+                counter.result()  # the MONITOR connection's error
+            now = await snapshot(hub, pattern)
+            now.live_counts = Counter(counts)
             counts.clear()
+            return now
+
+        def doc(now: Snapshot, before: Snapshot | None) -> dict[str, Any]:
+            return report(now, before, internal=internal, live_rates=live_rates)
+
+        try:
+            before = await reading()
             if once:
                 await asyncio.sleep(interval)
-                now = await snapshot(hub, pattern)
-                now.live_counts = Counter(counts)
-                doc = report(now, before, internal=internal, live_rates=live_rates)
+                result = doc(await reading(), before)
                 if as_json:
-                    sys.stdout.write(json.dumps(doc) + "\n")
+                    sys.stdout.write(json.dumps(result) + "\n")
                 else:
-                    Console(highlight=False, width=None if sys.stdout.isatty() else 1000).print(
-                        render(doc)
-                    )
+                    console.print(render(result))
                 return
-            console = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
-            doc = report(before, None, internal=internal, live_rates=live_rates)
-            with Live(render(doc), console=console, auto_refresh=False) as live:
+            with Live(render(doc(before, None)), console=console, auto_refresh=False) as live:
                 while True:
                     await asyncio.sleep(interval)
-                    now = await snapshot(hub, pattern)
-                    now.live_counts, counts_now = Counter(counts), counts
-                    counts_now.clear()
-                    live.update(
-                        render(report(now, before, internal=internal, live_rates=live_rates)),
-                        refresh=True,
-                    )
+                    now = await reading()
+                    live.update(render(doc(now, before)), refresh=True)
                     before = now
         finally:
             if counter is not None:
