@@ -356,3 +356,19 @@ def test_monitor_and_tap_behind_sentinel(sentinel: LocalSentinel, topic: str) ->
     (record,) = lines(out)
     assert record["command"] == "PUBLISH"
     assert record["topics"] == [topic]
+
+
+def test_an_acl_user_without_pubsub_lists_declared_topics_and_monitor_says_why(
+    own_server: herald.EmbeddedServer,
+) -> None:
+    with herald.Client(own_server.url) as admin:
+        admin.execute("ACL", "SETUSER", "dave", "on", ">pw", "~*", "&*", "+@all", "-pubsub")
+        admin.declare("orders", durable=True)
+    url = f"redis://dave:pw@127.0.0.1:{own_server.port}"
+    listing = run("topics", "list", url=url)
+    assert listing.returncode == 0, listing.stderr
+    assert "orders" in listing.stdout
+    assert "subscribers unknown" in listing.stderr
+    refused = run("monitor", "--once", "--interval", "0.1", url=url)
+    assert refused.returncode == 1
+    assert "NOPERM" in refused.stderr

@@ -242,7 +242,7 @@ def list_topics(as_json: bool, url: str | None) -> None:
     with _client(url) as hub:
         declared = hub.topics()
         infos = [hub.topic_info(t) for t in sorted(declared)]
-        active = hub.active_topics()
+        active = _active(hub, "*")
     rows: list[tuple[str, herald.TopicInfo | None]] = [(i.topic, i) for i in infos]
     rows += [(t, None) for t in active if t not in declared]
     rows.sort(key=lambda row: row[0])
@@ -321,7 +321,7 @@ def show(topic: str, as_json: bool, url: str | None) -> None:
     """TOPIC's policy, subscribers, entries, groups (pending, lag) and consumers."""
     with _client(url) as hub:
         info = hub.topic_info(topic)
-        subscribers = hub.active_topics(_literal(topic)).get(topic, 0)
+        subscribers = _active(hub, _literal(topic)).get(topic, 0)
     if info.policy is None and not info.length:
         if as_json:
             sys.stdout.write(json.dumps(_topic_record(topic, None, subscribers)) + "\n")
@@ -367,6 +367,16 @@ def show(topic: str, as_json: bool, url: str | None) -> None:
             consumers.add_row(Text(g.name), Text(c.name), f"{c.pending:,}", f"{c.idle:.1f}s")
     console.print(groups)
     console.print(consumers)
+
+
+def _active(hub: herald.Client, pattern: str) -> dict[str, int]:
+    """Topics with subscribers; none, with a note, when the server refuses ``PUBSUB`` (an ACL
+    user without it can still list declared topics)."""
+    try:
+        return hub.active_topics(pattern)
+    except herald.PermissionDenied as exc:
+        click.echo(f"subscribers unknown: {exc}", err=True)
+        return {}
 
 
 def _literal(topic: str) -> str:

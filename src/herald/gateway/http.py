@@ -218,7 +218,7 @@ async def list_topics(request: Request) -> Response:
     names = set(policies)
     # Subscribed topics at once, from the server: the rate watch only sees what is published
     # after it started.
-    names.update(await gw.hub.active_topics())
+    names.update(await gw.active_topics())
     names.update(t for t in gw.rates.seen if not t.startswith(INTERNAL_PREFIX))
     names.update(n for n in gw.fanout.names if not _is_pattern(n))
     names.discard(gw.probe_topic)
