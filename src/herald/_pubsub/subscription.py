@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
-from herald._core.history import Counters, HistoryLost, Page
+from herald._core.history import Counters, Page
 from herald._core.message import DONE, Message, replier_of
 from herald._core.typed import typed
 from herald._core.wire import Foreign, check_foreign, decode_foreign
@@ -22,6 +22,7 @@ from herald._errors import (
     ConfigurationError,
     DecodeError,
     HeraldError,
+    HistoryLost,
     SlowConsumer,
     Timeout,
 )
