@@ -106,7 +106,16 @@ def consume(
         received = 0
         async with (
             herald.AsyncClient(url, start_embedded=False) as hub,
-            hub.consume(topic, group, consumer, start=start, auto_ack=False) as reader,
+            hub.consume(
+                topic,
+                group,
+                consumer,
+                start=start,
+                auto_ack=False,
+                # With --count, read no more than that: what is read ahead stays pending with
+                # this consumer until it is handed back.
+                batch=min(count or 100, 100),
+            ) as reader,
         ):
             if not as_json:
                 click.echo(f"consuming {topic} as {reader.name} in group {group}", err=True)
