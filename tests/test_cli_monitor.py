@@ -5,6 +5,7 @@ as a user runs them, real processes against real servers."""
 from __future__ import annotations
 
 import json
+import os
 import re
 import signal
 import subprocess
@@ -13,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from contextlib import contextmanager
+from pathlib import Path
 from typing import Any
 
 import herald
@@ -372,3 +374,49 @@ def test_an_acl_user_without_pubsub_lists_declared_topics_and_monitor_says_why(
     refused = run("monitor", "--once", "--interval", "0.1", url=url)
     assert refused.returncode == 1
     assert "NOPERM" in refused.stderr
+
+
+def test_monitor_and_tap_find_the_server_herald_serve_runs(tmp_path: Path, topic: str) -> None:
+    env = {**os.environ, "HERALD_HOME": str(tmp_path)}
+    env.pop("HERALD_URL", None)
+    log = open(tmp_path / "serve.log", "w")  # noqa: SIM115 - open while serve runs
+    serve = subprocess.Popen(
+        [*HERALD, "serve", "--no-gateway", "--unix-socket"], env=env, stdout=log, stderr=log
+    )
+    try:
+        deadline = time.monotonic() + 15
+        while not (tmp_path / "herald.json").exists():
+            assert serve.poll() is None, (tmp_path / "serve.log").read_text()
+            assert time.monotonic() < deadline, "herald serve did not start"
+            time.sleep(0.05)
+        url = json.loads((tmp_path / "herald.json").read_text())["url"]  # has the password
+        with herald.Client(url) as hub, hub.subscribe(topic):
+            once = subprocess.run(
+                [*HERALD, "monitor", topic, "--once", "--json", "--interval", "0.1"],
+                env=env,
+                capture_output=True,
+                text=True,
+                timeout=60,
+            )
+            tap = subprocess.Popen(
+                [*HERALD, "monitor", "--tap", topic, "--json", "-n", "1", "-t", "20"],
+                env=env,
+                stdout=subprocess.PIPE,
+                stderr=subprocess.PIPE,
+                text=True,
+            )
+            try:
+                while tap.poll() is None and time.monotonic() < deadline + 20:
+                    hub.publish(topic, "x")
+                    time.sleep(0.2)
+                out, err = tap.communicate(timeout=20)
+            finally:
+                tap.kill()
+    finally:
+        serve.send_signal(signal.SIGINT)
+        serve.wait(15)
+        log.close()
+    assert once.returncode == 0, once.stderr
+    assert json.loads(once.stdout)["topics"][0]["subscribers"] == 1
+    assert tap.returncode == 0, err
+    assert lines(out)[0]["topics"] == [topic]
