@@ -14,7 +14,8 @@ from herald._core.offsets import Position
 from herald._core.topics import match
 from herald._core.wire import Codec, Foreign
 from herald._durable.admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
-from herald._durable.consumer import ConsumeOptions, Consumer
+from herald._durable.consumer import Consumer
+from herald._durable.setup import ConsumeOptions
 from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription, SubscriptionStats
 
 from ._client import AsyncClient

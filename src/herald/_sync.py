@@ -25,7 +25,7 @@ from herald._core.typed import typed
 from herald._core.wire import Foreign
 from herald._durable import replay as _replay
 from herald._durable.admin import DeadLetter, TopicInfo
-from herald._durable.consumer import ConsumeOptions
+from herald._durable.setup import ConsumeOptions
 from herald._errors import HistoryLost
 from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription
 

@@ -16,6 +16,7 @@ from typing import Any
 
 from herald._errors import ServerError
 from herald._io.cluster import ClusterLink
+from herald._io.interface import Connection
 from herald._io.link import Link
 
 #: Herald's own channels (request inboxes, the gateway's probe), not users' topics.
@@ -60,28 +61,29 @@ class PubSubState:
         return out
 
 
-def cluster_nodes(link: Link) -> list[tuple[str, int]]:
+def cluster_nodes(link: Connection) -> list[tuple[str, int]]:
     """A cluster's primaries (host, port); empty for one server."""
     if isinstance(link, ClusterLink):
         return [(node.host, node.port) for node in link.links]
     return []
 
 
-def nodes_of(link: Link) -> dict[str, Link]:
+def nodes_of(link: Connection) -> dict[str, Link]:
     """The connections to ask: every primary of a cluster, else the one server."""
     if isinstance(link, ClusterLink):
         return {node.address: lk for node, lk in link.links.items()}
+    assert isinstance(link, Link)
     return {link.address: link}
 
 
-async def on_every_node(link: Link, *args: str) -> dict[str, Any]:
+async def on_every_node(link: Connection, *args: str) -> dict[str, Any]:
     """``args`` run on each node of :func:`nodes_of`: address -> reply."""
     nodes = nodes_of(link)
     replies = await asyncio.gather(*(lk.execute(*args) for lk in nodes.values()))
     return dict(zip(nodes, replies, strict=True))
 
 
-async def pubsub_state(link: Link, pattern: str = "*") -> PubSubState:
+async def pubsub_state(link: Connection, pattern: str = "*") -> PubSubState:
     """Channels (and sharded channels) matching ``pattern`` that have subscribers now, with
     their subscriber connections, and the pattern subscriptions, from every node."""
     nodes = nodes_of(link)

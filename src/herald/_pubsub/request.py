@@ -36,6 +36,7 @@ from herald._errors import (
     ResponderFailed,
 )
 from herald._errors import Timeout as HeraldTimeout
+from herald._io.interface import Connection
 from herald._io.link import Link
 
 from .subscription import Gap, Registry, Subscription
@@ -62,7 +63,7 @@ class Host(Protocol):
     """What request/reply needs of its client (the AsyncClient): its connections, how it
     routes and encodes a topic, and its publish counter."""
 
-    _link: Link | None
+    _link: Connection | None
     _subscriber: Subscriber | None
     _closed: bool
     _tracing: Any  # herald._tracing.Tracing | None: the facade's, above this layer
@@ -483,7 +484,7 @@ class _Queued:
 
     __slots__ = ("_busy", "_link", "_timeout")
 
-    def __init__(self, link: Link, timeout: float | None, busy: bool) -> None:
+    def __init__(self, link: Connection, timeout: float | None, busy: bool) -> None:
         self._link = link
         self._timeout = timeout
         self._busy = busy

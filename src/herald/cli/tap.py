@@ -19,12 +19,12 @@ from rich.console import Console
 import herald
 from herald._core import wire as _wire
 from herald._io import tap as _tap
-from herald._io.link import Link
+from herald._io.interface import Connection
 from herald._pubsub import channels as _channels
 from herald.cli.durable import shown
 
 
-async def link_of(hub: herald.AsyncClient) -> Link:
+async def link_of(hub: herald.AsyncClient) -> Connection:
     """The client's command connection: per-node commands (each primary of a cluster) need
     it, where the public ``execute`` routes a command by its key."""
     await hub.connect()
