@@ -35,6 +35,7 @@ from herald._io.interface import BLOCKED, FLUSHED, Connection, Prefix
 from herald._io.link import Link
 from herald._io.sentinel import SentinelResolver
 from herald._io.server_checks import check_server_limits
+from herald._pubsub import channels as _channels
 from herald._pubsub.cluster import new_subscriber
 from herald._pubsub.recovery import check_start
 from herald._pubsub.request import Requests
@@ -709,6 +710,29 @@ class AsyncClient(Publishing):
             duplicates=self._history_totals.duplicates,
             history_lost=self._history_totals.history_lost,
         )
+
+    async def active_topics(self, pattern: str = "*") -> dict[str, int]:
+        """Topics that have subscribers now, declared or not, with their subscriber
+        connections (``PUBSUB CHANNELS`` and ``NUMSUB``; on a cluster, every primary is asked).
+
+        ``pattern`` is a glob, as in ``subscribe``. Herald's own channels (``_herald.*``:
+        request inboxes, the gateway's probe) are left out. A topic without subscribers is not
+        listed: the server forgets a channel when its last subscriber leaves, and keeps no
+        count of the messages published to it.
+
+        Example::
+
+            for topic, subscribers in (await hub.active_topics("orders.*")).items():
+                print(topic, subscribers)
+        """
+        await self.connect()
+        assert self._link is not None
+        state = await _channels.pubsub_state(self._link, pattern)
+        return {
+            name: n
+            for name, n in sorted(state.subscribers().items())
+            if not name.startswith(_channels.INTERNAL_PREFIX)
+        }
 
     async def execute(self, *args: str | bytes | int | float, decode: bool = False) -> Any:
         """Run a Redis command on the client's command connection and return its reply.
