@@ -442,6 +442,10 @@ class Client:
     def topics(self) -> dict[str, TopicPolicy]:
         return self._live().call(self._async.topics())
 
+    def active_topics(self, pattern: str = "*") -> dict[str, int]:
+        """See :meth:`AsyncClient.active_topics`."""
+        return self._live().call(self._async.active_topics(pattern))
+
     def execute(self, *args: str | bytes | int | float, decode: bool = False) -> Any:
         """Run a Redis command and return its reply; see :meth:`AsyncClient.execute` (commands
         that would corrupt the shared connection are refused)."""
