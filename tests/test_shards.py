@@ -392,3 +392,12 @@ async def test_responder_groups_on_their_shard(servers: list[EmbeddedServer]) ->
             assert (await caller.request(topic, 21, timeout=5)).data == 42
             key = f"herald:{{{topic}}}:responders"
             assert [call(srv.port, "EXISTS", key) for srv in servers] == [0, 0, 1]
+
+
+async def test_active_topics_over_every_shard(servers: list[EmbeddedServer]) -> None:
+    shards = shard_map(servers)
+    names = list(shards)
+    prefix = f"act{next(_ids)}."
+    topics = [topics_on(names, n, prefix)[0] for n in names]
+    async with AsyncClient(shards=shards) as hub, hub.subscribe(*topics):
+        assert await hub.active_topics(prefix + "*") == dict.fromkeys(sorted(topics), 1)
