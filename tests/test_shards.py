@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import json
 import subprocess
 import sys
 from collections.abc import Iterator
@@ -258,6 +259,9 @@ def test_cli_takes_the_sharded_url(servers: list[EmbeddedServer]) -> None:
     assert topic.encode() in call(servers[2].port, "HKEYS", "herald:{herald}:topics")
     ok("pub", topic, "hello")
     assert call(servers[2].port, "XLEN", f"herald:{{{topic}}}:s") == 1
+    doc = json.loads(ok("monitor", "cli.*", "--once", "--json"))
+    assert len(doc["server"]["nodes"]) == 3
+    assert topic in {r["topic"] for r in doc["topics"]}
     bad = subprocess.run(
         [*herald_cli, "topics", "list", "--url", "redis://h1,h2"],
         capture_output=True,
