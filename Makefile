@@ -37,9 +37,12 @@ $(VENV)/.%: requirements/%.txt pyproject.toml $(UV)
 serve: $(VENV)/.serve
 	$(BIN)/herald serve
 
+# Lint, format, and the layer contracts ([tool.importlinter] in pyproject.toml, see
+# docs/architecture.md): a lower layer importing a higher one fails here.
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests bench scripts examples
 	$(BIN)/ruff format --check src tests bench scripts examples
+	$(BIN)/lint-imports --no-cache --no-logo
 
 types: $(VENV)/.test
 	$(BIN)/mypy
@@ -68,6 +71,7 @@ test-latest: $(UV)
 	$(UV) pip install --quiet --python .venv-latest/bin/python --upgrade \
 		-r requirements/build.in -e '.[serve,uvloop,dev,docs,fastapi,pytest]'
 	.venv-latest/bin/ruff check src tests bench scripts examples
+	.venv-latest/bin/lint-imports --no-cache --no-logo
 	.venv-latest/bin/mypy
 	NO_MKDOCS_2_WARNING=1 .venv-latest/bin/mkdocs build --strict --quiet --site-dir .venv-latest/site
 	scripts/ensure-browser.sh

@@ -11,7 +11,7 @@ Example::
 from herald._core.durable_message import ConsumerStats, DurableMessage, StoredMessage
 from herald._core.history import HistoryLost
 from herald._core.message import Message
-from herald._core.topics import match
+from herald._core.topics import is_pattern, match
 from herald._durable.admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
 from herald._durable.consumer import Consumer
 from herald._pubsub.subscription import Gap, Subscription, SubscriptionStats
@@ -84,5 +84,6 @@ __all__ = [
     "Timeout",
     "TopicInfo",
     "TopicPolicy",
+    "is_pattern",
     "match",
 ]
