@@ -52,13 +52,15 @@ types: $(VENV)/.test
 docs: $(VENV)/.test
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
-# Lint, format, types and every test that needs no server: a minute at most.
+# Lint, format, contracts, types and the unit tier (every test that needs no server; the tiers:
+# docs/development.md): a minute at most.
 check: lint types
-	$(BIN)/python -m pytest -m "not server" -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m unit -q $(PYTEST_ARGS)
 
-# Everything: real Valkey servers (standalone, Sentinel, Cluster, TLS), the gateway, the
-# dashboard in a headless browser (scripts/ensure-browser.sh installs Debian's chromium when
-# it is missing and this is root), the fault scenarios' smoke runs.
+# Everything, the four tiers (unit, integration, topology, faults): real Valkey servers
+# (standalone, Sentinel, Cluster, TLS), the gateway, the dashboard in a headless browser
+# (scripts/ensure-browser.sh installs Debian's chromium when it is missing and this is root),
+# the fault scenarios' smoke runs. One tier: make test PYTEST_ARGS="-m topology".
 test: lint types docs
 	scripts/ensure-browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
