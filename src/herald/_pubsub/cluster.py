@@ -35,8 +35,8 @@ from herald._errors import HeraldError, PermissionDenied, ServerError, Timeout
 from herald._io.cluster import PATTERN_LEASE, PATTERN_REFRESH, PATTERNS_KEY, ClusterLink, _consume
 from herald._io.link import Link
 
-from .subscriber import Subscriber
-from .subscription import Gap, Subscription, receiving_until
+from .subscriber import Subscriber, went_down
+from .subscription import Gap, Subscription
 
 log = logging.getLogger("herald")
 
@@ -95,12 +95,9 @@ class _Shard:
 
     def _down(self, exc: Exception | None) -> None:
         if self.down_since is None:
-            now = time.time()
-            self.down_since = receiving_until(
-                self.subscribed_at, self.link.probe_answered, self.last, now
+            self.down_since, self.down_detected, self.down_reason = went_down(
+                self.subscribed_at, self.link, self.last, exc
             )
-            self.down_detected = now
-            self.down_reason = f"connection lost: {exc}" if exc else "connection closed by server"
         self.owner.router.refresh_soon()
 
     async def _resubscribe(self) -> None:

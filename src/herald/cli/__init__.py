@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import signal
 import socket
@@ -28,15 +27,9 @@ from herald._server import (
     write_state,
 )
 
-from .durable import dead, history, replay, shown, topics
+from .common import UNSHARDED, URL, data_field, shown
+from .durable import dead, history, replay, topics
 from .faults import faults
-
-_URL = click.option(
-    "--url",
-    envvar="HERALD_URL",
-    default=None,
-    help="Redis/Valkey URL (default: $HERALD_URL, else the server `herald serve` runs).",
-)
 
 
 def _fail(message: str) -> NoReturn:
@@ -386,12 +379,8 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
     is_flag=True,
     help="Send the payload alone, without Herald's envelope (for redis-cli, redis-py readers).",
 )
-@click.option(
-    "--unsharded",
-    is_flag=True,
-    help="Cluster: publish with PUBLISH, which plain SUBSCRIBE clients receive (not SPUBLISH).",
-)
-@_URL
+@UNSHARDED
+@URL
 def pub(
     topic: str,
     data: str | None,
@@ -442,17 +431,6 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
-def _jsonable(data: Any) -> tuple[str, Any]:
-    """``("data", value)``, or ``("data_b64", text)`` for bytes that are not UTF-8 (as the
-    gateway does): a JSON payload ``{"base64": ...}`` stays distinguishable from bytes."""
-    if isinstance(data, bytes):
-        try:
-            return "data", data.decode()
-        except UnicodeDecodeError:
-            return "data_b64", base64.b64encode(data).decode()
-    return "data", data
-
-
 @main.command()
 @click.argument("patterns", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -476,7 +454,7 @@ def _jsonable(data: Any) -> tuple[str, Any]:
     default="bytes",
     help="Decode payloads published without Herald's envelope (redis-cli, redis-py) as this.",
 )
-@_URL
+@URL
 def sub(
     patterns: Sequence[str],
     as_json: bool,
@@ -494,36 +472,30 @@ def sub(
     console = Console(highlight=False)
     errors = Console(highlight=False, stderr=True)
 
-    def on_gap(gap: herald.Gap) -> None:
+    def notice(key: str, fields: dict[str, Any], text: str) -> None:
+        """A gap or lost history: a JSON line on stderr with --json, else a line of text."""
         if as_json:
-            record = {
-                "gap": {
-                    "since": gap.since,
-                    "until": gap.until,
-                    "detected": gap.detected,
-                    "reason": gap.reason,
-                }
-            }
-            print(json.dumps(record), file=sys.stderr)
+            print(json.dumps({key: fields}), file=sys.stderr)
         else:
-            errors.print(
-                f"[yellow]connection lost: messages published in a window of "
-                f"{gap.until - gap.since:.2f}s may have been missed ({gap.reason})[/]"
-            )
+            errors.print(text)
+
+    def on_gap(gap: herald.Gap) -> None:
+        fields = {"since": gap.since, "until": gap.until, "detected": gap.detected}
+        notice(
+            "gap",
+            {**fields, "reason": gap.reason},
+            f"[yellow]connection lost: messages published in a window of "
+            f"{gap.until - gap.since:.2f}s may have been missed ({gap.reason})[/]",
+        )
 
     def on_history_lost(lost: herald.HistoryLost) -> None:
-        if as_json:
-            record = {
-                "history_lost": {
-                    "topic": lost.topic,
-                    "last_offset": lost.last_offset,
-                    "first_available": lost.first_available,
-                    "reason": lost.reason,
-                }
-            }
-            print(json.dumps(record), file=sys.stderr)
-        else:
-            errors.print(f"[red]{escape(str(lost))}[/]")
+        fields = {
+            "topic": lost.topic,
+            "last_offset": lost.last_offset,
+            "first_available": lost.first_available,
+            "reason": lost.reason,
+        }
+        notice("history_lost", fields, f"[red]{escape(str(lost))}[/]")
 
     async def run() -> int:
         received = 0
@@ -564,7 +536,7 @@ def sub(
 
 def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None:
     if as_json:
-        key, value = _jsonable(msg.data)
+        key, value = data_field(msg.data)
         record = {
             "topic": msg.topic,
             key: value,
@@ -581,7 +553,7 @@ def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None
         sys.stdout.flush()
         return
     stamp = time.strftime("%H:%M:%S", time.localtime(msg.timestamp or time.time()))
-    key, value = _jsonable(msg.data)
+    key, value = data_field(msg.data)
     data = f"(base64) {value}" if key == "data_b64" else value
     data = data if isinstance(data, str) else json.dumps(data)
     # What a publisher sent is shown, never interpreted: no markup, no escape sequences.
