@@ -31,11 +31,11 @@ from herald._core.slots import Node, key_slot, parse_redirect
 from herald._core.topics import is_pattern
 from herald._core.url import Endpoint
 from herald._core.wire import decode
-from herald._errors import HeraldError, PermissionDenied, ServerError, Timeout
+from herald._errors import HeraldError, PermissionDenied, ServerError
 from herald._io.cluster import PATTERN_LEASE, PATTERN_REFRESH, PATTERNS_KEY, ClusterLink, _consume
 from herald._io.link import Link
 
-from .subscriber import Subscriber, went_down
+from .subscriber import Subscriber, not_confirmed, went_down
 from .subscription import Gap, Subscription
 
 log = logging.getLogger("herald")
@@ -200,11 +200,7 @@ class ClusterSubscriber(Subscriber):
                     await asyncio.sleep(PATTERN_REFRESH + 0.1)
         except TimeoutError:
             await self.remove(sub)
-            raise Timeout(
-                f"sharded subscribe to {', '.join(sub.names)} not confirmed within "
-                f"{self.subscribe_timeout}s",
-                self.subscribe_timeout,
-            ) from None
+            raise not_confirmed("sharded subscribe", sub, self.subscribe_timeout) from None
         except BaseException:
             await self.remove(sub)
             raise

@@ -27,6 +27,11 @@ def went_down(
     return since, now, f"connection lost: {exc}" if exc else "connection closed by server"
 
 
+def not_confirmed(command: str, sub: Subscription, timeout: float) -> Timeout:
+    """The error of a subscribe the server did not confirm in time."""
+    return Timeout(f"{command} to {', '.join(sub.names)} not confirmed within {timeout}s", timeout)
+
+
 class _Entry:
     """One channel or pattern on the server and the subscriptions that share it."""
 
@@ -100,11 +105,7 @@ class Subscriber:
                 self._subscribed_at = max(self._subscribed_at, sent)
         except TimeoutError:
             self._unregister(sub)
-            raise Timeout(
-                f"subscribe to {', '.join(sub.names)} not confirmed within "
-                f"{self.subscribe_timeout}s",
-                self.subscribe_timeout,
-            ) from None
+            raise not_confirmed("subscribe", sub, self.subscribe_timeout) from None
         except BaseException:
             await self.remove(sub)
             raise

@@ -10,8 +10,9 @@ acknowledged publish is on a replica before the ack, and the promise is lost == 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import AsyncIterator, Awaitable, Callable
+from contextlib import asynccontextmanager
+from typing import Any, Protocol
 
 from herald import AsyncClient
 
@@ -67,6 +68,22 @@ async def _durable_load_through(
     }
 
 
+class _Topology(Protocol):
+    def start(self, timeout: float = ...) -> object: ...
+
+    def close(self) -> None: ...
+
+
+@asynccontextmanager
+async def _running(topology: _Topology) -> AsyncIterator[None]:
+    """A LocalSentinel or LocalCluster started, and closed after (from a thread: they block)."""
+    await asyncio.to_thread(topology.start)
+    try:
+        yield
+    finally:
+        await asyncio.to_thread(topology.close)
+
+
 async def _one_failover(how: str, replicas: int, seconds: float) -> dict[str, Any]:
     """One Sentinel run: the primary killed -9 (``kill``) or paused past
     ``down-after-milliseconds`` and resumed after the failover (``pause``)."""
@@ -84,13 +101,10 @@ async def _one_failover(how: str, replicas: int, seconds: float) -> dict[str, An
             await asyncio.to_thread(group.wait_failover, old, 30)
             group.resume(old)  # the old primary wakes up and is demoted
 
-    await asyncio.to_thread(group.start)
-    try:
+    async with _running(group):
         run = await _durable_load_through(
             group.url, checker, replicas, seconds, f"primary {how}", inject
         )
-    finally:
-        await asyncio.to_thread(group.close)
     return {"how": how, **run}
 
 
@@ -109,8 +123,7 @@ async def _cluster_run(fault: str, replicas: int, seconds: float) -> dict[str, A
 
     checker = Checker(f"cluster-{fault}-replicas={replicas}")
     cluster = LocalCluster(primaries=3, replicas_per_primary=1)
-    await asyncio.to_thread(cluster.start)
-    try:
+    async with _running(cluster):
         slot = cluster.keyslot("{orders}")
 
         async def inject() -> None:
@@ -125,8 +138,6 @@ async def _cluster_run(fault: str, replicas: int, seconds: float) -> dict[str, A
         run = await _durable_load_through(
             cluster.url, checker, replicas, seconds, f"slot {slot}: {fault}", inject
         )
-    finally:
-        await asyncio.to_thread(cluster.close)
     return {"fault": fault, **run}
 
 
