@@ -9,14 +9,16 @@ Example::
 """
 
 from herald._core.durable_message import ConsumerStats, DurableMessage, StoredMessage
-from herald._core.history import HistoryLost
 from herald._core.message import Message
+from herald._core.offsets import Position
 from herald._core.topics import is_pattern, match
+from herald._core.wire import Codec, Foreign
 from herald._durable.admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
 from herald._durable.consumer import Consumer
-from herald._pubsub.subscription import Gap, Subscription, SubscriptionStats
+from herald._durable.setup import ConsumeOptions
+from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription, SubscriptionStats
 
-from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
+from ._client import AsyncClient
 from ._errors import (
     AuthenticationFailed,
     ClientClosed,
@@ -25,6 +27,7 @@ from ._errors import (
     ConnectionLost,
     DecodeError,
     HeraldError,
+    HistoryLost,
     InvalidTopic,
     MessageTooLarge,
     NoResponders,
@@ -38,6 +41,7 @@ from ._errors import (
     SlowConsumer,
     Timeout,
 )
+from ._models import ClientStats, PubAck, TopicPolicy
 from ._server import EmbeddedServer
 from ._sync import Client, SyncSubscription
 from ._sync_consumer import SyncConsumer
@@ -49,9 +53,11 @@ __all__ = [
     "Client",
     "ClientClosed",
     "ClientStats",
+    "Codec",
     "ConfigurationError",
     "ConnectionFailed",
     "ConnectionLost",
+    "ConsumeOptions",
     "Consumer",
     "ConsumerInfo",
     "ConsumerStats",
@@ -59,8 +65,10 @@ __all__ = [
     "DecodeError",
     "DurableMessage",
     "EmbeddedServer",
+    "Foreign",
     "Gap",
     "GroupInfo",
+    "Handler",
     "HeraldError",
     "HistoryLost",
     "InvalidTopic",
@@ -69,7 +77,9 @@ __all__ = [
     "NoResponders",
     "NotPersisted",
     "NotReplicated",
+    "Overflow",
     "PermissionDenied",
+    "Position",
     "PositionTrimmed",
     "PubAck",
     "ReservedName",

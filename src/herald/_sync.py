@@ -19,18 +19,19 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, Unpack, overload
 
 from herald._core.durable_message import StoredMessage
-from herald._core.history import HistoryLost
 from herald._core.message import Message, replier_of
 from herald._core.offsets import Position
 from herald._core.typed import typed
 from herald._core.wire import Foreign
 from herald._durable import replay as _replay
 from herald._durable.admin import DeadLetter, TopicInfo
-from herald._durable.consumer import ConsumeOptions
+from herald._durable.setup import ConsumeOptions
+from herald._errors import HistoryLost
 from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription
 
-from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
+from ._client import AsyncClient
 from ._errors import ClientClosed, HeraldError, Timeout
+from ._models import ClientStats, PubAck, TopicPolicy
 from ._sync_consumer import SyncConsumer
 from ._tracing import Tracing
 

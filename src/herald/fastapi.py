@@ -44,6 +44,7 @@ except ImportError as exc:  # pragma: no cover - herald installed without the ex
         "herald.fastapi needs Starlette (FastAPI brings it): pip install 'herald-pubsub[fastapi]'"
     ) from exc
 
+
 from herald import AsyncClient, ConfigurationError, Consumer, Message, Subscription
 
 __all__ = ["Herald", "Hub", "client", "relay"]

@@ -18,7 +18,7 @@ from .publish import Scripts
 from .replay import read
 
 if TYPE_CHECKING:
-    from herald._client import TopicPolicy
+    from herald._models import TopicPolicy
 
 Execute = Callable[..., Awaitable[Any]]
 

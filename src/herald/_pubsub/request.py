@@ -24,7 +24,7 @@ import logging
 import os
 from collections.abc import Awaitable, Generator, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from herald._core.message import DONE, REPLY_TO, Message
 from herald._core.topics import INBOX_PREFIX, check_headers, check_user_name
@@ -36,12 +36,19 @@ from herald._errors import (
     ResponderFailed,
 )
 from herald._errors import Timeout as HeraldTimeout
+from herald._io.interface import Connection
 from herald._io.link import Link
 
 from .subscription import Gap, Registry, Subscription
 
 if TYPE_CHECKING:
-    from herald._client import AsyncClient
+    from collections.abc import Coroutine
+
+    from herald._core.history import HistoryTopic
+    from herald._core.streams import DurableTopic
+    from herald._models import PubAck
+
+    from .subscriber import Subscriber
 
 log = logging.getLogger("herald")
 
@@ -52,10 +59,44 @@ _PUBLISH = b"PUBLISH"
 MAX_ERROR_TEXT = 1000  # characters of "Type: message" sent back when a handler raises
 
 
+class Host(Protocol):
+    """What request/reply needs of its client (the AsyncClient): its connections, how it
+    routes and encodes a topic, and its publish counter."""
+
+    _link: Connection | None
+    _subscriber: Subscriber | None
+    _closed: bool
+    _tracing: Any  # herald._tracing.Tracing | None: the facade's, above this layer
+    published: int
+    batch: bool
+    publish_timeout: float | None
+
+    async def connect(self) -> None: ...
+
+    def _prefix(
+        self, topic: str
+    ) -> tuple[bytes, bool, DurableTopic | None, HistoryTopic | None]: ...
+
+    def _declared_bare(self, topic: str) -> bool: ...
+
+    def _frame(
+        self, topic: str, data: Any, headers: Mapping[str, str] | None
+    ) -> tuple[bytes, bytes, bool]: ...
+
+    def _publish_threadsafe(
+        self,
+        topic: str,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        confirm: bool | None,
+        envelope: bool | None = None,
+    ) -> Coroutine[Any, Any, PubAck | None] | None: ...
+
+
 class Requests:
     """One client's requests (its inbox and pending table) and the replies it sends as responder."""
 
-    def __init__(self, client: AsyncClient, registry: Registry) -> None:
+    def __init__(self, client: Host, registry: Registry) -> None:
         self._client = client
         self._registry = registry
         # Random, not the publisher id: whoever sees this client's messages cannot name its inbox.
@@ -443,7 +484,7 @@ class _Queued:
 
     __slots__ = ("_busy", "_link", "_timeout")
 
-    def __init__(self, link: Link, timeout: float | None, busy: bool) -> None:
+    def __init__(self, link: Connection, timeout: float | None, busy: bool) -> None:
         self._link = link
         self._timeout = timeout
         self._busy = busy
