@@ -28,7 +28,7 @@ from herald._server import (
     write_state,
 )
 
-from .common import UNSHARDED, URL, data_field, shown
+from .common import UNSHARDED, URL, data_field, shown, take
 from .consume import consume
 from .durable import dead, history, replay, topics
 from .faults import faults
@@ -533,8 +533,10 @@ def sub(
         }
         notice("history_lost", fields, f"[red]{escape(str(lost))}[/]")
 
+    async def show(msg: herald.Message) -> None:
+        _print_message(console, msg, as_json)
+
     async def run() -> int:
-        received = 0
         async with (
             herald.AsyncClient(url, start_embedded=False) as hub,
             hub.subscribe(
@@ -548,18 +550,7 @@ def sub(
         ):
             if not as_json:
                 errors.print(f"[dim]subscribed to {', '.join(patterns)}[/]")
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while count is None or received < count:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return 1 if count is not None else 0
-                try:
-                    msg = await subscription.next(remaining)
-                except herald.Timeout:
-                    continue
-                received += 1
-                _print_message(console, msg, as_json)
-        return 0
+            return await take(subscription, count, timeout, show)
 
     try:
         code = asyncio.run(run())

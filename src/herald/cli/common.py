@@ -1,13 +1,20 @@
 """What the commands share: the ``--url`` and ``--unsharded`` options, printing what a publisher
-sent without letting it act on the terminal, and a payload's JSON form (``--json`` output)."""
+sent without letting it act on the terminal, a payload's JSON form (``--json`` output), and
+reading ``--count`` messages within ``--timeout``."""
 
 from __future__ import annotations
 
 import base64
-from typing import Any
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any, Protocol, TypeVar
 
 import click
 from rich.markup import escape
+
+import herald
+
+M = TypeVar("M", bound=herald.Message, covariant=True)
 
 URL = click.option(
     "--url",
@@ -55,3 +62,33 @@ def data_field(data: Any) -> tuple[str, Any]:
         except UnicodeDecodeError:
             return "data_b64", base64.b64encode(data).decode()
     return "data", jsonable(data)
+
+
+class Source(Protocol[M]):
+    """A subscription or a consumer."""
+
+    async def next(self, timeout: float | None = None) -> M: ...
+
+
+async def take(
+    source: Source[M],
+    count: int | None,
+    timeout: float | None,
+    each: Callable[[M], Awaitable[None]],
+) -> int:
+    """Hand ``each`` the messages of ``source`` until ``count`` of them (``None``: no end) or
+    until ``timeout`` seconds passed; the exit status: 1 if the time ran out before ``count``
+    messages, else 0."""
+    received = 0
+    deadline = None if timeout is None else time.monotonic() + timeout
+    while count is None or received < count:
+        remaining = None if deadline is None else deadline - time.monotonic()
+        if remaining is not None and remaining <= 0:
+            return 1 if count is not None else 0
+        try:
+            msg = await source.next(remaining)
+        except herald.Timeout:
+            continue
+        received += 1
+        await each(msg)
+    return 0
