@@ -39,8 +39,8 @@ from herald import (
     ReservedName,
     Subscription,
     Timeout,
+    is_pattern,
 )
-from herald._core.topics import is_pattern
 
 from .auth import AuthError, Principal, authenticate, origin_allowed
 from .fanout import Gate, Sink, body_of
