@@ -428,6 +428,7 @@ def run_gateway_bench(
         "clients_complete": sum(1 for c in counts if c == sent),
         "clients_cut": stats["slow_disconnects"],
         "client_errors": len(result["closed"]),
+        "client_error_reasons": sorted({str(r)[:100] for r in result["closed"]})[:5],
         "latency_ms": {
             "p50": _percentile(result["latencies"], 50),
             "p99": _percentile(result["latencies"], 99),

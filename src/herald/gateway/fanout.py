@@ -16,7 +16,6 @@ import contextlib
 import inspect
 import logging
 import time
-from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -121,6 +120,10 @@ class Sink:
     writer, which sends everything queued as one frame. Full (``max_queue`` messages or
     ``max_bytes``): the client is closed as too slow; the writer then sends the close with
     ``reason``, and ``on_cut`` (if given) is called.
+
+    ``on_wake`` (if given) is called when a batch is queued or the sink closes: a connection
+    starts its writer then, instead of keeping a task per client waiting (:meth:`wait`) for
+    what clients that keep up never need. Memory counts here: a gateway holds thousands.
     """
 
     __slots__ = (
@@ -133,6 +136,7 @@ class Sink:
         "max_bytes",
         "max_queue",
         "on_cut",
+        "on_wake",
         "queue",
         "reason",
         "stats",
@@ -146,19 +150,22 @@ class Sink:
         *,
         direct: Callable[[bytes], bool] | None = None,
         on_cut: Callable[[], None] | None = None,
+        on_wake: Callable[[], None] | None = None,
     ) -> None:
         self.stats = stats
         self.on_cut = on_cut
+        self.on_wake = on_wake
         self.max_queue = max_queue
         self.max_bytes = max_bytes
         self.direct = direct
-        self.queue: deque[Batch] = deque()
+        # A list, not a deque: emptied whole (take_nowait), and 700 bytes smaller when empty.
+        self.queue: list[Batch] = []
         self.count = 0
         self.bytes = 0
         self.closed = False
         self.close_code = 1000
         self.reason = ""
-        self._event = asyncio.Event()
+        self._event: asyncio.Event | None = None  # made by the first wait()
 
     def _room(self, n: int, size: int) -> bool:
         if self.count + n <= self.max_queue and self.bytes + size <= self.max_bytes:
@@ -190,29 +197,37 @@ class Sink:
         self.queue.append(batch)
         self.count += n
         self.bytes += batch.size
-        self._event.set()
+        self._wake()
         return True
+
+    def _wake(self) -> None:
+        if self._event is not None:
+            self._event.set()
+        if self.on_wake is not None:
+            self.on_wake()
 
     def close(self, code: int = 1000, reason: str = "") -> None:
         if not self.closed:
             self.closed = True
             self.close_code = code
             self.reason = reason
-        self._event.set()
+        self._wake()
 
     async def wait(self) -> bool:
         """Wait until a batch is queued; False once closed and drained."""
         while not self.queue:
             if self.closed:
                 return False
+            if self._event is None:
+                self._event = asyncio.Event()
             self._event.clear()
             await self._event.wait()
         return True
 
     def take_nowait(self) -> list[Batch]:
         """Every queued batch, oldest first (counted as delivered)."""
-        batches = list(self.queue)
-        self.queue.clear()
+        batches = self.queue
+        self.queue = []
         self.stats.delivered += self.count
         self.count = self.bytes = 0
         return batches
