@@ -77,6 +77,10 @@ def _gateway_main(url: str, conn: Connection, max_queue: int, frame_writer: bool
     settings = uvicorn_config(create_app(url, config), config, "127.0.0.1", 0, "error")
     if not frame_writer:  # plain uvicorn: every frame through ASGI's websocket.send
         settings.ws = "websockets-sansio"
+    # The counting clients do not parse frames, so they cannot answer keepalive pings: with
+    # pings on, uvicorn closes every connection ping_interval + ping_timeout after it opened
+    # (10,000 clients take longer than that to connect on a busy 2-core machine).
+    settings.ws_ping_interval = None
     server = _Server(settings)
 
     async def main() -> None:
@@ -445,6 +449,14 @@ def run_gateway_bench(
         "gateway_dropped": stats["dropped"] + stats["subscription_dropped"],
         # publish to the gateway's fan-out of a batch, the most seen (wall clocks)
         "gateway_fanout_lag_max_ms": round(stats["fanout_lag_max"] * 1000, 1),
+        # fan-out rounds (one frame written to every client): how many, mean and longest
+        "gateway_rounds": stats.get("fanout_rounds"),
+        "gateway_round_ms": {
+            "mean": round(stats["fanout_seconds"] / stats["fanout_rounds"] * 1000, 1)
+            if stats.get("fanout_rounds")
+            else None,
+            "max": round(stats.get("fanout_round_max", 0.0) * 1000, 1),
+        },
     }
 
 

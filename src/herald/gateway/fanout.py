@@ -38,6 +38,10 @@ _BATCH = 1000
 #: fewer, fuller rounds leave CPU to the rest of the process (and machine) at large fan-outs.
 _REST_AFTER = 0.002
 _REST = 1.0
+#: ... but never longer than this: at 10,000 clients a round takes ~100 ms or more, and a rest
+#: as long doubled every message's latency for no fuller round (at 10 msg/s each round
+#: carries one or two messages whatever it waits).
+_REST_MAX = 0.025
 
 
 @dataclass
@@ -58,6 +62,11 @@ class GatewayStats:
     # seconds from publish to the gateway's fan-out of the last batch, and the most seen
     fanout_lag: float = 0.0
     fanout_lag_max: float = 0.0
+    # fan-out rounds (one batch written or queued to every client of a shared subscription)
+    # and the seconds they took, all and the longest
+    fanout_rounds: int = 0
+    fanout_seconds: float = 0.0
+    fanout_round_max: float = 0.0
     sse_clients: int = 0
     started: float = field(default_factory=time.time)
 
@@ -304,10 +313,16 @@ class _Shared:
                 if lost is not None:
                     self.lost(lost)
                 spent = time.perf_counter() - started
+                stats = self.stats
+                stats.fanout_rounds += 1
+                stats.fanout_seconds += spent
+                if spent > stats.fanout_round_max:
+                    stats.fanout_round_max = spent
                 if spent > _REST_AFTER:
-                    # A long round (many clients, or a busy machine): rest as long, so that
-                    # the next round carries what arrived meanwhile in one frame per client.
-                    await asyncio.sleep(spent * _REST)
+                    # A long round (many clients, or a busy machine): rest as long (up to
+                    # _REST_MAX), so that the next round carries what arrived meanwhile in
+                    # one frame per client.
+                    await asyncio.sleep(min(spent * _REST, _REST_MAX))
         except HeraldError as exc:
             log.error("gateway subscription %s ended: %s", name, exc)
             for sink in tuple(self.sinks):
