@@ -27,11 +27,16 @@ def main() -> None:
         default=None,
         help="processes for the counting clients (default: one per 5,000)",
     )
+    parser.add_argument("--uvloop", action="store_true", help="run the gateway on uvloop")
     args = parser.parse_args()
     if args.full:
         args.clients, args.rate, args.duration = 1000, 1000, 30.0
     result = run_gateway_bench(
-        args.clients, args.rate, args.duration, client_processes=args.client_processes
+        args.clients,
+        args.rate,
+        args.duration,
+        client_processes=args.client_processes,
+        gateway_uvloop=args.uvloop,
     )
     print(json.dumps(result, indent=2) if args.json else format_table(result))
 

@@ -67,7 +67,9 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _gateway_main(url: str, conn: Connection, max_queue: int, frame_writer: bool) -> None:
+def _gateway_main(
+    url: str, conn: Connection, max_queue: int, frame_writer: bool, gateway_uvloop: bool = False
+) -> None:
     from herald.gateway import GatewayConfig, create_app
     from herald.gateway.serve import _Server, uvicorn_config
 
@@ -92,7 +94,12 @@ def _gateway_main(url: str, conn: Connection, max_queue: int, frame_writer: bool
         conn.send(server.servers[0].sockets[0].getsockname()[1])
         await task
 
-    asyncio.run(main())
+    if gateway_uvloop:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 _MESSAGE = b'"type":"message"'
@@ -322,6 +329,7 @@ def run_gateway_bench(
     *,
     counting_clients: bool = True,
     frame_writer: bool = True,
+    gateway_uvloop: bool = False,
     client_processes: int | None = None,
 ) -> dict[str, Any]:
     """Run the fan-out benchmark once and return a JSON-able result.
@@ -331,6 +339,7 @@ def run_gateway_bench(
     frame parsing makes the client process the limit long before the gateway at 1,000 clients.
     ``frame_writer``: False serves the gateway with uvicorn's plain ``websockets-sansio``, so
     every frame goes through ASGI's ``websocket.send`` (the fallback path), for comparison.
+    ``gateway_uvloop``: the gateway process on uvloop instead of asyncio's own loop.
     ``client_processes``: processes running the counting clients (default: one per
     :data:`CLIENTS_PER_PROCESS`); the sampled clients always have a process of their own, so
     that their latency is not that of a client process busy with thousands of others.
@@ -344,7 +353,7 @@ def run_gateway_bench(
     with EmbeddedServer(persist=False) as server:
         parent, child = ctx.Pipe()
         gateway = ctx.Process(
-            target=_gateway_main, args=(server.url, child, max_queue, frame_writer)
+            target=_gateway_main, args=(server.url, child, max_queue, frame_writer, gateway_uvloop)
         )
         gateway.start()
         pools: list[tuple[Any, Connection]] = []
@@ -413,6 +422,7 @@ def run_gateway_bench(
             "max_queue": max_queue,
             "counting_clients": counting_clients,
             "frame_writer": frame_writer,
+            "gateway_loop": "uvloop" if gateway_uvloop else "asyncio",
             "client_processes": len(pools),
         },
         "environment": {
