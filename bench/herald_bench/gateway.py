@@ -149,13 +149,18 @@ class _CountingClient(asyncio.Protocol):
                 self._fail(f"handshake refused: {status[:80]!r}")
                 return
             self.upgraded = True
+            self.head = b""
             self.transport.write(self.request)
-        window = self.tail + data
-        self.tail = window[-(len(_SUBSCRIBED) - 1) :]
         if not self.ready.done():
+            self.head = window = self.head + data
             if _SUBSCRIBED not in window:
                 return
             self.ready.set_result(None)
+            self.head = b""
+        else:
+            window = self.tail + data
+        # Shorter than a marker: one that ended in the last read is not counted again here.
+        self.tail = window[-(len(_MESSAGE) - 1) :]
         self.count += window.count(_MESSAGE)
         if _END in window:
             self.count -= 1
