@@ -74,10 +74,12 @@ async def test_flag_wakes_every_waiter_and_forgets_cancelled_ones() -> None:
     cancelled.cancel()
     with pytest.raises(asyncio.CancelledError):
         await cancelled
-    assert flag._waiters is not None and len(flag._waiters) == 3
+    assert flag._waiters is not None
+    assert len(flag._waiters) == 3
     flag.set()
     assert await asyncio.gather(*waiters) == [True, True, True]
-    assert flag.is_set() and await flag.wait()
+    assert flag.is_set()
+    assert await flag.wait()
     flag.clear()
     assert not flag.is_set()
 
