@@ -33,15 +33,14 @@ RESUME_SUPPORTED = "since" in inspect.signature(AsyncClient.subscribe).parameter
 _SHARED_PENDING = 100_000
 #: Messages encoded and queued for every client in one step, at most.
 _BATCH = 1000
-#: A fan-out round longer than this (seconds) is followed by a rest of ``_REST`` times its
-#: length: one write per client costs about the same for one message as for a hundred, so
-#: fewer, fuller rounds leave CPU to the rest of the process (and machine) at large fan-outs.
+#: A fan-out round longer than this (seconds) that carried several messages (they come
+#: faster than rounds) is followed by a rest of ``_REST`` times its length: one write per
+#: client costs about the same for one message as for a hundred, so fewer, fuller rounds
+#: leave CPU to the rest of the process (and machine) at large fan-outs. After a round of one
+#: message the rest would only delay the next: at 10,000 clients and 10 msg/s a round is
+#: ~100 ms of CPU, and a rest as long doubled every message's latency.
 _REST_AFTER = 0.002
 _REST = 1.0
-#: ... but never longer than this: at 10,000 clients a round takes ~100 ms or more, and a rest
-#: as long doubled every message's latency for no fuller round (at 10 msg/s each round
-#: carries one or two messages whatever it waits).
-_REST_MAX = 0.025
 
 
 @dataclass
@@ -318,11 +317,11 @@ class _Shared:
                 stats.fanout_seconds += spent
                 if spent > stats.fanout_round_max:
                     stats.fanout_round_max = spent
-                if spent > _REST_AFTER:
-                    # A long round (many clients, or a busy machine): rest as long (up to
-                    # _REST_MAX), so that the next round carries what arrived meanwhile in
-                    # one frame per client.
-                    await asyncio.sleep(min(spent * _REST, _REST_MAX))
+                if spent > _REST_AFTER and len(batch) > 1:
+                    # A long round (many clients, or a busy machine) of several messages:
+                    # rest as long, so that the next round carries what arrives meanwhile
+                    # in one frame per client.
+                    await asyncio.sleep(spent * _REST)
         except HeraldError as exc:
             log.error("gateway subscription %s ended: %s", name, exc)
             for sink in tuple(self.sinks):
