@@ -14,7 +14,9 @@ from herald._core.offsets import Position
 from herald._core.topics import match
 from herald._core.wire import Codec, Foreign
 from herald._durable.admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
-from herald._durable.consumer import ConsumeOptions, Consumer
+from herald._durable.consumer import Consumer
+from herald._durable.setup import ConsumeOptions
+from herald._pubsub.responders import Responder, SyncResponder
 from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription, SubscriptionStats
 
 from ._client import AsyncClient
@@ -24,6 +26,7 @@ from ._errors import (
     ConfigurationError,
     ConnectionFailed,
     ConnectionLost,
+    CrossSlot,
     DecodeError,
     HeraldError,
     HistoryLost,
@@ -39,8 +42,11 @@ from ._errors import (
     ServerError,
     SlowConsumer,
     Timeout,
+    TransactionAborted,
+    UnsafeCommand,
 )
 from ._models import ClientStats, PubAck, TopicPolicy
+from ._pipeline import Pipeline, Script, SyncPipeline, SyncScript, SyncTransaction, Transaction
 from ._server import EmbeddedServer
 from ._sync import Client, SyncSubscription
 from ._sync_consumer import SyncConsumer
@@ -60,6 +66,7 @@ __all__ = [
     "Consumer",
     "ConsumerInfo",
     "ConsumerStats",
+    "CrossSlot",
     "DeadLetter",
     "DecodeError",
     "DurableMessage",
@@ -78,20 +85,30 @@ __all__ = [
     "NotReplicated",
     "Overflow",
     "PermissionDenied",
+    "Pipeline",
     "Position",
     "PositionTrimmed",
     "PubAck",
     "ReservedName",
+    "Responder",
     "ResponderFailed",
+    "Script",
     "ServerError",
     "SlowConsumer",
     "StoredMessage",
     "Subscription",
     "SubscriptionStats",
     "SyncConsumer",
+    "SyncPipeline",
+    "SyncResponder",
+    "SyncScript",
     "SyncSubscription",
+    "SyncTransaction",
     "Timeout",
     "TopicInfo",
     "TopicPolicy",
+    "Transaction",
+    "TransactionAborted",
+    "UnsafeCommand",
     "match",
 ]
