@@ -18,13 +18,10 @@ from herald._core.history import (
     meta_key,
     parse_page,
 )
-from herald._core.message import Message
-from herald._core.raw import check_command, decoded
 from herald._core.topics import (
     check_headers,
     check_user_name,
     validate_subscription,
-    validate_topic,
 )
 from herald._core.url import Endpoint, parse_url
 from herald._core.wire import Codec, Encoder, Foreign
@@ -32,10 +29,8 @@ from herald._durable.consumer import Consumer
 from herald._durable.publish import Scripts
 from herald._io.cluster import new_link
 from herald._io.interface import BLOCKED, FLUSHED, Connection, Prefix
-from herald._io.link import Link
 from herald._io.sentinel import SentinelResolver
 from herald._io.server_checks import check_server_limits
-from herald._pubsub import channels as _channels
 from herald._pubsub.cluster import new_subscriber
 from herald._pubsub.recovery import check_start
 from herald._pubsub.request import Requests
@@ -43,8 +38,10 @@ from herald._pubsub.responders import Responder
 from herald._pubsub.subscriber import Subscriber
 from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription
 
+from ._client_commands import Commands
 from ._client_durable import Route
 from ._client_publish import Publishing
+from ._client_request import RequestReply
 from ._errors import (
     ClientClosed,
     ConfigurationError,
@@ -55,7 +52,7 @@ from ._errors import (
     Timeout,
 )
 from ._models import ClientStats, PubAck
-from ._pipeline import Pipeline, Script, Spares, Transaction, run_blocking
+from ._pipeline import Spares
 from ._policies import Policies
 from ._server import EmbeddedServer, discover, start_private, stop_private
 from ._tracing import Tracing, make_tracing, trace_subscription
@@ -66,7 +63,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("herald")
 
 
-class AsyncClient(Publishing):
+class AsyncClient(Commands, RequestReply, Publishing):
     """Publish and subscribe with asyncio.
 
     Args:
@@ -488,7 +485,7 @@ class AsyncClient(Publishing):
         if self._closed:
             raise ClientClosed("client closed")
         sub = Subscription(
-            _Registry(self),
+            self._registry(),
             unique,
             max_pending=max_pending,
             overflow=overflow,
@@ -523,6 +520,10 @@ class AsyncClient(Publishing):
         )
         return parse_page(reply)
 
+    def _registry(self) -> _Registry:
+        """A subscription's view of the client (connects the subscriber on first use)."""
+        return _Registry(self)
+
     async def _get_subscriber(self) -> Subscriber:
         if self._subscriber is None:
             await self.connect()
@@ -538,133 +539,6 @@ class AsyncClient(Publishing):
                 **self._link_options,
             )
         return self._subscriber
-
-    # -- request/reply (docs/request-reply.md) -----------------------------------------------
-
-    async def request(
-        self,
-        topic: str,
-        data: Any,
-        *,
-        timeout: float = 1.0,
-        headers: Mapping[str, str] | None = None,
-    ) -> Message:
-        """Send a request and return the first reply.
-
-        Responders are subscriptions of ``topic`` whose handler returns a value, or that call
-        :meth:`Message.reply`.
-
-        Raises:
-            NoResponders: at once, when nobody is subscribed to ``topic``.
-            Timeout: no reply within ``timeout`` seconds (counted from the call).
-            ResponderFailed: the responder's handler raised.
-
-        Example::
-
-            reply = await hub.request("geo.lookup", {"ip": "1.2.3.4"}, timeout=1.0)
-            print(reply.data)
-        """
-        tracing = self._tracing
-        if tracing is None or not tracing.active():
-            return await self._request_table().request(topic, data, timeout, headers)
-        if self._link is None:
-            await self.connect()
-        with tracing.publishing(topic, headers, True, data, operation="request") as (_, sent):
-            return await self._request_table().request(topic, data, timeout, sent)
-
-    async def request_many(
-        self,
-        topic: str,
-        data: Any,
-        *,
-        max_replies: int | None = None,
-        timeout: float = 1.0,
-        headers: Mapping[str, str] | None = None,
-    ) -> list[Message]:
-        """Send a request to every responder and gather their replies (scatter/gather).
-
-        Returns the replies that arrived, in arrival order, once ``max_replies`` are in, or as
-        many as the server counted receivers of the request (one per subscribed connection:
-        several subscriptions of one client to the topic count once, see
-        ``docs/request-reply.md``), or when ``timeout`` passes: then possibly fewer, possibly
-        none. Error replies are included (``herald-error`` header).
-
-        Raises:
-            NoResponders: at once, when nobody is subscribed to ``topic``.
-            Timeout: the request itself could not be sent within ``timeout``.
-
-        Example::
-
-            replies = await hub.request_many("cache.size", None, timeout=0.5)
-            total = sum(r.data for r in replies)
-        """
-        tracing = self._tracing
-        if tracing is None or not tracing.active():
-            return await self._request_table().request_many(
-                topic, data, max_replies, timeout, headers
-            )
-        if self._link is None:
-            await self.connect()
-        with tracing.publishing(topic, headers, True, data, operation="request") as (_, sent):
-            return await self._request_table().request_many(topic, data, max_replies, timeout, sent)
-
-    def respond(
-        self,
-        topic: str,
-        handler: Callable[..., Any],
-        *,
-        group: str,
-        concurrency: int = 1,
-        redeliver_after: float = 5.0,
-        error_text: bool = False,
-    ) -> Responder:
-        """Answer requests to ``topic`` as one member of a responder group: each request is
-        handled by one member of each group (plain responders, subscriptions with a handler,
-        all get it as before). See ``docs/request-reply.md``.
-
-        Args:
-            group: the group's name; members of one group share its requests.
-            concurrency: requests this member handles at once (it takes no more meanwhile).
-            redeliver_after: seconds after which a request a member took and did not finish
-                (the member died or stalled) is handed to another member, if its requester
-                still waits.
-            error_text: as for :meth:`subscribe`.
-
-        Use as ``async with hub.respond(...)``, or ``r = await hub.respond(...)`` and
-        ``await r.close()``. The handler is called as a subscription's handler is: its return
-        value (awaited for a coroutine) is the reply; ``msg.reply(...)`` works too.
-
-        Example::
-
-            async with hub.respond("thumbnails", make_thumbnail, group="workers"):
-                await stop.wait()
-        """
-        return self._responder(topic, handler, group, concurrency, redeliver_after, error_text)
-
-    def _responder(
-        self,
-        topic: str,
-        handler: Callable[..., Any],
-        group: str,
-        concurrency: int,
-        redeliver_after: float,
-        error_text: bool,
-        threaded: bool = False,
-    ) -> Responder:
-        validate_topic(topic)
-        check_user_name(topic)
-        if self._closed:
-            raise ClientClosed("client closed")
-        responder = Responder(
-            self, topic, handler, group, concurrency, redeliver_after, error_text, threaded
-        )
-        self._responders.add(responder)
-        return responder
-
-    def _request_table(self) -> Requests:
-        if self._requests is None:
-            self._requests = Requests(self, _Registry(self))
-        return self._requests
 
     async def _load_policies(self) -> None:
         assert self._link is not None
@@ -710,130 +584,6 @@ class AsyncClient(Publishing):
             duplicates=self._history_totals.duplicates,
             history_lost=self._history_totals.history_lost,
         )
-
-    async def active_topics(self, pattern: str = "*") -> dict[str, int]:
-        """Topics that have subscribers now, declared or not, with their subscriber
-        connections (``PUBSUB CHANNELS`` and ``NUMSUB``; on a cluster, every primary is asked).
-
-        ``pattern`` is a glob, as in ``subscribe``. Herald's own channels (``_herald.*``:
-        request inboxes, the gateway's probe) are left out. A topic without subscribers is not
-        listed: the server forgets a channel when its last subscriber leaves, and keeps no
-        count of the messages published to it.
-
-        Example::
-
-            for topic, subscribers in (await hub.active_topics("orders.*")).items():
-                print(topic, subscribers)
-        """
-        await self.connect()
-        assert self._link is not None
-        state = await _channels.pubsub_state(self._link, pattern)
-        return {
-            name: n
-            for name, n in sorted(state.subscribers().items())
-            if not name.startswith(_channels.INTERNAL_PREFIX)
-        }
-
-    async def execute(self, *args: str | bytes | int | float, decode: bool = False) -> Any:
-        """Run a Redis command on the client's command connection and return its reply.
-
-        The connection is shared by every task of the client, so commands that would change
-        its state or hold it are refused (:class:`UnsafeCommand` names what to use instead):
-        transactions (:meth:`transaction`), the ``SUBSCRIBE`` family (:meth:`subscribe`),
-        ``MONITOR``, ``SELECT``, ``CLIENT REPLY``, blocking commands
-        (:meth:`execute_blocking`)... (list in ``docs/how-to.md``).
-
-        Args:
-            decode: return text: every ``bytes`` in the reply decoded as UTF-8 (nested lists
-                too); :class:`DecodeError` if one is not UTF-8.
-
-        Example::
-
-            await hub.execute("SET", "greeting", "hi")
-            print(await hub.execute("GET", "greeting", decode=True))  # hi
-        """
-        check_command(args, self._longest_wait())
-        await self.connect()
-        assert self._link is not None
-        reply = await self._link.execute(*args)
-        return decoded(reply) if decode else reply
-
-    def pipeline(self, *, decode: bool = False, raise_on_error: bool = True) -> Pipeline:
-        """Commands sent together, replies in order (not atomic: see :meth:`transaction`).
-
-        ``raise_on_error``: ``run()`` raises the first failed command's error (the others ran;
-        ``pipe.replies`` has every reply, errors in place); ``False`` returns them in place.
-
-        Example::
-
-            async with hub.pipeline() as pipe:
-                for i in range(100):
-                    pipe.queue("SET", f"key:{i}", i)
-        """
-        return Pipeline(self, decode, raise_on_error)
-
-    def transaction(
-        self,
-        *,
-        watch: Iterable[str | bytes] = (),
-        decode: bool = False,
-        raise_on_error: bool = True,
-    ) -> Transaction:
-        """``MULTI``/``EXEC``: queued commands that run atomically; with ``watch``, on a
-        connection of its own, and only if the watched keys did not change after ``WATCH``
-        (:class:`TransactionAborted` otherwise). See :class:`Transaction`.
-
-        Example::
-
-            async with hub.transaction() as tx:
-                tx.queue("INCR", "visits")
-                tx.queue("EXPIRE", "visits", 60)
-            print(tx.replies)  # [1, 1]
-        """
-        return Transaction(self, list(watch), decode, raise_on_error)
-
-    def script(self, text: str) -> Script:
-        """A Lua script to call as ``await script(keys=[...], args=[...])`` (``EVALSHA``,
-        with ``EVAL`` when the server does not know it yet).
-
-        Example::
-
-            swap = hub.script("local v = redis.call('GET', KEYS[1]) "
-                              "redis.call('SET', KEYS[1], ARGV[1]) return v")
-            old = await swap(keys=["config:mode"], args=["fast"])
-        """
-        return Script(self, text)
-
-    async def execute_blocking(self, *args: str | bytes | int | float, decode: bool = False) -> Any:
-        """Run a blocking command (``BLPOP``, ``BLMOVE``, ``XREAD ... BLOCK``...) on a
-        connection of its own, so that the shared one stays free; return its reply. Idle
-        connections are kept for the next call (a few per server node). Pass the command's
-        own timeout: cancelling the call closes its connection.
-
-        Example::
-
-            job = await hub.execute_blocking("BLPOP", "jobs", 5)  # None after 5 s
-        """
-        await self.connect()
-        return await run_blocking(self, args, decode)
-
-    def _longest_wait(self) -> float | None:
-        """How long a WAIT may hold the shared connection: half the probe timeout."""
-        link = self._link
-        if link is None:
-            interval: float = self._link_options["probe_interval"]
-            timeout: float | None = self._link_options["probe_timeout"]
-            if not interval:
-                return None
-            return (timeout if timeout is not None else interval) / 2
-        return link.probe_timeout / 2 if link.probe_interval > 0 else None
-
-    async def _dedicated(self, slot: int | None) -> Link:
-        await self.connect()
-        return await self._spares.take(self, slot)
-
-    def _give_back(self, link: Link, healthy: bool, unwatch: bool) -> None:
-        self._spares.give_back(link, healthy and not self._closed, unwatch)
 
 
 class _Registry:
