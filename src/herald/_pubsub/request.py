@@ -119,14 +119,7 @@ class Requests:
     async def request(
         self, topic: str, data: Any, timeout: float, headers: Mapping[str, str] | None
     ) -> Message:
-        _check(topic, headers, timeout)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        if not self._ready():
-            await self._prepare(topic, deadline, timeout)
-        groups = self._groups.fresh(topic)
-        if groups is None:
-            groups = await self._read_groups(topic, deadline, timeout)
+        loop, deadline, groups = await self._begin(topic, timeout, headers)
         rid = _request_id()
         fut: asyncio.Future[Message] = loop.create_future()
         self._pending[rid] = fut
@@ -157,16 +150,9 @@ class Requests:
         timeout: float,
         headers: Mapping[str, str] | None,
     ) -> list[Message]:
-        _check(topic, headers, timeout)
         if max_replies is not None and max_replies < 1:
             raise ConfigurationError("max_replies must be at least 1 (or None)")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        if not self._ready():
-            await self._prepare(topic, deadline, timeout)
-        groups = self._groups.fresh(topic)
-        if groups is None:
-            groups = await self._read_groups(topic, deadline, timeout)
+        loop, deadline, groups = await self._begin(topic, timeout, headers)
         rid = _request_id()
         gather = _Gather(loop.create_future(), topic, timeout, max_replies)
         self._pending[rid] = gather
@@ -182,6 +168,21 @@ class Requests:
         finally:
             self._pending.pop(rid, None)
         return gather.replies[:max_replies]
+
+    async def _begin(
+        self, topic: str, timeout: float, headers: Mapping[str, str] | None
+    ) -> tuple[asyncio.AbstractEventLoop, float, list[str]]:
+        """Check a request, make the client ready to send it (inbox subscribed, connections
+        up) and find the topic's responder groups: (loop, deadline, groups)."""
+        _check(topic, headers, timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not self._ready():
+            await self._prepare(topic, deadline, timeout)
+        groups = self._groups.fresh(topic)
+        if groups is None:
+            groups = await self._read_groups(topic, deadline, timeout)
+        return loop, deadline, groups
 
     def _ready(self) -> bool:
         """True when a request can go out at once: the inbox listens, both connections are up."""
