@@ -14,7 +14,7 @@ PUBLIC = {
     "PermissionDenied", "ServerError", "SlowConsumer", "Timeout", "NoResponders",
     "ResponderFailed", "Consumer", "ConsumerStats", "DurableMessage", "SyncConsumer",
     "StoredMessage", "PositionTrimmed", "TopicInfo", "GroupInfo", "ConsumerInfo", "DeadLetter",
-    "HistoryLost", "NotReplicated", "NotPersisted", "ReservedName",
+    "HistoryLost", "NotReplicated", "NotPersisted", "ReservedName", "UnsupportedAnnotation",
 }  # fmt: skip
 
 

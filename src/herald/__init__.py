@@ -32,6 +32,7 @@ from ._errors import (
     ServerError,
     SlowConsumer,
     Timeout,
+    UnsupportedAnnotation,
 )
 from ._history import HistoryLost
 from ._message import Message
@@ -83,5 +84,6 @@ __all__ = [
     "Timeout",
     "TopicInfo",
     "TopicPolicy",
+    "UnsupportedAnnotation",
     "match",
 ]

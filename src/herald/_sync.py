@@ -30,7 +30,7 @@ from ._offsets import Position
 from ._subscription import Gap, Handler, Overflow, Subscription
 from ._sync_consumer import SyncConsumer
 from ._tracing import Tracing
-from ._typed import typed
+from ._typed import UNTYPED, typed, with_type
 from ._wire import Foreign
 
 T = TypeVar("T")
@@ -142,6 +142,7 @@ class Client:
         replicas: int = 0,
         envelope: bool | None = None,
         fsync: bool = False,
+        type: str | None = None,
     ) -> PubAck: ...
 
     @overload
@@ -157,6 +158,7 @@ class Client:
         replicas: int = 0,
         envelope: bool | None = None,
         fsync: bool = False,
+        type: str | None = None,
     ) -> PubAck | None: ...
 
     def publish(
@@ -171,6 +173,7 @@ class Client:
         replicas: int = 0,
         envelope: bool | None = None,
         fsync: bool = False,
+        type: str | None = None,
     ) -> PubAck | None:
         """Publish one message; see :meth:`AsyncClient.publish`."""
         portal = self._live()
@@ -188,10 +191,13 @@ class Client:
                     replicas=replicas,
                     envelope=envelope,
                     fsync=fsync,
+                    type=type,
                 ),
                 context=contextvars.copy_context() if traced else None,
             )
         self._async._check_publish(topic, headers)
+        if type is not None or data.__class__ not in UNTYPED:
+            headers = with_type(headers, type, data, envelope)
         stored = self._async._publish_threadsafe(topic, data, headers, confirm, envelope)
         if stored is None:
             return None
@@ -204,10 +210,13 @@ class Client:
         *,
         headers: Mapping[str, str] | None = None,
         envelope: bool | None = None,
+        type: str | None = None,
     ) -> None:
         """Publish several messages to one topic in order; see :meth:`AsyncClient.publish_many`."""
         self._live().call(
-            self._async.publish_many(topic, list(items), headers=headers, envelope=envelope),
+            self._async.publish_many(
+                topic, list(items), headers=headers, envelope=envelope, type=type
+            ),
             context=self._context(),
         )
 
