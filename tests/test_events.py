@@ -280,3 +280,33 @@ async def test_message_annotations_still_get_the_message(url: str, topic: str) -
         await s1.close()
         await s2.close()
     assert all(isinstance(m, Message) and m.type == "OrderCreated" for m in got)
+
+
+async def test_gateway_publishes_with_a_message_type(url: str, topic: str) -> None:
+    import httpx
+
+    from herald.gateway import GatewayConfig, create_app
+    from herald.gateway.frames import message_dict
+
+    async with herald.AsyncClient(url) as hub:
+        app = create_app(hub, GatewayConfig())
+        gw = app.state.gateway
+        await gw.start()
+        transport = httpx.ASGITransport(app=app)
+        try:
+            async with (
+                httpx.AsyncClient(transport=transport, base_url="http://localhost") as api,
+                hub.subscribe(topic) as sub,
+            ):
+                r = await api.post(f"/topics/{topic}?type=OrderCreated", json={"id": 1})
+                assert r.status_code == 200, r.text
+                bad = await api.post(f"/topics/{topic}?type=", json={"id": 1})
+                assert bad.status_code == 400
+                assert bad.json()["error"] == "bad_request"
+                msg = await sub.next(5)
+        finally:
+            await gw.stop()
+    assert msg.type == "OrderCreated"
+    frame = message_dict(msg)
+    assert frame["message_type"] == "OrderCreated"
+    assert frame["headers"] == {"herald-type": "OrderCreated"}
