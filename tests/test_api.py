@@ -15,6 +15,7 @@ PUBLIC = {
     "ResponderFailed", "Consumer", "ConsumerStats", "DurableMessage", "SyncConsumer",
     "StoredMessage", "PositionTrimmed", "TopicInfo", "GroupInfo", "ConsumerInfo", "DeadLetter",
     "HistoryLost", "NotReplicated", "NotPersisted", "ReservedName", "UnsupportedAnnotation",
+    "Router", "RouterStats", "Rule",
 }  # fmt: skip
 
 

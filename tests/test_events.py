@@ -87,7 +87,8 @@ async def test_message_type_from_payload_class_or_type_argument(url: str, topic:
         "Batch",
     ]
     assert got[4].headers == {"k": "v", "herald-type": "OrderCreated"}
-    assert got[7].foreign and got[7].data == b'{"user":"bob"}'
+    assert got[7].foreign
+    assert got[7].data == b'{"user":"bob"}'
 
 
 async def test_type_argument_is_checked(url: str, topic: str) -> None:
@@ -170,9 +171,7 @@ async def test_recoverable_union_handler(url: str, topic: str) -> None:
     assert stored.type == "OrderCreated"
 
 
-async def test_durable_union_handler_dead_letters_untyped_and_unknown(
-    url: str, topic: str
-) -> None:
+async def test_durable_union_handler_dead_letters_untyped_and_unknown(url: str, topic: str) -> None:
     got: list[Any] = []
 
     async def on_event(event: Event, msg: DurableMessage) -> None:
@@ -190,10 +189,11 @@ async def test_durable_union_handler_dead_letters_untyped_and_unknown(
         dead = await hub.dead_letters(topic)
         (stored, *_) = await hub.history(topic)
     assert got == [(OrderCreated(1, 1.0), "OrderCreated"), (Refund(order=9), "Refund")]
-    assert c.stats.invalid == 2 and c.stats.handler_errors == 0 and c.stats.naked == 0
+    assert c.stats.invalid == 2
+    assert c.stats.handler_errors == 0
+    assert c.stats.naked == 0
     assert sorted(d.reason for d in dead) == [
-        "invalid payload: message type 'Unknown' is not one of OrderCreated, UserLoggedIn, "
-        "Refund",
+        "invalid payload: message type 'Unknown' is not one of OrderCreated, UserLoggedIn, Refund",
         "invalid payload: the message has no type; expected one of OrderCreated, "
         "UserLoggedIn, Refund",
     ]

@@ -36,6 +36,7 @@ from ._errors import (
 )
 from ._history import HistoryLost
 from ._message import Message
+from ._router import Router, RouterStats, Rule
 from ._server import EmbeddedServer
 from ._subscription import Gap, Subscription, SubscriptionStats
 from ._sync import Client, SyncSubscription
@@ -74,6 +75,9 @@ __all__ = [
     "PubAck",
     "ReservedName",
     "ResponderFailed",
+    "Router",
+    "RouterStats",
+    "Rule",
     "ServerError",
     "SlowConsumer",
     "StoredMessage",
