@@ -96,9 +96,9 @@ async def test_router_declaration_errors(url: str, topic: str) -> None:
             router.route("a == 1", to="y")
         with pytest.raises(herald.ConfigurationError, match="needs a rule"):
             await Router(hub, topic).start()
+        r = Router(hub, topic, group="g")
+        r.default("x")
         with pytest.raises(herald.ConfigurationError, match="not durable"):
-            r = Router(hub, topic, group="g")
-            r.default("x")
             await r.start()
         with pytest.raises(herald.ConfigurationError, match="foreign"):
             Router(hub, topic, foreign="xml")  # type: ignore[arg-type]
@@ -198,9 +198,7 @@ async def test_a_restarted_router_loses_nothing(url: str, topic: str) -> None:
     assert all(m.data["i"] % 2 == 1 for m in routed[odd])
 
 
-async def test_live_router_routes_plain_redis_publishers_by_content(
-    url: str, topic: str
-) -> None:
+async def test_live_router_routes_plain_redis_publishers_by_content(url: str, topic: str) -> None:
     src = f"{topic}.in"
     plain = redis.Redis.from_url(url)
     async with herald.AsyncClient(url) as hub, hub.subscribe(f"{topic}.out.*") as out:
@@ -250,5 +248,8 @@ async def test_durable_router_routes_entries_a_plain_program_wrote(url: str, top
             await wait_for(lambda: router.stats.routed == 3)
         eu = await hub.history(f"{topic}.eu")
         rest = await hub.history(f"{topic}.rest")
-    assert [m.data for m in eu] == [{"region": "eu", "total": "150"}, {"region": "eu", "total": 500}]
+    assert [m.data for m in eu] == [
+        {"region": "eu", "total": "150"},
+        {"region": "eu", "total": 500},
+    ]
     assert [m.data for m in rest] == [{"region": "eu", "total": "50"}]
