@@ -89,6 +89,8 @@ class Router:
     published while it is not running is not routed, and a message no rule matches, with no
     default route, is dropped (counted as ``unrouted``).
 
+    A router restarted with the same ``consumer`` name routes the messages it had taken but
+    not acked at once; any other member of the group takes them over after ``ack_wait``.
     ``start`` is where a new group starts (``consume``'s: ``"new"``, ``"all"``, an entry id or
     a time); a group that exists goes on from its position. ``concurrency`` and
     ``max_deliver`` are ``consume``'s (several messages routed at once do not keep their
@@ -117,6 +119,7 @@ class Router:
         concurrency: int = 1,
         max_deliver: int | None = 5,
         start: Position = "new",
+        ack_wait: float = 30.0,
     ) -> None:
         check_foreign(foreign)
         self.hub = hub
@@ -127,6 +130,7 @@ class Router:
         self.concurrency = concurrency
         self.max_deliver = max_deliver
         self.start_at: Position = start
+        self.ack_wait = ack_wait
         self.rules: list[Rule] = []
         self._default: list[Target] | None = None
         self._dropping = False  # default(None): unmatched messages are dropped on purpose
@@ -258,6 +262,7 @@ class Router:
                 concurrency=self.concurrency,
                 max_deliver=self.max_deliver,
                 start=self.start_at,
+                ack_wait=self.ack_wait,
             )
         else:
             self._running = await self.hub.subscribe(

@@ -61,7 +61,12 @@ class Condition:
             self.op, self.value = "exists", None
             return
         parts = _OP_RE.split(self.text, maxsplit=1)
-        if len(parts) != 3 or not parts[0].strip() or not parts[2].strip():
+        if (
+            len(parts) != 3
+            or not parts[0].strip()
+            or not parts[2].strip()
+            or parts[2].lstrip()[0] in "=<>!~"  # "a >> 3", "a => b": quote such a value
+        ):
             raise ConfigurationError(
                 f"routing condition {text!r} is not FIELD OP VALUE (OP: "
                 f"{', '.join(_OPS)}) or FIELD exists"

@@ -23,6 +23,7 @@ import herald
 
 from ._cli_durable import dead, history, replay, shown, topics
 from ._cli_faults import faults
+from ._cli_route import route
 from ._server import (
     EmbeddedServer,
     clear_state,
@@ -55,6 +56,7 @@ main.add_command(dead)
 main.add_command(replay)
 main.add_command(history)
 main.add_command(faults)
+main.add_command(route)
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
