@@ -78,7 +78,9 @@ def test_conditions() -> None:
     assert Target("o.{x}").topic(_msg({"x": "a*"})) is None  # no pattern characters
 
 
-@pytest.mark.parametrize("text", ["total", "total >", "> 3", "a >> 3", "a => b", "a..b == 1", "$nope == 1", "$header"])
+@pytest.mark.parametrize(
+    "text", ["total", "total >", "> 3", "a >> 3", "a => b", "a..b == 1", "$nope == 1", "$header"]
+)
 def test_bad_conditions_are_configuration_errors(text: str) -> None:
     with pytest.raises(herald.ConfigurationError):
         condition(text)
