@@ -16,8 +16,8 @@ import redis
 
 import herald
 from herald import Message, Router
-from herald._rules import Target, condition
-from herald._wire import decode
+from herald._core.rules import Target, condition
+from herald._core.wire import decode
 
 
 async def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -28,7 +28,7 @@ async def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
 
 
 def _msg(data: Any, topic: str = "orders", headers: dict[str, str] | None = None) -> Message:
-    msg = decode(topic, herald._wire.Encoder().envelope(data, headers))[0]
+    msg = decode(topic, herald._core.wire.Encoder().envelope(data, headers))[0]
     return msg
 
 
@@ -231,7 +231,7 @@ async def test_live_router_routes_plain_redis_publishers_by_content(url: str, to
 
 async def test_durable_router_routes_entries_a_plain_program_wrote(url: str, topic: str) -> None:
     """redis-py XADDs into the topic's stream (fields, or a JSON ``m``): routed by content."""
-    from herald._streams import stream_key
+    from herald._core.streams import stream_key
 
     async with herald.AsyncClient(url) as hub:
         await hub.declare(topic, durable=True)

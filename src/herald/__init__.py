@@ -8,10 +8,16 @@ Example::
         await hub.publish("news.sport", {"title": "3:1"})
 """
 
-from ._admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
-from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
-from ._consumer import Consumer
-from ._durable_message import ConsumerStats, DurableMessage, StoredMessage
+from herald._core.durable_message import ConsumerStats, DurableMessage, StoredMessage
+from herald._core.message import Message
+from herald._core.offsets import Position
+from herald._core.topics import match
+from herald._core.wire import Codec, Foreign
+from herald._durable.admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
+from herald._durable.consumer import ConsumeOptions, Consumer
+from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription, SubscriptionStats
+
+from ._client import AsyncClient
 from ._errors import (
     AuthenticationFailed,
     ClientClosed,
@@ -20,6 +26,7 @@ from ._errors import (
     ConnectionLost,
     DecodeError,
     HeraldError,
+    HistoryLost,
     InvalidTopic,
     MessageTooLarge,
     NoResponders,
@@ -34,14 +41,11 @@ from ._errors import (
     Timeout,
     UnsupportedAnnotation,
 )
-from ._history import HistoryLost
-from ._message import Message
+from ._models import ClientStats, PubAck, TopicPolicy
 from ._router import Router, RouterStats, Rule
 from ._server import EmbeddedServer
-from ._subscription import Gap, Subscription, SubscriptionStats
 from ._sync import Client, SyncSubscription
 from ._sync_consumer import SyncConsumer
-from ._topics import match
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -50,9 +54,11 @@ __all__ = [
     "Client",
     "ClientClosed",
     "ClientStats",
+    "Codec",
     "ConfigurationError",
     "ConnectionFailed",
     "ConnectionLost",
+    "ConsumeOptions",
     "Consumer",
     "ConsumerInfo",
     "ConsumerStats",
@@ -60,8 +66,10 @@ __all__ = [
     "DecodeError",
     "DurableMessage",
     "EmbeddedServer",
+    "Foreign",
     "Gap",
     "GroupInfo",
+    "Handler",
     "HeraldError",
     "HistoryLost",
     "InvalidTopic",
@@ -70,7 +78,9 @@ __all__ = [
     "NoResponders",
     "NotPersisted",
     "NotReplicated",
+    "Overflow",
     "PermissionDenied",
+    "Position",
     "PositionTrimmed",
     "PubAck",
     "ReservedName",

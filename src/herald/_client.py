@@ -7,42 +7,16 @@ import contextlib
 import logging
 import os
 from collections.abc import AsyncIterator, Callable, Coroutine, Iterable, Mapping
-from dataclasses import dataclass
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
 import msgspec
 
-from . import _admin, _replay
-from ._admin import DeadLetter, TopicInfo
-from ._cluster import new_link
-from ._cluster_sub import new_subscriber
-from ._consumer import ConsumeOptions, Consumer, ConsumerSetup
-from ._durable import Scripts
-from ._durable import declare as durable_declare
-from ._durable import delete as durable_delete
-from ._durable import publish as durable_publish
-from ._durable import publish_many as durable_publish_many
-from ._durable import trim as durable_trim
-from ._durable_message import StoredMessage
-from ._errors import (
-    ClientClosed,
-    ConfigurationError,
-    ConnectionFailed,
-    HeraldError,
-    MessageTooLarge,
-    NotPersisted,
-    NotReplicated,
-    PermissionDenied,
-    ReservedName,
-    ServerError,
-    Timeout,
-)
-from ._history import (
+from herald._core.durable_message import StoredMessage
+from herald._core.history import (
     PUBLISH_HISTORY,
     READ_HISTORY,
     Counters,
-    HistoryLost,
     HistoryTopic,
     Page,
     check_history,
@@ -50,16 +24,10 @@ from ._history import (
     meta_key,
     parse_page,
 )
-from ._keyed import publish_keyed, validate_key
-from ._link import BLOCKED, FLUSHED, MAX_BATCH_MESSAGES, Link, Prefix
-from ._message import TYPE_HEADER, Message
-from ._offsets import Position, normalize_id
-from ._recovery import check_start
-from ._request import Requests
-from ._resp import prefix
-from ._sentinel import SentinelResolver
-from ._server import EmbeddedServer, discover, new_password
-from ._streams import (
+from herald._core.message import TYPE_HEADER, Message
+from herald._core.offsets import Position, normalize_id
+from herald._core.resp import prefix
+from herald._core.streams import (
     DEAD_SUFFIX,
     TOPICS_KEY,
     TOPICS_VERSION_KEY,
@@ -69,9 +37,7 @@ from ._streams import (
     differing_fields,
     validate_msg_id,
 )
-from ._subscriber import Subscriber
-from ._subscription import Gap, Handler, Overflow, Subscription
-from ._topics import (
+from herald._core.topics import (
     check_headers,
     check_user_name,
     is_inbox,
@@ -80,11 +46,47 @@ from ._topics import (
     validate_subscription,
     validate_topic,
 )
+from herald._core.typed import UNTYPED as _UNTYPED
+from herald._core.typed import with_type
+from herald._core.url import Endpoint, parse_url
+from herald._core.wire import Codec, Encoder, Foreign, decode
+from herald._durable import admin as _admin
+from herald._durable import replay as _replay
+from herald._durable.admin import DeadLetter, TopicInfo
+from herald._durable.consumer import ConsumeOptions, Consumer, ConsumerSetup
+from herald._durable.keyed import publish_keyed, validate_key
+from herald._durable.publish import Scripts
+from herald._durable.publish import declare as durable_declare
+from herald._durable.publish import delete as durable_delete
+from herald._durable.publish import publish as durable_publish
+from herald._durable.publish import publish_many as durable_publish_many
+from herald._durable.publish import trim as durable_trim
+from herald._io.cluster import new_link
+from herald._io.link import BLOCKED, FLUSHED, MAX_BATCH_MESSAGES, Link, Prefix
+from herald._io.sentinel import SentinelResolver
+from herald._pubsub.cluster import new_subscriber
+from herald._pubsub.recovery import check_start
+from herald._pubsub.request import Requests
+from herald._pubsub.subscriber import Subscriber
+from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription
+
+from ._errors import (
+    ClientClosed,
+    ConfigurationError,
+    ConnectionFailed,
+    HeraldError,
+    HistoryLost,
+    MessageTooLarge,
+    NotPersisted,
+    NotReplicated,
+    PermissionDenied,
+    ReservedName,
+    ServerError,
+    Timeout,
+)
+from ._models import DEAD_POLICY, ClientStats, PubAck, TopicPolicy, policy_decode
+from ._server import EmbeddedServer, discover, new_password
 from ._tracing import Tracing, make_tracing, trace_consumer, trace_subscription
-from ._typed import UNTYPED as _UNTYPED
-from ._typed import with_type
-from ._url import Endpoint, parse_url
-from ._wire import Codec, Encoder, Foreign, decode
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
@@ -97,47 +99,6 @@ _PREFIX_CACHE_MAX = 10_000
 _Route = tuple[bytes, bool, DurableTopic | None, HistoryTopic | None]
 
 
-class TopicPolicy(msgspec.Struct, frozen=True, omit_defaults=True):
-    """How a topic is published, stored in Redis so every client agrees.
-
-    Attributes:
-        bare: publish the payload alone, without Herald's envelope, for plain Redis subscribers.
-        sharded: on a cluster, publish live messages with ``SPUBLISH`` (the default: the
-            message stays in its shard); ``False`` publishes with ``PUBLISH``, which plain
-            ``SUBSCRIBE`` clients receive and the cluster bus copies to every node (see
-            ``docs/scaling.md``). Other deployments ignore it.
-        durable: every publish is also appended to the topic's stream, for consumer groups
-            (see ``docs/durable.md``).
-        max_len: durable topics: keep at most this many entries...
-        max_age: ...and none older than this many seconds; entries a group has not acked
-            are kept anyway unless ``trim_unacked``.
-        dedup_window: durable topics: seconds during which a publish with the same ``msg_id``
-            is stored once (0: no deduplication).
-        trim_unacked: let ``max_len``/``max_age`` remove entries some group has not acked.
-        history: recoverable topics: keep the last this many messages, each with an offset,
-            so that subscribers recover what they missed (see ``docs/recoverable.md``).
-        history_ttl: recoverable topics: drop the history after this many seconds without a
-            publish (the offsets and epoch are kept).
-        fsync: durable topics: every confirmed publish returns only once the message is
-            fsynced to the server's AOF, as ``publish(..., fsync=True)`` does.
-    """
-
-    bare: bool = False
-    sharded: bool = True
-    durable: bool = False
-    max_len: int | None = None
-    max_age: float | None = None
-    dedup_window: float = 120.0
-    trim_unacked: bool = False
-    history: int = 0
-    history_ttl: float | None = None
-    fsync: bool = False
-
-
-_policy_decode = msgspec.json.Decoder(TopicPolicy).decode
-_DEAD_POLICY = msgspec.json.encode(TopicPolicy(durable=True))
-
-
 def _durable_topic(topic: str, policy: TopicPolicy) -> DurableTopic:
     return DurableTopic(
         topic,
@@ -147,42 +108,8 @@ def _durable_topic(topic: str, policy: TopicPolicy) -> DurableTopic:
         trim_unacked=policy.trim_unacked,
         fsync=policy.fsync,
         policy_json=msgspec.json.encode(policy),
-        dead_json=b"" if topic.endswith(DEAD_SUFFIX) else _DEAD_POLICY,
+        dead_json=b"" if topic.endswith(DEAD_SUFFIX) else DEAD_POLICY,
     )
-
-
-@dataclass(frozen=True, slots=True)
-class PubAck:
-    """The server's answer to a confirmed publish.
-
-    Attributes:
-        receivers: live deliveries the server made (per subscribed channel and matching pattern).
-        offset: durable topics: the stream entry id the message was stored as; recoverable
-            topics: the message's offset.
-        duplicate: durable topics: the ``msg_id`` was seen within the dedup window; nothing
-            was stored and ``offset`` is the first publish's entry.
-        epoch: recoverable topics: the history's epoch.
-    """
-
-    receivers: int
-    offset: str | int | None = None
-    duplicate: bool = False
-    epoch: int | None = None
-
-
-@dataclass
-class ClientStats:
-    """Counters of one client."""
-
-    published: int
-    reconnects: int
-    gaps: int
-    publish_errors: int
-    connected: bool
-    late_replies: int = 0  # replies that found no pending request (timed out, cancelled)
-    recovered: int = 0  # recoverable topics: messages delivered from history after a break
-    duplicates: int = 0  # recoverable topics: messages received twice, delivered once
-    history_lost: int = 0  # recoverable topics: HistoryLost reports
 
 
 class AsyncClient:
@@ -1223,10 +1150,10 @@ class AsyncClient:
             validate_topic(dead)
         await self.connect()
         current = await durable_declare(
-            self._scripts(), topic, msgspec.json.encode(policy), update, dead, _DEAD_POLICY
+            self._scripts(), topic, msgspec.json.encode(policy), update, dead, DEAD_POLICY
         )
         if current is not None:
-            stored = _policy_decode(current)
+            stored = policy_decode(current)
             if stored != policy:
                 diff = ", ".join(
                     f"{f}={getattr(stored, f)!r} (not {getattr(policy, f)!r})"
@@ -1493,7 +1420,7 @@ class AsyncClient:
         it = iter(raw)
         for k, v in zip(it, it, strict=True):
             try:
-                policies[k.decode()] = _policy_decode(v)
+                policies[k.decode()] = policy_decode(v)
             except (msgspec.DecodeError, UnicodeDecodeError):
                 log.warning("ignoring undecodable policy of topic %r in %s", k, TOPICS_KEY)
         self._policy_version = version

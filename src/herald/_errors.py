@@ -25,16 +25,19 @@
      │                                          time (.local, .replicas, .required, .ack)
      ├── PositionTrimmed                        a group's unread entries were trimmed away
      │                                          (.topic, .group, .position, .first_available, .lost)
+     ├── HistoryLost                            a recoverable topic's missed messages are gone
+     │                                          (.topic, .last_offset, .first_available, .epoch)
      └── ClientClosed                           the client or subscription was closed
 """
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
-    from ._client import PubAck
-    from ._message import Message
+    from herald._core.message import Message
+
+    from ._models import PubAck
 
 
 class HeraldError(Exception):
@@ -240,3 +243,44 @@ class NotReplicated(HeraldError):
         self.acked = acked
         self.required = required
         self.ack = ack
+
+
+class HistoryLost(HeraldError):
+    """Messages of a recoverable topic were missed and its history no longer holds them.
+
+    Raised by a subscription's iterator (or passed to ``on_history_lost``) at the point in the
+    sequence where the missing messages would have been; iterating again continues with the
+    first message still available.
+
+    Attributes:
+        topic: the topic.
+        last_offset: the last offset the subscription delivered (0: none yet).
+        first_available: the first offset it delivers next (``None``: unknown yet, the history
+            was reset and nothing has been published since).
+        epoch: the topic's epoch now (``None`` when reset and empty).
+        reason: what happened.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        last_offset: int,
+        first_available: int | None,
+        epoch: int | None,
+        reason: str,
+    ) -> None:
+        self.topic = topic
+        self.last_offset = last_offset
+        self.first_available = first_available
+        self.epoch = epoch
+        self.reason = reason
+        missed = (
+            f"offsets {last_offset + 1}..{first_available - 1}"
+            if first_available is not None and first_available > last_offset + 1
+            else f"messages after offset {last_offset}"
+        )
+        super().__init__(f"topic {topic!r}: {missed} are lost: {reason}")
+
+    def __reduce__(self) -> Any:
+        args = (self.topic, self.last_offset, self.first_available, self.epoch, self.reason)
+        return (HistoryLost, args)

@@ -11,18 +11,20 @@ from dataclasses import dataclass, field
 from types import TracebackType
 from typing import TYPE_CHECKING, Any
 
-from ._durable_message import DurableMessage
+from herald._core.durable_message import DurableMessage
+from herald._core.message import Message
+from herald._core.offsets import Position
+from herald._core.rules import Predicate, Target, condition
+from herald._core.topics import RESERVED_HEADER
+from herald._core.wire import Foreign, check_foreign
+
 from ._errors import ConfigurationError
-from ._message import Message
-from ._offsets import Position
-from ._rules import Predicate, Target, condition
-from ._topics import RESERVED_HEADER
-from ._wire import Foreign, check_foreign
 
 if TYPE_CHECKING:
+    from herald._durable.consumer import Consumer
+    from herald._pubsub.subscription import Subscription
+
     from ._client import AsyncClient
-    from ._consumer import Consumer
-    from ._subscription import Subscription
 
 log = logging.getLogger("herald")
 
