@@ -54,7 +54,6 @@ _OFFSET = struct.Struct(">QQ")
 _U32 = struct.Struct(">I")
 
 
-
 def _enc_hook(obj: Any) -> Any:
     """pydantic models, encoded as their JSON form (pydantic is never imported by Herald: a
     model can only exist if its module is loaded)."""
