@@ -272,13 +272,17 @@ async def test_message_annotations_still_get_the_message(url: str, topic: str) -
     def anything(msg: Any) -> None:
         got.append(msg)
 
+    def optional(msg: Message | None = None) -> None:
+        got.append(msg)
+
     async with herald.AsyncClient(url) as hub:
         s1 = await hub.subscribe(topic, handler=plain)
         s2 = await hub.subscribe(topic, handler=anything)
+        s3 = await hub.subscribe(topic, handler=optional)
         await hub.publish(topic, OrderCreated(1, 1.0))
-        await wait_for(lambda: len(got) == 2)
-        await s1.close()
-        await s2.close()
+        await wait_for(lambda: len(got) == 3)
+        for s in (s1, s2, s3):
+            await s.close()
     assert all(isinstance(m, Message) and m.type == "OrderCreated" for m in got)
 
 

@@ -78,6 +78,19 @@ def test_conditions() -> None:
     assert Target("o.{x}").topic(_msg({"x": "a*"})) is None  # no pattern characters
 
 
+async def test_a_template_that_would_loop_does_not_match(url: str, topic: str) -> None:
+    async with herald.AsyncClient(url) as hub:
+        router = Router(hub, f"{topic}.*")
+        router.route(to=f"{topic}.{{kind}}")
+        router.default(f"{topic}")
+        assert router.targets(_msg({"kind": "x"}, f"{topic}.in")) == ("default", [topic])
+        assert router.targets(_msg({}, f"{topic}.in")) == ("default", [topic])
+        durable = Router(hub, topic, group="g")
+        durable.route(to="{kind}")
+        assert durable.targets(_msg({"kind": topic})) is None
+        assert durable.targets(_msg({"kind": "other"})) == ("rule 1", ["other"])
+
+
 @pytest.mark.parametrize(
     "text", ["total", "total >", "> 3", "a >> 3", "a => b", "a..b == 1", "$nope == 1", "$header"]
 )
@@ -91,6 +104,8 @@ async def test_router_declaration_errors(url: str, topic: str) -> None:
         router = Router(hub, topic)
         with pytest.raises(herald.ConfigurationError, match="loop"):
             router.route(to=topic)
+        with pytest.raises(herald.ConfigurationError, match="loop"):
+            Router(hub, f"{topic}.*").route(to=f"{topic}.big")
         with pytest.raises(herald.ConfigurationError, match="at least one target"):
             router.route("a == 1", to=[])
         router.route("a == 1", to="x")

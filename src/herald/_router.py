@@ -15,7 +15,7 @@ from herald._core.durable_message import DurableMessage
 from herald._core.message import Message
 from herald._core.offsets import Position
 from herald._core.rules import Predicate, Target, condition
-from herald._core.topics import RESERVED_HEADER
+from herald._core.topics import RESERVED_HEADER, is_pattern, match
 from herald._core.wire import Foreign, check_foreign
 
 from ._errors import ConfigurationError
@@ -185,8 +185,10 @@ class Router:
         if not targets:
             raise ConfigurationError("a route needs at least one target topic")
         for t in targets:
-            if t.text == self.source:
-                raise ConfigurationError(f"routing {self.source!r} to itself would loop")
+            if not t.template and self._loops([t.text]):
+                raise ConfigurationError(
+                    f"routing {self.source!r} to {t.text!r} would loop: the router reads it"
+                )
         return targets
 
     @property
@@ -203,13 +205,21 @@ class Router:
         """(rule name, topics) for ``msg``, or ``None`` when nothing routes it."""
         for rule in self.rules:
             topics = rule.targets(msg)
-            if topics is not None:
+            if topics is not None and not self._loops(topics):
                 return rule.name, topics
         if self._default is not None:
             filled = [t.topic(msg) for t in self._default]
-            if None not in filled:
-                return "default", [t for t in filled if t is not None]
+            topics = [t for t in filled if t is not None]
+            if len(topics) == len(filled) and not self._loops(topics):
+                return "default", topics
         return None
+
+    def _loops(self, topics: list[str]) -> bool:
+        """Whether a copy would come back to this router (a template filled in as the source,
+        a target its pattern matches): such a rule does not match."""
+        source = self.source
+        pattern = is_pattern(source)
+        return any(t == source or (pattern and match(source, t)) for t in topics)
 
     async def _forward(self, msg: Message) -> None:
         self.stats.received += 1

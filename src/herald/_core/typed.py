@@ -257,8 +257,8 @@ def _payload_converter(tp: type) -> Converter | None:
 
 def _union(handler: object, tp: Any) -> UnionConverter | None:
     args = typing.get_args(tp)
-    if all(isinstance(a, type) and issubclass(a, Message) for a in args):
-        return None  # Message | DurableMessage: the message
+    if all(a is type(None) or (isinstance(a, type) and issubclass(a, Message)) for a in args):
+        return None  # Message | DurableMessage (| None): the message
     members: dict[str, Converter] = {}
     for arg in args:
         conv = _payload_converter(arg) if isinstance(arg, type) else None
