@@ -18,6 +18,7 @@ import herald
 from herald import Message, Router
 from herald._core.rules import Target, condition
 from herald._core.wire import decode
+from herald.testing import LocalCluster
 
 
 async def wait_for(cond: Callable[[], bool], timeout: float = 10.0) -> None:
@@ -124,6 +125,11 @@ async def test_router_declaration_errors(url: str, topic: str) -> None:
 class OrderCreated(msgspec.Struct):
     id: int
     total: float
+    region: str
+
+
+class Refunded(msgspec.Struct):
+    id: int
     region: str
 
 
@@ -270,3 +276,32 @@ async def test_durable_router_routes_entries_a_plain_program_wrote(url: str, top
         {"region": "eu", "total": 500},
     ]
     assert [m.data for m in rest] == [{"region": "eu", "total": "50"}]
+
+
+async def test_durable_router_and_union_dispatch_on_a_cluster(cluster: LocalCluster) -> None:
+    """Source and targets in different slots; the copies keep their type, and a union
+    handler downstream dispatches on it."""
+    got: list[Any] = []
+
+    def on_order(order: OrderCreated | Refunded) -> None:
+        got.append(order)
+
+    src = f"rt{time.monotonic_ns()}"
+    async with herald.AsyncClient(cluster.url) as hub:
+        for t in (src, f"{src}.eu", f"{src}.other"):
+            await hub.declare(t, durable=True)
+        router = Router(hub, src, group="router")
+        router.route("region == eu", to=f"{src}.eu")
+        router.default(f"{src}.other")
+        async with router, hub.consume(f"{src}.eu", "g", handler=on_order, start="all"):
+            for i in range(20):
+                region = "eu" if i % 2 else "us"
+                await hub.publish(src, OrderCreated(i, 1.0, region))
+                await hub.publish(src, Refunded(i, region))
+            await wait_for(lambda: len(got) == 20)
+        other = await hub.history(f"{src}.other")
+    assert sorted((type(o).__name__, o.id) for o in got) == sorted(
+        [("OrderCreated", i) for i in range(1, 20, 2)] + [("Refunded", i) for i in range(1, 20, 2)]
+    )
+    assert len(other) == 20
+    assert {m.type for m in other} == {"OrderCreated", "Refunded"}
