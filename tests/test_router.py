@@ -305,3 +305,29 @@ async def test_durable_router_and_union_dispatch_on_a_cluster(cluster: LocalClus
     )
     assert len(other) == 20
     assert {m.type for m in other} == {"OrderCreated", "Refunded"}
+
+
+async def test_a_copy_that_cannot_be_published_is_never_acked(url: str, topic: str) -> None:
+    """Route, then ack: a message whose copy fails is delivered again, then dead-lettered
+    (max_deliver), never acked as routed; the messages around it are routed."""
+    async with (
+        herald.AsyncClient(url) as hub,
+        herald.AsyncClient(url, max_message_size=1024) as small,  # the router's client
+    ):
+        await hub.declare(topic, durable=True)
+        await hub.declare(f"{topic}.out", durable=True)
+        router = Router(small, topic, group="router", max_deliver=2)
+        router.default(f"{topic}.out")
+        async with router:
+            await hub.publish(topic, {"n": 1})
+            await hub.publish(topic, {"n": 2, "pad": "x" * 2000})  # its copy is too large
+            await hub.publish(topic, {"n": 3})
+            deadline = time.monotonic() + 15
+            while not (dead := await hub.dead_letters(topic)):
+                assert time.monotonic() < deadline
+                await asyncio.sleep(0.05)
+        out = await hub.history(f"{topic}.out")
+    assert [m.data["n"] for m in out] == [1, 3]
+    assert router.stats.failed == 2
+    assert [d.message.data["n"] for d in dead] == [2]
+    assert dead[0].reason.startswith("handler failed on delivery 2 of 2: MessageTooLarge")
