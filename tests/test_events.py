@@ -259,8 +259,12 @@ async def test_annotations_herald_cannot_honour_are_refused_at_subscribe(
         assert info.value.handler is handler
         with pytest.raises(herald.UnsupportedAnnotation, match=reason):
             hub.consume(f"{topic}.d", "g", handler=handler)
-    with herald.Client(url) as sync_hub, pytest.raises(herald.UnsupportedAnnotation):
-        sync_hub.subscribe(topic, handler=handler)
+    with herald.Client(url) as sync_hub:
+        with pytest.raises(herald.UnsupportedAnnotation):
+            sync_hub.subscribe(topic, handler=handler)
+        with pytest.raises(herald.UnsupportedAnnotation):
+            sync_hub.consume(f"{topic}.d", "g", handler=handler)
+        assert sync_hub.execute("PUBSUB", "NUMSUB", topic)[1] == 0  # nothing left subscribed
 
 
 async def test_message_annotations_still_get_the_message(url: str, topic: str) -> None:
@@ -314,3 +318,18 @@ async def test_gateway_publishes_with_a_message_type(url: str, topic: str) -> No
     frame = message_dict(msg)
     assert frame["message_type"] == "OrderCreated"
     assert frame["headers"] == {"herald-type": "OrderCreated"}
+
+
+async def test_requests_and_replies_carry_their_type(url: str, topic: str) -> None:
+    def respond(event: OrderCreated | UserLoggedIn) -> Any:
+        if isinstance(event, OrderCreated):
+            return UserLoggedIn(f"buyer of {event.id}")
+        return {"plain": True}
+
+    async with herald.AsyncClient(url) as hub, hub.subscribe(topic, handler=respond):
+        reply = await hub.request(topic, OrderCreated(7, 1.0))
+        assert (reply.type, reply.data) == ("UserLoggedIn", {"user": "buyer of 7"})
+        reply = await hub.request(topic, UserLoggedIn("x"))
+        assert (reply.type, reply.data) == (None, {"plain": True})
+        with pytest.raises(herald.ResponderFailed):
+            await hub.request(topic, {"id": 1, "total": 1.0})  # no type: invalid

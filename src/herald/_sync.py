@@ -21,7 +21,7 @@ from typing import Any, Literal, TypeVar, Unpack, overload
 from herald._core.durable_message import StoredMessage
 from herald._core.message import Message, replier_of
 from herald._core.offsets import Position
-from herald._core.typed import UNTYPED, typed, with_type
+from herald._core.typed import UNTYPED, converter, typed, with_type
 from herald._core.wire import Foreign
 from herald._durable import replay as _replay
 from herald._durable.admin import DeadLetter, TopicInfo
@@ -288,6 +288,8 @@ class Client:
         (a :class:`HistoryLost` without ``on_history_lost`` is logged there).
         """
         portal = self._live()
+        if handler is not None:
+            converter(handler)  # UnsupportedAnnotation before anything is subscribed
         sub = self._async.subscribe(
             *names,
             max_pending=max_pending,
@@ -367,6 +369,8 @@ class Client:
         """
         portal = self._live()
         handler = options.pop("handler", None)
+        if handler is not None:
+            converter(handler)  # UnsupportedAnnotation before the consumer starts
         inner = self._async.consume(topic, group, consumer, **options)
         portal.call(inner.start())
         wrapper = SyncConsumer(inner, handler, self._async._tracing)
