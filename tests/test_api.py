@@ -16,6 +16,8 @@ PUBLIC = {
     "StoredMessage", "PositionTrimmed", "TopicInfo", "GroupInfo", "ConsumerInfo", "DeadLetter",
     "HistoryLost", "NotReplicated", "NotPersisted", "ReservedName", "UnsupportedAnnotation",
     "Router", "RouterStats", "Rule",
+    "UnsafeCommand", "CrossSlot", "TransactionAborted", "Pipeline", "Transaction", "Script",
+    "SyncPipeline", "SyncTransaction", "SyncScript", "Responder", "SyncResponder",
     # type aliases used in public signatures
     "Codec", "ConsumeOptions", "Foreign", "Handler", "Overflow", "Position",
 }  # fmt: skip

@@ -14,7 +14,9 @@ from herald._core.offsets import Position
 from herald._core.topics import match
 from herald._core.wire import Codec, Foreign
 from herald._durable.admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
-from herald._durable.consumer import ConsumeOptions, Consumer
+from herald._durable.consumer import Consumer
+from herald._durable.setup import ConsumeOptions
+from herald._pubsub.responders import Responder, SyncResponder
 from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription, SubscriptionStats
 
 from ._client import AsyncClient
@@ -24,6 +26,7 @@ from ._errors import (
     ConfigurationError,
     ConnectionFailed,
     ConnectionLost,
+    CrossSlot,
     DecodeError,
     HeraldError,
     HistoryLost,
@@ -39,9 +42,12 @@ from ._errors import (
     ServerError,
     SlowConsumer,
     Timeout,
+    TransactionAborted,
+    UnsafeCommand,
     UnsupportedAnnotation,
 )
 from ._models import ClientStats, PubAck, TopicPolicy
+from ._pipeline import Pipeline, Script, SyncPipeline, SyncScript, SyncTransaction, Transaction
 from ._router import Router, RouterStats, Rule
 from ._server import EmbeddedServer
 from ._sync import Client, SyncSubscription
@@ -62,6 +68,7 @@ __all__ = [
     "Consumer",
     "ConsumerInfo",
     "ConsumerStats",
+    "CrossSlot",
     "DeadLetter",
     "DecodeError",
     "DurableMessage",
@@ -80,24 +87,34 @@ __all__ = [
     "NotReplicated",
     "Overflow",
     "PermissionDenied",
+    "Pipeline",
     "Position",
     "PositionTrimmed",
     "PubAck",
     "ReservedName",
+    "Responder",
     "ResponderFailed",
     "Router",
     "RouterStats",
     "Rule",
+    "Script",
     "ServerError",
     "SlowConsumer",
     "StoredMessage",
     "Subscription",
     "SubscriptionStats",
     "SyncConsumer",
+    "SyncPipeline",
+    "SyncResponder",
+    "SyncScript",
     "SyncSubscription",
+    "SyncTransaction",
     "Timeout",
     "TopicInfo",
     "TopicPolicy",
+    "Transaction",
+    "TransactionAborted",
+    "UnsafeCommand",
     "UnsupportedAnnotation",
     "match",
 ]

@@ -5,6 +5,9 @@
     HeraldError
      ├── ConfigurationError (ValueError)        bad URL, bad option
      │    ├── ReservedName                      a header, topic or pattern that is Herald's (.name)
+     │    ├── UnsafeCommand                     a raw command that would corrupt the shared
+     │    │                                     connection (.command, .alternative)
+     │    ├── CrossSlot                         a transaction's keys in several cluster slots
      │    └── UnsupportedAnnotation             a handler's type Herald cannot decode into
      │                                          (.handler, .annotation, .reason)
      ├── InvalidTopic (ValueError)              empty, too long, forbidden characters
@@ -19,6 +22,7 @@
      ├── SlowConsumer                           a subscription overflowed its buffer (.pending)
      ├── NoResponders                           nobody received a request (.topic)
      ├── ResponderFailed                        the responder's handler raised (.topic, .error)
+     ├── TransactionAborted                    a watched key changed: EXEC ran nothing (.watched)
      ├── NotReplicated                          fewer replicas than asked acknowledged a write
      │                                          (.acked, .required, .ack)
      ├── NotPersisted                           a write not fsynced (locally, on N replicas) in
@@ -80,6 +84,39 @@ class UnsupportedAnnotation(ConfigurationError):
         self.handler = handler
         self.annotation = annotation
         self.reason = reason
+
+
+class UnsafeCommand(ConfigurationError):
+    """A raw command that would corrupt the client's shared command connection (MONITOR,
+    MULTI, SUBSCRIBE, SELECT, a blocking BLPOP...), refused by ``execute()`` before it is sent.
+
+    Attributes:
+        command: the command's name, with its subcommand (``"CLIENT REPLY"``).
+        alternative: what to use instead.
+    """
+
+    def __init__(self, command: str, alternative: str) -> None:
+        super().__init__(
+            f"{command} would corrupt the client's shared connection; use {alternative}"
+        )
+        self.command = command
+        self.alternative = alternative
+
+
+class CrossSlot(ConfigurationError):
+    """On a cluster: the keys of one transaction (or WATCH) are in more than one hash slot,
+    so no node can run it atomically. Put a common ``{hash tag}`` in the key names.
+
+    Attributes:
+        keys: the keys, as given.
+    """
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(
+            f"keys in more than one cluster slot: {', '.join(keys)}; a transaction runs on one "
+            "node: give the keys a common {hash tag}, e.g. user:{42}:a and user:{42}:b"
+        )
+        self.keys = keys
 
 
 class InvalidTopic(HeraldError, ValueError):
@@ -201,6 +238,21 @@ class PositionTrimmed(HeraldError):
 
 class ClientClosed(HeraldError):
     """The client or subscription is closed."""
+
+
+class TransactionAborted(HeraldError):
+    """A transaction's ``EXEC`` ran nothing because a key it watched changed after ``WATCH``
+    (optimistic locking): read again and retry.
+
+    Attributes:
+        watched: the watched keys.
+    """
+
+    def __init__(self, watched: list[str]) -> None:
+        super().__init__(
+            f"transaction aborted: a watched key changed ({', '.join(watched)}); nothing ran"
+        )
+        self.watched = watched
 
 
 class NotPersisted(HeraldError):
