@@ -17,6 +17,7 @@ import click
 
 import herald
 from herald import Router
+from herald.cli.common import URL
 
 _ARROW = "=>"
 
@@ -120,12 +121,7 @@ def _add_file_rules(router: Router, path: Path, rules: Any) -> None:
 @click.option("--count", "-n", type=click.IntRange(min=1), default=None, help="Exit after N.")
 @click.option("--timeout", "-t", type=float, default=None, help="Exit after S seconds.")
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as JSON at exit.")
-@click.option(
-    "--url",
-    envvar="HERALD_URL",
-    default=None,
-    help="Redis/Valkey URL (default: $HERALD_URL, else the server `herald serve` runs).",
-)
+@URL
 def route(
     source: str | None,
     rules: Sequence[str],
