@@ -27,8 +27,9 @@ from collections.abc import Awaitable, Generator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from herald._core.message import DONE, REPLY_TO, Message
+from herald._core.message import DONE, REPLY_TO, TYPE_HEADER, Message
 from herald._core.topics import INBOX_PREFIX, check_headers, check_user_name
+from herald._core.typed import message_type
 from herald._errors import (
     ClientClosed,
     ConfigurationError,
@@ -258,6 +259,8 @@ class Requests:
         h = {REPLY_TO: self.inbox, REQUEST_ID: rid}
         if headers:
             h = {**headers, **h}
+        if (mtype := message_type(data)) is not None:  # a Struct's or a model's: see publish
+            h[TYPE_HEADER] = mtype
         frame = client._frame(topic, data, h)[1]
         link = client._link
         assert link is not None
@@ -375,6 +378,8 @@ class Requests:
             h[ERROR] = error
             if error_id is not None:
                 h[ERROR_ID] = error_id
+        elif (mtype := message_type(data)) is not None:
+            h[TYPE_HEADER] = mtype
         client = self._client
         link = client._link
         if link is None:
