@@ -18,7 +18,7 @@ from collections.abc import Awaitable, Callable
 from typing import Any, cast
 
 from ._harness import Barrier, Sample
-from ._live_common import BATCH, END, bytes_payload, json_payload, publish_command
+from ._live_common import BATCH, END, bytes_payload, json_payload, publish_command, run_loop
 
 monotonic = time.monotonic
 
@@ -72,7 +72,7 @@ class FanCounter:
 
 def _run(coro: Callable[[dict[str, Any], Barrier], Awaitable[Sample]]) -> Any:
     def worker(params: dict[str, Any], barrier: Barrier) -> Sample:
-        return asyncio.run(coro(params, barrier))  # type: ignore[arg-type]
+        return run_loop(coro(params, barrier))  # type: ignore[arg-type]
 
     return worker
 

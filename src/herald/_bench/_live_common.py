@@ -4,11 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from ._harness import Sample, percentiles, rate
+
+# The event loop every worker runs on: HERALD_BENCH_LOOP=uvloop runs a whole benchmark (Herald,
+# the raw client and the peers alike) on uvloop, for a row-by-row comparison with asyncio's.
+LOOP = os.environ.get("HERALD_BENCH_LOOP", "asyncio")
+
+
+def run_loop(coro: Awaitable[Any]) -> Any:
+    """``asyncio.run(coro)``, on uvloop when ``HERALD_BENCH_LOOP=uvloop``."""
+    if LOOP == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)  # type: ignore[arg-type]
+    return asyncio.run(coro)  # type: ignore[arg-type]
+
 
 END = b"END"  # the end marker: every real payload is longer than 3 bytes
 BATCH = 1000  # pipelined publishers send this many commands per write
