@@ -15,6 +15,10 @@ PUBLIC = {
     "ResponderFailed", "Consumer", "ConsumerStats", "DurableMessage", "SyncConsumer",
     "StoredMessage", "PositionTrimmed", "TopicInfo", "GroupInfo", "ConsumerInfo", "DeadLetter",
     "HistoryLost", "NotReplicated", "NotPersisted", "ReservedName",
+    "UnsafeCommand", "CrossSlot", "TransactionAborted", "Pipeline", "Transaction", "Script",
+    "SyncPipeline", "SyncTransaction", "SyncScript", "Responder", "SyncResponder",
+    # type aliases used in public signatures
+    "Codec", "ConsumeOptions", "Foreign", "Handler", "Overflow", "Position",
 }  # fmt: skip
 
 

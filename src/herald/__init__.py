@@ -8,18 +8,28 @@ Example::
         await hub.publish("news.sport", {"title": "3:1"})
 """
 
-from ._admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
-from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
-from ._consumer import Consumer
-from ._durable_message import ConsumerStats, DurableMessage, StoredMessage
+from herald._core.durable_message import ConsumerStats, DurableMessage, StoredMessage
+from herald._core.message import Message
+from herald._core.offsets import Position
+from herald._core.topics import match
+from herald._core.wire import Codec, Foreign
+from herald._durable.admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
+from herald._durable.consumer import Consumer
+from herald._durable.setup import ConsumeOptions
+from herald._pubsub.responders import Responder, SyncResponder
+from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription, SubscriptionStats
+
+from ._client import AsyncClient
 from ._errors import (
     AuthenticationFailed,
     ClientClosed,
     ConfigurationError,
     ConnectionFailed,
     ConnectionLost,
+    CrossSlot,
     DecodeError,
     HeraldError,
+    HistoryLost,
     InvalidTopic,
     MessageTooLarge,
     NoResponders,
@@ -32,14 +42,14 @@ from ._errors import (
     ServerError,
     SlowConsumer,
     Timeout,
+    TransactionAborted,
+    UnsafeCommand,
 )
-from ._history import HistoryLost
-from ._message import Message
+from ._models import ClientStats, PubAck, TopicPolicy
+from ._pipeline import Pipeline, Script, SyncPipeline, SyncScript, SyncTransaction, Transaction
 from ._server import EmbeddedServer
-from ._subscription import Gap, Subscription, SubscriptionStats
 from ._sync import Client, SyncSubscription
 from ._sync_consumer import SyncConsumer
-from ._topics import match
 from ._version import __version__ as __version__
 
 __all__ = [
@@ -48,18 +58,23 @@ __all__ = [
     "Client",
     "ClientClosed",
     "ClientStats",
+    "Codec",
     "ConfigurationError",
     "ConnectionFailed",
     "ConnectionLost",
+    "ConsumeOptions",
     "Consumer",
     "ConsumerInfo",
     "ConsumerStats",
+    "CrossSlot",
     "DeadLetter",
     "DecodeError",
     "DurableMessage",
     "EmbeddedServer",
+    "Foreign",
     "Gap",
     "GroupInfo",
+    "Handler",
     "HeraldError",
     "HistoryLost",
     "InvalidTopic",
@@ -68,20 +83,32 @@ __all__ = [
     "NoResponders",
     "NotPersisted",
     "NotReplicated",
+    "Overflow",
     "PermissionDenied",
+    "Pipeline",
+    "Position",
     "PositionTrimmed",
     "PubAck",
     "ReservedName",
+    "Responder",
     "ResponderFailed",
+    "Script",
     "ServerError",
     "SlowConsumer",
     "StoredMessage",
     "Subscription",
     "SubscriptionStats",
     "SyncConsumer",
+    "SyncPipeline",
+    "SyncResponder",
+    "SyncScript",
     "SyncSubscription",
+    "SyncTransaction",
     "Timeout",
     "TopicInfo",
     "TopicPolicy",
+    "Transaction",
+    "TransactionAborted",
+    "UnsafeCommand",
     "match",
 ]

@@ -44,11 +44,8 @@ except ImportError as exc:  # pragma: no cover - herald installed without the ex
         "herald.fastapi needs Starlette (FastAPI brings it): pip install 'herald-pubsub[fastapi]'"
     ) from exc
 
-from ._client import AsyncClient
-from ._consumer import Consumer
-from ._errors import ConfigurationError
-from ._message import Message
-from ._subscription import Subscription
+
+from herald import AsyncClient, ConfigurationError, Consumer, Message, Subscription
 
 __all__ = ["Herald", "Hub", "client", "relay"]
 

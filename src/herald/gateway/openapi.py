@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from herald._topics import MAX_TOPIC_BYTES
+from herald._core.topics import MAX_TOPIC_BYTES
 
 
 def _ref(name: str) -> dict[str, str]:
@@ -389,7 +389,7 @@ def document(server: str | None = None) -> dict[str, Any]:
             "/topics": {
                 "get": _op(
                     "listTopics",
-                    "Declared and recently seen topics (admin)",
+                    "Declared topics, topics with subscribers now and topics seen lately (admin)",
                     {
                         "200": _json(
                             {
