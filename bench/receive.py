@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 import herald
-from herald import _wire
+from herald._core import wire as _wire
 
 
 def _push(channel: bytes, payload: bytes) -> bytes:
