@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 from ._harness import Barrier, Sample
@@ -70,9 +70,9 @@ class FanCounter:
         }
 
 
-def _run(coro: Callable[[dict[str, Any], Barrier], Awaitable[Sample]]) -> Any:
+def _run(coro: Callable[[dict[str, Any], Barrier], Coroutine[Any, Any, Sample]]) -> Any:
     def worker(params: dict[str, Any], barrier: Barrier) -> Sample:
-        return run_loop(coro(params, barrier))  # type: ignore[arg-type]
+        return run_loop(coro(params, barrier))
 
     return worker
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 
@@ -292,8 +292,8 @@ class _RawSubscriber(asyncio.Protocol):
         self.lat: list[int] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(_command_args(b"SUBSCRIBE", self.channel))
+        # a stream transport; not an asyncio.Transport subclass on uvloop
+        cast(asyncio.Transport, transport).write(_command_args(b"SUBSCRIBE", self.channel))
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():
