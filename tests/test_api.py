@@ -14,7 +14,8 @@ PUBLIC = {
     "PermissionDenied", "ServerError", "SlowConsumer", "Timeout", "NoResponders",
     "ResponderFailed", "Consumer", "ConsumerStats", "DurableMessage", "SyncConsumer",
     "StoredMessage", "PositionTrimmed", "TopicInfo", "GroupInfo", "ConsumerInfo", "DeadLetter",
-    "HistoryLost", "NotReplicated", "NotPersisted", "ReservedName",
+    "HistoryLost", "NotReplicated", "NotPersisted", "ReservedName", "UnsupportedAnnotation",
+    "Router", "RouterStats", "Rule",
     "UnsafeCommand", "CrossSlot", "TransactionAborted", "Pipeline", "Transaction", "Script",
     "SyncPipeline", "SyncTransaction", "SyncScript", "Responder", "SyncResponder",
     # type aliases used in public signatures
