@@ -8,13 +8,14 @@ import herald
 
 PUBLIC = {
     "AsyncClient", "Client", "Message", "Subscription", "SyncSubscription", "SubscriptionStats",
-    "ClientStats", "Gap", "PubAck", "TopicPolicy", "EmbeddedServer", "match",
+    "ClientStats", "Gap", "PubAck", "TopicPolicy", "EmbeddedServer", "match", "is_pattern",
     "HeraldError", "AuthenticationFailed", "ClientClosed", "ConfigurationError",
     "ConnectionFailed", "ConnectionLost", "DecodeError", "InvalidTopic", "MessageTooLarge",
     "PermissionDenied", "ServerError", "SlowConsumer", "Timeout", "NoResponders",
     "ResponderFailed", "Consumer", "ConsumerStats", "DurableMessage", "SyncConsumer",
     "StoredMessage", "PositionTrimmed", "TopicInfo", "GroupInfo", "ConsumerInfo", "DeadLetter",
-    "HistoryLost", "NotReplicated", "NotPersisted", "ReservedName",
+    "HistoryLost", "NotReplicated", "NotPersisted", "ReservedName", "UnsupportedAnnotation",
+    "Router", "RouterStats", "Rule",
     "UnsafeCommand", "CrossSlot", "TransactionAborted", "Pipeline", "Transaction", "Script",
     "SyncPipeline", "SyncTransaction", "SyncScript", "Responder", "SyncResponder",
     # type aliases used in public signatures

@@ -18,6 +18,7 @@ from docblocks import ROOT, blocks, doc_files, fragment_markers
 # file (relative to the repository) -> its blocks marked <!-- fragment -->
 FRAGMENTS = {
     "README.md": 4,  # make serve/test, curl and herald sub against `herald serve`, pip install
+    "docs/architecture.md": 1,  # lint-imports: the development environment's tool
     "docs/deployment.md": 3,  # installing as root, systemctl, a gateway for another host
     "docs/development.md": 2,  # make targets
     "docs/getting-started.md": 2,  # pip install, herald serve
@@ -25,6 +26,7 @@ FRAGMENTS = {
     "docs/gateway.md": 3,  # herald serve, uvicorn.run, AuthConfig's fields
     "docs/guarantees.md": 1,  # herald faults run: minutes
     "docs/how-to.md": 1,  # a pytest module: tests/test_pytest_plugin.py runs it with pytest
+    "docs/routing.md": 1,  # herald route runs until stopped
     "docs/security.md": 2,  # herald serve with auth: runs until stopped
     "docs/scaling.md": 6,  # Sentinel and TLS cluster hosts, the harness's calls, certificates,
     # the two ways to publish plainly on a cluster, shards on three servers

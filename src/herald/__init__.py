@@ -11,7 +11,7 @@ Example::
 from herald._core.durable_message import ConsumerStats, DurableMessage, StoredMessage
 from herald._core.message import Message
 from herald._core.offsets import Position
-from herald._core.topics import match
+from herald._core.topics import is_pattern, match
 from herald._core.wire import Codec, Foreign
 from herald._durable.admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
 from herald._durable.consumer import Consumer
@@ -44,9 +44,11 @@ from ._errors import (
     Timeout,
     TransactionAborted,
     UnsafeCommand,
+    UnsupportedAnnotation,
 )
 from ._models import ClientStats, PubAck, TopicPolicy
 from ._pipeline import Pipeline, Script, SyncPipeline, SyncScript, SyncTransaction, Transaction
+from ._router import Router, RouterStats, Rule
 from ._server import EmbeddedServer
 from ._sync import Client, SyncSubscription
 from ._sync_consumer import SyncConsumer
@@ -92,6 +94,9 @@ __all__ = [
     "ReservedName",
     "Responder",
     "ResponderFailed",
+    "Router",
+    "RouterStats",
+    "Rule",
     "Script",
     "ServerError",
     "SlowConsumer",
@@ -110,5 +115,7 @@ __all__ = [
     "Transaction",
     "TransactionAborted",
     "UnsafeCommand",
+    "UnsupportedAnnotation",
+    "is_pattern",
     "match",
 ]
