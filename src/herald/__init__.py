@@ -31,6 +31,7 @@ from ._errors import (
     ResponderFailed,
     ServerError,
     SlowConsumer,
+    StopSubscription,
     Timeout,
 )
 from ._history import HistoryLost
@@ -75,6 +76,7 @@ __all__ = [
     "ResponderFailed",
     "ServerError",
     "SlowConsumer",
+    "StopSubscription",
     "StoredMessage",
     "Subscription",
     "SubscriptionStats",

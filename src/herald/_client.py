@@ -272,6 +272,8 @@ class AsyncClient:
         self._policies: dict[str, TopicPolicy] = {}
         self._policy_version: bytes | None = None
         self._warned_bare: set[str] = set()
+        self._persistent: bool | None = None  # None: not known (CONFIG refused), see connect
+        self._warned_volatile = False
         self._policy_task: asyncio.Task[None] | None = None
         self._connect_lock: asyncio.Lock | None = None
         self._closed = False
@@ -348,6 +350,34 @@ class AsyncClient:
                 "set it to noeviction so that publishes fail visibly instead",
                 policy,
                 victims,
+            )
+        await self._check_persistence()
+
+    async def _check_persistence(self) -> None:
+        """Read whether the server persists anything (AOF, or RDB save points): durable topics
+        on a server that does not lose every stored message when it restarts."""
+        assert self._link is not None
+        try:
+            aof = await self._link.execute("CONFIG", "GET", "appendonly")
+            save = await self._link.execute("CONFIG", "GET", "save")
+            self._persistent = persists(aof, save)
+        except (HeraldError, AttributeError, IndexError, UnicodeDecodeError):
+            return  # CONFIG refused by the ACL: nothing known, nothing said
+        self._warn_volatile()
+
+    def _warn_volatile(self) -> None:
+        """Warn once when this client uses durable topics on a server without persistence
+        (not on the throwaway embedded server it started itself: nothing there outlives it)."""
+        if self._persistent is not False or self._warned_volatile or self._server is not None:
+            return
+        durable = sorted(t for t, p in self._policies.items() if p.durable)
+        if durable:
+            self._warned_volatile = True
+            log.warning(
+                "durable topics (%s) on a server without persistence (appendonly no, no save "
+                "points): a restart of the server loses every stored message and every consumer "
+                "group's position; turn on AOF (appendonly yes)",
+                ", ".join(durable[:3]) + (", ..." if len(durable) > 3 else ""),
             )
 
     async def _default_url(self) -> str:
@@ -1482,6 +1512,7 @@ class AsyncClient:
             self._prefixes.clear()
             self._internal.clear()
             self._route_plain()
+            self._warn_volatile()
 
     def _route_plain(self) -> None:
         """Tell a cluster link which channels plain SUBSCRIBE clients read (PUBLISH them)."""
@@ -1527,6 +1558,18 @@ class AsyncClient:
         return await self._link.execute(*args)
 
 
+def persists(aof: Any, save: Any) -> bool:
+    """Whether a server with these ``CONFIG GET appendonly`` and ``CONFIG GET save`` replies
+    keeps its data across a restart (AOF on, or at least one RDB save point).
+
+    >>> persists([b"appendonly", b"no"], [b"save", b""])
+    False
+    >>> persists([b"appendonly", b"no"], [b"save", b"3600 1 300 100"])
+    True
+    """
+    return bool(aof[1].decode().lower() == "yes" or save[1].decode().strip())
+
+
 def _pubsub_limit(reply: Any) -> tuple[int, int, int] | None:
     # reply: [b"client-output-buffer-limit", b"normal 0 0 0 replica ... pubsub 33554432 8388608 60"]
     try:
@@ -1557,13 +1600,13 @@ class _Registry:
         self._real: Subscriber | None = None
         self.totals = client._history_totals
 
-    async def add(self, sub: Subscription) -> None:
+    async def add(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
         self._real = await self._client._get_subscriber()
-        await self._real.add(sub)
+        await self._real.add(sub, names)
 
-    async def remove(self, sub: Subscription) -> None:
+    async def remove(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
         if self._real is not None:
-            await self._real.remove(sub)
+            await self._real.remove(sub, names)
 
     def discard(self, sub: Subscription) -> None:
         if self._real is not None:

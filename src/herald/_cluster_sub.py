@@ -174,13 +174,14 @@ class ClusterSubscriber(Subscriber):
 
     # -- subscriptions -----------------------------------------------------------------------
 
-    async def add(self, sub: Subscription) -> None:
-        await super().add(sub)  # SUBSCRIBE topics, PSUBSCRIBE patterns on the global connection
+    async def add(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
+        # SUBSCRIBE topics, PSUBSCRIBE patterns on the global connection
+        await super().add(sub, names)
         try:
             async with asyncio.timeout(self.subscribe_timeout):
                 waits = []
                 fresh: list[str] = []
-                for name in sub.names:
+                for name in sub.names if names is None else names:
                     if is_pattern(name):
                         self._leases[name] = self._leases.get(name, 0) + 1
                         if self._leases[name] == 1:
@@ -201,14 +202,14 @@ class ClusterSubscriber(Subscriber):
                     # publish matching topics so that this pattern receives them.
                     await asyncio.sleep(PATTERN_REFRESH + 0.1)
         except TimeoutError:
-            await self.remove(sub)
+            await self.remove(sub, names)
             raise Timeout(
-                f"sharded subscribe to {', '.join(sub.names)} not confirmed within "
+                f"sharded subscribe to {', '.join(names or sub.names)} not confirmed within "
                 f"{self.subscribe_timeout}s",
                 self.subscribe_timeout,
             ) from None
         except BaseException:
-            await self.remove(sub)
+            await self.remove(sub, names)
             raise
 
     async def _place(self, entry: _Channel) -> None:
@@ -248,9 +249,9 @@ class ClusterSubscriber(Subscriber):
             shard = self._shards[node] = _Shard(self, node, **opts)
         return shard
 
-    def _unshard(self, sub: Subscription) -> list[str]:
+    def _unshard(self, sub: Subscription, names: tuple[str, ...] | None = None) -> list[str]:
         gone_patterns = []
-        for name in sub.names:
+        for name in sub.names if names is None else names:
             if is_pattern(name):
                 count = self._leases.get(name, 0) - 1
                 if count <= 0:
@@ -270,9 +271,9 @@ class ClusterSubscriber(Subscriber):
                     entry.shard.unsubscribe(entry)
         return gone_patterns
 
-    async def remove(self, sub: Subscription) -> None:
-        await super().remove(sub)
-        gone = self._unshard(sub)
+    async def remove(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
+        await super().remove(sub, names)
+        gone = self._unshard(sub, names)
         if gone:
             self._own_patterns()
             with contextlib.suppress(HeraldError):

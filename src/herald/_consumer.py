@@ -34,7 +34,14 @@ from ._backoff import Backoff
 from ._cluster import new_link
 from ._durable import Scripts
 from ._durable_message import ConsumerStats, DurableHandler, DurableMessage
-from ._errors import ClientClosed, ConfigurationError, ConnectionLost, HeraldError, ServerError
+from ._errors import (
+    ClientClosed,
+    ConfigurationError,
+    ConnectionLost,
+    HeraldError,
+    ServerError,
+    StopSubscription,
+)
 from ._errors import Timeout as HeraldTimeout
 from ._group import Acks, Member
 from ._link import Link
@@ -255,6 +262,7 @@ class Consumer:
         self._acks: Acks | None = None
         self._redelivery: Redelivery | None = None
         self._read: Link | None = None
+        self._stopping: asyncio.Task[None] | None = None  # close() after StopSubscription
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -734,6 +742,9 @@ class Consumer:
                 result = handler(msg)
                 if is_coro or (result is not None and inspect.isawaitable(result)):
                     await result
+            except StopSubscription:
+                self._stop(msg)
+                return
             except Exception as exc:
                 stats.handler_errors += 1
                 log.exception("handler %r failed on %r", handler, msg)
@@ -754,6 +765,24 @@ class Consumer:
                         self._wake_room()
                     stats.acked += 1
                     ack(msg._entry)
+
+    def _stop(self, msg: DurableMessage) -> None:
+        """A handler raised :class:`StopSubscription` on ``msg``: it counts as handled (acked
+        with ``auto_ack`` unless the handler settled it), then the consumer closes. From the
+        loop's thread close() runs on a task of its own (the handler's may be one that close()
+        cancels); from a handler thread (``SyncConsumer``) this waits for it, so that the thread
+        takes nothing more."""
+        if self.auto_ack and not msg._settled:
+            self._ack(msg, False)
+        loop = self._loop
+        if self._closed or loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._stopping = loop.create_task(self.close())
+            return
+        fut = asyncio.run_coroutine_threadsafe(self.close(), loop)
+        with contextlib.suppress(concurrent.futures.TimeoutError, HeraldError):
+            fut.result(CLOSE_TIMEOUT + 5)
 
     def _invalid(self, msg: Message, reason: str) -> Awaitable[None]:
         """A typed handler's payload did not validate: dead-letter it, never handle it."""

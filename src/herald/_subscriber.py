@@ -64,12 +64,13 @@ class Subscriber:
             return self._patterns, "PSUBSCRIBE"
         return self._channels, "SUBSCRIBE"
 
-    async def add(self, sub: Subscription) -> None:
+    async def add(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
+        """Subscribe ``sub`` to its names, or to ``names`` (more of them, added later)."""
         await self.link.ensure_connected()
         sent = time.time()
         self._subs.add(sub)
         waits: list[asyncio.Future[Any]] = []
-        for name in sub.names:
+        for name in sub.names if names is None else names:
             table, cmd = self._table(name)
             raw = name.encode()
             entry = table.get(raw)
@@ -88,21 +89,25 @@ class Subscriber:
             if waits and self._down_since is None:
                 self._subscribed_at = max(self._subscribed_at, sent)
         except TimeoutError:
-            self._unregister(sub)
+            self._unregister(sub, names)
             raise Timeout(
-                f"subscribe to {', '.join(sub.names)} not confirmed within "
+                f"subscribe to {', '.join(names or sub.names)} not confirmed within "
                 f"{self.subscribe_timeout}s",
                 self.subscribe_timeout,
             ) from None
         except BaseException:
-            await self.remove(sub)
+            await self.remove(sub, names)
             raise
 
-    def _unregister(self, sub: Subscription) -> list[tuple[str, bytes]]:
-        """Drop ``sub`` from the tables; return the (command, name) to unsubscribe on the server."""
-        self._subs.discard(sub)
+    def _unregister(
+        self, sub: Subscription, names: tuple[str, ...] | None = None
+    ) -> list[tuple[str, bytes]]:
+        """Drop ``sub`` (or only its ``names``) from the tables; return the (command, name) to
+        unsubscribe on the server."""
+        if names is None:
+            self._subs.discard(sub)
         gone: list[tuple[str, bytes]] = []
-        for name in sub.names:
+        for name in sub.names if names is None else names:
             table, cmd = self._table(name)
             raw = name.encode()
             entry = table.get(raw)
@@ -116,8 +121,9 @@ class Subscriber:
                 gone.append(("PUNSUBSCRIBE" if cmd == "PSUBSCRIBE" else "UNSUBSCRIBE", raw))
         return gone
 
-    async def remove(self, sub: Subscription) -> None:
-        gone = self._unregister(sub)
+    async def remove(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
+        """Unsubscribe ``sub``, or only its ``names`` (the subscription goes on with the rest)."""
+        gone = self._unregister(sub, names)
         if not self.link.connected:
             return
         futs = [self.link.execute(cmd, raw) for cmd, raw in gone]

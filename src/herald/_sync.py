@@ -23,7 +23,7 @@ from ._admin import DeadLetter, TopicInfo
 from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
 from ._consumer import ConsumeOptions
 from ._durable_message import StoredMessage
-from ._errors import ClientClosed, HeraldError, Timeout
+from ._errors import ClientClosed, HeraldError, StopSubscription, Timeout
 from ._history import HistoryLost
 from ._message import Message, replier_of
 from ._offsets import Position
@@ -489,6 +489,16 @@ class SyncSubscription:
         self._check_fork()
         return self._sub._next_sync(timeout)
 
+    def add(self, *names: str) -> None:
+        """Subscribe to more topics and patterns; see :meth:`Subscription.add`."""
+        self._check_fork()
+        self._portal.call(self._sub.add(*names))
+
+    def remove(self, *names: str) -> None:
+        """Unsubscribe from some of the names; see :meth:`Subscription.remove`."""
+        self._check_fork()
+        self._portal.call(self._sub.remove(*names))
+
     def __iter__(self) -> Iterator[Message]:
         self._check_fork()
         while True:
@@ -520,6 +530,9 @@ class SyncSubscription:
                 # A value returned for a request is its reply (docs/request-reply.md).
                 if result is not None and msg._headers and (r := replier_of(msg)):
                     r.reply(msg, result, None)
+            except StopSubscription:
+                self.close()  # from this thread: nothing more is handled
+                return
             except Exception as exc:
                 self._sub.stats.handler_errors += 1
                 ref = None

@@ -15,7 +15,7 @@ from typing import Any
 
 from ._consumer import Consumer
 from ._durable_message import ConsumerStats, DurableHandler, DurableMessage
-from ._errors import ClientClosed, HeraldError
+from ._errors import ClientClosed, HeraldError, StopSubscription
 from ._ordered import ThreadLanes
 from ._tracing import Tracing
 from ._typed import typed
@@ -101,6 +101,9 @@ class SyncConsumer:
                 return
             try:
                 handler(msg)
+            except StopSubscription:
+                c._stop(msg)
+                return
             except Exception as exc:
                 c.stats.handler_errors += 1
                 log.exception("handler %r failed on %r", handler, msg)
