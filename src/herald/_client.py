@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 import msgspec
 
 from . import _admin, _replay
+from ._acked import Settled, wait_settled
 from ._admin import DeadLetter, TopicInfo
 from ._cluster import new_link
 from ._cluster_sub import new_subscriber
@@ -1438,6 +1439,30 @@ class AsyncClient:
         await self._durable_reader(topic)
         wanted = None if offsets is None else [normalize_id(o) for o in offsets]
         return await _admin.replay_dead(self._scripts(), self.execute, topic, wanted)
+
+    async def wait_acked(
+        self, topic: str, offset: str, group: str, *, timeout: float | None = 10.0
+    ) -> Settled:
+        """Wait until consumer group ``group`` of durable ``topic`` has settled the entry
+        ``offset`` (a ``PubAck.offset``): delivered it and no longer holding it pending.
+
+        Returns ``"acked"``, or ``"dead"`` when the group dead-lettered it (``term()``, a
+        failing handler's last delivery, ``max_deliver``). A message the group will never
+        read (published before it was created with ``start="new"``) counts as settled.
+
+        Raises:
+            ConfigurationError: the topic is not durable, has no group ``group``, or
+                ``offset`` is not an entry id.
+            Timeout: not settled within ``timeout`` seconds (``None``: no limit).
+
+        Example::
+
+            ack = await hub.publish("orders", order, confirm=True)
+            if await hub.wait_acked("orders", ack.offset, "billing", timeout=30) == "dead":
+                ...
+        """
+        await self._durable_reader(topic)
+        return await wait_settled(self._scripts(), topic, offset, group, timeout)
 
     async def _durable_reader(self, topic: str) -> Callable[..., Any]:
         """The command connection's execute, once ``topic`` is known to be durable."""

@@ -19,6 +19,7 @@ from types import TracebackType
 from typing import Any, Literal, TypeVar, Unpack, overload
 
 from . import _replay
+from ._acked import Settled
 from ._admin import DeadLetter, TopicInfo
 from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
 from ._consumer import ConsumeOptions
@@ -408,6 +409,13 @@ class Client:
     def replay_dead(self, topic: str, offsets: Iterable[str] | None = None) -> dict[str, str]:
         """See :meth:`AsyncClient.replay_dead`."""
         return self._live().call(self._async.replay_dead(topic, offsets))
+
+    def wait_acked(
+        self, topic: str, offset: str, group: str, *, timeout: float | None = 10.0
+    ) -> Settled:
+        """Wait until a consumer group settled a durable message; see
+        :meth:`AsyncClient.wait_acked`."""
+        return self._live().call(self._async.wait_acked(topic, offset, group, timeout=timeout))
 
     def topics(self) -> dict[str, TopicPolicy]:
         return self._live().call(self._async.topics())
