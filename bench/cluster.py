@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from herald._bench.cluster import format_table, run_cluster
+from herald_bench.cluster import format_table, run_cluster
 
 
 def main() -> None:

@@ -14,7 +14,7 @@ import argparse
 import json
 import sys
 
-from herald._bench.compare import format_table, run_compare, write_charts
+from herald_bench.compare import format_table, run_compare, write_charts
 
 
 def main() -> None:

@@ -13,7 +13,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from herald._bench.durable import format_table, run_durable
+from herald_bench.durable import format_table, run_durable
 
 
 def main() -> None:

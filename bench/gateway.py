@@ -10,7 +10,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from herald._bench.gateway import format_table, run_gateway_bench
+from herald_bench.gateway import format_table, run_gateway_bench
 
 
 def main() -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from herald._bench.live import format_table, run_live
+from herald_bench.live import format_table, run_live
 
 
 def main() -> None:

@@ -11,7 +11,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from herald._bench.request import format_table, run_request
+from herald_bench.request import format_table, run_request
 
 
 def main() -> None:

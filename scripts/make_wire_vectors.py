@@ -1,6 +1,6 @@
 """Generate tests/vectors/wire-v1.json: wire format v1 test vectors for Herald clients.
 
-Frames are built here with explicit struct layouts, independently of ``herald._wire``, and the
+Frames are built here with explicit struct layouts, independently of ``herald._core.wire``, and the
 expected messages are written out by hand, so the vectors check the implementation rather than
 echo it. Everything is fixed (publisher id, sequences, timestamps): running this twice gives the
 same file.

@@ -12,7 +12,7 @@ import pytest
 
 import herald
 from herald import EmbeddedServer
-from herald._streams import stream_key
+from herald._core.streams import stream_key
 from herald.testing import LocalCluster, LocalSentinel
 
 if TYPE_CHECKING:

@@ -13,9 +13,9 @@ from typing import Any
 
 import pytest
 
-from herald._bench import compare
-from herald._bench._compare_rows import _durable_rows, _live_rows
-from herald._bench._durable_workers import IDLE, _until_idle
+from herald_bench import compare
+from herald_bench._compare_rows import _durable_rows, _live_rows
+from herald_bench._durable_workers import IDLE, _until_idle
 
 
 def run(delivered: float, published: float) -> dict[str, Any]:
@@ -91,7 +91,7 @@ def test_the_table_says_why_a_peer_did_not_run() -> None:
 def test_unreachable_servers_are_reported() -> None:
     pytest.importorskip("nats")
     pytest.importorskip("aio_pika")
-    from herald._bench._compare_setup import _unavailable
+    from herald_bench._compare_setup import _unavailable
 
     found = _unavailable("nats://127.0.0.1:1", "amqp://guest:guest@127.0.0.1:1/")
     assert found["nats"].startswith("no nats-server at nats://127.0.0.1:1")
@@ -168,7 +168,7 @@ async def test_a_drained_consumer_stops_after_idle_not_after_the_first_wait() ->
 
 
 def test_a_close_ratio_keeps_two_decimals() -> None:
-    from herald._bench._compare_render import _x
+    from herald_bench._compare_render import _x
 
     assert [_x(v) for v in (1.048, 0.953, 2.04, 123.4, None)] == [
         "1.05x",

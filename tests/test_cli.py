@@ -28,7 +28,7 @@ def _run(
 def test_help_lists_the_commands() -> None:
     out = _run("--help")
     assert out.returncode == 0
-    for command in ("serve", "pub", "sub", "bench"):
+    for command in ("serve", "pub", "sub", "faults"):
         assert command in out.stdout
 
 

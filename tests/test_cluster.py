@@ -13,9 +13,9 @@ import pytest
 import herald
 from conftest import TrimBelow
 from herald import AsyncClient, Gap
-from herald._cluster import PATTERNS_KEY, ClusterLink
-from herald._slots import key_slot
-from herald._streams import TOPICS_KEY
+from herald._core.slots import key_slot
+from herald._core.streams import TOPICS_KEY
+from herald._io.cluster import PATTERNS_KEY, ClusterLink
 from herald.testing import ClusterNode, LocalCluster
 
 _ids = itertools.count()

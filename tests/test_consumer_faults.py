@@ -22,8 +22,8 @@ import pytest
 
 import herald
 from herald import DurableMessage, EmbeddedServer
-from herald._streams import stream_key
-from herald._wire import MAGIC
+from herald._core.streams import stream_key
+from herald._core.wire import MAGIC
 
 
 async def wait_until(cond: Callable[[], bool], timeout: float, what: str) -> float:
@@ -458,9 +458,9 @@ async def test_consumer_survives_a_server_restart(own_server: EmbeddedServer, to
 async def test_close_does_not_hang_on_a_hung_server(
     own_server: EmbeddedServer, topic: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    import herald._consumer
+    import herald._durable.consumer
 
-    monkeypatch.setattr(herald._consumer, "CLOSE_TIMEOUT", 0.3)
+    monkeypatch.setattr(herald._durable.consumer, "CLOSE_TIMEOUT", 0.3)
     async with herald.AsyncClient(own_server.url, probe_interval=0) as hub:
         await hub.declare(topic, durable=True)
         c = await hub.consume(topic, "g")

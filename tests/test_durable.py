@@ -17,8 +17,8 @@ import pytest
 
 import herald
 from herald import ConfigurationError, DurableMessage
+from herald._core.streams import stream_key
 from herald._server import ping
-from herald._streams import stream_key
 
 REDIS7 = os.environ.get("HERALD_REDIS7_URL", "redis://127.0.0.1:6379")
 
@@ -441,7 +441,7 @@ def test_default_consumer_names_are_unique_per_process() -> None:
     import os
     import socket
 
-    from herald._consumer import default_consumer_name
+    from herald._durable.consumer import default_consumer_name
 
     a, b = default_consumer_name(), default_consumer_name()
     assert a != b

@@ -19,11 +19,10 @@ import pytest
 
 import herald
 from herald import DurableMessage, EmbeddedServer, ServerError
-from herald._durable_message import durable_message
-from herald._group import bulk_strings
-from herald._message import Message
-from herald._resp import command, head, prefix
-from herald._streams import (
+from herald._core.durable_message import durable_message
+from herald._core.message import Message
+from herald._core.resp import command, head, prefix
+from herald._core.streams import (
     DurableTopic,
     decode_entry,
     fast_entry,
@@ -31,7 +30,8 @@ from herald._streams import (
     read_messages,
     stream_key,
 )
-from herald._wire import Encoder, batch
+from herald._core.wire import Encoder, batch
+from herald._durable.group import bulk_strings
 
 
 async def wait_until(cond: Any, timeout: float, what: str) -> None:

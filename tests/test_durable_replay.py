@@ -13,8 +13,8 @@ import pytest
 import herald
 from conftest import TrimBelow
 from herald import ConfigurationError, PositionTrimmed, StoredMessage
-from herald._offsets import end_bound, group_start, previous_id, start_bound
-from herald._streams import stream_key
+from herald._core.offsets import end_bound, group_start, previous_id, start_bound
+from herald._core.streams import stream_key
 
 
 async def publish_spread(hub: herald.AsyncClient, topic: str, n: int) -> list[str]:

@@ -20,8 +20,8 @@ from herald import (
     EmbeddedServer,
     PermissionDenied,
 )
+from herald._core.wire import MAGIC
 from herald._server import free_port
-from herald._wire import MAGIC
 
 PASSWORD = "s3cret"
 

@@ -11,7 +11,7 @@ from typing import Any
 import pytest
 
 from herald import Gap, HistoryLost, Message
-from herald._subscription import Subscription
+from herald._pubsub.subscription import Subscription
 from herald.faults import scenarios_net, scenarios_recoverable
 from herald.faults._harness import SMOKE
 

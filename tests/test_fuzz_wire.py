@@ -17,8 +17,8 @@ from hypothesis.stateful import RuleBasedStateMachine, invariant, rule, run_stat
 
 import herald
 from herald import EmbeddedServer, Message
-from herald._streams import decode_entry
-from herald._wire import MAGIC, VERSION, Encoder, batch, decode
+from herald._core.streams import decode_entry
+from herald._core.wire import MAGIC, VERSION, Encoder, batch, decode
 
 FUZZ = settings(
     max_examples=300, deadline=1000, suppress_health_check=[HealthCheck.too_slow]

@@ -18,7 +18,7 @@ import pytest
 from websockets.asyncio.client import connect
 
 import herald
-from herald._wire import Encoder
+from herald._core.wire import Encoder
 from herald.gateway import AuthConfig, GatewayConfig
 from herald.gateway.serve import BackgroundGateway
 

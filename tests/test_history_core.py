@@ -8,8 +8,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from herald import Message
-from herald._history import HistoryLost, Page, Track, accept, apply_page, release
-from herald._wire import Encoder, decode
+from herald._core.history import HistoryLost, Page, Track, accept, apply_page, release
+from herald._core.wire import Encoder, decode
 
 EPOCH = 1_700_000_000_000_000
 TOPIC = "t"

@@ -20,7 +20,7 @@ import redis.asyncio
 
 import herald
 from herald import EmbeddedServer
-from herald._wire import MAGIC, decode
+from herald._core.wire import MAGIC, decode
 from herald.testing import LocalCluster, LocalSentinel
 
 REDIS_CLI = "/usr/bin/redis-cli"

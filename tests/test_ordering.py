@@ -13,8 +13,8 @@ import pytest
 
 import herald
 from herald import ConfigurationError, DurableMessage
-from herald._ordered import Lanes
-from herald._streams import stream_key
+from herald._core.streams import stream_key
+from herald._durable.ordered import Lanes
 
 KEYS = 4
 PER_KEY = 500

@@ -11,7 +11,7 @@ import pytest
 
 import herald
 from herald import EmbeddedServer, Message, MessageTooLarge
-from herald._wire import HEAD_SIZE
+from herald._core.wire import HEAD_SIZE
 
 
 async def numsub(hub: herald.AsyncClient, channel: str) -> int:

@@ -18,8 +18,8 @@ from typing import Any
 import pytest
 
 import herald
-from herald._history import history_key
-from herald._wire import Encoder, batch
+from herald._core.history import history_key
+from herald._core.wire import Encoder, batch
 from herald.faults.proxy import Proxy
 
 pytestmark = pytest.mark.timeout(90)

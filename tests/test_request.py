@@ -12,7 +12,7 @@ import pytest
 
 import herald
 from herald import EmbeddedServer, Message
-from herald._wire import Encoder
+from herald._core.wire import Encoder
 
 REPLY_TO = "herald-reply-to"
 REQUEST_ID = "herald-request-id"

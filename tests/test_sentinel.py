@@ -13,9 +13,9 @@ import pytest
 
 import herald
 from herald import ConfigurationError, HeraldError, NotReplicated, PermissionDenied
-from herald._sentinel import parse_switch
-from herald._streams import stream_key
-from herald._url import parse_url
+from herald._core.streams import stream_key
+from herald._core.url import parse_url
+from herald._io.sentinel import parse_switch
 from herald.testing import LocalSentinel, call
 
 # -- URLs ------------------------------------------------------------------------------------

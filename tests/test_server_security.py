@@ -17,8 +17,8 @@ import pytest
 
 import herald
 from herald import EmbeddedServer
+from herald._core.url import parse_url
 from herald._server import discover, new_password, write_state
-from herald._url import parse_url
 
 HERALD = [sys.executable, "-m", "herald.cli"]
 NOBODY = 65534

@@ -8,8 +8,8 @@ from hypothesis import given, settings
 from hypothesis import strategies as st
 
 from herald import ConfigurationError
-from herald._resp import command
-from herald._slots import (
+from herald._core.resp import command
+from herald._core.slots import (
     SLOTS,
     Node,
     SlotMap,
@@ -19,8 +19,8 @@ from herald._slots import (
     key_slot,
     parse_redirect,
 )
-from herald._streams import TOPICS_KEY, TOPICS_VERSION_KEY, dedup_key, stream_key
-from herald._url import parse_url
+from herald._core.streams import TOPICS_KEY, TOPICS_VERSION_KEY, dedup_key, stream_key
+from herald._core.url import parse_url
 from herald.testing import LocalCluster
 
 

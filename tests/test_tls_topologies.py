@@ -13,10 +13,10 @@ from collections.abc import Iterator
 import pytest
 
 import herald
-from herald._cluster import ClusterLink
-from herald._slots import key_slot
-from herald._streams import stream_key
-from herald._url import parse_url
+from herald._core.slots import key_slot
+from herald._core.streams import stream_key
+from herald._core.url import parse_url
+from herald._io.cluster import ClusterLink
 from herald.testing import Certificates, LocalCluster, LocalSentinel, make_certificates, tls_binary
 
 requires_tls = pytest.mark.skipif(

@@ -57,7 +57,7 @@ async def test_non_str_topic_is_invalid(url: str) -> None:
 
 
 def test_longest_topic_is_accepted() -> None:
-    from herald._topics import validate_subscription, validate_topic
+    from herald._core.topics import validate_subscription, validate_topic
 
     assert validate_topic("x" * 1024) == b"x" * 1024
     assert validate_subscription("é" * 512) == ("é" * 512).encode()

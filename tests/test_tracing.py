@@ -24,7 +24,7 @@ from opentelemetry.trace import SpanKind
 
 import herald
 from herald import Message
-from herald._durable_message import DurableMessage
+from herald._core.durable_message import DurableMessage
 from herald.gateway import GatewayConfig, create_app
 from herald.gateway.state import Gateway
 

@@ -13,7 +13,7 @@ import re
 import pytest
 
 import herald
-from herald._wire import Encoder
+from herald._core.wire import Encoder
 
 REPLY_TO = "herald-reply-to"
 REQUEST_ID = "herald-request-id"

@@ -16,7 +16,7 @@ import pytest
 
 import herald
 from herald import DurableMessage, Message
-from herald._typed import converter, payload
+from herald._core.typed import converter, payload
 
 
 class Order(msgspec.Struct):
@@ -61,7 +61,7 @@ def test_only_struct_and_model_annotations_make_a_typed_handler() -> None:
 
 
 def test_payload_is_found_after_headers() -> None:
-    from herald._wire import Encoder, decode
+    from herald._core.wire import Encoder, decode
 
     enc = Encoder()
     plain = decode("t", enc.envelope({"a": 1}))[0]

@@ -16,8 +16,8 @@ from hypothesis import given
 from hypothesis import strategies as st
 
 from herald import ConfigurationError, Message
-from herald._resp import Arg, command, prefix
-from herald._wire import FLAG_BATCH, MAGIC, VERSION, Codec, Encoder, batch, decode
+from herald._core.resp import Arg, command, prefix
+from herald._core.wire import FLAG_BATCH, MAGIC, VERSION, Codec, Encoder, batch, decode
 
 ROOT = Path(__file__).resolve().parent.parent
 VECTORS = json.loads((ROOT / "tests" / "vectors" / "wire-v1.json").read_text(encoding="utf-8"))

@@ -8,10 +8,15 @@ Example::
         await hub.publish("news.sport", {"title": "3:1"})
 """
 
-from ._admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
+from herald._core.durable_message import ConsumerStats, DurableMessage, StoredMessage
+from herald._core.history import HistoryLost
+from herald._core.message import Message
+from herald._core.topics import match
+from herald._durable.admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
+from herald._durable.consumer import Consumer
+from herald._pubsub.subscription import Gap, Subscription, SubscriptionStats
+
 from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
-from ._consumer import Consumer
-from ._durable_message import ConsumerStats, DurableMessage, StoredMessage
 from ._errors import (
     AuthenticationFailed,
     ClientClosed,
@@ -34,13 +39,9 @@ from ._errors import (
     StopSubscription,
     Timeout,
 )
-from ._history import HistoryLost
-from ._message import Message
 from ._server import EmbeddedServer
-from ._subscription import Gap, Subscription, SubscriptionStats
 from ._sync import Client, SyncSubscription
 from ._sync_consumer import SyncConsumer
-from ._topics import match
 from ._version import __version__ as __version__
 
 __all__ = [

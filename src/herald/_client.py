@@ -13,19 +13,64 @@ from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
 import msgspec
 
-from . import _admin, _replay
-from ._acked import Settled, wait_settled
-from ._admin import DeadLetter, TopicInfo
-from ._cluster import new_link
-from ._cluster_sub import new_subscriber
-from ._consumer import ConsumeOptions, Consumer, ConsumerSetup
-from ._durable import Scripts
-from ._durable import declare as durable_declare
-from ._durable import delete as durable_delete
-from ._durable import publish as durable_publish
-from ._durable import publish_many as durable_publish_many
-from ._durable import trim as durable_trim
-from ._durable_message import StoredMessage
+from herald._core.durable_message import StoredMessage
+from herald._core.history import (
+    PUBLISH_HISTORY,
+    READ_HISTORY,
+    Counters,
+    HistoryLost,
+    HistoryTopic,
+    Page,
+    check_history,
+    history_key,
+    meta_key,
+    parse_page,
+)
+from herald._core.message import Message
+from herald._core.offsets import Position, normalize_id
+from herald._core.resp import prefix
+from herald._core.streams import (
+    DEAD_SUFFIX,
+    TOPICS_KEY,
+    TOPICS_VERSION_KEY,
+    DurableTopic,
+    check_policy,
+    dead_topic,
+    differing_fields,
+    validate_msg_id,
+)
+from herald._core.topics import (
+    check_headers,
+    check_user_name,
+    is_inbox,
+    is_pattern,
+    match,
+    validate_subscription,
+    validate_topic,
+)
+from herald._core.url import Endpoint, parse_url
+from herald._core.wire import Codec, Encoder, Foreign, decode
+from herald._durable import admin as _admin
+from herald._durable import replay as _replay
+from herald._durable.acked import Settled, wait_settled
+from herald._durable.admin import DeadLetter, TopicInfo
+from herald._durable.consumer import ConsumeOptions, Consumer, ConsumerSetup
+from herald._durable.keyed import publish_keyed, validate_key
+from herald._durable.publish import Scripts
+from herald._durable.publish import declare as durable_declare
+from herald._durable.publish import delete as durable_delete
+from herald._durable.publish import publish as durable_publish
+from herald._durable.publish import publish_many as durable_publish_many
+from herald._durable.publish import trim as durable_trim
+from herald._io.cluster import new_link
+from herald._io.link import BLOCKED, FLUSHED, MAX_BATCH_MESSAGES, Link, Prefix
+from herald._io.sentinel import SentinelResolver
+from herald._pubsub.cluster import new_subscriber
+from herald._pubsub.recovery import check_start
+from herald._pubsub.request import Requests
+from herald._pubsub.subscriber import Subscriber
+from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription
+
 from ._errors import (
     ClientClosed,
     ConfigurationError,
@@ -39,51 +84,8 @@ from ._errors import (
     ServerError,
     Timeout,
 )
-from ._history import (
-    PUBLISH_HISTORY,
-    READ_HISTORY,
-    Counters,
-    HistoryLost,
-    HistoryTopic,
-    Page,
-    check_history,
-    history_key,
-    meta_key,
-    parse_page,
-)
-from ._keyed import publish_keyed, validate_key
-from ._link import BLOCKED, FLUSHED, MAX_BATCH_MESSAGES, Link, Prefix
-from ._message import Message
-from ._offsets import Position, normalize_id
-from ._recovery import check_start
-from ._request import Requests
-from ._resp import prefix
-from ._sentinel import SentinelResolver
 from ._server import EmbeddedServer, discover, new_password
-from ._streams import (
-    DEAD_SUFFIX,
-    TOPICS_KEY,
-    TOPICS_VERSION_KEY,
-    DurableTopic,
-    check_policy,
-    dead_topic,
-    differing_fields,
-    validate_msg_id,
-)
-from ._subscriber import Subscriber
-from ._subscription import Gap, Handler, Overflow, Subscription
-from ._topics import (
-    check_headers,
-    check_user_name,
-    is_inbox,
-    is_pattern,
-    match,
-    validate_subscription,
-    validate_topic,
-)
 from ._tracing import Tracing, make_tracing, trace_consumer, trace_subscription
-from ._url import Endpoint, parse_url
-from ._wire import Codec, Encoder, Foreign, decode
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider

@@ -34,8 +34,9 @@ from __future__ import annotations
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
+    from herald._core.message import Message
+
     from ._client import PubAck
-    from ._message import Message
 
 
 class HeraldError(Exception):

@@ -31,8 +31,9 @@ from pathlib import Path
 from types import TracebackType
 from urllib.parse import quote
 
+from herald._core.url import parse_url
+
 from ._errors import ConfigurationError, ConnectionFailed
-from ._url import parse_url
 
 STATE_FILE = "herald.json"
 CONFIG_FILE = "valkey.conf"

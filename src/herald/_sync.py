@@ -18,21 +18,22 @@ from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
 from typing import Any, Literal, TypeVar, Unpack, overload
 
-from . import _replay
-from ._acked import Settled
-from ._admin import DeadLetter, TopicInfo
+from herald._core.durable_message import StoredMessage
+from herald._core.history import HistoryLost
+from herald._core.message import Message, replier_of
+from herald._core.offsets import Position
+from herald._core.typed import typed
+from herald._core.wire import Foreign
+from herald._durable import replay as _replay
+from herald._durable.acked import Settled
+from herald._durable.admin import DeadLetter, TopicInfo
+from herald._durable.consumer import ConsumeOptions
+from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription
+
 from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
-from ._consumer import ConsumeOptions
-from ._durable_message import StoredMessage
 from ._errors import ClientClosed, HeraldError, StopSubscription, Timeout
-from ._history import HistoryLost
-from ._message import Message, replier_of
-from ._offsets import Position
-from ._subscription import Gap, Handler, Overflow, Subscription
 from ._sync_consumer import SyncConsumer
 from ._tracing import Tracing
-from ._typed import typed
-from ._wire import Foreign
 
 T = TypeVar("T")
 log = logging.getLogger("herald")

@@ -13,12 +13,13 @@ from collections.abc import Callable, Iterator
 from types import TracebackType
 from typing import Any
 
-from ._consumer import Consumer
-from ._durable_message import ConsumerStats, DurableHandler, DurableMessage
+from herald._core.durable_message import ConsumerStats, DurableHandler, DurableMessage
+from herald._core.typed import typed
+from herald._durable.consumer import Consumer
+from herald._durable.ordered import ThreadLanes
+
 from ._errors import ClientClosed, HeraldError, StopSubscription
-from ._ordered import ThreadLanes
 from ._tracing import Tracing
-from ._typed import typed
 
 log = logging.getLogger("herald")
 

@@ -26,10 +26,10 @@ if TYPE_CHECKING:
     from opentelemetry.context import Context
     from opentelemetry.trace import Span, TracerProvider
 
-    from ._consumer import Consumer
-    from ._durable_message import DurableMessage
-    from ._message import Message
-    from ._subscription import Subscription
+    from herald._core.durable_message import DurableMessage
+    from herald._core.message import Message
+    from herald._durable.consumer import Consumer
+    from herald._pubsub.subscription import Subscription
 
 SYSTEM = "herald"
 TRACE_HEADERS = ("traceparent", "tracestate")

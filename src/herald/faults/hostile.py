@@ -3,7 +3,7 @@ WebSocket frames and tokens: :mod:`herald.faults.hostile_gateway`).
 
 Valid frames (envelopes with every flag, batch frames, nested and broken ones) are mutated
 (bit flips, truncation, inserted and repeated bytes, overwritten length fields) and fed to
-``herald._wire.decode`` and to the stream-entry decoder. The decoder's promise: it never
+``herald._core.wire.decode`` and to the stream-entry decoder. The decoder's promise: it never
 raises and never hangs; what it cannot decode comes back as a message with ``decode_error``.
 A watchdog thread reports a call that takes longer than ``hang_after`` as a hang. The seed makes
 a run reproducible; ``tests/test_fuzz_wire.py`` runs the Hypothesis version in CI.
@@ -19,8 +19,8 @@ import time
 import traceback
 from typing import Any
 
-from herald._streams import decode_entry
-from herald._wire import Encoder, batch, decode
+from herald._core.streams import decode_entry
+from herald._core.wire import Encoder, batch, decode
 
 from ._harness import Scale, summary
 

@@ -11,7 +11,7 @@ from typing import Any
 
 import herald
 from herald import AsyncClient
-from herald._wire import Encoder, batch
+from herald._core.wire import Encoder, batch
 
 from ._harness import Scale, recording, running_server, summary, wait_for
 from .checker import Checker

@@ -18,7 +18,7 @@ import time
 from typing import Any
 
 from herald import AsyncClient, Message, ReservedName, ResponderFailed
-from herald._wire import Encoder
+from herald._core.wire import Encoder
 
 from ._harness import Scale, running_server, summary
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from herald._topics import MAX_TOPIC_BYTES
+from herald._core.topics import MAX_TOPIC_BYTES
 
 
 def _ref(name: str) -> dict[str, str]:

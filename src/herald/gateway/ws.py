@@ -40,7 +40,7 @@ from herald import (
     Subscription,
     Timeout,
 )
-from herald._topics import is_pattern
+from herald._core.topics import is_pattern
 
 from .auth import AuthError, Principal, authenticate, origin_allowed
 from .fanout import Gate, Sink, body_of

@@ -18,10 +18,10 @@ from typing import Any, TypeVar
 
 import hiredis
 
+from herald._core.resp import Arg, command
+from herald._core.slots import SLOTS
 from herald._errors import ConfigurationError, ConnectionFailed, HeraldError, Timeout
-from herald._resp import Arg, command
 from herald._server import EmbeddedServer, free_ports
-from herald._slots import SLOTS
 
 from ._tls import Certificates, _Server
 from ._topology import _Launcher, _Topology

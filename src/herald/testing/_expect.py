@@ -11,8 +11,8 @@ import time
 from collections.abc import Callable
 from typing import Any, Protocol, TypeVar
 
+from herald._core.message import Message
 from herald._errors import Timeout
-from herald._message import Message
 
 M = TypeVar("M", bound=Message, covariant=True)
 

@@ -1,0 +1,289 @@
+"""Connection URLs (sans-I/O): ``redis://``, ``rediss://``, ``unix://``, ``redis+cluster://``,
+``redis+sentinel://``."""
+
+from __future__ import annotations
+
+import ssl
+from dataclasses import dataclass, field, replace
+from urllib.parse import parse_qs, unquote, urlsplit
+
+from herald._errors import ConfigurationError
+
+_SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
+_CLUSTER = ("redis+cluster", "rediss+cluster", "valkey+cluster", "valkeys+cluster")
+_SENTINEL = ("redis+sentinel", "rediss+sentinel", "valkey+sentinel", "valkeys+sentinel")
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True)
+class SentinelSpec:
+    """``redis+sentinel://``: the sentinels to ask and the name of the primary they watch.
+
+    ``username``/``password`` are the sentinels' own (``sentinel_username=``,
+    ``sentinel_password=`` in the URL); the data nodes' credentials are the Endpoint's.
+    """
+
+    hosts: tuple[tuple[str, int], ...]
+    master: str
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+
+
+@dataclass(frozen=True)
+class Endpoint:
+    """Where and how to connect, parsed from a URL."""
+
+    host: str = "127.0.0.1"
+    port: int = 6379
+    path: str | None = None  # unix socket
+    username: str | None = None
+    password: str | None = field(default=None, repr=False)
+    db: int = 0
+    tls: bool = False
+    ca_certs: str | None = None
+    certfile: str | None = None
+    keyfile: str | None = None
+    verify: bool = True
+    check_hostname: bool = True
+    # redis+cluster://h:p,h:p: the nodes to discover the cluster from (host, port is the first)
+    seeds: tuple[tuple[str, int], ...] = ()
+    # redis+sentinel://h:p,h:p/name: where to find the primary (host, port is resolved then)
+    sentinel: SentinelSpec | None = None
+
+    @property
+    def address(self) -> str:
+        """Human-readable address, without credentials."""
+        if self.path:
+            return f"unix://{self.path}"
+        if self.sentinel is not None:
+            hosts = ",".join(f"{h}:{p}" for h, p in self.sentinel.hosts)
+            scheme = "rediss+sentinel" if self.tls else "redis+sentinel"
+            return f"{scheme}://{hosts}/{self.sentinel.master}/{self.db}"
+        return f"{'rediss' if self.tls else 'redis'}://{self.host}:{self.port}/{self.db}"
+
+    def ssl_context(self) -> ssl.SSLContext | None:
+        """The client's TLS context (``None`` without TLS): the CA (``ssl_ca_certs``, else the
+        system's), the client certificate for servers that require one (``ssl_certfile``,
+        ``ssl_keyfile``), verification (``ssl_cert_reqs``, ``ssl_check_hostname``).
+
+        The files are read on each call, that is on each (re)connect: a renewed certificate
+        is picked up without a restart.
+
+        Raises:
+            ConfigurationError: a file cannot be read or holds no usable certificate or key.
+        """
+        if not self.tls:
+            return None
+        try:
+            ctx = ssl.create_default_context(cafile=self.ca_certs)
+        except (OSError, ssl.SSLError) as exc:
+            raise ConfigurationError(f"cannot load ssl_ca_certs={self.ca_certs}: {exc}") from exc
+        if not self.verify:
+            ctx.check_hostname = False
+            ctx.verify_mode = ssl.CERT_NONE
+        elif not self.check_hostname:
+            ctx.check_hostname = False
+        if self.certfile:
+            try:
+                ctx.load_cert_chain(self.certfile, self.keyfile)
+            except (OSError, ssl.SSLError) as exc:
+                raise ConfigurationError(
+                    f"cannot load the client certificate ssl_certfile={self.certfile} "
+                    f"ssl_keyfile={self.keyfile}: {exc}"
+                ) from exc
+        elif self.keyfile:
+            raise ConfigurationError("ssl_keyfile= needs ssl_certfile= (the client certificate)")
+        return ctx
+
+
+def tls_refused(endpoint: Endpoint, address: str, detail: object) -> str:
+    """The error message for a TLS server that closed the connection right after the
+    handshake: with TLS 1.3 that is how a server refuses a client certificate (or its absence).
+
+    >>> tls_refused(Endpoint(tls=True), "rediss://h:1/0", "reset")  # doctest: +ELLIPSIS
+    'TLS: rediss://h:1/0 closed the connection after the handshake (reset): ... ssl_keyfile='
+    """
+    if endpoint.certfile:
+        hint = (
+            f"the server may not trust the client certificate {endpoint.certfile} "
+            "(is it signed by a CA in the server's tls-ca-cert-file?)"
+        )
+    else:
+        hint = "the server may require a client certificate: set ssl_certfile= and ssl_keyfile="
+    return f"TLS: {address} closed the connection after the handshake ({detail}): {hint}"
+
+
+def parse_url(url: str) -> Endpoint:
+    """Parse a Redis URL.
+
+    Query options: ``db=``, ``password=``; with TLS (``rediss``): ``ssl_ca_certs=`` (CA file;
+    the system's CAs by default), ``ssl_certfile=`` and ``ssl_keyfile=`` (client certificate,
+    for servers with ``tls-auth-clients yes``), ``ssl_cert_reqs=none`` (no verification at
+    all), ``ssl_check_hostname=false`` (verify the chain, not the name). The same options hold
+    for ``rediss+cluster://`` and ``rediss+sentinel://``, on every connection.
+
+    >>> parse_url("redis://alice:s3cret@localhost:6380/2").port
+    6380
+    >>> ep = parse_url("rediss://h?ssl_ca_certs=/ca.pem&ssl_certfile=/c.pem&ssl_keyfile=/c.key")
+    >>> ep.tls, ep.ca_certs, ep.certfile, ep.keyfile, ep.verify, ep.check_hostname
+    (True, '/ca.pem', '/c.pem', '/c.key', True, True)
+    """
+    scheme, _, _ = url.partition("://")
+    if scheme.lower() in _CLUSTER:
+        return _parse_cluster(url, scheme)
+    if scheme.lower() in _SENTINEL:
+        return _parse_sentinel(url, scheme)
+    try:
+        parts = urlsplit(url)
+        port = parts.port
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid URL {url!r}: {exc}") from exc
+    scheme = parts.scheme.lower()
+    if scheme not in _SCHEMES:
+        raise ConfigurationError(
+            f"invalid URL {url!r}: scheme must be one of redis://, rediss://, unix://"
+        )
+    query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
+    username = unquote(parts.username) if parts.username else None
+    password = unquote(parts.password) if parts.password else None
+    if "password" in query:
+        password = query["password"]
+    db_text = query.get("db") or (parts.path.strip("/") if scheme not in ("unix",) else "0")
+    try:
+        db = int(db_text or 0)
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid database number {db_text!r} in {url!r}") from exc
+    if scheme == "unix":
+        if not parts.path:
+            raise ConfigurationError(f"invalid URL {url!r}: unix:// needs a socket path")
+        return Endpoint(path=parts.path, username=username, password=password, db=db)
+    # As in redis-py and Python's ssl module: for a client, "optional" verifies like
+    # "required" (a server always presents a certificate); only "none" turns verification off.
+    cert_reqs = query.get("ssl_cert_reqs", "required").lower()
+    if cert_reqs not in ("none", "optional", "required"):
+        raise ConfigurationError(
+            f"invalid ssl_cert_reqs={cert_reqs!r} in {url!r}: none, optional or required"
+        )
+    check_hostname = query.get("ssl_check_hostname", "true").lower()
+    if check_hostname not in ("true", "false", "yes", "no", "1", "0"):
+        raise ConfigurationError(
+            f"invalid ssl_check_hostname={check_hostname!r} in {url!r}: true or false"
+        )
+    return Endpoint(
+        host=parts.hostname or "127.0.0.1",
+        port=port or 6379,
+        username=username,
+        password=password,
+        db=db,
+        tls=scheme in ("rediss", "valkeys"),
+        ca_certs=query.get("ssl_ca_certs"),
+        certfile=query.get("ssl_certfile"),
+        keyfile=query.get("ssl_keyfile"),
+        verify=cert_reqs != "none",
+        check_hostname=check_hostname in ("true", "yes", "1"),
+    )
+
+
+def _parse_cluster(url: str, scheme: str) -> Endpoint:
+    """``redis+cluster://[user:pass@]h:p,h:p[/?query]``: the nodes to discover the cluster from;
+    options as for ``redis://`` (a cluster has database 0 only).
+
+    >>> parse_url("redis+cluster://10.0.0.1:7000,10.0.0.2:7001").seeds
+    (('10.0.0.1', 7000), ('10.0.0.2', 7001))
+    """
+    rest = url[len(scheme) + 3 :]
+    # The hosts end at the first "/" or "?" (a query's file paths hold slashes).
+    cut = min((i for i in (rest.find("/"), rest.find("?")) if i >= 0), default=len(rest))
+    netloc, tail = rest[:cut], rest[cut:].removeprefix("/")
+    userinfo, at, hosts = netloc.rpartition("@")
+    seeds: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        if not item:
+            continue
+        host, colon, port = item.rpartition(":") if not item.endswith("]") else (item, "", "")
+        if not colon:
+            host, port = item, "6379"
+        try:
+            seeds.append((host.strip("[]") or "127.0.0.1", int(port)))
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid port {port!r} in {url!r}") from exc
+    if not seeds:
+        raise ConfigurationError(f"invalid URL {url!r}: name at least one cluster node")
+    tls = scheme.lower().startswith(("rediss", "valkeys"))
+    first = f"{'rediss' if tls else 'redis'}://{userinfo}{at}{seeds[0][0]}:{seeds[0][1]}/{tail}"
+    ep = parse_url(first)
+    if ep.db:
+        raise ConfigurationError("a cluster has database 0 only")
+    return replace(ep, seeds=tuple(seeds))
+
+
+def parse_hosts(hosts: str, url: str, default_port: int = 6379) -> tuple[tuple[str, int], ...]:
+    """``h:p,h:p,[::1]:p`` as ``((host, port), ...)``; a host without a port gets
+    ``default_port``.
+
+    >>> parse_hosts("a:1,b,[::1]:3", "redis+sentinel://...", 26379)
+    (('a', 1), ('b', 26379), ('::1', 3))
+    """
+    out: list[tuple[str, int]] = []
+    for item in hosts.split(","):
+        item = item.strip()
+        if not item:
+            continue
+        if item.startswith("["):
+            host, _, rest = item[1:].partition("]")
+            port_text = rest.removeprefix(":")
+        else:
+            host, colon, port_text = item.rpartition(":")
+            if not colon:
+                host, port_text = item, ""
+        try:
+            port = int(port_text) if port_text else default_port
+        except ValueError as exc:
+            raise ConfigurationError(f"invalid port {port_text!r} in {url!r}") from exc
+        if not 0 < port < 65536:
+            raise ConfigurationError(f"invalid port {port} in {url!r}")
+        out.append((host or "127.0.0.1", port))
+    if not out:
+        raise ConfigurationError(f"invalid URL {url!r}: name at least one host")
+    return tuple(out)
+
+
+def _parse_sentinel(url: str, scheme: str) -> Endpoint:
+    """``redis+sentinel://[user:pass@]h:p,h:p/<primary name>[/db][?query]``.
+
+    ``user:pass`` are the data nodes' credentials; ``sentinel_username=`` and
+    ``sentinel_password=`` those of the sentinels (none by default). ``rediss+sentinel://``
+    uses TLS to the sentinels and to the data nodes, with the ``ssl_*`` options of
+    ``rediss://``. The default sentinel port is 26379.
+
+    >>> ep = parse_url("redis+sentinel://:pw@s1:26379,s2/herald/2?sentinel_password=x")
+    >>> ep.sentinel.hosts, ep.sentinel.master, ep.db, ep.password, ep.sentinel.password
+    ((('s1', 26379), ('s2', 26379)), 'herald', 2, 'pw', 'x')
+    """
+    rest = url[len(scheme) + 3 :]
+    rest, _, query_text = rest.partition("?")
+    netloc, _, path = rest.partition("/")
+    userinfo, at, hosts_text = netloc.rpartition("@")
+    hosts = parse_hosts(hosts_text, url, SENTINEL_PORT)
+    name, _, db_text = path.strip("/").partition("/")
+    name = unquote(name)
+    query = {k: v[-1] for k, v in parse_qs(query_text).items()}
+    if not name:
+        name = query.get("service_name") or query.get("master_name") or ""
+    if not name:
+        raise ConfigurationError(
+            f"invalid URL {url!r}: name the primary, e.g. redis+sentinel://host:26379/mymaster"
+        )
+    tls = scheme.lower().startswith(("rediss", "valkeys"))
+    h0, p0 = hosts[0]
+    host0 = f"[{h0}]" if ":" in h0 else h0
+    db_part = f"/{db_text}" if db_text else ""
+    data_url = f"{'rediss' if tls else 'redis'}://{userinfo}{at}{host0}:{p0}{db_part}"
+    ep = parse_url(data_url + (f"?{query_text}" if query_text else ""))
+    spec = SentinelSpec(
+        hosts=hosts,
+        master=name,
+        username=query.get("sentinel_username"),
+        password=query.get("sentinel_password"),
+    )
+    return replace(ep, sentinel=spec)

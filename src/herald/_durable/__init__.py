@@ -1,0 +1,1 @@
+"""Durable topics: publishing, consumer groups, redelivery, ordering, replay, admin."""

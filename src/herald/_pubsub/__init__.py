@@ -1,0 +1,1 @@
+"""Live and recoverable subscriptions, their subscriber connections, recovery, request/reply."""
