@@ -28,6 +28,7 @@ from herald._core.history import (
 )
 from herald._core.message import Message
 from herald._core.offsets import Position, normalize_id
+from herald._core.options import CertReqs
 from herald._core.resp import prefix
 from herald._core.streams import (
     DEAD_SUFFIX,
@@ -48,7 +49,7 @@ from herald._core.topics import (
     validate_subscription,
     validate_topic,
 )
-from herald._core.url import Endpoint, parse_url
+from herald._core.url import Endpoint, parse_url, with_options
 from herald._core.wire import Codec, Encoder, Foreign, decode
 from herald._durable import admin as _admin
 from herald._durable import replay as _replay
@@ -215,6 +216,11 @@ class AsyncClient:
             request, reply) with the global tracer provider, and carries the trace context in
             the messages' ``traceparent``/``tracestate`` headers; a ``TracerProvider`` uses
             that provider. Needs the ``otel`` extra (``docs/tracing.md``).
+        username, password, db, ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs,
+            ssl_check_hostname, sentinel_username, sentinel_password: the URL's options (see
+            ``docs/configuration.md``), given in code; ``None`` leaves the URL's (or the
+            default). An option the URL also gives must have the same value, else
+            :class:`ConfigurationError`; TLS options need a ``rediss://`` URL.
 
     Example::
 
@@ -241,8 +247,31 @@ class AsyncClient:
         start_embedded: bool = True,
         name: str = "herald",
         tracing: bool | TracerProvider = False,
+        username: str | None = None,
+        password: str | None = None,
+        db: int | None = None,
+        ssl_ca_certs: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_cert_reqs: CertReqs | None = None,
+        ssl_check_hostname: bool | None = None,
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
     ) -> None:
         self.url = url
+        # Keywords that say how to connect, applied to the URL's endpoint (with_options).
+        self._connection_options: dict[str, Any] = {
+            "username": username,
+            "password": password,
+            "db": db,
+            "ssl_ca_certs": ssl_ca_certs,
+            "ssl_certfile": ssl_certfile,
+            "ssl_keyfile": ssl_keyfile,
+            "ssl_cert_reqs": ssl_cert_reqs,
+            "ssl_check_hostname": ssl_check_hostname,
+            "sentinel_username": sentinel_username,
+            "sentinel_password": sentinel_password,
+        }
         self.batch = batch
         self.envelope = envelope
         self.sharded = sharded
@@ -259,7 +288,9 @@ class AsyncClient:
             "probe_timeout": probe_timeout,
             "max_pending_bytes": max_pending_bytes,
         }
-        self.endpoint: Endpoint | None = parse_url(url) if url else None
+        self.endpoint: Endpoint | None = (
+            with_options(parse_url(url), self._connection_options) if url else None
+        )
         self._link: Link | None = None
         self._subscriber: Subscriber | None = None
         self._requests: Requests | None = None
@@ -300,7 +331,9 @@ class AsyncClient:
             if self._link is not None:
                 return
             if self.endpoint is None:
-                self.endpoint = parse_url(await self._default_url())
+                self.endpoint = with_options(
+                    parse_url(await self._default_url()), self._connection_options
+                )
             if self.endpoint.sentinel is not None and "resolver" not in self._link_options:
                 # Every connection of this client asks the sentinels where the primary is.
                 self._link_options["resolver"] = SentinelResolver(self.endpoint)

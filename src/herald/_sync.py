@@ -16,14 +16,15 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Literal, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
 from herald._core.durable_message import StoredMessage
 from herald._core.history import HistoryLost
 from herald._core.message import Message, replier_of
 from herald._core.offsets import Position
+from herald._core.options import CertReqs
 from herald._core.typed import typed
-from herald._core.wire import Foreign
+from herald._core.wire import Codec, Foreign
 from herald._durable import replay as _replay
 from herald._durable.acked import Settled
 from herald._durable.admin import DeadLetter, TopicInfo
@@ -34,6 +35,9 @@ from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
 from ._errors import ClientClosed, HeraldError, StopSubscription, Timeout
 from ._sync_consumer import SyncConsumer
 from ._tracing import Tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 T = TypeVar("T")
 log = logging.getLogger("herald")
@@ -105,7 +109,39 @@ class Client:
                     print(msg.data)
     """
 
-    def __init__(self, url: str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        codec: Codec = "json",
+        batch: bool = True,
+        envelope: bool = True,
+        sharded: bool = True,
+        max_message_size: int = 1024 * 1024,
+        connect_timeout: float = 5.0,
+        publish_timeout: float | None = 10.0,
+        subscribe_timeout: float = 10.0,
+        probe_interval: float = 5.0,
+        probe_timeout: float | None = None,
+        max_pending_bytes: int = 8 * 1024 * 1024,
+        policy_refresh: float = 1.0,
+        start_embedded: bool = True,
+        name: str = "herald",
+        tracing: bool | TracerProvider = False,
+        username: str | None = None,
+        password: str | None = None,
+        db: int | None = None,
+        ssl_ca_certs: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_cert_reqs: CertReqs | None = None,
+        ssl_check_hostname: bool | None = None,
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
+        # Every keyword, passed on as given (first: locals() holds the arguments alone here);
+        # tests/test_signatures.py keeps this signature AsyncClient's.
+        options = {k: v for k, v in locals().items() if k not in ("self", "url")}
         self._pid = os.getpid()
         self._async = AsyncClient(url, **options)  # before the thread: a bad URL must not leak it
         self._portal: _Portal | None = _Portal()
