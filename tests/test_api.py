@@ -14,7 +14,12 @@ PUBLIC = {
     "PermissionDenied", "ServerError", "SlowConsumer", "Timeout", "NoResponders",
     "ResponderFailed", "Consumer", "ConsumerStats", "DurableMessage", "SyncConsumer",
     "StoredMessage", "PositionTrimmed", "TopicInfo", "GroupInfo", "ConsumerInfo", "DeadLetter",
-    "HistoryLost", "NotReplicated", "NotPersisted", "ReservedName", "StopSubscription",
+    "HistoryLost", "NotReplicated", "NotPersisted", "ReservedName",
+    "UnsafeCommand", "CrossSlot", "TransactionAborted", "Pipeline", "Transaction", "Script",
+    "SyncPipeline", "SyncTransaction", "SyncScript", "Responder", "SyncResponder",
+    "StopSubscription",
+    # type aliases used in public signatures
+    "Codec", "ConsumeOptions", "Foreign", "Handler", "Overflow", "Position",
 }  # fmt: skip
 # Raised by handlers to end their subscription: a signal, like StopIteration, not an error.
 SIGNALS = {"StopSubscription"}

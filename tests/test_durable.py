@@ -441,7 +441,7 @@ def test_default_consumer_names_are_unique_per_process() -> None:
     import os
     import socket
 
-    from herald._durable.consumer import default_consumer_name
+    from herald._durable.setup import default_consumer_name
 
     a, b = default_consumer_name(), default_consumer_name()
     assert a != b

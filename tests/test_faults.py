@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import asyncio
 import time
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -13,6 +14,8 @@ import pytest
 
 import herald
 from herald import ConfigurationError, EmbeddedServer
+from herald._durable.confirm import wait_fsync, wait_replicas
+from herald._io.link import Link
 from herald.faults import (
     hostile,
     scenarios,
@@ -411,12 +414,13 @@ async def test_a_wait_answered_on_another_connection_does_not_confirm_the_write(
         async with herald.AsyncClient(proxy.url, probe_interval=0.25) as hub:
             await hub.declare(topic, durable=True)
             link = hub._link
-            assert link is not None
+            assert isinstance(link, Link)
             _, _, durable, _ = hub._prefix(topic)
             assert durable is not None
+            waits: dict[tuple[int, int], asyncio.Future[Any]] = {}
             for wait, refused in (
-                (hub._wait_fsync, herald.NotPersisted),
-                (hub._wait_replicas, herald.NotReplicated),
+                (partial(wait_fsync, timeout=10.0, waits=waits), herald.NotPersisted),
+                (partial(wait_replicas, timeout=10.0), herald.NotReplicated),
             ):
                 ack = await hub.publish(topic, 1, confirm=True)
                 assert ack is not None

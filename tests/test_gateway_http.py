@@ -204,3 +204,22 @@ async def test_readyz_fails_when_the_server_is_gone(own_server: herald.EmbeddedS
             finally:
                 own_server.resume()
         await gw.stop()
+
+
+async def test_topics_lists_subscribed_undeclared_topics_at_once(
+    api: httpx.AsyncClient, url: str, topic: str
+) -> None:
+    # Subscribed by another client, never declared, nothing published: only the server knows.
+    async with herald.AsyncClient(url) as other, other.subscribe(topic, f"{topic}.*"):
+        listing = (await api.get("/topics")).json()  # the first request: no rate watch before
+    entry = next(t for t in listing["topics"] if t["topic"] == topic)
+    assert entry == {
+        "topic": topic,
+        "kind": "live",
+        "policy": {},
+        "subscribers": 1,
+        "gateway_clients": 0,
+        "rate": 0.0,
+    }
+    assert listing["patterns"] >= 1
+    assert not any(t["topic"].startswith("_herald.") for t in listing["topics"])

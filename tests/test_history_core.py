@@ -7,8 +7,8 @@ from __future__ import annotations
 from hypothesis import given
 from hypothesis import strategies as st
 
-from herald import Message
-from herald._core.history import HistoryLost, Page, Track, accept, apply_page, release
+from herald import HistoryLost, Message
+from herald._core.history import Page, Track, accept, apply_page, release
 from herald._core.wire import Encoder, decode
 
 EPOCH = 1_700_000_000_000_000

@@ -16,6 +16,7 @@ import pytest
 
 import herald
 from herald import EmbeddedServer, Gap
+from herald._io.link import Link
 from herald.faults.proxy import Proxy
 
 N = 1000
@@ -236,6 +237,7 @@ async def test_outage_buffer_is_bounded_and_publish_times_out(
         await hub.publish(topic, "before", confirm=True)
         assert (await sub.next(5)).data == "before"
         link = hub._link
+        assert isinstance(link, Link)
         assert link is not None
 
         proxy.down()

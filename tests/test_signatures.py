@@ -18,6 +18,10 @@ import herald
 TWINS = {
     "Subscription": "SyncSubscription",
     "Consumer": "SyncConsumer",
+    "Pipeline": "SyncPipeline",
+    "Responder": "SyncResponder",
+    "Script": "SyncScript",
+    "Transaction": "SyncTransaction",
     "AsyncIterator": "Iterator",
 }
 # Members on one side only, and why.

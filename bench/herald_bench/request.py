@@ -69,6 +69,21 @@ ROWS = (
         "Herald AsyncClient: 64 tasks, each awaiting request() in a loop -> handler",
     ),
     Row(
+        "herald-group",
+        "herald-async",
+        "herald-group",
+        1,
+        "Herald AsyncClient: await request() one at a time -> a responder group's one member",
+    ),
+    Row(
+        "herald-group-64",
+        "herald-async",
+        "herald-group",
+        64,
+        "Herald AsyncClient: 64 tasks awaiting request() -> a responder group's one member "
+        "(concurrency=64)",
+    ),
+    Row(
         "herald-sync",
         "herald-sync",
         "herald-sync-handler",
@@ -359,6 +374,35 @@ async def _herald_handler_responder(params: dict[str, Any], barrier: Barrier) ->
         return {"answered": answered, "handler_errors": sub.stats.handler_errors}
 
 
+def herald_group_responder(params: dict[str, Any], barrier: Barrier) -> Sample:
+    return asyncio.run(_herald_group_responder(params, barrier))
+
+
+async def _herald_group_responder(params: dict[str, Any], barrier: Barrier) -> Sample:
+    import herald
+
+    done = asyncio.get_running_loop().create_future()
+    answered = 0
+
+    def answer(msg: herald.Message) -> Any:
+        nonlocal answered
+        answered += 1
+        return msg.data
+
+    def watch(msg: herald.Message) -> None:  # END is published, not requested
+        if msg.data == END and not done.done():
+            done.set_result(None)
+
+    async with herald.AsyncClient(params["url"]) as hub:
+        await hub.subscribe(params["topic"], handler=watch)
+        async with hub.respond(
+            params["topic"], answer, group="bench", concurrency=max(1, params["concurrency"])
+        ):
+            barrier.wait()
+            await asyncio.wait_for(done, params["duration"] * 3 + 30)
+            return {"answered": answered}
+
+
 def herald_sync_handler_responder(params: dict[str, Any], barrier: Barrier) -> Sample:
     import herald
 
@@ -509,6 +553,7 @@ WORKERS: dict[str, Worker] = {
     "herald-async": herald_async_requester,
     "herald-sync": herald_sync_requester,
     "herald-handler": herald_handler_responder,
+    "herald-group": herald_group_responder,
     "herald-sync-handler": herald_sync_handler_responder,
     "redispy-sync": redispy_sync_requester,
     "redispy-async": redispy_async_requester,

@@ -9,22 +9,27 @@ Example::
 """
 
 from herald._core.durable_message import ConsumerStats, DurableMessage, StoredMessage
-from herald._core.history import HistoryLost
 from herald._core.message import Message
+from herald._core.offsets import Position
 from herald._core.topics import match
+from herald._core.wire import Codec, Foreign
 from herald._durable.admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
 from herald._durable.consumer import Consumer
-from herald._pubsub.subscription import Gap, Subscription, SubscriptionStats
+from herald._durable.setup import ConsumeOptions
+from herald._pubsub.responders import Responder, SyncResponder
+from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription, SubscriptionStats
 
-from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
+from ._client import AsyncClient
 from ._errors import (
     AuthenticationFailed,
     ClientClosed,
     ConfigurationError,
     ConnectionFailed,
     ConnectionLost,
+    CrossSlot,
     DecodeError,
     HeraldError,
+    HistoryLost,
     InvalidTopic,
     MessageTooLarge,
     NoResponders,
@@ -38,7 +43,11 @@ from ._errors import (
     SlowConsumer,
     StopSubscription,
     Timeout,
+    TransactionAborted,
+    UnsafeCommand,
 )
+from ._models import ClientStats, PubAck, TopicPolicy
+from ._pipeline import Pipeline, Script, SyncPipeline, SyncScript, SyncTransaction, Transaction
 from ._server import EmbeddedServer
 from ._sync import Client, SyncSubscription
 from ._sync_consumer import SyncConsumer
@@ -50,18 +59,23 @@ __all__ = [
     "Client",
     "ClientClosed",
     "ClientStats",
+    "Codec",
     "ConfigurationError",
     "ConnectionFailed",
     "ConnectionLost",
+    "ConsumeOptions",
     "Consumer",
     "ConsumerInfo",
     "ConsumerStats",
+    "CrossSlot",
     "DeadLetter",
     "DecodeError",
     "DurableMessage",
     "EmbeddedServer",
+    "Foreign",
     "Gap",
     "GroupInfo",
+    "Handler",
     "HeraldError",
     "HistoryLost",
     "InvalidTopic",
@@ -70,11 +84,16 @@ __all__ = [
     "NoResponders",
     "NotPersisted",
     "NotReplicated",
+    "Overflow",
     "PermissionDenied",
+    "Pipeline",
+    "Position",
     "PositionTrimmed",
     "PubAck",
     "ReservedName",
+    "Responder",
     "ResponderFailed",
+    "Script",
     "ServerError",
     "SlowConsumer",
     "StopSubscription",
@@ -82,9 +101,16 @@ __all__ = [
     "Subscription",
     "SubscriptionStats",
     "SyncConsumer",
+    "SyncPipeline",
+    "SyncResponder",
+    "SyncScript",
     "SyncSubscription",
+    "SyncTransaction",
     "Timeout",
     "TopicInfo",
     "TopicPolicy",
+    "Transaction",
+    "TransactionAborted",
+    "UnsafeCommand",
     "match",
 ]

@@ -4,7 +4,10 @@
 
     HeraldError
      ├── ConfigurationError (ValueError)        bad URL, bad option
-     │    └── ReservedName                      a header, topic or pattern that is Herald's (.name)
+     │    ├── ReservedName                      a header, topic or pattern that is Herald's (.name)
+     │    ├── UnsafeCommand                     a raw command that would corrupt the shared
+     │    │                                     connection (.command, .alternative)
+     │    └── CrossSlot                         a transaction's keys in several cluster slots
      ├── InvalidTopic (ValueError)              empty, too long, forbidden characters
      ├── MessageTooLarge (ValueError)           .size, .limit
      ├── DecodeError (ValueError)               a frame or payload that cannot be decoded
@@ -17,12 +20,15 @@
      ├── SlowConsumer                           a subscription overflowed its buffer (.pending)
      ├── NoResponders                           nobody received a request (.topic)
      ├── ResponderFailed                        the responder's handler raised (.topic, .error)
+     ├── TransactionAborted                    a watched key changed: EXEC ran nothing (.watched)
      ├── NotReplicated                          fewer replicas than asked acknowledged a write
      │                                          (.acked, .required, .ack)
      ├── NotPersisted                           a write not fsynced (locally, on N replicas) in
      │                                          time (.local, .replicas, .required, .ack)
      ├── PositionTrimmed                        a group's unread entries were trimmed away
      │                                          (.topic, .group, .position, .first_available, .lost)
+     ├── HistoryLost                            a recoverable topic's missed messages are gone
+     │                                          (.topic, .last_offset, .first_available, .epoch)
      └── ClientClosed                           the client or subscription was closed
 
 Outside the tree, as ``StopIteration`` is outside the builtin errors: ``StopSubscription``, which
@@ -31,12 +37,12 @@ a handler raises to end its own subscription or consumer (control flow, not a fa
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from herald._core.message import Message
 
-    from ._client import PubAck
+    from ._models import PubAck
 
 
 class HeraldError(Exception):
@@ -59,6 +65,39 @@ class ReservedName(ConfigurationError):
         super().__init__(f"{name!r} is reserved for Herald: {reason}")
         self.name = name
         self.reason = reason
+
+
+class UnsafeCommand(ConfigurationError):
+    """A raw command that would corrupt the client's shared command connection (MONITOR,
+    MULTI, SUBSCRIBE, SELECT, a blocking BLPOP...), refused by ``execute()`` before it is sent.
+
+    Attributes:
+        command: the command's name, with its subcommand (``"CLIENT REPLY"``).
+        alternative: what to use instead.
+    """
+
+    def __init__(self, command: str, alternative: str) -> None:
+        super().__init__(
+            f"{command} would corrupt the client's shared connection; use {alternative}"
+        )
+        self.command = command
+        self.alternative = alternative
+
+
+class CrossSlot(ConfigurationError):
+    """On a cluster: the keys of one transaction (or WATCH) are in more than one hash slot,
+    so no node can run it atomically. Put a common ``{hash tag}`` in the key names.
+
+    Attributes:
+        keys: the keys, as given.
+    """
+
+    def __init__(self, keys: list[str]) -> None:
+        super().__init__(
+            f"keys in more than one cluster slot: {', '.join(keys)}; a transaction runs on one "
+            "node: give the keys a common {hash tag}, e.g. user:{42}:a and user:{42}:b"
+        )
+        self.keys = keys
 
 
 class InvalidTopic(HeraldError, ValueError):
@@ -182,6 +221,21 @@ class ClientClosed(HeraldError):
     """The client or subscription is closed."""
 
 
+class TransactionAborted(HeraldError):
+    """A transaction's ``EXEC`` ran nothing because a key it watched changed after ``WATCH``
+    (optimistic locking): read again and retry.
+
+    Attributes:
+        watched: the watched keys.
+    """
+
+    def __init__(self, watched: list[str]) -> None:
+        super().__init__(
+            f"transaction aborted: a watched key changed ({', '.join(watched)}); nothing ran"
+        )
+        self.watched = watched
+
+
 class NotPersisted(HeraldError):
     """A durable publish with ``fsync=True`` was stored, but the server did not confirm it
     on disk (``WAITAOF``) within the timeout: a crash now could lose it. Retry with the same
@@ -222,6 +276,47 @@ class NotReplicated(HeraldError):
         self.acked = acked
         self.required = required
         self.ack = ack
+
+
+class HistoryLost(HeraldError):
+    """Messages of a recoverable topic were missed and its history no longer holds them.
+
+    Raised by a subscription's iterator (or passed to ``on_history_lost``) at the point in the
+    sequence where the missing messages would have been; iterating again continues with the
+    first message still available.
+
+    Attributes:
+        topic: the topic.
+        last_offset: the last offset the subscription delivered (0: none yet).
+        first_available: the first offset it delivers next (``None``: unknown yet, the history
+            was reset and nothing has been published since).
+        epoch: the topic's epoch now (``None`` when reset and empty).
+        reason: what happened.
+    """
+
+    def __init__(
+        self,
+        topic: str,
+        last_offset: int,
+        first_available: int | None,
+        epoch: int | None,
+        reason: str,
+    ) -> None:
+        self.topic = topic
+        self.last_offset = last_offset
+        self.first_available = first_available
+        self.epoch = epoch
+        self.reason = reason
+        missed = (
+            f"offsets {last_offset + 1}..{first_available - 1}"
+            if first_available is not None and first_available > last_offset + 1
+            else f"messages after offset {last_offset}"
+        )
+        super().__init__(f"topic {topic!r}: {missed} are lost: {reason}")
+
+    def __reduce__(self) -> Any:
+        args = (self.topic, self.last_offset, self.first_available, self.epoch, self.reason)
+        return (HistoryLost, args)
 
 
 class StopSubscription(Exception):

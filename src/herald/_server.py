@@ -14,9 +14,11 @@ and never on the command line (``/proc/<pid>/cmdline`` is world-readable): it go
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import ctypes
 import json
+import logging
 import os
 import secrets
 import signal
@@ -34,6 +36,8 @@ from urllib.parse import quote
 from herald._core.url import parse_url
 
 from ._errors import ConfigurationError, ConnectionFailed
+
+log = logging.getLogger("herald")
 
 STATE_FILE = "herald.json"
 CONFIG_FILE = "valkey.conf"
@@ -499,3 +503,33 @@ def ping_unix(path: str, timeout: float = 0.5) -> bool:
     except OSError:
         return False
     return reply.startswith((b"+PONG", b"-NOAUTH"))
+
+
+async def start_private() -> EmbeddedServer:
+    """Start a server for one client: no persistence, a password (other local users must not
+    reach this process's data), dying with the thread that started it."""
+    server = EmbeddedServer(persist=False, password=new_password())
+    # Launched on the loop's thread, not a to_thread worker: the server dies with the thread
+    # that started it (PR_SET_PDEATHSIG), and the loop's thread lives as long as the client.
+    server.launch()
+    try:
+        await asyncio.to_thread(server.wait_ready)
+    except BaseException:  # failed, or cancelled by Ctrl-C: leave no server behind
+        server.kill()
+        server.cleanup()
+        raise
+    log.info("started an embedded Valkey at %s", server.display_url)
+    return server
+
+
+async def stop_private(server: EmbeddedServer, timeout: float = 10.0) -> None:
+    """Stop a server started by :func:`start_private` (SIGTERM, then SIGKILL after ``timeout``)."""
+    # Waited for on the loop, not in to_thread: when atexit closes a Client at interpreter exit
+    # the default executor is already shut down and to_thread raises RuntimeError.
+    server.terminate()
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    while server.running and loop.time() < deadline:  # noqa: ASYNC110 - a process, not a task
+        await asyncio.sleep(0.01)
+    server.kill()  # only if it did not finish its shutdown in time
+    server.cleanup()

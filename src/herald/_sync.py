@@ -19,7 +19,6 @@ from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
 from herald._core.durable_message import StoredMessage
-from herald._core.history import HistoryLost
 from herald._core.message import Message, replier_of
 from herald._core.offsets import Position
 from herald._core.options import CertReqs
@@ -28,11 +27,15 @@ from herald._core.wire import Codec, Foreign
 from herald._durable import replay as _replay
 from herald._durable.acked import Settled
 from herald._durable.admin import DeadLetter, TopicInfo
-from herald._durable.consumer import ConsumeOptions
+from herald._durable.setup import ConsumeOptions
+from herald._errors import HistoryLost
+from herald._pubsub.responders import SyncResponder
 from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription
 
-from ._client import AsyncClient, ClientStats, PubAck, TopicPolicy
+from ._client import AsyncClient
 from ._errors import ClientClosed, HeraldError, StopSubscription, Timeout
+from ._models import ClientStats, PubAck, TopicPolicy
+from ._pipeline import SyncPipeline, SyncScript, SyncTransaction
 from ._sync_consumer import SyncConsumer
 from ._tracing import Tracing
 
@@ -295,6 +298,32 @@ class Client:
             context=self._context(),
         )
 
+    def respond(
+        self,
+        topic: str,
+        handler: Callable[..., Any],
+        *,
+        group: str,
+        concurrency: int = 1,
+        redeliver_after: float = 5.0,
+        error_text: bool = False,
+    ) -> SyncResponder:
+        """Answer requests to ``topic`` as one member of a responder group; see
+        :meth:`AsyncClient.respond`. The handler runs on worker threads (``concurrency`` at
+        once).
+
+        Example::
+
+            with hub.respond("thumbnails", make_thumbnail, group="workers"):
+                stop.wait()
+        """
+        portal = self._live()
+        inner = self._async._responder(
+            topic, handler, group, concurrency, redeliver_after, error_text, threaded=True
+        )
+        portal.call(inner.start())
+        return SyncResponder(inner, portal.call)
+
     def subscribe(
         self,
         *names: str,
@@ -457,9 +486,58 @@ class Client:
     def topics(self) -> dict[str, TopicPolicy]:
         return self._live().call(self._async.topics())
 
-    def execute(self, *args: str | bytes | int | float) -> Any:
-        """Run any Redis command and return its reply."""
-        return self._live().call(self._async.execute(*args))
+    def active_topics(self, pattern: str = "*") -> dict[str, int]:
+        """See :meth:`AsyncClient.active_topics`."""
+        return self._live().call(self._async.active_topics(pattern))
+
+    def execute(self, *args: str | bytes | int | float, decode: bool = False) -> Any:
+        """Run a Redis command and return its reply; see :meth:`AsyncClient.execute` (commands
+        that would corrupt the shared connection are refused)."""
+        return self._live().call(self._async.execute(*args, decode=decode))
+
+    def execute_blocking(self, *args: str | bytes | int | float, decode: bool = False) -> Any:
+        """Run a blocking command on a connection of its own; see
+        :meth:`AsyncClient.execute_blocking`.
+
+        Example::
+
+            job = hub.execute_blocking("BLPOP", "jobs", 5)
+        """
+        return self._live().call(self._async.execute_blocking(*args, decode=decode))
+
+    def pipeline(self, *, decode: bool = False, raise_on_error: bool = True) -> SyncPipeline:
+        """Commands sent together, replies in order; see :meth:`AsyncClient.pipeline`.
+
+        Example::
+
+            with hub.pipeline() as pipe:
+                pipe.queue("SET", "a", 1).queue("GET", "a")
+            print(pipe.replies)  # [b'OK', b'1']
+        """
+        inner = self._async.pipeline(decode=decode, raise_on_error=raise_on_error)
+        return SyncPipeline(inner, self._live().call)
+
+    def transaction(
+        self,
+        *,
+        watch: Iterable[str | bytes] = (),
+        decode: bool = False,
+        raise_on_error: bool = True,
+    ) -> SyncTransaction:
+        """``MULTI``/``EXEC``; see :meth:`AsyncClient.transaction`.
+
+        Example::
+
+            with hub.transaction() as tx:
+                tx.queue("INCR", "visits").queue("EXPIRE", "visits", 60)
+        """
+        inner = self._async.transaction(watch=watch, decode=decode, raise_on_error=raise_on_error)
+        return SyncTransaction(inner, self._live().call)
+
+    def script(self, text: str) -> SyncScript:
+        """A Lua script, called as ``script(keys=[...], args=[...])``; see
+        :meth:`AsyncClient.script`."""
+        return SyncScript(self._async.script(text), self._live().call)
 
     @property
     def stats(self) -> ClientStats:

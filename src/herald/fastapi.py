@@ -44,12 +44,8 @@ except ImportError as exc:  # pragma: no cover - herald installed without the ex
         "herald.fastapi needs Starlette (FastAPI brings it): pip install 'herald-pubsub[fastapi]'"
     ) from exc
 
-from herald._core.message import Message
-from herald._durable.consumer import Consumer
-from herald._pubsub.subscription import Subscription
 
-from ._client import AsyncClient
-from ._errors import ConfigurationError
+from herald import AsyncClient, ConfigurationError, Consumer, Message, Subscription
 
 __all__ = ["Herald", "Hub", "client", "relay"]
 

@@ -36,7 +36,8 @@ from typing import TYPE_CHECKING, Any, TypeVar, cast
 import pytest
 
 if TYPE_CHECKING:
-    from ._client import AsyncClient
+    from herald import AsyncClient
+
     from ._server import EmbeddedServer
     from ._sync import Client
     from .testing import LocalCluster, LocalSentinel
@@ -73,7 +74,7 @@ async def herald_client(herald_url: str) -> AsyncIterator[AsyncClient]:
     """An :class:`~herald.AsyncClient` on the session's server, closed after the test."""
     if not _HAVE_PYTEST_ASYNCIO:  # pragma: no cover
         pytest.fail("herald_client needs pytest-asyncio: pip install 'herald-pubsub[pytest]'")
-    from ._client import AsyncClient
+    from herald import AsyncClient
 
     async with AsyncClient(herald_url, start_embedded=False) as hub:
         yield hub

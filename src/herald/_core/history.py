@@ -15,7 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from herald._errors import ConfigurationError, HeraldError
+from herald._errors import ConfigurationError, HistoryLost
 
 from .message import Message
 from .resp import command
@@ -77,47 +77,6 @@ class HistoryTopic:
         for f in frames:
             parts += (b"$%d\r\n" % len(f), f, b"\r\n")
         return b"".join(parts)
-
-
-class HistoryLost(HeraldError):
-    """Messages of a recoverable topic were missed and its history no longer holds them.
-
-    Raised by a subscription's iterator (or passed to ``on_history_lost``) at the point in the
-    sequence where the missing messages would have been; iterating again continues with the
-    first message still available.
-
-    Attributes:
-        topic: the topic.
-        last_offset: the last offset the subscription delivered (0: none yet).
-        first_available: the first offset it delivers next (``None``: unknown yet, the history
-            was reset and nothing has been published since).
-        epoch: the topic's epoch now (``None`` when reset and empty).
-        reason: what happened.
-    """
-
-    def __init__(
-        self,
-        topic: str,
-        last_offset: int,
-        first_available: int | None,
-        epoch: int | None,
-        reason: str,
-    ) -> None:
-        self.topic = topic
-        self.last_offset = last_offset
-        self.first_available = first_available
-        self.epoch = epoch
-        self.reason = reason
-        missed = (
-            f"offsets {last_offset + 1}..{first_available - 1}"
-            if first_available is not None and first_available > last_offset + 1
-            else f"messages after offset {last_offset}"
-        )
-        super().__init__(f"topic {topic!r}: {missed} are lost: {reason}")
-
-    def __reduce__(self) -> Any:
-        args = (self.topic, self.last_offset, self.first_available, self.epoch, self.reason)
-        return (HistoryLost, args)
 
 
 @dataclass

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
 from herald._core.durable_message import StoredMessage
+from herald._core.history import meta_key
 from herald._core.offsets import id_time, start_bound
 from herald._core.streams import Script, dead_topic, stream_key
 from herald._errors import ServerError
@@ -18,7 +19,7 @@ from .publish import Scripts
 from .replay import read
 
 if TYPE_CHECKING:
-    from herald._client import TopicPolicy
+    from herald._models import TopicPolicy
 
 Execute = Callable[..., Awaitable[Any]]
 
@@ -70,6 +71,10 @@ class TopicInfo:
         first_time, last_time: when they were stored (seconds since the epoch).
         groups: its consumer groups.
         dead_letters: entries in ``<topic>.dead``.
+        published: messages the server has stored for the topic since it was created (a
+            durable topic: entries ever added to its stream, trimmed ones included, Redis 7+;
+            a recoverable topic: its last offset), or ``None`` (a live topic: the server
+            keeps no count of a channel's messages). Two readings give a rate.
     """
 
     topic: str
@@ -79,6 +84,7 @@ class TopicInfo:
     last_offset: str | None
     groups: tuple[GroupInfo, ...]
     dead_letters: int
+    published: int | None = None
 
     @property
     def first_time(self) -> float | None:
@@ -157,6 +163,12 @@ async def topic_info(execute: Execute, topic: str, policy: TopicPolicy | None) -
                 )
             )
     first, last = stream.get("first-entry"), stream.get("last-entry")
+    published: int | None = None
+    if policy is not None and policy.history:
+        published = int(await execute("HGET", meta_key(topic), "offset") or 0)
+    elif policy is not None and policy.durable:
+        added = stream.get("entries-added")  # Redis 7+
+        published = int(added) if added is not None else (0 if not stream else None)
     return TopicInfo(
         topic,
         policy,
@@ -165,6 +177,7 @@ async def topic_info(execute: Execute, topic: str, policy: TopicPolicy | None) -
         _str(last[0]) if last else None,
         tuple(groups),
         int(await execute("XLEN", stream_key(dead_topic(topic)))),
+        published,
     )
 
 

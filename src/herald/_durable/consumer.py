@@ -19,36 +19,28 @@ import asyncio
 import concurrent.futures
 import contextlib
 import inspect
-import itertools
 import logging
-import os
-import socket
 import threading
-import time
 from collections import deque
-from collections.abc import Awaitable, Callable, Coroutine, Generator, Sequence
-from dataclasses import dataclass
+from collections.abc import Awaitable, Callable, Generator, Sequence
 from types import TracebackType
-from typing import Any, Literal, Protocol, TypedDict
+from typing import Any
 
 from herald._core.backoff import Backoff
 from herald._core.durable_message import ConsumerStats, DurableHandler, DurableMessage
-from herald._core.message import DONE, Message
+from herald._core.message import Message
 from herald._core.offsets import Position, group_start
 from herald._core.streams import (
     DEAD_SUFFIX,
     HANDBACK_IDLE_MS,
-    DurableTopic,
     Entry,
     ReadEntry,
-    backoff_delay,
     decode_entry,
     fast_entry,
     parse_read,
     read_messages,
 )
 from herald._core.typed import typed
-from herald._core.url import Endpoint
 from herald._core.wire import Foreign, check_foreign, decode_foreign
 from herald._errors import (
     ClientClosed,
@@ -60,69 +52,25 @@ from herald._errors import (
 )
 from herald._errors import Timeout as HeraldTimeout
 from herald._io.cluster import new_link
-from herald._io.link import Link
+from herald._io.interface import Connection
+from herald._io.waiting import pop_blocking
 
 from .group import Acks, Member
 from .ordered import run_tasks
 from .position import PositionCheck
-from .publish import Scripts
 from .redelivery import Redelivery
 from .replay import entry_key
+from .settling import Settling
+from .setup import Host, OnTrimmed, default_consumer_name
 
 log = logging.getLogger("herald")
 
 READ_MARGIN = 3.0  # a blocked read not answered within its block time + this: connection dead
 CLOSE_TIMEOUT = 5.0  # for the acks and the hand-back when a consumer closes
 _UNLIMITED = 2**31  # max_deliver=None
-_names = itertools.count(1)
 
 
-def default_consumer_name() -> str:
-    """``<hostname>-<pid>-<n>``: unique per process, stable for the life of the process."""
-    return f"{socket.gethostname()}-{os.getpid()}-{next(_names)}"
-
-
-OnTrimmed = Literal["raise", "continue"]
-
-
-class ConsumeOptions(TypedDict, total=False):
-    """Keyword options of ``consume()``; see :class:`Consumer`."""
-
-    ack_wait: float
-    max_deliver: int | None
-    backoff: Sequence[float] | None
-    max_ack_pending: int
-    batch: int
-    start: Position
-    handler: DurableHandler | None
-    auto_ack: bool
-    delete_idle_after: float
-    concurrency: int
-    ordered_by_key: bool
-    on_trimmed: OnTrimmed | None
-    foreign: Foreign
-
-
-@dataclass
-class ConsumerSetup:
-    """What a consumer needs from its client."""
-
-    scripts: Scripts  # on the client's command connection: acks and scripts go there
-    spec: DurableTopic
-    endpoint: Endpoint
-    link_options: dict[str, Any]
-    name: str  # prefix of connection names
-
-
-class Host(Protocol):
-    """The client side of a consumer (AsyncClient)."""
-
-    async def _consumer_setup(self, topic: str) -> ConsumerSetup: ...
-    def _durable_spec(self, topic: str) -> DurableTopic | None: ...
-    def _consumer_closed(self, consumer: Consumer) -> None: ...
-
-
-class Consumer:
+class Consumer(Settling):
     """A consumer in a consumer group of a durable topic: an async iterator and context manager.
 
     Create it with :meth:`AsyncClient.consume`. Messages are delivered at least once: one not
@@ -263,7 +211,7 @@ class Consumer:
         self._member: Member | None = None
         self._acks: Acks | None = None
         self._redelivery: Redelivery | None = None
-        self._read: Link | None = None
+        self._read: Connection | None = None
         self._stopping: asyncio.Task[None] | None = None  # close() after StopSubscription
 
     # -- lifecycle ---------------------------------------------------------------------------
@@ -460,7 +408,7 @@ class Consumer:
             else:
                 self._deliver(entries)
 
-    async def _read_new(self, read: Link, count: int) -> list[ReadEntry]:
+    async def _read_new(self, read: Connection, count: int) -> list[ReadEntry]:
         assert self._member is not None
         if not read.connected:
             await read.wait_connected(None)
@@ -478,7 +426,7 @@ class Consumer:
         except TimeoutError:
             # A silent server (or network): drop the connection, which reconnects.
             reason = f"no reply to XREADGROUP within {self._block + READ_MARGIN}s"
-            proto = read._proto
+            proto = read.link_for_key(self._member.spec.stream)._proto
             if proto is not None:
                 proto._abort(ConnectionLost(reason))
             raise ConnectionLost(reason) from None
@@ -692,31 +640,10 @@ class Consumer:
         """Blocking next() for a thread other than the event loop's."""
         if iterate:
             self._auto_ack_last()
-        buf = self._buffer
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                msg = buf.popleft()
-            except IndexError:
-                pass
-            else:
-                if iterate:
-                    self._last = msg
-                return self._took(msg)
-            if self._closed:
-                if self._error is not None:
-                    raise self._error
-                raise ClientClosed("consumer closed")
-            self._sync_waiting = True
-            self._event.clear()
-            if buf or self._closed:
-                continue
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                self._sync_waiting = False
-                raise HeraldTimeout(f"no message within {timeout}s", timeout)
-            self._event.wait(0.25 if remaining is None else min(remaining, 0.25))  # Ctrl-C
-            self._sync_waiting = False
+        msg = pop_blocking(self, self._buffer, self._event, timeout, "consumer")
+        if iterate:
+            self._last = msg
+        return self._took(msg)
 
     async def _run_handler(self, handler: Callable[[DurableMessage], Any]) -> None:
         is_coro = inspect.iscoroutinefunction(handler)
@@ -799,103 +726,6 @@ class Consumer:
             reason = f"handler failed on delivery {msg.deliveries} of {self._max}: "
             return self._term(msg, reason + f"{type(exc).__name__}: {exc}")
         return self._nak(msg, None)
-
-    # -- settling (DurableMessage calls these) -----------------------------------------------
-
-    def _settle(self, msg: DurableMessage) -> bool:
-        if msg._settled:
-            return False
-        msg._settled = True
-        if self._outstanding.pop(msg._entry, None) is not None and self._room_waiter is not None:
-            self._wake_room()
-        return True
-
-    def _ack(self, msg: DurableMessage, confirm: bool) -> Awaitable[None]:
-        # _settle() written out: an ack per message is the common case.
-        if msg._settled:
-            return DONE
-        msg._settled = True
-        if self._outstanding.pop(msg._entry, None) is not None and self._room_waiter is not None:
-            self._wake_room()
-        acks = self._acks
-        assert acks is not None
-        self.stats.acked += 1
-        acks.add(msg._entry)
-        return self._run(acks.confirm()) if confirm else DONE
-
-    def _ack_here(self, msg: DurableMessage) -> None:
-        """``msg.ack()`` of an unsettled message, on the event loop's thread (auto-ack)."""
-        msg._settled = True
-        if (
-            self._outstanding.pop(msg._entry, None) is not None
-            and self._room_waiter is not None
-            and len(self._buffer) <= self._low_water  # else _wake_room() would not wake it
-        ):
-            self._wake_room()
-        acks = self._acks
-        assert acks is not None
-        self.stats.acked += 1
-        acks.add_here(msg._entry)
-
-    def _nak(self, msg: DurableMessage, delay: float | None) -> Awaitable[None]:
-        if not self._settle(msg):
-            return DONE
-        if msg.deliveries >= self._max:
-            self.stats.termed += 1
-            reason = f"nak on delivery {msg.deliveries} of {self._max}"
-            return self._run(self._bury(msg._entry, reason))
-        assert self._redelivery is not None
-        self.stats.naked += 1
-        if delay is None:
-            delay = backoff_delay(self.backoff, msg.deliveries)
-        return self._run(self._redelivery.delay(msg._entry, max(0.0, delay)))
-
-    def _term(self, msg: DurableMessage, reason: str) -> Awaitable[None]:
-        if not self._settle(msg):
-            return DONE
-        self.stats.termed += 1
-        return self._run(self._bury(msg._entry, reason))
-
-    def _in_progress(self, msg: DurableMessage) -> Awaitable[None]:
-        if msg._settled:
-            return DONE
-        assert self._member is not None
-        return self._run(self._member.lease([msg._entry], 0))
-
-    async def _bury(self, entry: bytes, reason: str) -> None:
-        assert self._member is not None
-        if await self._member.bury(entry, reason):
-            self.stats.dead_lettered += 1
-        else:
-            log.warning(
-                "consumer %s: %s not dead-lettered: no longer its own", self.name, entry.decode()
-            )
-
-    def _run(self, coro: Coroutine[Any, Any, Any]) -> Awaitable[None]:
-        """Start a settling step now: a task on the loop's thread, a blocking wait elsewhere."""
-        loop = self._loop
-        if loop is None:
-            coro.close()
-            raise ClientClosed("consumer not started")
-        if threading.get_ident() == self._loop_thread:
-            task = loop.create_task(coro)
-            self._ops.add(task)
-            task.add_done_callback(self._op_done)
-            return task
-        fut = asyncio.run_coroutine_threadsafe(coro, loop)
-        while True:  # short waits: Ctrl-C, and a loop stopped under us, end them
-            try:
-                fut.result(0.25)
-                return DONE
-            except concurrent.futures.TimeoutError:
-                if not loop.is_running():
-                    fut.cancel()
-                    raise ClientClosed("consumer closed") from None
-
-    def _op_done(self, task: asyncio.Task[Any]) -> None:
-        self._ops.discard(task)
-        if not task.cancelled() and (exc := task.exception()) is not None:
-            log.warning("consumer %s: %s", self.name, exc)
 
 
 def _set_once(fut: asyncio.Future[None]) -> None:

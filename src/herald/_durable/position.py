@@ -31,8 +31,7 @@ from typing import Any
 
 from herald._core.resp import command
 from herald._errors import HeraldError, PositionTrimmed
-from herald._io.cluster import ClusterLink
-from herald._io.link import Link
+from herald._io.interface import Connection
 
 log = logging.getLogger("herald")
 
@@ -40,7 +39,7 @@ log = logging.getLogger("herald")
 class PositionCheck:
     """Queues the check ahead of a group's reads on one connection and judges its answer."""
 
-    def __init__(self, link: Link, topic: str, stream: str, group: str) -> None:
+    def __init__(self, link: Connection, topic: str, stream: str, group: str) -> None:
         self.link = link
         self.topic = topic
         self.stream = stream
@@ -60,7 +59,7 @@ class PositionCheck:
         link = self.link
         # On a cluster, straight to the node of the stream's slot, where the read goes too (a
         # transaction is not routed by its first command's key: MULTI has none).
-        node = link.link_for_key(self.stream) if isinstance(link, ClusterLink) else link
+        node = link.link_for_key(self.stream)
         assert node.loop is not None
         fut: asyncio.Future[Any] = node.loop.create_future()
         # Marked retrieved at once: when the read fails (the connection closed), nobody asks

@@ -29,7 +29,8 @@ from herald._core.streams import (
     stream_key,
 )
 from herald._errors import ClientClosed, ConnectionLost, HeraldError, ServerError
-from herald._io.link import BLOCKED, FLUSHED, MAX_BATCH_MESSAGES, Link
+from herald._io.interface import BLOCKED, FLUSHED, Connection
+from herald._io.link import MAX_BATCH_MESSAGES
 
 log = logging.getLogger("herald")
 _NKEYS = (b"0", b"1", b"2", b"3", b"4")
@@ -38,7 +39,7 @@ _NKEYS = (b"0", b"1", b"2", b"3", b"4")
 class Scripts:
     """Runs Herald's scripts on one :class:`Link` (the client's command connection)."""
 
-    def __init__(self, link: Link) -> None:
+    def __init__(self, link: Connection) -> None:
         self.link = link
         self._conn = -1
         self._loaded: set[bytes] = set()
@@ -214,7 +215,7 @@ async def declare(
     return bytes(reply[1])
 
 
-async def delete(link: Link, topic: str) -> bool:
+async def delete(link: Connection, topic: str) -> bool:
     """Remove a topic's policy, stream, history and idempotency keys; True if it was declared."""
     removed = await link.execute("HDEL", TOPICS_KEY, topic)
     await link.execute("UNLINK", stream_key(topic), history_key(topic), meta_key(topic))

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any
@@ -54,7 +54,8 @@ from herald._errors import (
     Timeout,
 )
 
-from .link import BLOCKED, Link, Prefix
+from .interface import BLOCKED, Connection, Prefix
+from .link import Link, Tasks
 from .protocol import Reply
 
 log = logging.getLogger("herald")
@@ -77,7 +78,7 @@ class _Route:
         self.prefix = pfx
 
 
-class ClusterLink(Link):
+class ClusterLink:
     """Every primary of a cluster, used as one link (see the module docstring).
 
     Example::
@@ -95,7 +96,17 @@ class ClusterLink(Link):
         refresh_interval: float = 5.0,
         **options: Any,
     ) -> None:
-        super().__init__(endpoint, name=name, **options)
+        self.endpoint = endpoint
+        self.name = name
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.server: dict[str, Any] = {}
+        probe_interval = options.get("probe_interval", 5.0)
+        probe_timeout = options.get("probe_timeout")
+        self.probe_interval: float = probe_interval
+        self.probe_timeout: float = probe_timeout if probe_timeout is not None else probe_interval
+        self._connected: asyncio.Event | None = None
+        self._closed = False
+        self._tasks = Tasks()
         self._options = options
         self.refresh_interval = refresh_interval
         self.seeds = [Node(h, p) for h, p in endpoint.seeds] or [Node(endpoint.host, endpoint.port)]
@@ -125,10 +136,6 @@ class ClusterLink(Link):
     def reconnects(self) -> int:
         return sum(link.reconnects for link in self.links.values())
 
-    @reconnects.setter
-    def reconnects(self, value: int) -> None:
-        pass  # Link.__init__ sets it; the shards' links count
-
     @property
     def connected(self) -> bool:
         return bool(self.links) and all(link.connected for link in self.links.values())
@@ -136,6 +143,11 @@ class ClusterLink(Link):
     @property
     def errors(self) -> int:
         return sum(link.errors for link in self.links.values())
+
+    @property
+    def last_error(self) -> str | None:
+        """The last error reply to a fire-and-forget command on any primary's connection."""
+        return next((e for link in self.links.values() if (e := link.last_error)), None)
 
     @property
     def home(self) -> Link:
@@ -195,9 +207,12 @@ class ClusterLink(Link):
     async def close(self) -> None:
         if self._closed:
             return
+        self._closed = True
         if self._refresh is not None:
             self._refresh.cancel()
-        await super().close()
+        await self._tasks.cancel()
+        if self._connected is not None:
+            self._connected.set()  # wake waiters so they see the close
         for link in [*self.links.values(), *self._retired]:
             await link.close()
 
@@ -556,6 +571,9 @@ class ClusterLink(Link):
         link = self.link_for_slot(route.slot)
         link.publish_threadsafe(route.prefix, frame, batchable, timeout)
 
+    def _spawn(self, coro: Awaitable[None]) -> None:
+        self._tasks.spawn(self._loop(), coro)
+
     def _loop(self) -> asyncio.AbstractEventLoop:
         assert self.loop is not None
         return self.loop
@@ -669,7 +687,7 @@ class ClusterLink(Link):
             fut.set_result([x for name in names for x in (name, counts.get(name, 0))])
 
 
-def new_link(endpoint: Endpoint, *, name: str, **options: Any) -> Link:
+def new_link(endpoint: Endpoint, *, name: str, **options: Any) -> Connection:
     """A :class:`Link` to ``endpoint``, or a :class:`ClusterLink` for ``redis+cluster://``."""
     if endpoint.seeds:
         return ClusterLink(endpoint, name=name, **options)

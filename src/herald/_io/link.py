@@ -15,7 +15,8 @@ import ssl
 import threading
 import time
 from collections.abc import Awaitable, Callable
-from typing import Any, Protocol
+from collections.abc import Set as AbstractSet
+from typing import Any
 
 from herald._core import wire as _wire
 from herald._core.backoff import Backoff
@@ -31,6 +32,7 @@ from herald._errors import (
     Timeout,
 )
 
+from .interface import BLOCKED, FLUSHED, QUEUED, Prefix, Resolver
 from .protocol import PushHandler, Reply, RespProtocol
 
 log = logging.getLogger("herald")
@@ -39,32 +41,23 @@ MAX_BATCH_MESSAGES = 1000
 MAX_BATCH_BYTES = 256 * 1024
 
 
-class BatchCommand(Protocol):
-    """A publish that is not a PUBLISH (a recoverable topic's script): the command carrying a
-    group of envelopes queued in one event-loop iteration. Identity is the batching key."""
+class Tasks:
+    """The background tasks of a connection, cancelled when it closes."""
 
-    def build(self, frames: list[bytes]) -> bytes: ...
+    def __init__(self) -> None:
+        self._tasks: set[asyncio.Task[None]] = set()
 
+    def spawn(self, loop: asyncio.AbstractEventLoop, coro: Awaitable[None]) -> None:
+        task: asyncio.Task[None] = loop.create_task(coro)  # type: ignore[arg-type]
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
-Prefix = bytes | BatchCommand
-
-
-class Resolver(Protocol):
-    """Where a Link connects, decided again on every (re)connect (Sentinel: the current primary).
-
-    ``resolve`` returns the endpoint to open (credentials, db and TLS as the Link's own) or
-    raises :class:`ConnectionFailed`; ``release`` is called once when the Link closes.
-    """
-
-    async def resolve(self, link: Link) -> Endpoint: ...
-
-    async def release(self, link: Link) -> None: ...
-
-
-# try_publish results
-QUEUED = 0
-FLUSHED = 1
-BLOCKED = 2
+    async def cancel(self) -> None:
+        for task in list(self._tasks):
+            task.cancel()
+        for task in list(self._tasks):
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await task
 
 
 class Link:
@@ -103,7 +96,7 @@ class Link:
         self._proto: RespProtocol | None = None
         self._connected: asyncio.Event | None = None
         self._closed = False
-        self._tasks: set[asyncio.Task[None]] = set()
+        self._tasks = Tasks()
         self._connecting: asyncio.Task[None] | None = None  # see ensure_connected
 
         # Write side; guarded by _lock because user threads queue publishes directly.
@@ -189,11 +182,7 @@ class Link:
         if self._closed:
             return
         self._closed = True
-        for task in list(self._tasks):
-            task.cancel()
-        for task in list(self._tasks):
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await task
+        await self._tasks.cancel()
         proto, self._proto = self._proto, None
         if self._connected is not None:
             self._connected.set()  # wake waiters so they see the close
@@ -398,9 +387,14 @@ class Link:
 
     def _spawn(self, coro: Awaitable[None]) -> None:
         assert self.loop is not None
-        task: asyncio.Task[None] = self.loop.create_task(coro)  # type: ignore[arg-type]
-        self._tasks.add(task)
-        task.add_done_callback(self._tasks.discard)
+        self._tasks.spawn(self.loop, coro)
+
+    def link_for_key(self, key: str | bytes) -> Link:
+        """This link: one server serves every key."""
+        return self
+
+    def set_unsharded(self, channels: AbstractSet[bytes], sharded: bool = True) -> None:
+        """Nothing to do: ``PUBLISH`` is the only publish on one server."""
 
     # -- writing -----------------------------------------------------------------------------
 

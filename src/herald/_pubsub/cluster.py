@@ -33,6 +33,7 @@ from herald._core.url import Endpoint
 from herald._core.wire import decode
 from herald._errors import HeraldError, PermissionDenied, ServerError, Timeout
 from herald._io.cluster import PATTERN_LEASE, PATTERN_REFRESH, PATTERNS_KEY, ClusterLink, _consume
+from herald._io.interface import Connection
 from herald._io.link import Link
 
 from .subscriber import Subscriber
@@ -397,7 +398,7 @@ class ClusterSubscriber(Subscriber):
 
 
 def new_subscriber(
-    link: Link,
+    link: Connection,
     endpoint: Endpoint,
     *,
     name: str,

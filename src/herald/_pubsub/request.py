@@ -22,9 +22,10 @@ from __future__ import annotations
 import asyncio
 import logging
 import os
+import time
 from collections.abc import Awaitable, Generator, Mapping
 from functools import partial
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 from herald._core.message import DONE, REPLY_TO, Message
 from herald._core.topics import INBOX_PREFIX, check_headers, check_user_name
@@ -36,12 +37,20 @@ from herald._errors import (
     ResponderFailed,
 )
 from herald._errors import Timeout as HeraldTimeout
+from herald._io.interface import Connection
 from herald._io.link import Link
 
+from .responders import MAX_QUEUE, Groups, queue_key
 from .subscription import Gap, Registry, Subscription
 
 if TYPE_CHECKING:
-    from herald._client import AsyncClient
+    from collections.abc import Coroutine
+
+    from herald._core.history import HistoryTopic
+    from herald._core.streams import DurableTopic
+    from herald._models import PubAck
+
+    from .subscriber import Subscriber
 
 log = logging.getLogger("herald")
 
@@ -52,10 +61,44 @@ _PUBLISH = b"PUBLISH"
 MAX_ERROR_TEXT = 1000  # characters of "Type: message" sent back when a handler raises
 
 
+class Host(Protocol):
+    """What request/reply needs of its client (the AsyncClient): its connections, how it
+    routes and encodes a topic, and its publish counter."""
+
+    _link: Connection | None
+    _subscriber: Subscriber | None
+    _closed: bool
+    _tracing: Any  # herald._tracing.Tracing | None: the facade's, above this layer
+    published: int
+    batch: bool
+    publish_timeout: float | None
+
+    async def connect(self) -> None: ...
+
+    def _prefix(
+        self, topic: str
+    ) -> tuple[bytes, bool, DurableTopic | None, HistoryTopic | None]: ...
+
+    def _declared_bare(self, topic: str) -> bool: ...
+
+    def _frame(
+        self, topic: str, data: Any, headers: Mapping[str, str] | None
+    ) -> tuple[bytes, bytes, bool]: ...
+
+    def _publish_threadsafe(
+        self,
+        topic: str,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        confirm: bool | None,
+        envelope: bool | None = None,
+    ) -> Coroutine[Any, Any, PubAck | None] | None: ...
+
+
 class Requests:
     """One client's requests (its inbox and pending table) and the replies it sends as responder."""
 
-    def __init__(self, client: AsyncClient, registry: Registry) -> None:
+    def __init__(self, client: Host, registry: Registry) -> None:
         self._client = client
         self._registry = registry
         # Random, not the publisher id: whoever sees this client's messages cannot name its inbox.
@@ -64,6 +107,7 @@ class Requests:
         self._sub: _InboxSubscription | None = None
         self._starting: asyncio.Task[None] | None = None
         self.late_replies = 0  # replies that found no pending request: dropped
+        self._groups = Groups()  # each topic's responder groups, as last read
 
     @property
     def pending(self) -> int:
@@ -80,13 +124,16 @@ class Requests:
         deadline = loop.time() + timeout
         if not self._ready():
             await self._prepare(topic, deadline, timeout)
+        groups = self._groups.fresh(topic)
+        if groups is None:
+            groups = await self._read_groups(topic, deadline, timeout)
         rid = _request_id()
         fut: asyncio.Future[Message] = loop.create_future()
         self._pending[rid] = fut
         try:
             # One timer and one wake-up per request: the server's receiver count is checked by a
             # callback (it may arrive before or after the reply, on the other connection).
-            ack = self._publish(topic, data, headers, rid)
+            ack = self._publish(topic, data, headers, rid, groups, timeout)
             ack.add_done_callback(partial(_acked, fut, topic))
             timer = loop.call_at(deadline, _expired, fut, topic, timeout)
             try:
@@ -117,11 +164,16 @@ class Requests:
         deadline = loop.time() + timeout
         if not self._ready():
             await self._prepare(topic, deadline, timeout)
+        groups = self._groups.fresh(topic)
+        if groups is None:
+            groups = await self._read_groups(topic, deadline, timeout)
         rid = _request_id()
         gather = _Gather(loop.create_future(), topic, timeout, max_replies)
         self._pending[rid] = gather
         try:
-            self._publish(topic, data, headers, rid).add_done_callback(gather.acked)
+            self._publish(topic, data, headers, rid, groups, timeout).add_done_callback(
+                gather.acked
+            )
             timer = loop.call_at(deadline, gather.expire)
             try:
                 await gather.done
@@ -170,10 +222,29 @@ class Requests:
                 timeout,
             ) from None
 
+    async def _read_groups(self, topic: str, deadline: float, timeout: float) -> list[str]:
+        """The topic's responder groups (read at most once a second per topic)."""
+        link = self._client._link
+        assert link is not None
+        try:
+            async with asyncio.timeout_at(deadline):
+                return await self._groups.read(link, topic)
+        except TimeoutError:
+            raise HeraldTimeout(
+                f"request on {topic!r} not sent within {timeout}s", timeout
+            ) from None
+
     def _publish(
-        self, topic: str, data: Any, headers: Mapping[str, str] | None, rid: str
+        self,
+        topic: str,
+        data: Any,
+        headers: Mapping[str, str] | None,
+        rid: str,
+        groups: list[str] | None = None,
+        timeout: float = 0.0,
     ) -> asyncio.Future[Any]:
-        """Queue the request's PUBLISH; the future resolves with the server's receiver count."""
+        """Queue the request's PUBLISH, and an XADD to each responder group's queue; the future
+        resolves with the server's receiver count (plus one per group)."""
         client = self._client
         _, bare, durable, history = client._prefix(topic)
         bare = bare and client._declared_bare(topic)  # not the client's envelope=False
@@ -191,6 +262,24 @@ class Requests:
         assert link is not None
         ack = link.execute(_PUBLISH, topic, frame)
         client.published += 1
+        if groups:
+            deadline_ms = int((time.time() + timeout) * 1000)
+            added = [
+                link.execute(
+                    b"XADD",
+                    queue_key(topic, group),
+                    b"MAXLEN",
+                    b"~",
+                    MAX_QUEUE,
+                    b"*",
+                    b"f",
+                    frame,
+                    b"d",
+                    deadline_ms,
+                )
+                for group in groups
+            ]
+            return _counted(ack, added)
         return ack
 
     def _inbox_link(self) -> Link:
@@ -335,6 +424,30 @@ def _acked(waiter: asyncio.Future[Message], topic: str, ack: asyncio.Future[Any]
         waiter.set_exception(NoResponders(topic))
 
 
+def _counted(publish: asyncio.Future[Any], added: list[asyncio.Future[Any]]) -> asyncio.Future[Any]:
+    """The PUBLISH's receiver count plus one per responder group the request was queued for."""
+    total: asyncio.Future[Any] = publish.get_loop().create_future()
+    parts = [publish, *added]
+
+    def done(_: asyncio.Future[Any]) -> None:
+        if total.done() or not all(p.done() for p in parts):
+            return
+        receivers = _outcome(publish)
+        for part in added:  # an XADD's reply is the entry id: only its error matters
+            error = None if part.cancelled() else part.exception()
+            if error is not None:
+                total.set_exception(error)
+                return
+        if isinstance(receivers, BaseException):
+            total.set_exception(receivers)
+        else:
+            total.set_result(receivers + len(added))
+
+    for part in parts:
+        part.add_done_callback(done)
+    return total
+
+
 def _expired(waiter: asyncio.Future[Message], topic: str, timeout: float) -> None:
     if not waiter.done():
         waiter.set_exception(
@@ -443,7 +556,7 @@ class _Queued:
 
     __slots__ = ("_busy", "_link", "_timeout")
 
-    def __init__(self, link: Link, timeout: float | None, busy: bool) -> None:
+    def __init__(self, link: Connection, timeout: float | None, busy: bool) -> None:
         self._link = link
         self._timeout = timeout
         self._busy = busy

@@ -7,14 +7,13 @@ import contextlib
 import inspect
 import logging
 import threading
-import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
-from herald._core.history import Counters, HistoryLost, Page
+from herald._core.history import Counters, Page
 from herald._core.message import DONE, Message, replier_of
 from herald._core.topics import check_user_name, is_pattern, match, validate_subscription
 from herald._core.typed import typed
@@ -24,10 +23,12 @@ from herald._errors import (
     ConfigurationError,
     DecodeError,
     HeraldError,
+    HistoryLost,
     SlowConsumer,
     StopSubscription,
     Timeout,
 )
+from herald._io.waiting import pop_blocking
 
 from .recovery import Recovery
 
@@ -599,35 +600,13 @@ class Subscription:
 
     def _next_sync(self, timeout: float | None) -> Message:
         """Blocking next() for a thread other than the event loop's."""
-        buf = self._buffer
         if self._event is None:
             self._event = threading.Event()
-        deadline = None if timeout is None else time.monotonic() + timeout
-        while True:
-            try:
-                msg = buf.popleft()
-            except IndexError:
-                pass
-            else:
-                if isinstance(msg, HistoryLost):
-                    raise msg
-                self.stats.delivered += 1
-                return msg  # type: ignore[return-value]  # no _Pending without a handler
-            if self._closed:
-                if self._error is not None:
-                    raise self._error
-                raise ClientClosed("subscription closed")
-            self._sync_waiting = True
-            self._event.clear()
-            if buf or self._closed:
-                continue
-            remaining = None if deadline is None else deadline - time.monotonic()
-            if remaining is not None and remaining <= 0:
-                self._sync_waiting = False
-                raise Timeout(f"no message within {timeout}s", timeout)
-            # Short waits keep Ctrl-C responsive in the main thread.
-            self._event.wait(0.25 if remaining is None else min(remaining, 0.25))
-            self._sync_waiting = False
+        msg = pop_blocking(self, self._buffer, self._event, timeout, "subscription")
+        if isinstance(msg, HistoryLost):
+            raise msg
+        self.stats.delivered += 1
+        return msg  # type: ignore[return-value]  # no _Pending without a handler
 
     async def _run_handler(self) -> None:
         handler = self.handler

@@ -19,6 +19,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import herald
+from herald._core.topics import check_headers
 from herald._server import (
     EmbeddedServer,
     clear_state,
@@ -28,8 +29,10 @@ from herald._server import (
     write_state,
 )
 
+from .consume import consume
 from .durable import dead, history, replay, shown, topics
 from .faults import faults
+from .monitor import monitor
 
 _URL = click.option(
     "--url",
@@ -54,6 +57,8 @@ main.add_command(dead)
 main.add_command(replay)
 main.add_command(history)
 main.add_command(faults)
+main.add_command(monitor)
+main.add_command(consume)
 
 
 def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None) -> None:
@@ -371,6 +376,10 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
         if not sep or not key:
             raise click.BadParameter(f"{item!r} is not KEY=VALUE", param_hint="--header")
         headers[key] = value
+    try:
+        check_headers(headers)  # before connecting: the client refuses the same
+    except herald.ReservedName as exc:
+        raise click.BadParameter(str(exc), param_hint="--header") from None
     return headers
 
 
@@ -381,6 +390,15 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
 @click.option("--header", "-H", multiple=True, help="Message header KEY=VALUE (repeatable).")
 @click.option("--count", "-n", type=click.IntRange(min=1), default=1, help="Publish N times.")
 @click.option("--confirm", is_flag=True, help="Wait for the server and print receiver counts.")
+@click.option(
+    "--msg-id",
+    default=None,
+    help="Durable topics: an idempotency key; the same one within the topic's dedup window "
+    "is stored once (one message only).",
+)
+@click.option(
+    "--key", default=None, help="Durable topics: the ordering key (consumers ordered by key)."
+)
 @click.option(
     "--plain",
     is_flag=True,
@@ -399,6 +417,8 @@ def pub(
     header: Sequence[str],
     count: int,
     confirm: bool,
+    msg_id: str | None,
+    key: str | None,
     plain: bool,
     unsharded: bool,
     url: str | None,
@@ -417,6 +437,12 @@ def pub(
                 raise click.BadParameter(f"not valid JSON: {exc}", param_hint="DATA") from exc
         else:
             payloads.append(line)
+    if msg_id is not None and count * len(payloads) != 1:
+        raise click.BadParameter(
+            "an idempotency key names one message: publish one (no --count, one line)",
+            param_hint="--msg-id",
+        )
+    stored: list[str] = []
     try:
         with herald.Client(url, start_embedded=False, sharded=not unsharded) as hub:
             receivers = 0
@@ -426,16 +452,26 @@ def pub(
                         topic,
                         payload,
                         headers=headers or None,
-                        confirm=confirm,
+                        # With an idempotency or ordering key, a durable topic's own
+                        # default: confirmed, so that the stored offset can be shown.
+                        confirm=confirm or (None if msg_id or key else False),
+                        msg_id=msg_id,
+                        key=key,
                         envelope=False if plain else None,
                     )
                     receivers += ack.receivers if ack else 0
+                    if ack is not None and ack.offset is not None:
+                        duplicate = " (duplicate: stored before)" if ack.duplicate else ""
+                        stored.append(f"{ack.offset}{duplicate}")
             hub.flush()
     except herald.HeraldError as exc:
         _fail(str(exc))
     total = count * len(payloads)
     suffix = f", {receivers} deliveries" if confirm else ""
     click.echo(f"published {total} message(s) to {topic}{suffix}", err=True)
+    if msg_id is not None or key is not None:
+        for offset in stored:
+            click.echo(f"  offset {offset}", err=True)
 
 
 def _not_json(constant: str) -> Any:

@@ -234,47 +234,120 @@ def declare(
 
 
 @topics.command("list")
+@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
 @URL
-def list_topics(url: str | None) -> None:
-    """Declared topics, with their stream length, groups, pending and dead letters."""
+def list_topics(as_json: bool, url: str | None) -> None:
+    """Declared topics, with their stream length, groups, pending and dead letters, and the
+    topics that have subscribers now without being declared (live, undeclared)."""
     with _client(url) as hub:
-        infos = [hub.topic_info(t) for t in sorted(hub.topics())]
+        declared = hub.topics()
+        infos = [hub.topic_info(t) for t in sorted(declared)]
+        active = _active(hub, "*")
+    rows: list[tuple[str, herald.TopicInfo | None]] = [(i.topic, i) for i in infos]
+    rows += [(t, None) for t in active if t not in declared]
+    rows.sort(key=lambda row: row[0])
+    if as_json:
+        for name, info in rows:
+            sys.stdout.write(json.dumps(_topic_record(name, info, active.get(name, 0))) + "\n")
+        return
+    if not rows:
+        click.echo("no topics declared, none has subscribers (every topic is live)")
+        return
     table = Table(box=None, header_style="bold")
     table.add_column("topic", no_wrap=True)
     table.add_column("policy")
-    for name in ("entries", "groups", "pending", "dead letters"):
+    for name in ("subscribers", "entries", "groups", "pending", "dead letters"):
         table.add_column(name, justify="right", no_wrap=True)
-    for info in infos:
+    for name, info in rows:
+        subscribers = str(active.get(name, 0))
+        if info is None:
+            table.add_row(Text(name), Text(_UNDECLARED, style="yellow"), subscribers, *"----")
+            continue
         durable = info.policy is not None and info.policy.durable
         table.add_row(
             Text(info.topic),
             _describe(info.policy),
+            subscribers,
             f"{info.length:,}" if durable else "-",
             str(len(info.groups)) if durable else "-",
             f"{info.pending:,}" if durable else "-",
             f"{info.dead_letters:,}" if durable else "-",
         )
-    if not infos:
-        click.echo("no topics declared (every topic is live)")
-        return
     _console().print(table)
+
+
+_UNDECLARED = "live (undeclared)"
+
+
+def _topic_record(name: str, info: herald.TopicInfo | None, subscribers: int) -> dict[str, Any]:
+    """A topic as ``topics list --json`` and ``topics show --json`` print it."""
+    policy = info.policy if info is not None else None
+    record: dict[str, Any] = {
+        "topic": name,
+        "declared": policy is not None,
+        "policy": _describe(policy) if policy is not None else _UNDECLARED,
+        "subscribers": subscribers,
+    }
+    if info is not None and policy is not None and policy.durable:
+        record.update(
+            entries=info.length,
+            first_offset=info.first_offset,
+            last_offset=info.last_offset,
+            pending=info.pending,
+            dead_letters=info.dead_letters,
+            groups=[
+                {
+                    "name": g.name,
+                    "pending": g.pending,
+                    "lag": g.lag,
+                    "last_delivered": g.last_delivered,
+                    "consumers": [
+                        {"name": c.name, "pending": c.pending, "idle": c.idle} for c in g.consumers
+                    ],
+                }
+                for g in info.groups
+            ],
+        )
+    if info is not None and info.published is not None:
+        record["published"] = info.published
+    return record
 
 
 @topics.command("show")
 @click.argument("topic")
+@click.option("--json", "as_json", is_flag=True, help="The topic as one JSON object.")
 @URL
-def show(topic: str, url: str | None) -> None:
-    """TOPIC's policy, entries, groups (pending, lag) and consumers."""
+def show(topic: str, as_json: bool, url: str | None) -> None:
+    """TOPIC's policy, subscribers, entries, groups (pending, lag) and consumers."""
     with _client(url) as hub:
         info = hub.topic_info(topic)
+        subscribers = _active(hub, _literal(topic)).get(topic, 0)
     if info.policy is None and not info.length:
-        raise click.ClickException(f"{topic} is not declared: a live topic, nothing is stored")
+        if as_json:
+            sys.stdout.write(json.dumps(_topic_record(topic, None, subscribers)) + "\n")
+            return
+        if not subscribers:
+            raise click.ClickException(
+                f"{topic} is not declared and has no subscribers now: a live topic, nothing "
+                "is stored"
+            )
+        click.echo(f"{topic}  {_UNDECLARED}: not declared, nothing is stored")
+        click.echo(f"subscribers   {subscribers}")
+        return
+    if as_json:
+        sys.stdout.write(json.dumps(_topic_record(topic, info, subscribers)) + "\n")
+        return
     console = _console()
-    console.print(f"[bold]{topic}[/]  {_describe(info.policy)}")
+    console.print(f"[bold]{shown(topic)}[/]  {_describe(info.policy)}")
+    console.print(f"subscribers   {subscribers}")
+    if info.policy is not None and not info.policy.durable and not info.length:
+        if info.published is not None:
+            console.print(f"last offset   {info.published:,}")
+        return
     console.print(f"entries       {info.length:,}")
     console.print(f"first entry   {info.first_offset or '-'}  {_when(info.first_time)}")
     console.print(f"last entry    {info.last_offset or '-'}  {_when(info.last_time)}")
-    console.print(f"dead letters  {info.dead_letters:,}  ({topic}.dead)")
+    console.print(f"dead letters  {info.dead_letters:,}  ({shown(topic)}.dead)")
     if not info.groups:
         console.print("no consumer groups")
         return
@@ -294,6 +367,21 @@ def show(topic: str, url: str | None) -> None:
             consumers.add_row(Text(g.name), Text(c.name), f"{c.pending:,}", f"{c.idle:.1f}s")
     console.print(groups)
     console.print(consumers)
+
+
+def _active(hub: herald.Client, pattern: str) -> dict[str, int]:
+    """Topics with subscribers; none, with a note, when the server refuses ``PUBSUB`` (an ACL
+    user without it can still list declared topics)."""
+    try:
+        return hub.active_topics(pattern)
+    except herald.PermissionDenied as exc:
+        click.echo(f"subscribers unknown: {exc}", err=True)
+        return {}
+
+
+def _literal(topic: str) -> str:
+    """A glob that matches ``topic`` alone (its glob characters escaped)."""
+    return re.sub(r"([*?\[\]\\])", r"\\\1", topic)
 
 
 @topics.command("delete")

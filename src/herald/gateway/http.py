@@ -210,11 +210,15 @@ async def publish(request: Request) -> Response:
 
 
 async def list_topics(request: Request) -> Response:
-    """GET /topics: declared and recently seen topics, with policy, subscribers and rate."""
+    """GET /topics: declared topics, those with subscribers now (declared or not) and those
+    seen lately, with policy, subscribers and rate."""
     gw = _authorize(request, None)
     await gw.rates.want()
     policies = await gw.policies()
     names = set(policies)
+    # Subscribed topics at once, from the server: the rate watch only sees what is published
+    # after it started.
+    names.update(await gw.active_topics())
     names.update(t for t in gw.rates.seen if not t.startswith(INTERNAL_PREFIX))
     names.update(n for n in gw.fanout.names if not _is_pattern(n))
     names.discard(gw.probe_topic)

@@ -389,7 +389,7 @@ def document(server: str | None = None) -> dict[str, Any]:
             "/topics": {
                 "get": _op(
                     "listTopics",
-                    "Declared and recently seen topics (admin)",
+                    "Declared topics, topics with subscribers now and topics seen lately (admin)",
                     {
                         "200": _json(
                             {

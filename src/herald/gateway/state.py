@@ -146,6 +146,15 @@ class Gateway:
         except HeraldError:  # a server before Redis 7 has no sharded Pub/Sub
             return []
 
+    async def active_topics(self) -> dict[str, int]:
+        """Topics with subscribers now, declared or not (none when the server refuses
+        ``PUBSUB``, e.g. to an ACL user without it: the listing still answers)."""
+        try:
+            return await self.hub.active_topics()
+        except HeraldError as exc:
+            log.debug("PUBSUB CHANNELS failed: %s", exc)
+            return {}
+
     async def patterns(self) -> int:
         try:
             return int(await self.hub.execute("PUBSUB", "NUMPAT"))

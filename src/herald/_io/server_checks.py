@@ -1,0 +1,93 @@
+"""What a client checks of the server it connects to: limits that decide whether data can be
+lost without anyone noticing."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+from herald._errors import HeraldError
+
+from .interface import Connection
+
+log = logging.getLogger("herald")
+
+
+async def check_server_limits(link: Connection) -> tuple[int, int, int] | None:
+    """Read the server's Pub/Sub output-buffer limit (the point where it cuts a slow reader),
+    returned as (hard, soft, soft seconds) if readable; warn about a limit of 0 and about a
+    ``maxmemory-policy`` that evicts keys."""
+    try:
+        reply = await link.execute("CONFIG", "GET", "client-output-buffer-limit")
+    except HeraldError:
+        return None  # CONFIG may be refused by the ACL; nothing to learn then
+    limit = _pubsub_limit(reply)
+    hard = limit[0] if limit else None
+    if hard == 0:
+        log.warning(
+            "the server has no client-output-buffer-limit for pubsub: a stalled subscriber "
+            "can grow the server's memory without bound"
+        )
+    # An evicting policy loses data silently when memory is full; noeviction refuses writes,
+    # which publishers see (ServerError "OOM ...").
+    try:
+        reply = await link.execute("CONFIG", "GET", "maxmemory-policy")
+        policy = reply[1].decode() if len(reply) > 1 else ""
+    except (HeraldError, AttributeError, UnicodeDecodeError):
+        return limit
+    if policy.startswith(("allkeys-", "volatile-")):
+        victims = (
+            "durable streams, history and topic policies among them"
+            if policy.startswith("allkeys-")
+            else "idempotency keys among them (duplicates within the dedup window)"
+        )
+        log.warning(
+            "the server's maxmemory-policy is %s: when memory is full it evicts keys, %s; "
+            "set it to noeviction so that publishes fail visibly instead",
+            policy,
+            victims,
+        )
+    return limit
+
+
+def _pubsub_limit(reply: Any) -> tuple[int, int, int] | None:
+    # reply: [b"client-output-buffer-limit", b"normal 0 0 0 replica ... pubsub 33554432 8388608 60"]
+    try:
+        words = reply[1].decode().split()
+        i = words.index("pubsub")
+        return int(words[i + 1]), int(words[i + 2]), int(words[i + 3])
+    except (IndexError, ValueError, AttributeError, UnicodeDecodeError):
+        return None
+
+
+async def read_persistence(link: Connection) -> bool | None:
+    """Whether the server keeps its data across a restart (AOF on, or at least one RDB save
+    point); ``None`` when it cannot be read (CONFIG refused by the ACL)."""
+    try:
+        aof = await link.execute("CONFIG", "GET", "appendonly")
+        save = await link.execute("CONFIG", "GET", "save")
+        return persists(aof, save)
+    except (HeraldError, AttributeError, IndexError, UnicodeDecodeError):
+        return None
+
+
+def persists(aof: Any, save: Any) -> bool:
+    """Whether a server with these ``CONFIG GET appendonly`` and ``CONFIG GET save`` replies
+    keeps its data across a restart.
+
+    >>> persists([b"appendonly", b"no"], [b"save", b""])
+    False
+    >>> persists([b"appendonly", b"no"], [b"save", b"3600 1 300 100"])
+    True
+    """
+    return bool(aof[1].decode().lower() == "yes" or save[1].decode().strip())
+
+
+def warn_volatile(durable: list[str]) -> None:
+    """The warning for durable topics on a server without persistence."""
+    log.warning(
+        "durable topics (%s) on a server without persistence (appendonly no, no save points): "
+        "a restart of the server loses every stored message and every consumer group's "
+        "position; turn on AOF (appendonly yes)",
+        ", ".join(durable[:3]) + (", ..." if len(durable) > 3 else ""),
+    )
