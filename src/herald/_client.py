@@ -31,7 +31,7 @@ from herald._durable.publish import Scripts
 from herald._io.cluster import new_link
 from herald._io.interface import BLOCKED, FLUSHED, Connection, Prefix
 from herald._io.sentinel import SentinelResolver
-from herald._io.server_checks import check_server_limits, read_persistence, warn_volatile
+from herald._io.server_checks import check_server_limits, warn_volatile
 from herald._pubsub.cluster import new_subscriber
 from herald._pubsub.recovery import check_start
 from herald._pubsub.request import Requests
@@ -222,8 +222,7 @@ class AsyncClient(Commands, RequestReply, Publishing):
             self._route_plain()
             try:
                 await self._load_policies()
-                self.pubsub_buffer_limit = await check_server_limits(link)
-                self._persistent = await read_persistence(link)
+                self.pubsub_buffer_limit, self._persistent = await check_server_limits(link)
                 self._warn_volatile()
             except BaseException:
                 # e.g. an ACL user who may not read herald:topics: leave nothing running.

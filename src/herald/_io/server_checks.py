@@ -6,21 +6,24 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from herald._errors import HeraldError
+from herald._errors import HeraldError, ServerError
 
 from .interface import Connection
 
 log = logging.getLogger("herald")
 
 
-async def check_server_limits(link: Connection) -> tuple[int, int, int] | None:
+async def check_server_limits(
+    link: Connection,
+) -> tuple[tuple[int, int, int] | None, bool | None]:
     """Read the server's Pub/Sub output-buffer limit (the point where it cuts a slow reader),
-    returned as (hard, soft, soft seconds) if readable; warn about a limit of 0 and about a
-    ``maxmemory-policy`` that evicts keys."""
+    returned as (hard, soft, soft seconds) if readable, and whether it persists its data
+    (``None``: not known); warn about a limit of 0 and about a ``maxmemory-policy`` that
+    evicts keys."""
     try:
         reply = await link.execute("CONFIG", "GET", "client-output-buffer-limit")
     except HeraldError:
-        return None  # CONFIG may be refused by the ACL; nothing to learn then
+        return None, None  # CONFIG may be refused by the ACL; nothing to learn then
     limit = _pubsub_limit(reply)
     hard = limit[0] if limit else None
     if hard == 0:
@@ -30,11 +33,17 @@ async def check_server_limits(link: Connection) -> tuple[int, int, int] | None:
         )
     # An evicting policy loses data silently when memory is full; noeviction refuses writes,
     # which publishers see (ServerError "OOM ...").
+    # One round trip for the rest: a connect costs no more for the persistence check.
     try:
-        reply = await link.execute("CONFIG", "GET", "maxmemory-policy")
-        policy = reply[1].decode() if len(reply) > 1 else ""
-    except (HeraldError, AttributeError, UnicodeDecodeError):
-        return limit
+        try:
+            reply = await link.execute("CONFIG", "GET", "maxmemory-policy", "appendonly", "save")
+        except ServerError:  # before Redis 7, one parameter per CONFIG GET: no persistence check
+            reply = await link.execute("CONFIG", "GET", "maxmemory-policy")
+        config = _config(reply)
+        policy = config.get("maxmemory-policy", "")
+    except (HeraldError, AttributeError, ValueError, UnicodeDecodeError):
+        return limit, None
+    persistent = persists(config) if {"appendonly", "save"} <= config.keys() else None
     if policy.startswith(("allkeys-", "volatile-")):
         victims = (
             "durable streams, history and topic policies among them"
@@ -47,7 +56,7 @@ async def check_server_limits(link: Connection) -> tuple[int, int, int] | None:
             policy,
             victims,
         )
-    return limit
+    return limit, persistent
 
 
 def _pubsub_limit(reply: Any) -> tuple[int, int, int] | None:
@@ -60,27 +69,24 @@ def _pubsub_limit(reply: Any) -> tuple[int, int, int] | None:
         return None
 
 
-async def read_persistence(link: Connection) -> bool | None:
-    """Whether the server keeps its data across a restart (AOF on, or at least one RDB save
-    point); ``None`` when it cannot be read (CONFIG refused by the ACL)."""
-    try:
-        aof = await link.execute("CONFIG", "GET", "appendonly")
-        save = await link.execute("CONFIG", "GET", "save")
-        return persists(aof, save)
-    except (HeraldError, AttributeError, IndexError, UnicodeDecodeError):
-        return None
+def _config(reply: Any) -> dict[str, str]:
+    """A ``CONFIG GET`` reply (a flat list, or a map with RESP3) as a dict."""
+    if isinstance(reply, dict):
+        return {k.decode(): v.decode() for k, v in reply.items()}
+    it = iter(reply)
+    return {k.decode(): v.decode() for k, v in zip(it, it, strict=True)}
 
 
-def persists(aof: Any, save: Any) -> bool:
-    """Whether a server with these ``CONFIG GET appendonly`` and ``CONFIG GET save`` replies
-    keeps its data across a restart.
+def persists(config: dict[str, str]) -> bool:
+    """Whether a server with this ``appendonly`` and ``save`` configuration keeps its data
+    across a restart: AOF on, or at least one RDB save point.
 
-    >>> persists([b"appendonly", b"no"], [b"save", b""])
+    >>> persists({"appendonly": "no", "save": ""})
     False
-    >>> persists([b"appendonly", b"no"], [b"save", b"3600 1 300 100"])
+    >>> persists({"appendonly": "no", "save": "3600 1 300 100"})
     True
     """
-    return bool(aof[1].decode().lower() == "yes" or save[1].decode().strip())
+    return config["appendonly"].lower() == "yes" or bool(config["save"].strip())
 
 
 def warn_volatile(durable: list[str]) -> None:
