@@ -223,7 +223,6 @@ class AsyncClient(Commands, RequestReply, Publishing):
             try:
                 await self._load_policies()
                 self.pubsub_buffer_limit, self._persistent = await check_server_limits(link)
-                self._warn_volatile()
             except BaseException:
                 # e.g. an ACL user who may not read herald:topics: leave nothing running.
                 self._link = None
@@ -586,17 +585,14 @@ class AsyncClient(Commands, RequestReply, Publishing):
         self._prefixes.clear()
         self._internal.clear()
         self._route_plain()
-        self._warn_volatile()
 
-    def _warn_volatile(self) -> None:
-        """Warn once when this client uses durable topics on a server without persistence
-        (not on the throwaway embedded server it started itself: nothing there outlives it)."""
-        if self._persistent is not False or self._warned_volatile or self._server is not None:
-            return
-        durable = sorted(t for t, p in self._policies.by_topic.items() if p.durable)
-        if durable:
+    def _warn_volatile(self, topic: str) -> None:
+        """Warn once when this client uses a durable topic (declares, publishes, consumes,
+        reads it) on a server without persistence; not for the throwaway embedded server it
+        started itself (nothing there outlives it), nor for durable topics others use."""
+        if self._persistent is False and not self._warned_volatile and self._server is None:
             self._warned_volatile = True
-            warn_volatile(durable)
+            warn_volatile(topic)
 
     def _route_plain(self) -> None:
         """Tell a cluster link which channels plain SUBSCRIBE clients read (PUBLISH them)."""

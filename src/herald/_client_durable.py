@@ -73,6 +73,8 @@ class DurableTopics:
 
         def _prefix(self, topic: str) -> Route: ...
 
+        def _warn_volatile(self, topic: str) -> None: ...
+
         def _scripts(self) -> Scripts: ...
 
         async def _read_history(self, topic: str, after: int, limit: int) -> Page: ...
@@ -128,6 +130,8 @@ class DurableTopics:
         await self.connect()
         await store_policy(self._scripts(), topic, policy, update)
         await self._load_policies()
+        if durable:
+            self._warn_volatile(topic)
         return policy
 
     async def delete_topic(self, topic: str) -> bool:

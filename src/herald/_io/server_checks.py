@@ -89,11 +89,11 @@ def persists(config: dict[str, str]) -> bool:
     return config["appendonly"].lower() == "yes" or bool(config["save"].strip())
 
 
-def warn_volatile(durable: list[str]) -> None:
-    """The warning for durable topics on a server without persistence."""
+def warn_volatile(topic: str) -> None:
+    """The warning for a durable topic used on a server without persistence."""
     log.warning(
-        "durable topics (%s) on a server without persistence (appendonly no, no save points): "
-        "a restart of the server loses every stored message and every consumer group's "
-        "position; turn on AOF (appendonly yes)",
-        ", ".join(durable[:3]) + (", ..." if len(durable) > 3 else ""),
+        "durable topic %r used on a server without persistence (appendonly no, no save "
+        "points): a restart of the server loses every stored message and every consumer "
+        "group's position; turn on AOF (appendonly yes)",
+        topic,
     )
