@@ -37,9 +37,12 @@ $(VENV)/.%: requirements/%.txt pyproject.toml $(UV)
 serve: $(VENV)/.serve
 	$(BIN)/herald serve
 
+# Lint, format, and the layer contracts ([tool.importlinter] in pyproject.toml, see
+# docs/architecture.md): a lower layer importing a higher one fails here.
 lint: $(VENV)/.test
 	$(BIN)/ruff check src tests bench scripts examples
 	$(BIN)/ruff format --check src tests bench scripts examples
+	$(BIN)/lint-imports --no-cache --no-logo
 
 types: $(VENV)/.test
 	$(BIN)/mypy
@@ -49,13 +52,15 @@ types: $(VENV)/.test
 docs: $(VENV)/.test
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet --site-dir site
 
-# Lint, format, types and every test that needs no server: a minute at most.
+# Lint, format, contracts, types and the unit tier (every test that needs no server; the tiers:
+# docs/development.md): a minute at most.
 check: lint types
-	$(BIN)/python -m pytest -m "not server" -q $(PYTEST_ARGS)
+	$(BIN)/python -m pytest -m unit -q $(PYTEST_ARGS)
 
-# Everything: real Valkey servers (standalone, Sentinel, Cluster, TLS), the gateway, the
-# dashboard in a headless browser (scripts/ensure-browser.sh installs Debian's chromium when
-# it is missing and this is root), the fault scenarios' smoke runs.
+# Everything, the four tiers (unit, integration, topology, faults): real Valkey servers
+# (standalone, Sentinel, Cluster, TLS), the gateway, the dashboard in a headless browser
+# (scripts/ensure-browser.sh installs Debian's chromium when it is missing and this is root),
+# the fault scenarios' smoke runs. One tier: make test PYTEST_ARGS="-m topology".
 test: lint types docs
 	scripts/ensure-browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
@@ -68,6 +73,7 @@ test-latest: $(UV)
 	$(UV) pip install --quiet --python .venv-latest/bin/python --upgrade \
 		-r requirements/build.in -e '.[serve,uvloop,dev,docs,fastapi,pytest]'
 	.venv-latest/bin/ruff check src tests bench scripts examples
+	.venv-latest/bin/lint-imports --no-cache --no-logo
 	.venv-latest/bin/mypy
 	NO_MKDOCS_2_WARNING=1 .venv-latest/bin/mkdocs build --strict --quiet --site-dir .venv-latest/site
 	scripts/ensure-browser.sh

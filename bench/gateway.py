@@ -3,6 +3,7 @@
 python bench/gateway.py                  # short: 100 clients x 200 msg/s x 5 s
 python bench/gateway.py --full           # 1,000 clients x 1,000 msg/s x 30 s
 python bench/gateway.py --clients 500 --rate 500 --duration 10 --json
+python bench/gateway.py --clients 10000 --rate 10 --duration 30   # 10,000 connections
 """
 
 from __future__ import annotations
@@ -20,10 +21,23 @@ def main() -> None:
     parser.add_argument("--clients", type=int, default=100)
     parser.add_argument("--rate", type=int, default=200, help="messages per second")
     parser.add_argument("--duration", type=float, default=5.0, help="seconds of publishing")
+    parser.add_argument(
+        "--client-processes",
+        type=int,
+        default=None,
+        help="processes for the counting clients (default: one per 5,000)",
+    )
+    parser.add_argument("--uvloop", action="store_true", help="run the gateway on uvloop")
     args = parser.parse_args()
     if args.full:
         args.clients, args.rate, args.duration = 1000, 1000, 30.0
-    result = run_gateway_bench(args.clients, args.rate, args.duration)
+    result = run_gateway_bench(
+        args.clients,
+        args.rate,
+        args.duration,
+        client_processes=args.client_processes,
+        gateway_uvloop=args.uvloop,
+    )
     print(json.dumps(result, indent=2) if args.json else format_table(result))
 
 

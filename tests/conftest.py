@@ -20,9 +20,13 @@ if TYPE_CHECKING:
 
 TrimBelow = Callable[[herald.AsyncClient, str], Awaitable[None]]
 
-# `make check` runs the tests marked `server` out (-m "not server"); `make test` runs them all.
-# A test is marked when it uses a fixture that starts a server, and every test of a module not
-# listed here is marked: those modules start servers, gateways or processes of their own.
+# Every test is in one tier (a marker; docs/development.md, "Test tiers"):
+#   unit         no server: `make check` runs these (-m unit)
+#   integration  one real server (the session's Valkey, a gateway on it, a process of its own)
+#   topology     Cluster, Sentinel, TLS topologies
+#   faults       kill, pause or restart of a server, the fault suite, slow tests
+# A test marked with a tier keeps it; otherwise the fixtures it uses and its module decide, in
+# the order faults, topology, integration. Tests that are not unit are also marked `server`.
 SERVER_FIXTURES = frozenset(
     {
         "server",
@@ -42,6 +46,8 @@ SERVER_FIXTURES = frozenset(
         "herald_sentinel",
     }
 )
+# Every test of a module not listed here needs a server: those modules start servers, gateways
+# or processes of their own.
 SERVERLESS_MODULES = frozenset(
     {
         "test_api",
@@ -57,15 +63,51 @@ SERVERLESS_MODULES = frozenset(
         "test_wire",
     }
 )
+# Fixtures that start a server or topology of the test's own, to kill, pause or restart it.
+FAULT_FIXTURES = frozenset({"own_server", "own_cluster", "own_sentinel", "faulty"})
+FAULT_MODULES = frozenset(
+    {"test_faults", "test_fault_checker", "test_consumer_faults", "test_reconnect"}
+)
+TOPOLOGY_FIXTURES = frozenset(
+    {"cluster", "sentinel", "herald_cluster", "herald_sentinel", "tls_cluster", "tls_sentinel"}
+)
+TOPOLOGY_MODULES = frozenset(
+    {"test_cluster", "test_sentinel", "test_tls", "test_tls_topologies", "test_testing_harness"}
+)
+TIERS = ("unit", "integration", "topology", "faults")
+
+
+def tier(item: pytest.Item) -> str:
+    """The tier of a collected test (see above)."""
+    marked = [t for t in TIERS if item.get_closest_marker(t) is not None]
+    if len(marked) > 1:
+        raise pytest.UsageError(f"{item.nodeid}: in more than one tier: {marked}")
+    if marked:
+        return marked[0]
+    module = item.path.stem
+    fixtures = frozenset(getattr(item, "fixturenames", ()))
+    if module in FAULT_MODULES or fixtures & FAULT_FIXTURES or item.get_closest_marker("slow"):
+        return "faults"
+    if module in TOPOLOGY_MODULES or fixtures & TOPOLOGY_FIXTURES:
+        return "topology"
+    if module not in SERVERLESS_MODULES or fixtures & SERVER_FIXTURES:
+        return "integration"
+    return "unit"
 
 
 def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
     for item in items:
-        module = item.path.stem
-        if module not in SERVERLESS_MODULES or SERVER_FIXTURES.intersection(
-            getattr(item, "fixturenames", ())
-        ):
+        name = tier(item)
+        item.add_marker(name)
+        if name != "unit":
             item.add_marker(pytest.mark.server)
+
+
+def pytest_report_collectionfinish(items: list[pytest.Item]) -> str:
+    counts = dict.fromkeys(TIERS, 0)
+    for item in items:
+        counts[tier(item)] += 1
+    return "tiers: " + ", ".join(f"{t} {n}" for t, n in counts.items())
 
 
 @pytest.fixture(autouse=True, scope="session")

@@ -8,7 +8,7 @@ import herald
 
 PUBLIC = {
     "AsyncClient", "Client", "Message", "Subscription", "SyncSubscription", "SubscriptionStats",
-    "ClientStats", "Gap", "PubAck", "TopicPolicy", "EmbeddedServer", "match",
+    "ClientStats", "Gap", "PubAck", "TopicPolicy", "EmbeddedServer", "match", "is_pattern",
     "HeraldError", "AuthenticationFailed", "ClientClosed", "ConfigurationError",
     "ConnectionFailed", "ConnectionLost", "DecodeError", "InvalidTopic", "MessageTooLarge",
     "PermissionDenied", "ServerError", "SlowConsumer", "Timeout", "NoResponders",

@@ -18,6 +18,7 @@ from docblocks import ROOT, blocks, doc_files, fragment_markers
 # file (relative to the repository) -> its blocks marked <!-- fragment -->
 FRAGMENTS = {
     "README.md": 4,  # make serve/test, curl and herald sub against `herald serve`, pip install
+    "docs/architecture.md": 1,  # lint-imports: the development environment's tool
     "docs/deployment.md": 3,  # installing as root, systemctl, a gateway for another host
     "docs/development.md": 2,  # make targets
     "docs/getting-started.md": 2,  # pip install, herald serve

@@ -199,6 +199,7 @@ async def _wait_acks(load: Load, n: int, timeout: float = 10.0) -> None:
         await asyncio.sleep(0.01)
 
 
+@pytest.mark.faults  # a failover: the fault tier
 async def test_kill_primary_under_durable_load(
     topic: str, record_property: Callable[[str, object], None]
 ) -> None:
@@ -263,6 +264,7 @@ async def test_kill_primary_under_durable_load(
         print(f"sentinel kill -9: {{replicas: (acked, acked-but-lost, recovery s)}} = {report}")
 
 
+@pytest.mark.faults  # a failover: the fault tier
 async def test_demoted_node_gets_no_writes(topic: str) -> None:
     """After a kill -9 failover the old primary restarts claiming to be a primary (until the
     sentinels convert it). Connections that reconnect meanwhile must not pick it."""
@@ -290,6 +292,7 @@ async def test_demoted_node_gets_no_writes(topic: str) -> None:
             assert call(new.port, "XLEN", stream_key(topic)) >= len(load.acked)
 
 
+@pytest.mark.faults  # a failover: the fault tier
 async def test_sigstop_primary_under_durable_load(
     topic: str, record_property: Callable[[str, object], None]
 ) -> None:
@@ -322,6 +325,7 @@ async def test_sigstop_primary_under_durable_load(
         print(f"sentinel SIGSTOP: acked {len(load.acked)}, lost {len(lost)}, {recovery:.2f}s")
 
 
+@pytest.mark.faults  # a failover: the fault tier
 async def test_manual_failover_moves_writes(
     topic: str, record_property: Callable[[str, object], None]
 ) -> None:

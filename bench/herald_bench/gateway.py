@@ -34,6 +34,23 @@ from typing import Any, cast
 END = "END"
 SAMPLED = 20  # clients that decode every message and measure latency
 CONNECT_BATCH = 50
+#: Counting clients per load-generator process, at most (more processes above that).
+CLIENTS_PER_PROCESS = 5000
+
+
+def _raise_fd_limit() -> int:
+    """Raise this process's open-file limit to its hard limit; the soft limit now in force.
+
+    Every client connection is a file descriptor in the gateway and one in a client process:
+    10,000 clients need more than the common soft limit of 1,024.
+    """
+    import resource
+
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    if soft < hard:
+        resource.setrlimit(resource.RLIMIT_NOFILE, (hard, hard))
+        soft = hard
+    return soft
 
 
 def _rss_kib(pid: int) -> int:
@@ -50,15 +67,22 @@ def _cpu_seconds(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
 
 
-def _gateway_main(url: str, conn: Connection, max_queue: int, frame_writer: bool) -> None:
+def _gateway_main(
+    url: str, conn: Connection, max_queue: int, frame_writer: bool, gateway_uvloop: bool = False
+) -> None:
     from herald.gateway import GatewayConfig, create_app
     from herald.gateway.serve import _Server, uvicorn_config
 
+    _raise_fd_limit()
     # Fan-out is measured, not the connection cap: room for any number of clients.
     config = GatewayConfig(max_queue=max_queue, max_connections=1_000_000)
     settings = uvicorn_config(create_app(url, config), config, "127.0.0.1", 0, "error")
     if not frame_writer:  # plain uvicorn: every frame through ASGI's websocket.send
         settings.ws = "websockets-sansio"
+    # The counting clients do not parse frames, so they cannot answer keepalive pings: with
+    # pings on, uvicorn closes every connection ping_interval + ping_timeout after it opened
+    # (10,000 clients take longer than that to connect on a busy 2-core machine).
+    settings.ws_ping_interval = None
     server = _Server(settings)
 
     async def main() -> None:
@@ -70,11 +94,16 @@ def _gateway_main(url: str, conn: Connection, max_queue: int, frame_writer: bool
         conn.send(server.servers[0].sockets[0].getsockname()[1])
         await task
 
-    asyncio.run(main())
+    if gateway_uvloop:
+        import uvloop
+
+        uvloop.run(main())
+    else:
+        asyncio.run(main())
 
 
 _MESSAGE = b'"type":"message"'
-_END = f'"data":"{END}"'.encode()
+_END = f'"text":"{END}"'.encode()  # a str is published, and arrives, as text
 _SUBSCRIBED = b'"type":"subscribed"'
 
 
@@ -120,13 +149,18 @@ class _CountingClient(asyncio.Protocol):
                 self._fail(f"handshake refused: {status[:80]!r}")
                 return
             self.upgraded = True
+            self.head = b""
             self.transport.write(self.request)
-        window = self.tail + data
-        self.tail = window[-(len(_SUBSCRIBED) - 1) :]
         if not self.ready.done():
+            self.head = window = self.head + data
             if _SUBSCRIBED not in window:
                 return
             self.ready.set_result(None)
+            self.head = b""
+        else:
+            window = self.tail + data
+        # Shorter than a marker: one that ended in the last read is not counted again here.
+        self.tail = window[-(len(_MESSAGE) - 1) :]
         self.count += window.count(_MESSAGE)
         if _END in window:
             self.count -= 1
@@ -145,13 +179,23 @@ class _CountingClient(asyncio.Protocol):
 
 
 def _clients_main(
-    ws_url: str, topic: str, n: int, duration: float, conn: Connection, counting: bool
+    ws_url: str,
+    topic: str,
+    indices: tuple[int, int],
+    duration: float,
+    conn: Connection,
+    counting: bool,
 ) -> None:
+    """Clients ``indices[0]`` to ``indices[1] - 1`` (those under :data:`SAMPLED` measure
+    latency), in one process."""
     from urllib.parse import urlsplit
 
     from websockets.asyncio.client import connect
     from websockets.frames import Frame, Opcode
 
+    _raise_fd_limit()
+    first, stop = indices
+    n = stop - first
     counts = [0] * n
     closed: list[str] = []
     latencies: list[int] = []
@@ -178,10 +222,10 @@ def _clients_main(
             closed.append(repr(exc))
 
     async def client(i: int, ready: asyncio.Queue[int], finished: asyncio.Event) -> None:
-        if counting and i >= SAMPLED:
+        if counting and i + first >= SAMPLED:
             await counting_client(i, ready)
             return
-        sampled = i < SAMPLED
+        sampled = i + first < SAMPLED
         async with connect(ws_url, max_size=None, ping_interval=None) as ws:
             await ws.send(subscribe)
             await ws.recv()
@@ -194,15 +238,15 @@ def _clients_main(
                         now = time.monotonic_ns()
                         frames = json.loads(text)
                         for f in frames if isinstance(frames, list) else [frames]:
-                            data = f.get("data")
-                            if data == END:
+                            if f.get("text") == END:
                                 finished.set()
                                 return
+                            data = f.get("data")
                             if isinstance(data, dict):
                                 latencies.append(now - data["t"])
                                 counts[i] += 1
                     else:
-                        if END in text and f'"data":"{END}"' in text:
+                        if END in text and f'"text":"{END}"' in text:
                             counts[i] += text.count('"type":"message"') - 1
                             return
                         counts[i] += text.count('"type":"message"')
@@ -241,6 +285,20 @@ def _run(coro: Coroutine[Any, Any, None]) -> None:
         uvloop.run(coro)
 
 
+def _client_ranges(clients: int, processes: int | None, counting: bool) -> list[tuple[int, int]]:
+    """Client index ranges, one per process: the sampled clients first, alone."""
+    sampled = min(SAMPLED, clients)
+    rest = clients - sampled
+    if processes is None:
+        processes = -(-rest // CLIENTS_PER_PROCESS)
+    processes = max(1, min(processes, rest)) if rest else 0
+    ranges = [(0, sampled)]
+    step = -(-rest // processes) if processes else 0
+    for start in range(sampled, clients, step or 1):
+        ranges.append((start, min(clients, start + step)))
+    return ranges
+
+
 def _percentile(values: list[int], q: float) -> float | None:
     if not values:
         return None
@@ -276,6 +334,8 @@ def run_gateway_bench(
     *,
     counting_clients: bool = True,
     frame_writer: bool = True,
+    gateway_uvloop: bool = False,
+    client_processes: int | None = None,
 ) -> dict[str, Any]:
     """Run the fan-out benchmark once and return a JSON-able result.
 
@@ -284,6 +344,10 @@ def run_gateway_bench(
     frame parsing makes the client process the limit long before the gateway at 1,000 clients.
     ``frame_writer``: False serves the gateway with uvicorn's plain ``websockets-sansio``, so
     every frame goes through ASGI's ``websocket.send`` (the fallback path), for comparison.
+    ``gateway_uvloop``: the gateway process on uvloop instead of asyncio's own loop.
+    ``client_processes``: processes running the counting clients (default: one per
+    :data:`CLIENTS_PER_PROCESS`); the sampled clients always have a process of their own, so
+    that their latency is not that of a client process busy with thousands of others.
     """
     import httpx
 
@@ -294,9 +358,10 @@ def run_gateway_bench(
     with EmbeddedServer(persist=False) as server:
         parent, child = ctx.Pipe()
         gateway = ctx.Process(
-            target=_gateway_main, args=(server.url, child, max_queue, frame_writer)
+            target=_gateway_main, args=(server.url, child, max_queue, frame_writer, gateway_uvloop)
         )
         gateway.start()
+        pools: list[tuple[Any, Connection]] = []
         try:
             port = parent.recv()
             assert gateway.pid is not None
@@ -304,38 +369,52 @@ def run_gateway_bench(
             httpx.get(base + "/readyz", timeout=10).raise_for_status()
             time.sleep(0.5)
             rss_before = _rss_kib(gateway.pid)
-            cparent, cchild = ctx.Pipe()
-            pool = ctx.Process(
-                target=_clients_main,
-                args=(
-                    f"ws://127.0.0.1:{port}/ws",
-                    topic,
-                    clients,
-                    duration,
-                    cchild,
-                    counting_clients,
-                ),
-            )
-            pool.start()
+            for indices in _client_ranges(clients, client_processes, counting_clients):
+                cparent, cchild = ctx.Pipe()
+                pool = ctx.Process(
+                    target=_clients_main,
+                    args=(
+                        f"ws://127.0.0.1:{port}/ws",
+                        topic,
+                        indices,
+                        duration,
+                        cchild,
+                        counting_clients,
+                    ),
+                )
+                pool.start()
+                pools.append((pool, cparent))
             connect_start = time.perf_counter()
-            if not cparent.poll(120):
-                raise RuntimeError("clients did not connect within 120 s")
-            assert cparent.recv() == "ready"
+            deadline = time.monotonic() + 60 + clients / 100
+            for _, cparent in pools:
+                if not cparent.poll(max(0.0, deadline - time.monotonic())):
+                    raise RuntimeError(f"{clients} clients did not connect in time")
+                assert cparent.recv() == "ready"
             connect_time = time.perf_counter() - connect_start
-            time.sleep(0.5)
+            time.sleep(0.5 + clients / 10_000)
             rss_idle = _rss_kib(gateway.pid)
-            cparent.send("go")
-            assert pool.pid is not None
-            cpu_start = _cpu_seconds(gateway.pid), _cpu_seconds(pool.pid)
+            for _, cparent in pools:
+                cparent.send("go")
+            cpu_start = _cpu_seconds(gateway.pid), sum(_cpu_seconds(p.pid or 0) for p, _ in pools)
             sent, took = asyncio.run(_publish(server.url, topic, rate, duration))
-            cpu = _cpu_seconds(gateway.pid) - cpu_start[0], _cpu_seconds(pool.pid) - cpu_start[1]
+            cpu = (
+                _cpu_seconds(gateway.pid) - cpu_start[0],
+                sum(_cpu_seconds(p.pid or 0) for p, _ in pools) - cpu_start[1],
+            )
             rss_busy = _rss_kib(gateway.pid)
-            result = cparent.recv()
-            pool.join(10)
+            parts = [cparent.recv() for _, cparent in pools]
+            for pool, _ in pools:
+                pool.join(10)
             stats = httpx.get(base + "/stats", timeout=10).json()["gateway"]
         finally:
             gateway.terminate()
             gateway.join(10)
+            for pool, _ in pools:
+                if pool.is_alive():
+                    pool.kill()
+    result: dict[str, list[Any]] = {
+        key: [x for part in parts for x in part[key]] for key in ("counts", "latencies", "closed")
+    }
     counts: list[int] = result["counts"]
     delivered = sum(counts)
     expected = sent * clients
@@ -348,6 +427,8 @@ def run_gateway_bench(
             "max_queue": max_queue,
             "counting_clients": counting_clients,
             "frame_writer": frame_writer,
+            "gateway_loop": "uvloop" if gateway_uvloop else "asyncio",
+            "client_processes": len(pools),
         },
         "environment": {
             "python": platform.python_version(),
@@ -355,6 +436,7 @@ def run_gateway_bench(
             "machine": platform.machine(),
             # other programs share the machine: the 1-minute load average when the run ended
             "load_average": round(os.getloadavg()[0], 2),
+            "open_files_limit": _raise_fd_limit(),
         },
         "published": sent,
         "publish_rate": round(sent / took, 1),
@@ -365,6 +447,7 @@ def run_gateway_bench(
         "clients_complete": sum(1 for c in counts if c == sent),
         "clients_cut": stats["slow_disconnects"],
         "client_errors": len(result["closed"]),
+        "client_error_reasons": sorted({str(r)[:100] for r in result["closed"]})[:5],
         "latency_ms": {
             "p50": _percentile(result["latencies"], 50),
             "p99": _percentile(result["latencies"], 99),
@@ -374,11 +457,21 @@ def run_gateway_bench(
         "connect_seconds": round(connect_time, 2),
         # CPU seconds per second of publishing (1.0: one core busy the whole time)
         "cpu": {"gateway": round(cpu[0] / took, 2), "clients": round(cpu[1] / took, 2)},
+        # gateway CPU per message delivered to one client (the send system call dominates)
+        "gateway_cpu_us_per_delivery": round(cpu[0] / delivered * 1e6, 2) if delivered else None,
         "gateway_rss_kib": {"before": rss_before, "idle": rss_idle, "busy": rss_busy},
         "memory_per_connection_kib": round((rss_idle - rss_before) / clients, 1),
         "gateway_dropped": stats["dropped"] + stats["subscription_dropped"],
         # publish to the gateway's fan-out of a batch, the most seen (wall clocks)
         "gateway_fanout_lag_max_ms": round(stats["fanout_lag_max"] * 1000, 1),
+        # fan-out rounds (one frame written to every client): how many, mean and longest
+        "gateway_rounds": stats.get("fanout_rounds"),
+        "gateway_round_ms": {
+            "mean": round(stats["fanout_seconds"] / stats["fanout_rounds"] * 1000, 1)
+            if stats.get("fanout_rounds")
+            else None,
+            "max": round(stats.get("fanout_round_max", 0.0) * 1000, 1),
+        },
     }
 
 
@@ -408,6 +501,7 @@ def format_table(result: dict[str, Any]) -> str:
             "CPU busy: gateway / clients (cores)",
             f"{result['cpu']['gateway']} / {result['cpu']['clients']}",
         ),
+        ("gateway CPU per delivery", f"{result['gateway_cpu_us_per_delivery']} us"),
         ("memory per idle connection", f"{result['memory_per_connection_kib']} KiB"),
         (
             "gateway RSS before / idle / busy (MiB)",

@@ -11,7 +11,7 @@ Example::
 from herald._core.durable_message import ConsumerStats, DurableMessage, StoredMessage
 from herald._core.message import Message
 from herald._core.offsets import Position
-from herald._core.topics import match
+from herald._core.topics import is_pattern, match
 from herald._core.wire import Codec, Foreign
 from herald._durable.admin import ConsumerInfo, DeadLetter, GroupInfo, TopicInfo
 from herald._durable.consumer import Consumer
@@ -112,5 +112,6 @@ __all__ = [
     "Transaction",
     "TransactionAborted",
     "UnsafeCommand",
+    "is_pattern",
     "match",
 ]

@@ -45,7 +45,13 @@ def check_user_name(name: str) -> None:
 
 
 def is_pattern(name: str) -> bool:
-    """True if ``name`` contains a glob metacharacter, i.e. subscribes as a pattern."""
+    """Whether ``name`` contains a glob metacharacter (``*``, ``?``, ``[``): a subscription to
+    it is a pattern subscription (PSUBSCRIBE), and only a topic, never a pattern, can be
+    published to.
+
+    >>> is_pattern("news.*"), is_pattern("news.sport")
+    (True, False)
+    """
     return not _GLOB.isdisjoint(name)
 
 

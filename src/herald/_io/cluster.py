@@ -173,10 +173,18 @@ class ClusterLink:
         """Read the slot map from a seed node and connect to every primary."""
         self.loop = asyncio.get_running_loop()
         await self._read_slots(self.seeds)  # creates the links; they are connected here:
+        links = list(self.links.values())
         try:
-            await asyncio.gather(*(link.connect() for link in list(self.links.values())))
+            # Every connect finishes (or fails) before this returns: one left running after a
+            # sibling failed would open a socket behind a closed link.
+            results = await asyncio.gather(
+                *(link.connect() for link in links), return_exceptions=True
+            )
+            failed = next((r for r in results if isinstance(r, BaseException)), None)
+            if failed is not None:
+                raise failed
         except BaseException:
-            for link in list(self.links.values()):
+            for link in links:
                 await link.close()
             raise
         self.server = self.home.server

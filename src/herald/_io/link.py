@@ -146,6 +146,12 @@ class Link:
         self.loop = asyncio.get_running_loop()
         self._connected = asyncio.Event()
         proto = await self._open()
+        if self._closed:
+            # Closed while connecting (a shielded ensure_connected outlives its caller): the
+            # new connection must not stay open behind a closed Link.
+            if proto.transport is not None:
+                proto.transport.abort()
+            raise ClientClosed("connection closed")
         await self._established(proto)
         if self.probe_interval > 0:
             self._spawn(self._probe())

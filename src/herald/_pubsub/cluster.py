@@ -31,13 +31,13 @@ from herald._core.slots import Node, key_slot, parse_redirect
 from herald._core.topics import is_pattern
 from herald._core.url import Endpoint
 from herald._core.wire import decode
-from herald._errors import HeraldError, PermissionDenied, ServerError, Timeout
+from herald._errors import HeraldError, PermissionDenied, ServerError
 from herald._io.cluster import PATTERN_LEASE, PATTERN_REFRESH, PATTERNS_KEY, ClusterLink, _consume
 from herald._io.interface import Connection
 from herald._io.link import Link
 
-from .subscriber import Subscriber
-from .subscription import Gap, Subscription, receiving_until
+from .subscriber import Subscriber, not_confirmed, went_down
+from .subscription import Gap, Subscription
 
 log = logging.getLogger("herald")
 
@@ -96,12 +96,9 @@ class _Shard:
 
     def _down(self, exc: Exception | None) -> None:
         if self.down_since is None:
-            now = time.time()
-            self.down_since = receiving_until(
-                self.subscribed_at, self.link.probe_answered, self.last, now
+            self.down_since, self.down_detected, self.down_reason = went_down(
+                self.subscribed_at, self.link, self.last, exc
             )
-            self.down_detected = now
-            self.down_reason = f"connection lost: {exc}" if exc else "connection closed by server"
         self.owner.router.refresh_soon()
 
     async def _resubscribe(self) -> None:
@@ -205,11 +202,7 @@ class ClusterSubscriber(Subscriber):
                     await asyncio.sleep(PATTERN_REFRESH + 0.1)
         except TimeoutError:
             await self.remove(sub, names)
-            raise Timeout(
-                f"sharded subscribe to {', '.join(names or sub.names)} not confirmed within "
-                f"{self.subscribe_timeout}s",
-                self.subscribe_timeout,
-            ) from None
+            raise not_confirmed("sharded subscribe", sub, self.subscribe_timeout, names) from None
         except BaseException:
             await self.remove(sub, names)
             raise

@@ -17,6 +17,24 @@ from herald._io.link import Link
 from .subscription import Gap, Subscription, receiving_until
 
 
+def went_down(
+    subscribed_at: float, link: Link, last: Message | None, exc: Exception | None
+) -> tuple[float, float, str]:
+    """A Pub/Sub connection just lost: its future Gap's ``since`` (see
+    :func:`receiving_until`), ``detected`` (now) and ``reason``."""
+    now = time.time()
+    since = receiving_until(subscribed_at, link.probe_answered, last, now)
+    return since, now, f"connection lost: {exc}" if exc else "connection closed by server"
+
+
+def not_confirmed(
+    command: str, sub: Subscription, timeout: float, names: tuple[str, ...] | None = None
+) -> Timeout:
+    """The error of a subscribe (of ``sub``'s names, or of ``names``) not confirmed in time."""
+    listed = ", ".join(names or sub.names)
+    return Timeout(f"{command} to {listed} not confirmed within {timeout}s", timeout)
+
+
 class _Entry:
     """One channel or pattern on the server and the subscriptions that share it."""
 
@@ -91,11 +109,7 @@ class Subscriber:
                 self._subscribed_at = max(self._subscribed_at, sent)
         except TimeoutError:
             self._unregister(sub, names)
-            raise Timeout(
-                f"subscribe to {', '.join(names or sub.names)} not confirmed within "
-                f"{self.subscribe_timeout}s",
-                self.subscribe_timeout,
-            ) from None
+            raise not_confirmed("subscribe", sub, self.subscribe_timeout, names) from None
         except BaseException:
             await self.remove(sub, names)
             raise
@@ -177,12 +191,9 @@ class Subscriber:
         for sub in self._subs:
             sub._stale()
         if self._down_since is None:
-            now = time.time()
-            self._down_since = receiving_until(
-                self._subscribed_at, self.link.probe_answered, self._last, now
+            self._down_since, self._down_detected, self._down_reason = went_down(
+                self._subscribed_at, self.link, self._last, exc
             )
-            self._down_detected = now
-            self._down_reason = f"connection lost: {exc}" if exc else "connection closed by server"
 
     async def _resubscribe(self) -> None:
         link = self.link

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import base64
 import json
 import signal
 import socket
@@ -29,17 +28,11 @@ from herald._server import (
     write_state,
 )
 
+from .common import UNSHARDED, URL, data_field, shown, take
 from .consume import consume
-from .durable import dead, history, replay, shown, topics
+from .durable import dead, history, replay, topics
 from .faults import faults
 from .monitor import monitor
-
-_URL = click.option(
-    "--url",
-    envvar="HERALD_URL",
-    default=None,
-    help="Redis/Valkey URL (default: $HERALD_URL, else the server `herald serve` runs).",
-)
 
 
 def _fail(message: str) -> NoReturn:
@@ -404,12 +397,8 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
     is_flag=True,
     help="Send the payload alone, without Herald's envelope (for redis-cli, redis-py readers).",
 )
-@click.option(
-    "--unsharded",
-    is_flag=True,
-    help="Cluster: publish with PUBLISH, which plain SUBSCRIBE clients receive (not SPUBLISH).",
-)
-@_URL
+@UNSHARDED
+@URL
 def pub(
     topic: str,
     data: str | None,
@@ -478,17 +467,6 @@ def _not_json(constant: str) -> Any:
     raise ValueError(f"{constant} is not JSON")
 
 
-def _jsonable(data: Any) -> tuple[str, Any]:
-    """``("data", value)``, or ``("data_b64", text)`` for bytes that are not UTF-8 (as the
-    gateway does): a JSON payload ``{"base64": ...}`` stays distinguishable from bytes."""
-    if isinstance(data, bytes):
-        try:
-            return "data", data.decode()
-        except UnicodeDecodeError:
-            return "data_b64", base64.b64encode(data).decode()
-    return "data", data
-
-
 @main.command()
 @click.argument("patterns", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
@@ -512,7 +490,7 @@ def _jsonable(data: Any) -> tuple[str, Any]:
     default="bytes",
     help="Decode payloads published without Herald's envelope (redis-cli, redis-py) as this.",
 )
-@_URL
+@URL
 def sub(
     patterns: Sequence[str],
     as_json: bool,
@@ -530,39 +508,35 @@ def sub(
     console = Console(highlight=False)
     errors = Console(highlight=False, stderr=True)
 
-    def on_gap(gap: herald.Gap) -> None:
+    def notice(key: str, fields: dict[str, Any], text: str) -> None:
+        """A gap or lost history: a JSON line on stderr with --json, else a line of text."""
         if as_json:
-            record = {
-                "gap": {
-                    "since": gap.since,
-                    "until": gap.until,
-                    "detected": gap.detected,
-                    "reason": gap.reason,
-                }
-            }
-            print(json.dumps(record), file=sys.stderr)
+            print(json.dumps({key: fields}), file=sys.stderr)
         else:
-            errors.print(
-                f"[yellow]connection lost: messages published in a window of "
-                f"{gap.until - gap.since:.2f}s may have been missed ({gap.reason})[/]"
-            )
+            errors.print(text)
+
+    def on_gap(gap: herald.Gap) -> None:
+        fields = {"since": gap.since, "until": gap.until, "detected": gap.detected}
+        notice(
+            "gap",
+            {**fields, "reason": gap.reason},
+            f"[yellow]connection lost: messages published in a window of "
+            f"{gap.until - gap.since:.2f}s may have been missed ({gap.reason})[/]",
+        )
 
     def on_history_lost(lost: herald.HistoryLost) -> None:
-        if as_json:
-            record = {
-                "history_lost": {
-                    "topic": lost.topic,
-                    "last_offset": lost.last_offset,
-                    "first_available": lost.first_available,
-                    "reason": lost.reason,
-                }
-            }
-            print(json.dumps(record), file=sys.stderr)
-        else:
-            errors.print(f"[red]{escape(str(lost))}[/]")
+        fields = {
+            "topic": lost.topic,
+            "last_offset": lost.last_offset,
+            "first_available": lost.first_available,
+            "reason": lost.reason,
+        }
+        notice("history_lost", fields, f"[red]{escape(str(lost))}[/]")
+
+    async def show(msg: herald.Message) -> None:
+        _print_message(console, msg, as_json)
 
     async def run() -> int:
-        received = 0
         async with (
             herald.AsyncClient(url, start_embedded=False) as hub,
             hub.subscribe(
@@ -576,18 +550,7 @@ def sub(
         ):
             if not as_json:
                 errors.print(f"[dim]subscribed to {', '.join(patterns)}[/]")
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while count is None or received < count:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return 1 if count is not None else 0
-                try:
-                    msg = await subscription.next(remaining)
-                except herald.Timeout:
-                    continue
-                received += 1
-                _print_message(console, msg, as_json)
-        return 0
+            return await take(subscription, count, timeout, show)
 
     try:
         code = asyncio.run(run())
@@ -600,7 +563,7 @@ def sub(
 
 def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None:
     if as_json:
-        key, value = _jsonable(msg.data)
+        key, value = data_field(msg.data)
         record = {
             "topic": msg.topic,
             key: value,
@@ -617,7 +580,7 @@ def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None
         sys.stdout.flush()
         return
     stamp = time.strftime("%H:%M:%S", time.localtime(msg.timestamp or time.time()))
-    key, value = _jsonable(msg.data)
+    key, value = data_field(msg.data)
     data = f"(base64) {value}" if key == "data_b64" else value
     data = data if isinstance(data, str) else json.dumps(data)
     # What a publisher sent is shown, never interpreted: no markup, no escape sequences.

@@ -14,7 +14,8 @@ import click
 from rich.console import Console
 
 import herald
-from herald.cli.durable import URL, shown
+
+from .common import URL, shown, take
 
 
 def _record(msg: herald.DurableMessage, settled: str) -> dict[str, Any]:
@@ -102,8 +103,16 @@ def consume(
     console = Console(highlight=False, width=None if sys.stdout.isatty() else 1000)
     settled = "nak" if nak else "ack"
 
+    async def handle(msg: herald.DurableMessage) -> None:
+        if as_json:
+            sys.stdout.write(json.dumps(_record(msg, settled)) + "\n")
+            sys.stdout.flush()
+        else:
+            console.print(_line(msg, settled), soft_wrap=True)
+        # Settled once shown: a message is never acked unseen.
+        await (msg.nak() if nak else msg.ack(confirm=True))
+
     async def run() -> int:
-        received = 0
         async with (
             herald.AsyncClient(url, start_embedded=False) as hub,
             hub.consume(
@@ -119,24 +128,7 @@ def consume(
         ):
             if not as_json:
                 click.echo(f"consuming {topic} as {reader.name} in group {group}", err=True)
-            deadline = None if timeout is None else time.monotonic() + timeout
-            while count is None or received < count:
-                remaining = None if deadline is None else deadline - time.monotonic()
-                if remaining is not None and remaining <= 0:
-                    return 1 if count is not None else 0
-                try:
-                    msg = await reader.next(remaining)
-                except herald.Timeout:
-                    continue
-                received += 1
-                if as_json:
-                    sys.stdout.write(json.dumps(_record(msg, settled)) + "\n")
-                    sys.stdout.flush()
-                else:
-                    console.print(_line(msg, settled), soft_wrap=True)
-                # Settled once shown: a message is never acked unseen.
-                await (msg.nak() if nak else msg.ack(confirm=True))
-        return 0
+            return await take(reader, count, timeout, handle)
 
     try:
         code = asyncio.run(run())

@@ -1,12 +1,11 @@
 """The ``herald topics``, ``herald dead`` and ``herald replay`` commands (durable topics).
 
 Built on the public API only (``herald.Client``: ``declare``, ``topics``, ``topic_info``,
-``delete_topic``, ``dead_letters``, ``replay_dead``, ``replay``); registered by ``cli.py``.
+``delete_topic``, ``dead_letters``, ``replay_dead``, ``replay``); registered by ``cli/__init__.py``.
 """
 
 from __future__ import annotations
 
-import base64
 import json
 import re
 import sys
@@ -18,32 +17,17 @@ from typing import Any
 
 import click
 from rich.console import Console
-from rich.markup import escape
 from rich.table import Table
 from rich.text import Text
 
 import herald
 
-URL = click.option(
-    "--url",
-    envvar="HERALD_URL",
-    default=None,
-    help="Redis/Valkey URL (default: $HERALD_URL, else the server `herald serve` runs).",
-)
+from .common import UNSHARDED, URL, data_field, jsonable, shown
+
 _ID = re.compile(r"\d+(-\d+)?")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
 _MAX_SEQ = 2**64 - 1
 _PREVIEW = 60
-#: C0 and C1 control characters and DEL, shown escaped: what a publisher sent must not reach the
-#: terminal as escape sequences (a title, a cleared screen, a link, the clipboard) or as new
-#: lines that pass for other messages.
-_UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
-
-
-def shown(text: str) -> str:
-    """``text`` for a rich ``console.print`` with markup: control characters escaped
-    (``\\x1b``), and rich markup (``[link=...]``) escaped."""
-    return escape(text.translate(_UNPRINTABLE))
 
 
 def _console() -> Console:
@@ -118,30 +102,8 @@ def _when(seconds: float | None) -> str:
     return datetime.fromtimestamp(seconds).isoformat(sep=" ", timespec="milliseconds")
 
 
-def _jsonable(data: Any) -> Any:
-    if isinstance(data, bytes):
-        try:
-            return data.decode()
-        except UnicodeDecodeError:
-            return {"base64": base64.b64encode(data).decode()}
-    if isinstance(data, dict):
-        return {_jsonable(k) if isinstance(k, bytes) else k: _jsonable(v) for k, v in data.items()}
-    return data
-
-
-def _data_field(data: Any) -> tuple[str, Any]:
-    """A JSON record's payload field: ``"data_b64"`` for bytes that are not UTF-8 (as
-    ``herald sub --json`` and the gateway), so that they differ from a JSON value."""
-    if isinstance(data, bytes):
-        try:
-            return "data", data.decode()
-        except UnicodeDecodeError:
-            return "data_b64", base64.b64encode(data).decode()
-    return "data", _jsonable(data)
-
-
 def _preview(data: Any) -> str:
-    text = data if isinstance(data, str) else json.dumps(_jsonable(data), default=repr)
+    text = data if isinstance(data, str) else json.dumps(jsonable(data), default=repr)
     return text if len(text) <= _PREVIEW else text[: _PREVIEW - 1] + "…"
 
 
@@ -180,11 +142,7 @@ def topics() -> None:
 @click.option("--dedup-window", type=Duration(), default=120.0, help="For msg_id (default 2m).")
 @click.option("--trim-unacked", is_flag=True, help="Let retention remove unacked entries.")
 @click.option("--bare", is_flag=True, help="Publish payloads without Herald's envelope.")
-@click.option(
-    "--unsharded",
-    is_flag=True,
-    help="Cluster: publish with PUBLISH, which plain SUBSCRIBE clients receive (not SPUBLISH).",
-)
+@UNSHARDED
 @click.option(
     "--history",
     type=click.IntRange(min=0),
@@ -442,7 +400,7 @@ def dead_list(topic: str, limit: int, as_json: bool, url: str | None) -> None:
                     k: v for k, v in d.message.headers.items() if not k.startswith("herald-")
                 },
             }
-            key, value = _data_field(d.message.data)
+            key, value = data_field(d.message.data)
             record[key] = value
             sys.stdout.write(json.dumps(record) + "\n")
         return
@@ -577,11 +535,11 @@ def _print_stored(console: Console, msg: herald.StoredMessage, as_json: bool) ->
             "stored_at": msg.stored_at,
             "headers": msg.headers,
         }
-        field, value = _data_field(msg.data)
+        field, value = data_field(msg.data)
         record[field] = value
         sys.stdout.write(json.dumps(record) + "\n")
         return
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(msg.stored_at))
-    data = msg.data if isinstance(msg.data, str) else json.dumps(_jsonable(msg.data))
+    data = msg.data if isinstance(msg.data, str) else json.dumps(jsonable(msg.data))
     key = f" [magenta]{shown(msg.key)}[/]" if msg.key else ""
     console.print(f"[dim]{msg.offset} {stamp}[/]{key} {shown(data)}", markup=True, soft_wrap=True)

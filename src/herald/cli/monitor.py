@@ -32,8 +32,9 @@ from rich.text import Text
 import herald
 from herald._io import tap as _tap
 from herald._pubsub import channels as _channels
-from herald.cli.durable import URL
 from herald.cli.tap import count_publishes, link_of, open_taps, run_tap
+
+from .common import URL
 
 _SNAPSHOT_TOPICS = 64  # topic_info calls in flight at once
 _COST = (

@@ -21,7 +21,8 @@ from herald._core import wire as _wire
 from herald._io import tap as _tap
 from herald._io.interface import Connection
 from herald._pubsub import channels as _channels
-from herald.cli.durable import shown
+
+from .common import shown
 
 
 async def link_of(hub: herald.AsyncClient) -> Connection:

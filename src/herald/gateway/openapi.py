@@ -71,6 +71,11 @@ def _json(schema: dict[str, Any], description: str = "OK") -> dict[str, Any]:
     return {"description": description, "content": {"application/json": {"schema": schema}}}
 
 
+def _record(**properties: Any) -> dict[str, Any]:
+    """An object schema whose every property is required."""
+    return {"type": "object", "required": list(properties), "properties": properties}
+
+
 def _error(description: str) -> dict[str, Any]:
     return _json(_ref("Error"), description)
 
@@ -392,18 +397,14 @@ def document(server: str | None = None) -> dict[str, Any]:
                     "Declared topics, topics with subscribers now and topics seen lately (admin)",
                     {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["topics", "patterns", "monitoring_since"],
-                                "properties": {
-                                    "topics": {"type": "array", "items": _ref("TopicSummary")},
-                                    "patterns": {
-                                        "type": "integer",
-                                        "description": "Pattern subscriptions on the server.",
-                                    },
-                                    "monitoring_since": {"type": ["number", "null"]},
+                            _record(
+                                topics={"type": "array", "items": _ref("TopicSummary")},
+                                patterns={
+                                    "type": "integer",
+                                    "description": "Pattern subscriptions on the server.",
                                 },
-                            }
+                                monitoring_since={"type": ["number", "null"]},
+                            )
                         )
                     },
                 )
@@ -414,18 +415,14 @@ def document(server: str | None = None) -> dict[str, Any]:
                     "Stored messages of a recoverable or durable topic (history grant)",
                     {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["topic", "messages", "next"],
-                                "properties": {
-                                    "topic": {"type": "string"},
-                                    "messages": {"type": "array", "items": _ref("Message")},
-                                    "next": {
-                                        "description": "The after of the next page.",
-                                        "type": ["integer", "string", "null"],
-                                    },
+                            _record(
+                                topic={"type": "string"},
+                                messages={"type": "array", "items": _ref("Message")},
+                                next={
+                                    "description": "The after of the next page.",
+                                    "type": ["integer", "string", "null"],
                                 },
-                            }
+                            )
                         ),
                         "404": _error("The topic keeps no history (no_history)"),
                     },
@@ -489,17 +486,13 @@ def document(server: str | None = None) -> dict[str, Any]:
                     "Dead letters of a durable topic (admin)",
                     {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["topic", "dead_letters"],
-                                "properties": {
-                                    "topic": {"type": "string"},
-                                    "dead_letters": {
-                                        "type": "array",
-                                        "items": _ref("DeadLetter"),
-                                    },
+                            _record(
+                                topic={"type": "string"},
+                                dead_letters={
+                                    "type": "array",
+                                    "items": _ref("DeadLetter"),
                                 },
-                            }
+                            )
                         ),
                         "409": _error("The topic is not durable"),
                     },
@@ -516,18 +509,14 @@ def document(server: str | None = None) -> dict[str, Any]:
                     "Put dead letters back on their topic (replay and publish grants)",
                     {
                         "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["topic", "replayed"],
-                                "properties": {
-                                    "topic": {"type": "string"},
-                                    "replayed": {
-                                        "type": "object",
-                                        "description": "Dead letter offset: its new offset.",
-                                        "additionalProperties": {"type": "string"},
-                                    },
+                            _record(
+                                topic={"type": "string"},
+                                replayed={
+                                    "type": "object",
+                                    "description": "Dead letter offset: its new offset.",
+                                    "additionalProperties": {"type": "string"},
                                 },
-                            }
+                            )
                         ),
                         "409": _error("The topic is not durable"),
                         "413": _error("Body over max_message_size"),
@@ -573,15 +562,7 @@ def document(server: str | None = None) -> dict[str, Any]:
                 "get": _op(
                     "healthz",
                     "The process answers",
-                    {
-                        "200": _json(
-                            {
-                                "type": "object",
-                                "required": ["status"],
-                                "properties": {"status": {"const": "ok"}},
-                            }
-                        )
-                    },
+                    {"200": _json(_record(status={"const": "ok"}))},
                     security=_PUBLIC,
                     errors=False,
                 )
@@ -602,14 +583,10 @@ def document(server: str | None = None) -> dict[str, Any]:
                             }
                         ),
                         "503": _json(
-                            {
-                                "type": "object",
-                                "required": ["status", "reason"],
-                                "properties": {
-                                    "status": {"const": "unavailable"},
-                                    "reason": {"type": "string"},
-                                },
-                            },
+                            _record(
+                                status={"const": "unavailable"},
+                                reason={"type": "string"},
+                            ),
                             "Not ready",
                         ),
                     },

@@ -84,6 +84,14 @@ class LimitedH11Protocol(H11Protocol):
             if cycle.more_body:
                 self._arm(self.body_timeout, self._body_late)
 
+    def handle_websocket_upgrade(self, event: Any) -> None:
+        # The connection is the WebSocket protocol's from here on: this one's header timer
+        # would keep it (parser, scope, headers: ~6 KB) alive for ``header_timeout`` more.
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        super().handle_websocket_upgrade(event)
+
     def on_response_complete(self) -> None:
         super().on_response_complete()
         if not self.transport.is_closing():

@@ -39,8 +39,8 @@ from herald import (
     ReservedName,
     Subscription,
     Timeout,
+    is_pattern,
 )
-from herald._core.topics import is_pattern
 
 from .auth import AuthError, Principal, authenticate, origin_allowed
 from .fanout import Gate, Sink, body_of
@@ -81,7 +81,10 @@ class Connection:
             cfg.max_queue_bytes,
             direct=frames["write"] if frames is not None else None,
             on_cut=self._abort_later if frames is not None else None,
+            on_wake=self._wake,
         )
+        #: The task sending what queued up, while there is some (see :meth:`writer`).
+        self.writing: asyncio.Task[None] | None = None
         self.shared: set[str] = set()
         self.own: dict[str, Subscription] = {}
         self.bucket = Bucket(cfg.publish_rate, cfg.publish_burst)
@@ -105,6 +108,10 @@ class Connection:
         if self.frames is not None:
             asyncio.get_running_loop().call_later(CLOSE_TIMEOUT, self.frames["abort"])
 
+    def _wake(self) -> None:
+        if self.writing is None:
+            self.writing = asyncio.get_running_loop().create_task(self.writer())
+
     def send(self, kind: str, **fields: Any) -> None:
         self.sink.push(event_frame(kind, **fields))
 
@@ -113,23 +120,34 @@ class Connection:
         self.send("error", id=ref, code=code, message=message)
 
     async def writer(self) -> None:
-        """Send what queued up for this client (its socket was full, or no direct writer)."""
+        """Send what queued up for this client (its socket was full, or no direct writer),
+        then the close if the sink is closed.
+
+        Started by the sink when it queues a batch or closes, and ends when nothing is left:
+        a client that keeps up has no task of its own (a gateway holds thousands of them).
+        """
         ws = self.ws
         sink = self.sink
         frames = self.frames
-        while await sink.wait():
-            if frames is not None:
-                writable = frames["writable"]
-                while not writable.is_set() and not sink.closed:
-                    await writable.wait()
-                # Taken and written in one step: nothing can be written in between.
-                if batches := sink.take_nowait():  # none left when cut meanwhile
-                    frames["write"](ws_text_frame(body_of(batches)))
-            else:
-                text = body_of(sink.take_nowait()).decode()
-                await ws.send({"type": "websocket.send", "text": text})
-        if ws.client_state == WebSocketState.CONNECTED:
-            await ws.close(sink.close_code, sink.reason[:120])
+        try:
+            while sink.queue:
+                if frames is not None:
+                    writable = frames["writable"]
+                    while not writable.is_set() and not sink.closed:
+                        await writable.wait()
+                    # Taken and written in one step: nothing can be written in between.
+                    if batches := sink.take_nowait():  # none left when cut meanwhile
+                        frames["write"](ws_text_frame(body_of(batches)))
+                else:
+                    text = body_of(sink.take_nowait()).decode()
+                    await ws.send({"type": "websocket.send", "text": text})
+            if sink.closed and ws.client_state == WebSocketState.CONNECTED:
+                await ws.close(sink.close_code, sink.reason[:120])
+        except Exception as exc:  # the connection is gone: nothing more can reach it
+            log.debug("websocket writer ended: %r", exc)
+            sink.close(1006, "connection lost")
+        finally:
+            self.writing = None
 
     async def handle(self, text: str) -> None:
         try:
@@ -392,7 +410,6 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     conn = Connection(gw, ws, principal)
     conn._arm_expiry()
     gw.stats.ws_clients += 1
-    writer = asyncio.get_running_loop().create_task(conn.writer())
     limit = gw.config.max_message_size
     try:
         while not conn.sink.closed:
@@ -422,7 +439,8 @@ async def websocket_endpoint(ws: WebSocket) -> None:
     finally:
         gw.stats.ws_clients -= 1
         await conn.close()
-        try:
-            await asyncio.wait_for(writer, 5.0)
-        except (TimeoutError, Exception):
-            writer.cancel()
+        if (writer := conn.writing) is not None:  # sending the close, or what is left
+            try:
+                await asyncio.wait_for(writer, 5.0)
+            except (TimeoutError, Exception):
+                writer.cancel()

@@ -8,13 +8,14 @@ failure, so a test that fails says what arrived instead.
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
-from typing import Any, Protocol, TypeVar
+from collections.abc import Callable, Generator
+from typing import Any, Protocol, TypeVar, cast
 
 from herald._core.message import Message
 from herald._errors import Timeout
 
 M = TypeVar("M", bound=Message, covariant=True)
+R = TypeVar("R")
 
 
 class AsyncSource(Protocol[M]):
@@ -53,17 +54,7 @@ async def wait_for_message(
 
         msg = await wait_for_message(sub, lambda m: m.data["id"] == 7)
     """
-    deadline = time.monotonic() + timeout
-    seen: list[Message] = []
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await source.next(timeout=left)
-        except Timeout:
-            break
-        if where is None or where(msg):
-            return msg
-        seen.append(msg)
-    raise AssertionError(f"no matching message within {timeout} s: {_describe(seen)}")
+    return await _run(source, _match(where, timeout))
 
 
 async def assert_no_message(
@@ -78,14 +69,7 @@ async def assert_no_message(
     Raises:
         AssertionError: one did, named in the message.
     """
-    deadline = time.monotonic() + within
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = await source.next(timeout=left)
-        except Timeout:
-            return
-        if where is None or where(msg):
-            raise AssertionError(f"unexpected message on {msg.topic!r}: {msg.data!r}")
+    await _run(source, _no_match(where, within))
 
 
 def wait_for_message_sync(
@@ -95,17 +79,7 @@ def wait_for_message_sync(
     timeout: float = 5.0,
 ) -> M:
     """:func:`wait_for_message` for a :class:`~herald.Client`'s subscriptions and consumers."""
-    deadline = time.monotonic() + timeout
-    seen: list[Message] = []
-    while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = source.next(timeout=left)
-        except Timeout:
-            break
-        if where is None or where(msg):
-            return msg
-        seen.append(msg)
-    raise AssertionError(f"no matching message within {timeout} s: {_describe(seen)}")
+    return _run_sync(source, _match(where, timeout))
 
 
 def assert_no_message_sync(
@@ -115,11 +89,59 @@ def assert_no_message_sync(
     within: float = 0.2,
 ) -> None:
     """:func:`assert_no_message` for a :class:`~herald.Client`'s subscriptions and consumers."""
+    _run_sync(source, _no_match(where, within))
+
+
+# The two waits are written once, without I/O, as generators: each yields how long to wait for
+# the next message and is sent the message (``None``: none came in time); _run and _run_sync
+# read the source, with await or without.
+Flow = Generator[float, M | None, R]
+
+
+def _match(where: Callable[[M], Any] | None, timeout: float) -> Flow[M, M]:
+    deadline = time.monotonic() + timeout
+    seen: list[Message] = []
+    while (left := deadline - time.monotonic()) > 0:
+        msg = yield left
+        if msg is None:
+            break
+        if where is None or where(msg):
+            return msg
+        seen.append(msg)
+    raise AssertionError(f"no matching message within {timeout} s: {_describe(seen)}")
+
+
+def _no_match(where: Callable[[M], Any] | None, within: float) -> Flow[M, None]:
     deadline = time.monotonic() + within
     while (left := deadline - time.monotonic()) > 0:
-        try:
-            msg = source.next(timeout=left)
-        except Timeout:
+        msg = yield left
+        if msg is None:
             return
         if where is None or where(msg):
             raise AssertionError(f"unexpected message on {msg.topic!r}: {msg.data!r}")
+
+
+async def _run(source: AsyncSource[M], flow: Flow[M, R]) -> R:
+    try:
+        left = next(flow)
+        while True:
+            try:
+                msg: M | None = await source.next(timeout=left)
+            except Timeout:
+                msg = None
+            left = flow.send(msg)
+    except StopIteration as done:
+        return cast(R, done.value)
+
+
+def _run_sync(source: SyncSource[M], flow: Flow[M, R]) -> R:
+    try:
+        left = next(flow)
+        while True:
+            try:
+                msg: M | None = source.next(timeout=left)
+            except Timeout:
+                msg = None
+            left = flow.send(msg)
+    except StopIteration as done:
+        return cast(R, done.value)
