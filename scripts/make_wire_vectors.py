@@ -91,6 +91,7 @@ def msg(
         "timestamp_us": ts,
         "content_type": CONTENT_TYPES[codec],
         "headers": headers or {},
+        "type": (headers or {}).get("herald-type"),
         "offset": None if offset is None else offset[0],
         "epoch": None if offset is None else offset[1],
     }
@@ -111,6 +112,7 @@ def raw(payload: bytes, *, decode_error: bool) -> dict[str, Any]:
         "timestamp_us": None,
         "content_type": CONTENT_TYPES[BYTES],
         "headers": {},
+        "type": None,
         "offset": None,
         "epoch": None,
         "payload_hex": payload.hex(),
@@ -268,6 +270,18 @@ def cases() -> list[dict[str, Any]]:
             "lowercase hex.",
             frame(JSON, js(2), seq=16, headers=js(h)),
             [msg(JSON, seq=16, data=2, headers=h)],
+            reencode=True,
+        )
+    )
+    h = {"traceparent": "00-0af7651916cd43dd8448eb211c80319c-b7ad6b7169203331-01"}
+    h["herald-type"] = "OrderCreated"
+    add(
+        case(
+            "message-type",
+            "The message type travels in the reserved header herald-type (here with another "
+            "header): the receiver delivers it as the message's type, and keeps the header.",
+            frame(JSON, js({"id": 7}), seq=20, headers=js(h)),
+            [msg(JSON, seq=20, data={"id": 7}, headers=h)],
             reencode=True,
         )
     )
@@ -558,6 +572,7 @@ def render() -> str:
             "messages: what a receiver delivers for the frame, in order.",
             "data is the decoded payload as a JSON value; payload_hex replaces it when the "
             "message's data is raw bytes (content type application/octet-stream).",
+            "type: the message type, from the reserved header herald-type (null without one).",
             "id, publisher_id, seq and timestamp_us are null for a message without an envelope: "
             "a foreign payload (decode_error false) or an undecodable frame (decode_error true).",
             "reencode: true when Herald's encoder, given the same publisher id, seq, timestamp, "

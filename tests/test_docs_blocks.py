@@ -26,6 +26,7 @@ FRAGMENTS = {
     "docs/gateway.md": 3,  # herald serve, uvicorn.run, AuthConfig's fields
     "docs/guarantees.md": 1,  # herald faults run: minutes
     "docs/how-to.md": 1,  # a pytest module: tests/test_pytest_plugin.py runs it with pytest
+    "docs/routing.md": 1,  # herald route runs until stopped
     "docs/security.md": 2,  # herald serve with auth: runs until stopped
     "docs/scaling.md": 5,  # Sentinel and TLS cluster hosts, the harness's calls, certificates,
     # the two ways to publish plainly on a cluster

@@ -449,3 +449,21 @@ async def test_a_history_lost_on_a_shared_subscription_is_forwarded_not_fatal(
             assert kinds[0] == "message"
             assert kinds.count("history_lost") == 1
             await fanout.close()
+
+
+async def test_publish_with_a_message_type_and_frames_that_show_it(
+    gateway_factory: Factory, hub: herald.AsyncClient, topic: str
+) -> None:
+    gw = gateway_factory()
+    async with connect(gw.ws_url) as ws:
+        await request(ws, op="subscribe", topic=topic, id=1)
+        ack = await request(
+            ws, op="publish", topic=topic, data={"id": 7}, message_type="OrderCreated", id=2
+        )
+        assert ack["type"] == "ack"
+        (frame,) = await receive(ws, 1)
+        assert frame["message_type"] == "OrderCreated"
+        assert frame["data"] == {"id": 7}
+        bad = await request(ws, op="publish", topic=topic, data=1, message_type=5, id=3)
+        assert bad["type"] == "error"
+        assert bad["code"] == "bad_request"

@@ -56,6 +56,7 @@ def _check(msg: Message, want: dict[str, Any], channel: str) -> None:
         assert msg.timestamp == want["timestamp_us"] / 1e6
     assert msg.content_type == want["content_type"]
     assert msg.headers == want["headers"]
+    assert msg.type == want["type"]
     assert msg.offset == want["offset"]
     assert msg.epoch == want["epoch"]
     if "payload_hex" in want:
@@ -88,7 +89,7 @@ def test_vectors_cover_the_brief() -> None:
         "foreign-text", "foreign-binary", "truncated-header", "unknown-version", "unknown-flags",
         "batch-broken-inner", "invalid-json-payload", "batch-invalid-payload-inner",
         "json-lone-surrogate", "headers-lone-surrogate", "seq-above-2-53", "headers-proto-key",
-        "json-nan", "headers-escapes", "headers-other-json",
+        "json-nan", "headers-escapes", "headers-other-json", "message-type",
     } <= names  # fmt: skip
 
 

@@ -5,11 +5,14 @@
     curl http://127.0.0.1:8000/top/hashtags
 
 A publisher reads ``feed.jsonl`` (a generated sample; ``make_feed.py`` makes it) and publishes
-each post's author on the channel ``usernames`` and each of its hashtags on ``hashtags``. Two
-counters subscribe to those channels and count into the sorted sets ``<board>:usernames`` and
-``<board>:hashtags`` (ZINCRBY). Once everything is counted the top 10 of each is printed (as
-JSON), and a small Starlette app serves them: ``GET /top/usernames``, ``GET /top/hashtags``
-(``?n=`` for another length) and ``GET /`` with both. Ctrl-C stops it.
+each post as plain JSON on the channel ``posts``, without Herald's envelope, as any Redis client
+would (``r.publish("posts", json.dumps(post))``). A :class:`herald.Router` routes the posts by
+content: those with hashtags to ``posts.tagged``, the others to ``posts.untagged``. Two counters
+count into the sorted sets ``<board>:usernames`` (every post's author: the pattern ``posts.*``)
+and ``<board>:hashtags`` (each hashtag of ``posts.tagged``) with ZINCRBY. Once everything is
+counted the top 10 of each is printed (as JSON), and a small Starlette app serves them:
+``GET /top/usernames``, ``GET /top/hashtags`` (``?n=`` for another length) and ``GET /`` with
+both. Ctrl-C stops it.
 """
 
 from __future__ import annotations
@@ -48,32 +51,38 @@ async def top(hub: herald.AsyncClient, board: str, name: str, n: int = 10) -> li
 
 
 async def count_feed(hub: herald.AsyncClient, board: str, posts: list[dict[str, Any]]) -> None:
-    """Subscribe the counters, publish the feed, and return once every item is counted."""
+    """Route and count the feed, and return once every author and hashtag is counted."""
     want = expected_counts(posts)
     total = sum(sum(c.values()) for c in want.values())
     counted = 0
     done = asyncio.Event()
     await hub.execute("DEL", *(f"{board}:{name}" for name in BOARDS))
 
-    def counter(name: str) -> Any:
-        key = f"{board}:{name}"
+    async def count(key: str, items: list[str]) -> None:
+        nonlocal counted
+        for item in items:
+            await hub.execute("ZINCRBY", key, 1, item)
+        counted += len(items)
+        if counted == total:
+            done.set()
 
-        async def count(msg: herald.Message) -> None:
-            nonlocal counted
-            await hub.execute("ZINCRBY", key, 1, msg.data)
-            counted += 1
-            if counted == total:
-                done.set()
+    async def count_author(msg: herald.Message) -> None:
+        await count(f"{board}:usernames", [msg.data["author"]])
 
-        return count
+    async def count_hashtags(msg: herald.Message) -> None:
+        await count(f"{board}:hashtags", msg.data["hashtags"])
 
-    subs = [await hub.subscribe(name, handler=counter(name)) for name in BOARDS]
-    async with herald.AsyncClient(hub.url) as publisher:  # another service, in real life
-        for post in posts:
-            await publisher.publish("usernames", post["author"])
-            for tag in post["hashtags"]:
-                await publisher.publish("hashtags", tag)
-    await asyncio.wait_for(done.wait(), 60)
+    subs = [
+        await hub.subscribe("posts.*", handler=count_author),
+        await hub.subscribe("posts.tagged", handler=count_hashtags),
+    ]
+    router = herald.Router(hub, "posts")  # reads the plain JSON (foreign="json")
+    router.route("hashtags.0 exists", to="posts.tagged")
+    router.default("posts.untagged")
+    async with router, herald.AsyncClient(hub.url, envelope=False) as publisher:
+        for post in posts:  # another service, in real life: any Redis client
+            await publisher.publish("posts", post)
+        await asyncio.wait_for(done.wait(), 60)
     for sub in subs:
         await sub.close()
 

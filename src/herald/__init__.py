@@ -45,9 +45,11 @@ from ._errors import (
     Timeout,
     TransactionAborted,
     UnsafeCommand,
+    UnsupportedAnnotation,
 )
 from ._models import ClientStats, PubAck, TopicPolicy
 from ._pipeline import Pipeline, Script, SyncPipeline, SyncScript, SyncTransaction, Transaction
+from ._router import Router, RouterStats, Rule
 from ._server import EmbeddedServer
 from ._sync import Client, SyncSubscription
 from ._sync_consumer import SyncConsumer
@@ -93,6 +95,9 @@ __all__ = [
     "ReservedName",
     "Responder",
     "ResponderFailed",
+    "Router",
+    "RouterStats",
+    "Rule",
     "Script",
     "ServerError",
     "SlowConsumer",
@@ -112,6 +117,7 @@ __all__ = [
     "Transaction",
     "TransactionAborted",
     "UnsafeCommand",
+    "UnsupportedAnnotation",
     "is_pattern",
     "match",
 ]

@@ -24,6 +24,8 @@ from herald._core.topics import (
     check_user_name,
     validate_subscription,
 )
+from herald._core.typed import UNTYPED as _UNTYPED
+from herald._core.typed import with_type
 from herald._core.url import Endpoint, parse_url, with_options
 from herald._core.wire import Codec, Encoder, Foreign
 from herald._durable.consumer import Consumer
@@ -296,6 +298,7 @@ class AsyncClient(Commands, RequestReply, Publishing):
         replicas: int = 0,
         envelope: bool | None = None,
         fsync: bool = False,
+        type: str | None = None,
     ) -> PubAck: ...
 
     @overload
@@ -311,6 +314,7 @@ class AsyncClient(Commands, RequestReply, Publishing):
         replicas: int = 0,
         envelope: bool | None = None,
         fsync: bool = False,
+        type: str | None = None,
     ) -> PubAck | None: ...
 
     async def publish(
@@ -325,6 +329,7 @@ class AsyncClient(Commands, RequestReply, Publishing):
         replicas: int = 0,
         envelope: bool | None = None,
         fsync: bool = False,
+        type: str | None = None,
     ) -> PubAck | None:
         """Publish one message.
 
@@ -354,11 +359,16 @@ class AsyncClient(Commands, RequestReply, Publishing):
         message. With ``appendfsync everysec`` that waits for the next fsync (up to about a
         second; concurrent publishes share it); with ``appendfsync always`` it costs a round
         trip. Needs AOF on the server (``ConfigurationError`` otherwise); other topics ignore it.
+        ``type`` is the message type (``msg.type``; ``docs/events.md``), sent in the reserved
+        header ``herald-type``; without it a msgspec ``Struct`` or pydantic model payload is
+        typed by its class (a Struct's tag, else the class name). A message without envelope
+        has no type.
 
         Raises:
             InvalidTopic, MessageTooLarge, TypeError: before anything is sent (TypeError: a
                 payload the codec cannot encode, NaN and infinities in JSON among them).
-            ConfigurationError: ``envelope=False`` with headers, or on a recoverable topic.
+            ConfigurationError: ``envelope=False`` with headers or a ``type``, or on a
+                recoverable topic; a ``type`` that is empty, too long or not printable.
             ReservedName: a header name starts with ``herald-``, or the topic is Herald's
                 (a reply inbox ``_herald.inbox.*``, a durable topic's ``<topic>.dead``).
             NotReplicated: with ``replicas``, fewer replicas acknowledged in time; the message
@@ -371,6 +381,8 @@ class AsyncClient(Commands, RequestReply, Publishing):
         """
         if headers:
             check_headers(headers)
+        if type is not None or data.__class__ not in _UNTYPED:
+            headers = with_type(headers, type, data, envelope)
         if self._tracing is not None and self._tracing.active():
             return await self._publish_traced(
                 self._tracing, topic, data, headers, confirm, msg_id, key, replicas, envelope, fsync
@@ -414,13 +426,15 @@ class AsyncClient(Commands, RequestReply, Publishing):
         *,
         headers: Mapping[str, str] | None = None,
         envelope: bool | None = None,
+        type: str | None = None,
     ) -> None:
         """Publish several messages to one topic, in order, without waiting for the server.
 
         Cheaper per message than ``publish`` in a loop: one call encodes them all and queues
         them at once (into batch frames on a live topic). On a durable topic each message is
         stored as with ``publish(confirm=False)``: its XADD and PUBLISH, queued in one burst.
-        ``envelope`` is ``publish``'s.
+        ``envelope`` and ``type`` are ``publish``'s (without ``type``, each item typed by its
+        class).
 
         Example::
 
@@ -428,9 +442,18 @@ class AsyncClient(Commands, RequestReply, Publishing):
         """
         if self._link is None:
             await self.connect()
+        if headers:
+            check_headers(headers)
+        items = list(items)
+        if type is not None or any(d.__class__ not in _UNTYPED for d in items):
+            # the message type is a header, and each item may have its own: one at a time
+            for data in items:
+                await self.publish(
+                    topic, data, headers=headers, confirm=False, envelope=envelope, type=type
+                )
+            return None
         tracing = self._tracing
         if tracing is not None and tracing.active():
-            items = list(items)
             with tracing.publishing(
                 topic, headers, self._carries_headers(topic, envelope), count=len(items)
             ) as (_, sent):

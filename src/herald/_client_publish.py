@@ -14,6 +14,7 @@ from collections.abc import Coroutine, Iterable, Mapping
 from typing import TYPE_CHECKING, Any
 
 from herald._core.history import PUBLISH_HISTORY, HistoryTopic
+from herald._core.message import TYPE_HEADER
 from herald._core.resp import prefix
 from herald._core.streams import DEAD_SUFFIX, DurableTopic
 from herald._core.topics import check_headers, is_inbox, validate_topic
@@ -152,7 +153,7 @@ class Publishing(DurableTopics):
         elif not bare:
             frame = self._encoder.envelope(data, headers)
         else:
-            if headers and topic not in self._warned_bare:
+            if headers and headers.keys() - {TYPE_HEADER} and topic not in self._warned_bare:
                 self._warned_bare.add(topic)
                 log.warning("topic %r is bare: its messages carry no headers", topic)
             frame = self._encoder.payload(data)[1]

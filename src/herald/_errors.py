@@ -7,7 +7,9 @@
      │    ├── ReservedName                      a header, topic or pattern that is Herald's (.name)
      │    ├── UnsafeCommand                     a raw command that would corrupt the shared
      │    │                                     connection (.command, .alternative)
-     │    └── CrossSlot                         a transaction's keys in several cluster slots
+     │    ├── CrossSlot                         a transaction's keys in several cluster slots
+     │    └── UnsupportedAnnotation             a handler's type Herald cannot decode into
+     │                                          (.handler, .annotation, .reason)
      ├── InvalidTopic (ValueError)              empty, too long, forbidden characters
      ├── MessageTooLarge (ValueError)           .size, .limit
      ├── DecodeError (ValueError)               a frame or payload that cannot be decoded
@@ -64,6 +66,26 @@ class ReservedName(ConfigurationError):
     def __init__(self, name: str, reason: str) -> None:
         super().__init__(f"{name!r} is reserved for Herald: {reason}")
         self.name = name
+        self.reason = reason
+
+
+class UnsupportedAnnotation(ConfigurationError):
+    """A handler whose first parameter is annotated with a type Herald cannot decode payloads
+    into (a union whose members it cannot tell apart, ``int``, ``dict``, ``X | None``...),
+    raised by ``subscribe`` and ``consume``. Herald decodes into msgspec ``Struct``\\ s,
+    pydantic models and unions of them; ``Message`` (or no annotation) gets the message.
+
+    Attributes:
+        handler: the handler refused.
+        annotation: its first parameter's annotation.
+        reason: why Herald cannot honour it.
+    """
+
+    def __init__(self, handler: object, annotation: object, reason: str) -> None:
+        name = getattr(handler, "__qualname__", None) or repr(handler)
+        super().__init__(f"handler {name}: cannot decode payloads into {annotation!r}: {reason}")
+        self.handler = handler
+        self.annotation = annotation
         self.reason = reason
 
 

@@ -22,7 +22,7 @@ from herald._core.durable_message import StoredMessage
 from herald._core.message import Message, replier_of
 from herald._core.offsets import Position
 from herald._core.options import CertReqs
-from herald._core.typed import typed
+from herald._core.typed import UNTYPED, converter, typed, with_type
 from herald._core.wire import Codec, Foreign
 from herald._durable import replay as _replay
 from herald._durable.acked import Settled
@@ -183,6 +183,7 @@ class Client:
         replicas: int = 0,
         envelope: bool | None = None,
         fsync: bool = False,
+        type: str | None = None,
     ) -> PubAck: ...
 
     @overload
@@ -198,6 +199,7 @@ class Client:
         replicas: int = 0,
         envelope: bool | None = None,
         fsync: bool = False,
+        type: str | None = None,
     ) -> PubAck | None: ...
 
     def publish(
@@ -212,6 +214,7 @@ class Client:
         replicas: int = 0,
         envelope: bool | None = None,
         fsync: bool = False,
+        type: str | None = None,
     ) -> PubAck | None:
         """Publish one message; see :meth:`AsyncClient.publish`."""
         portal = self._live()
@@ -229,10 +232,13 @@ class Client:
                     replicas=replicas,
                     envelope=envelope,
                     fsync=fsync,
+                    type=type,
                 ),
                 context=contextvars.copy_context() if traced else None,
             )
         self._async._check_publish(topic, headers)
+        if type is not None or data.__class__ not in UNTYPED:
+            headers = with_type(headers, type, data, envelope)
         stored = self._async._publish_threadsafe(topic, data, headers, confirm, envelope)
         if stored is None:
             return None
@@ -245,10 +251,13 @@ class Client:
         *,
         headers: Mapping[str, str] | None = None,
         envelope: bool | None = None,
+        type: str | None = None,
     ) -> None:
         """Publish several messages to one topic in order; see :meth:`AsyncClient.publish_many`."""
         self._live().call(
-            self._async.publish_many(topic, list(items), headers=headers, envelope=envelope),
+            self._async.publish_many(
+                topic, list(items), headers=headers, envelope=envelope, type=type
+            ),
             context=self._context(),
         )
 
@@ -344,6 +353,8 @@ class Client:
         (a :class:`HistoryLost` without ``on_history_lost`` is logged there).
         """
         portal = self._live()
+        if handler is not None:
+            converter(handler)  # UnsupportedAnnotation before anything is subscribed
         sub = self._async.subscribe(
             *names,
             max_pending=max_pending,
@@ -423,6 +434,8 @@ class Client:
         """
         portal = self._live()
         handler = options.pop("handler", None)
+        if handler is not None:
+            converter(handler)  # UnsupportedAnnotation before the consumer starts
         inner = self._async.consume(topic, group, consumer, **options)
         portal.call(inner.start())
         wrapper = SyncConsumer(inner, handler, self._async._tracing)

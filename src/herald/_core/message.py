@@ -12,6 +12,8 @@ from .topics import INBOX_PREFIX
 
 # The reserved header that makes a message a request: the channel its replies go to.
 REPLY_TO = "herald-reply-to"
+# The reserved header that carries a message's type ("OrderCreated"): see Message.type.
+TYPE_HEADER = "herald-type"
 
 # A v1 frame's publisher id, sequence and publish time (microseconds), at bytes 6-30 of the
 # frame (see _wire, which checks that its header agrees): read from Message.raw on first use.
@@ -166,6 +168,15 @@ class Message:
         """Publish time in seconds since the epoch, ``None`` for a foreign message."""
         pid, _, ts = self._ids()
         return ts / 1e6 if pid else None
+
+    @property
+    def type(self) -> str | None:
+        """The message type the publisher gave (``publish(..., type="OrderCreated")``) or
+        Herald took from the payload's class (a msgspec ``Struct``'s tag or name, a pydantic
+        model's name); ``None`` for untyped, foreign and bare messages. A handler annotated
+        with a union of types receives the payload decoded into the member of this name."""
+        headers = self._headers
+        return headers.get(TYPE_HEADER) if headers else None
 
     @property
     def content_type(self) -> str:

@@ -1,5 +1,8 @@
 """Typed payloads: a handler whose first parameter is annotated with a msgspec ``Struct`` or a
-pydantic ``BaseModel`` receives the payload decoded and validated into it.
+pydantic ``BaseModel`` receives the payload decoded and validated into it; one annotated with
+a union of them (``OrderCreated | UserLoggedIn``) receives the member the message's type
+names (the ``herald-type`` header, which ``publish`` sets from the payload's class or
+``type=``).
 
 The decoder is built once per handler (msgspec's ``Decoder(T)``, pydantic's ``TypeAdapter(T)``)
 and decodes the payload's bytes: JSON (also text and foreign payloads, e.g. a JSON string
@@ -17,13 +20,16 @@ import functools
 import inspect
 import logging
 import sys
+import types
 import typing
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
 import msgspec
 
-from .message import Message
+from herald._errors import ConfigurationError, UnsupportedAnnotation
+
+from .message import TYPE_HEADER, Message
 from .wire import CODEC_MSGPACK, FLAG_HEADERS, FLAG_OFFSET, HEAD_SIZE
 
 log = logging.getLogger("herald")
@@ -39,7 +45,7 @@ class Invalid(Exception):
 class Converter:
     """Decodes and validates payloads into one type."""
 
-    def __init__(self, tp: type, pydantic: Any = None) -> None:
+    def __init__(self, tp: Any, pydantic: Any = None) -> None:
         self.type = tp
         self._pydantic = pydantic.TypeAdapter(tp) if pydantic is not None else None
         self._pydantic_error: type[Exception] = (
@@ -67,7 +73,8 @@ class Converter:
             assert self._json is not None
             return self._json.decode(body)
         except (msgspec.ValidationError, msgspec.DecodeError, self._pydantic_error) as exc:
-            raise Invalid(f"{self.type.__name__}: {_reason(exc)}"[:_REASON_MAX]) from None
+            name = getattr(self.type, "__name__", None) or str(self.type)
+            raise Invalid(f"{name}: {_reason(exc)}"[:_REASON_MAX]) from None
 
 
 def _reason(exc: Exception) -> str:
@@ -91,8 +98,95 @@ def payload(msg: Message) -> bytes:
     return raw[pos:]
 
 
-def converter(handler: Callable[..., Any]) -> tuple[Converter, bool] | None:
-    """(converter, pass the message too) for a typed handler, ``None`` for any other."""
+def message_type(data: Any) -> str | None:
+    """The message type Herald gives a payload: a msgspec ``Struct``'s tag (its class name
+    when tagged with ``tag=True``) or class name, a pydantic model's class name; ``None`` for
+    anything else (dicts, lists, text...)."""
+    t = type(data)
+    if t in UNTYPED:  # most payloads: one set lookup
+        return None
+    if isinstance(data, msgspec.Struct):
+        return type_name(t)
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(data, pydantic.BaseModel):
+        return t.__name__
+    return None
+
+
+UNTYPED = frozenset({dict, list, str, bytes, int, float, bool, type(None), tuple})
+_TYPE_MAX = 200
+
+
+def type_name(tp: type) -> str:
+    """The type name of a payload class (see :func:`message_type`)."""
+    config = getattr(tp, "__struct_config__", None)
+    if config is not None and config.tag is not None:
+        return str(config.tag)
+    return tp.__name__
+
+
+def check_type(mtype: object) -> str:
+    """An explicit ``type=`` of a publish, checked."""
+    if not isinstance(mtype, str):
+        raise TypeError(f"a message type is a str, not {type(mtype).__name__}")
+    if not mtype or len(mtype) > _TYPE_MAX or not mtype.isprintable():
+        raise ConfigurationError(
+            f"invalid message type {mtype!r}: 1 to {_TYPE_MAX} printable characters"
+        )
+    return mtype
+
+
+def with_type(
+    headers: Mapping[str, str] | None, mtype: str | None, data: Any, envelope: bool | None
+) -> Mapping[str, str] | None:
+    """The headers a publish sends: the caller's, plus the message type when there is one
+    (``mtype``, else the payload's own). A message sent without envelope has no headers: an
+    explicit type is refused there, an inferred one left out."""
+    if mtype is not None:
+        mtype = check_type(mtype)
+        if envelope is False:
+            raise ConfigurationError("a message without envelope carries no type")
+    elif envelope is False:
+        return headers
+    else:
+        mtype = message_type(data)
+        if mtype is None:
+            return headers
+    return {**headers, TYPE_HEADER: mtype} if headers else {TYPE_HEADER: mtype}
+
+
+class UnionConverter:
+    """Decodes payloads into the member of a union named by the message's type.
+
+    A message without a type is decoded by the payload's own tag when every member is a
+    tagged msgspec Struct (what a foreign publisher can send: ``{"type": "OrderCreated",
+    ...}``); otherwise it is invalid, as is a type that names no member.
+    """
+
+    def __init__(self, members: dict[str, Converter], tagged: Any) -> None:
+        self.members = members
+        self.type = tuple(c.type for c in members.values())
+        self._tagged: Converter | None = Converter(tagged) if tagged is not None else None
+        self._names = ", ".join(members)
+
+    def __call__(self, msg: Message) -> Any:
+        mtype = msg.type
+        if mtype is None:
+            if self._tagged is not None:
+                return self._tagged(msg)
+            raise Invalid(f"the message has no type; expected one of {self._names}")
+        conv = self.members.get(mtype)
+        if conv is None:
+            raise Invalid(f"message type {mtype!r} is not one of {self._names}")
+        return conv(msg)
+
+
+_RAW = ("Message", "DurableMessage", "StoredMessage", "Any", "object")
+
+
+def converter(handler: Callable[..., Any]) -> tuple[Converter | UnionConverter, bool] | None:
+    """(converter, pass the message too) for a typed handler, ``None`` for one that gets the
+    message. Raises :class:`UnsupportedAnnotation` for an annotation Herald cannot honour."""
     try:
         params = list(inspect.signature(handler).parameters.values())
     except (TypeError, ValueError):  # builtins and the like
@@ -111,7 +205,11 @@ def converter(handler: Callable[..., Any]) -> tuple[Converter, bool] | None:
         try:
             tp = typing.get_type_hints(target).get(first.name)
         except Exception:
-            if tp.split(".")[-1] not in ("Message", "DurableMessage", "StoredMessage", "Any"):
+            if "|" in tp or "Union[" in tp:
+                raise UnsupportedAnnotation(
+                    handler, tp, "it cannot be resolved (define its types at module level)"
+                ) from None
+            if tp.split(".")[-1] not in _RAW:
                 log.warning(
                     "cannot resolve the annotation %r of %r's first parameter: it receives "
                     "the message, not a decoded payload",
@@ -119,17 +217,76 @@ def converter(handler: Callable[..., Any]) -> tuple[Converter, bool] | None:
                     handler,
                 )
             return None
-    if not isinstance(tp, type):
-        return None
-    pydantic = sys.modules.get("pydantic")
-    if issubclass(tp, msgspec.Struct):
-        conv = Converter(tp)
-    elif pydantic is not None and issubclass(tp, pydantic.BaseModel):
-        conv = Converter(tp, pydantic)
-    else:
+    conv = _converter_for(handler, tp)
+    if conv is None:
         return None
     second = len(positional) > 1 and positional[1].default is inspect.Parameter.empty
     return conv, second
+
+
+def _converter_for(handler: object, tp: Any) -> Converter | UnionConverter | None:
+    if tp is inspect.Parameter.empty or tp is None or tp is Any or tp is object:
+        return None
+    if typing.get_origin(tp) in (typing.Union, types.UnionType):
+        return _union(handler, tp)
+    if not isinstance(tp, type):
+        raise UnsupportedAnnotation(
+            handler, tp, "use a msgspec Struct, a pydantic model, a union of them, or Message"
+        )
+    if issubclass(tp, Message):
+        return None
+    conv = _payload_converter(tp)
+    if conv is None:
+        raise UnsupportedAnnotation(
+            handler,
+            tp,
+            "Herald decodes payloads into msgspec Structs and pydantic models (and unions of "
+            "them); annotate with Message (or nothing) to get the message",
+        )
+    return conv
+
+
+def _payload_converter(tp: type) -> Converter | None:
+    if issubclass(tp, msgspec.Struct):
+        return Converter(tp)
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and issubclass(tp, pydantic.BaseModel):
+        return Converter(tp, pydantic)
+    return None
+
+
+def _union(handler: object, tp: Any) -> UnionConverter | None:
+    args = typing.get_args(tp)
+    if all(a is type(None) or (isinstance(a, type) and issubclass(a, Message)) for a in args):
+        return None  # Message | DurableMessage (| None): the message
+    members: dict[str, Converter] = {}
+    for arg in args:
+        conv = _payload_converter(arg) if isinstance(arg, type) else None
+        if conv is None:
+            raise UnsupportedAnnotation(
+                handler,
+                tp,
+                f"{getattr(arg, '__name__', arg)!s} is not a msgspec Struct or pydantic model: "
+                "a union handler gets one of its members, chosen by the message type",
+            )
+        name = type_name(arg)
+        if name in members:
+            raise UnsupportedAnnotation(
+                handler,
+                tp,
+                f"{members[name].type.__qualname__} and {arg.__qualname__} have the same type "
+                f"name {name!r}: messages of one cannot be told from the other's (give the "
+                "Structs distinct tags)",
+            )
+        members[name] = conv
+    tagged: Any = None
+    configs = [getattr(a, "__struct_config__", None) for a in args]
+    if (
+        all(c is not None and c.tag is not None for c in configs)
+        and len({c.tag_field for c in configs if c is not None}) == 1
+    ):
+        tagged = tp  # msgspec decodes a tagged union by the payload's own tag
+    return UnionConverter(members, tagged)
 
 
 def typed(handler: Callable[..., Any], on_invalid: OnInvalid) -> Callable[[Any], Any]:

@@ -11,6 +11,7 @@ import itertools
 import math
 import os
 import struct
+import sys
 import time
 from collections.abc import Callable, Mapping
 from typing import Any, Literal
@@ -52,9 +53,19 @@ _BATCH_HEAD = struct.Struct(">3sBBI")
 _OFFSET = struct.Struct(">QQ")
 _U32 = struct.Struct(">I")
 
-_json_encode = msgspec.json.Encoder().encode
+
+def _enc_hook(obj: Any) -> Any:
+    """pydantic models, encoded as their JSON form (pydantic is never imported by Herald: a
+    model can only exist if its module is loaded)."""
+    pydantic = sys.modules.get("pydantic")
+    if pydantic is not None and isinstance(obj, pydantic.BaseModel):
+        return obj.model_dump(mode="json")
+    raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
+
+
+_json_encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
 _json_decode = msgspec.json.Decoder().decode
-_msgpack_encode = msgspec.msgpack.Encoder().encode
+_msgpack_encode = msgspec.msgpack.Encoder(enc_hook=_enc_hook).encode
 _msgpack_decode = msgspec.msgpack.Decoder().decode
 _headers_decode = msgspec.json.Decoder(dict[str, str]).decode
 
@@ -146,7 +157,7 @@ class Encoder:
 
 def _non_finite(data: Any) -> bool:
     """Whether a float in ``data`` is NaN or infinite."""
-    stack = [msgspec.to_builtins(data)]  # Structs, dataclasses... as dicts and lists
+    stack = [msgspec.to_builtins(data, enc_hook=_enc_hook)]  # Structs, models... as builtins
     while stack:
         value = stack.pop()
         t = type(value)

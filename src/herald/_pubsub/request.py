@@ -27,8 +27,9 @@ from collections.abc import Awaitable, Generator, Mapping
 from functools import partial
 from typing import TYPE_CHECKING, Any, Protocol
 
-from herald._core.message import DONE, REPLY_TO, Message
+from herald._core.message import DONE, REPLY_TO, TYPE_HEADER, Message
 from herald._core.topics import INBOX_PREFIX, check_headers, check_user_name
+from herald._core.typed import message_type
 from herald._errors import (
     ClientClosed,
     ConfigurationError,
@@ -119,14 +120,7 @@ class Requests:
     async def request(
         self, topic: str, data: Any, timeout: float, headers: Mapping[str, str] | None
     ) -> Message:
-        _check(topic, headers, timeout)
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        if not self._ready():
-            await self._prepare(topic, deadline, timeout)
-        groups = self._groups.fresh(topic)
-        if groups is None:
-            groups = await self._read_groups(topic, deadline, timeout)
+        loop, deadline, groups = await self._begin(topic, timeout, headers)
         rid = _request_id()
         fut: asyncio.Future[Message] = loop.create_future()
         self._pending[rid] = fut
@@ -157,16 +151,9 @@ class Requests:
         timeout: float,
         headers: Mapping[str, str] | None,
     ) -> list[Message]:
-        _check(topic, headers, timeout)
         if max_replies is not None and max_replies < 1:
             raise ConfigurationError("max_replies must be at least 1 (or None)")
-        loop = asyncio.get_running_loop()
-        deadline = loop.time() + timeout
-        if not self._ready():
-            await self._prepare(topic, deadline, timeout)
-        groups = self._groups.fresh(topic)
-        if groups is None:
-            groups = await self._read_groups(topic, deadline, timeout)
+        loop, deadline, groups = await self._begin(topic, timeout, headers)
         rid = _request_id()
         gather = _Gather(loop.create_future(), topic, timeout, max_replies)
         self._pending[rid] = gather
@@ -182,6 +169,21 @@ class Requests:
         finally:
             self._pending.pop(rid, None)
         return gather.replies[:max_replies]
+
+    async def _begin(
+        self, topic: str, timeout: float, headers: Mapping[str, str] | None
+    ) -> tuple[asyncio.AbstractEventLoop, float, list[str]]:
+        """Check a request, make the client ready to send it (inbox subscribed, connections
+        up) and find the topic's responder groups: (loop, deadline, groups)."""
+        _check(topic, headers, timeout)
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + timeout
+        if not self._ready():
+            await self._prepare(topic, deadline, timeout)
+        groups = self._groups.fresh(topic)
+        if groups is None:
+            groups = await self._read_groups(topic, deadline, timeout)
+        return loop, deadline, groups
 
     def _ready(self) -> bool:
         """True when a request can go out at once: the inbox listens, both connections are up."""
@@ -257,6 +259,8 @@ class Requests:
         h = {REPLY_TO: self.inbox, REQUEST_ID: rid}
         if headers:
             h = {**headers, **h}
+        if (mtype := message_type(data)) is not None:  # a Struct's or a model's: see publish
+            h[TYPE_HEADER] = mtype
         frame = client._frame(topic, data, h)[1]
         link = client._link
         assert link is not None
@@ -374,6 +378,8 @@ class Requests:
             h[ERROR] = error
             if error_id is not None:
                 h[ERROR_ID] = error_id
+        elif (mtype := message_type(data)) is not None:
+            h[TYPE_HEADER] = mtype
         client = self._client
         link = client._link
         if link is None:

@@ -27,6 +27,7 @@ from herald._server import (
     new_password,
     write_state,
 )
+from herald.cli.route import route
 
 from .common import UNSHARDED, URL, data_field, shown, take
 from .consume import consume
@@ -50,6 +51,7 @@ main.add_command(dead)
 main.add_command(replay)
 main.add_command(history)
 main.add_command(faults)
+main.add_command(route)
 main.add_command(monitor)
 main.add_command(consume)
 
@@ -381,6 +383,12 @@ def _parse_headers(values: Sequence[str]) -> dict[str, str]:
 @click.argument("data", required=False)
 @click.option("--json", "as_json", is_flag=True, help="Parse DATA as JSON (default: text).")
 @click.option("--header", "-H", multiple=True, help="Message header KEY=VALUE (repeatable).")
+@click.option(
+    "--type",
+    "message_type",
+    default=None,
+    help="The message type (msg.type), e.g. OrderCreated: union handlers dispatch on it.",
+)
 @click.option("--count", "-n", type=click.IntRange(min=1), default=1, help="Publish N times.")
 @click.option("--confirm", is_flag=True, help="Wait for the server and print receiver counts.")
 @click.option(
@@ -404,6 +412,7 @@ def pub(
     data: str | None,
     as_json: bool,
     header: Sequence[str],
+    message_type: str | None,
     count: int,
     confirm: bool,
     msg_id: str | None,
@@ -415,6 +424,8 @@ def pub(
     """Publish DATA (or each line of standard input) to TOPIC."""
     if plain and header:
         raise click.BadParameter("a message without envelope has no headers", param_hint="--plain")
+    if plain and message_type is not None:
+        raise click.BadParameter("a message without envelope has no type", param_hint="--plain")
     headers = _parse_headers(header)
     lines = [data] if data is not None else [line.rstrip("\n") for line in sys.stdin]
     payloads: list[Any] = []
@@ -447,6 +458,7 @@ def pub(
                         msg_id=msg_id,
                         key=key,
                         envelope=False if plain else None,
+                        type=message_type,
                     )
                     receivers += ack.receivers if ack else 0
                     if ack is not None and ack.offset is not None:
@@ -572,6 +584,8 @@ def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None
             "headers": msg.headers,
             "timestamp": msg.timestamp,
         }
+        if msg.type is not None:
+            record["type"] = msg.type
         if msg.offset is not None:
             record["offset"] = msg.offset
         if msg.decode_error is not None:

@@ -43,6 +43,8 @@ def message_dict(msg: Message, subscription: str | None = None) -> dict[str, Any
         out["subscription"] = subscription
     if msg._headers:
         out["headers"] = msg._headers
+        if (message_type := msg.type) is not None:
+            out["message_type"] = message_type
     if msg.offset is not None:
         out["offset"] = msg.offset
     epoch = getattr(msg, "epoch", None)

@@ -200,6 +200,7 @@ async def publish(request: Request) -> Response:
             confirm=True,
             msg_id=params.get("msg_id") or None,
             key=params.get("key") or None,
+            message_type=params.get("type"),
         )
     except TypeError as exc:  # a value the codec cannot encode
         return error(400, "bad_request", str(exc))

@@ -114,6 +114,10 @@ _MESSAGE = {
         "text": {"type": "string"},
         "data_b64": {"type": "string", "contentEncoding": "base64"},
         "headers": _HEADERS,
+        "message_type": {
+            "type": "string",
+            "description": "The message type (its herald-type header), e.g. OrderCreated.",
+        },
         "offset": _OFFSET,
         "epoch": {"type": "integer"},
         "id": {"type": "string", "description": "The message id: publisher-sequence."},
@@ -361,6 +365,13 @@ def document(server: str | None = None) -> dict[str, Any]:
                             "required": False,
                             "description": "Durable topics: the ordering key.",
                             "schema": {"type": "string"},
+                        },
+                        {
+                            "name": "type",
+                            "in": "query",
+                            "required": False,
+                            "description": "The message type (msg.type), e.g. OrderCreated.",
+                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
                         },
                         {
                             "name": "traceparent",

@@ -77,12 +77,23 @@ async def publish_message(
     confirm: bool,
     msg_id: str | None = None,
     key: str | None = None,
+    message_type: str | None = None,
 ) -> dict[str, Any]:
     """Publish through the gateway's client; the ack's fields (empty without ``confirm``).
 
     Raises:
-        Refused: a reserved header or topic, or an envelope on a bare topic.
+        Refused: a reserved header or topic, an envelope on a bare topic, an invalid
+            message type.
     """
+    if message_type is not None and (
+        not isinstance(message_type, str)
+        or not message_type
+        or len(message_type) > 200
+        or not message_type.isprintable()
+    ):
+        raise Refused(
+            400, "bad_request", "a message type is 1 to 200 printable characters (a string)"
+        )
     for name in headers or ():
         if name[:7].lower() == RESERVED_HEADER:
             raise Refused(400, "reserved_header", f"header {name!r}: herald- headers are Herald's")
@@ -107,6 +118,7 @@ async def publish_message(
             confirm=True if confirm else None,
             msg_id=msg_id,
             key=key,
+            type=message_type,
         )
     except ReservedName as exc:
         raise Refused(403, "reserved_topic", str(exc)) from None

@@ -376,7 +376,14 @@ class Connection:
             raise _Refused(
                 "rate_limited", f"more than {self.gw.config.publish_rate:g} publishes per second"
             )
-        ack = await publish_message(self.gw, topic, data, headers, confirm=ref is not None)
+        ack = await publish_message(
+            self.gw,
+            topic,
+            data,
+            headers,
+            confirm=ref is not None,
+            message_type=request.get("message_type"),
+        )
         if ref is not None:
             self.send("ack", id=ref, **ack)
 
