@@ -53,7 +53,7 @@ def test_every_url_option_is_a_keyword_of_both_clients() -> None:
 
 
 @pytest.mark.parametrize(
-    ("url", "options", "error"),
+    ("address", "options", "error"),
     [
         ("redis://:a@h", {"password": "b"}, "password is given in the URL and as a keyword"),
         ("redis://h/2", {"db": 3}, "db is given in the URL"),
@@ -69,10 +69,10 @@ def test_every_url_option_is_a_keyword_of_both_clients() -> None:
     ],
 )
 def test_bad_or_contradicting_keywords_are_refused(
-    url: str, options: dict[str, object], error: str
+    address: str, options: dict[str, object], error: str
 ) -> None:
     with pytest.raises(herald.ConfigurationError, match=error) as info:
-        herald.AsyncClient(url, **options)  # type: ignore[arg-type]
+        herald.AsyncClient(address, **options)  # type: ignore[arg-type]
     assert "pw" not in str(info.value)
 
 
@@ -82,6 +82,7 @@ def test_the_same_value_both_ways_is_fine() -> None:
     assert (hub.endpoint.password, hub.endpoint.db) == ("pw", 2)
 
 
+@pytest.mark.integration  # a server of its own
 async def test_password_and_db_as_keywords_on_a_real_server(tmp_path: Path, topic: str) -> None:
     with herald.EmbeddedServer(tmp_path / "v", persist=False, password="s3cret") as server:
         url = f"redis://127.0.0.1:{server.port}"
