@@ -14,11 +14,11 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Coroutine
 from typing import Any, cast
 
 from ._harness import Barrier, Sample
-from ._live_common import BATCH, END, bytes_payload, json_payload, publish_command
+from ._live_common import BATCH, END, bytes_payload, json_payload, publish_command, run_loop
 
 monotonic = time.monotonic
 
@@ -70,9 +70,9 @@ class FanCounter:
         }
 
 
-def _run(coro: Callable[[dict[str, Any], Barrier], Awaitable[Sample]]) -> Any:
+def _run(coro: Callable[[dict[str, Any], Barrier], Coroutine[Any, Any, Sample]]) -> Any:
     def worker(params: dict[str, Any], barrier: Barrier) -> Sample:
-        return asyncio.run(coro(params, barrier))  # type: ignore[arg-type]
+        return run_loop(coro(params, barrier))
 
     return worker
 

@@ -27,6 +27,7 @@ from ._live_common import (
     paced_async,
     perf_counter,
     pub_result,
+    run_loop,
     stamped_bytes,
     sub_result,
 )
@@ -131,7 +132,7 @@ async def _publish_loop(
 
 
 def faststream_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_faststream_pub(params, barrier))
+    return run_loop(_faststream_pub(params, barrier))
 
 
 async def _faststream_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
@@ -156,7 +157,7 @@ async def _faststream_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
 
 
 def faststream_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_faststream_sub(params, barrier))
+    return run_loop(_faststream_sub(params, barrier))
 
 
 async def _faststream_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
@@ -188,7 +189,7 @@ async def _faststream_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
 
 
 def broadcaster_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_broadcaster_pub(params, barrier))
+    return run_loop(_broadcaster_pub(params, barrier))
 
 
 async def _broadcaster_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
@@ -209,7 +210,7 @@ async def _broadcaster_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
 
 
 def broadcaster_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_broadcaster_sub(params, barrier))
+    return run_loop(_broadcaster_sub(params, barrier))
 
 
 async def _broadcaster_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
@@ -252,7 +253,7 @@ def _wake_broadcaster(broadcast: Any) -> None:
 
 
 def nats_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_nats_pub(params, barrier))
+    return run_loop(_nats_pub(params, barrier))
 
 
 async def _nats_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
@@ -295,7 +296,7 @@ async def _nats_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
 
 
 def nats_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_nats_sub(params, barrier))
+    return run_loop(_nats_sub(params, barrier))
 
 
 async def _nats_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
@@ -329,7 +330,7 @@ async def _nats_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
 
 
 def pika_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_pika_pub(params, barrier))
+    return run_loop(_pika_pub(params, barrier))
 
 
 async def _pika_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
@@ -356,7 +357,7 @@ async def _pika_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
 
 
 def pika_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_pika_sub(params, barrier))
+    return run_loop(_pika_sub(params, barrier))
 
 
 async def _pika_sub(params: dict[str, Any], barrier: Barrier) -> Sample:

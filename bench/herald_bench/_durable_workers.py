@@ -26,6 +26,7 @@ from collections.abc import Callable
 from typing import Any, cast
 
 from ._harness import Barrier, Sample, Worker, rate
+from ._live_common import run_loop
 
 IDLE = 0.5  # a consumer that got nothing for this long after its first message has drained
 FIRST_WAIT = 30.0  # the first message must arrive within this long
@@ -59,23 +60,23 @@ def _consume_result(count: int, first: float, last: float, **extra: Any) -> Samp
 
 
 def herald_confirmed_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_herald_pub(params, barrier, "confirmed"))
+    return run_loop(_herald_pub(params, barrier, "confirmed"))
 
 
 def herald_concurrent_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_herald_pub(params, barrier, "concurrent"))
+    return run_loop(_herald_pub(params, barrier, "concurrent"))
 
 
 def herald_fsync_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_herald_pub(params, barrier, "concurrent", fsync=True))
+    return run_loop(_herald_pub(params, barrier, "concurrent", fsync=True))
 
 
 def herald_ff_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_herald_pub(params, barrier, "ff"))
+    return run_loop(_herald_pub(params, barrier, "ff"))
 
 
 def herald_many_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_herald_pub(params, barrier, "many"))
+    return run_loop(_herald_pub(params, barrier, "many"))
 
 
 async def _herald_pub(
@@ -175,11 +176,11 @@ def _redispy_pub(params: dict[str, Any], barrier: Barrier, *, pipeline: bool) ->
 
 
 def herald_handler_consumer(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_herald_consumer(params, barrier, iterate=False))
+    return run_loop(_herald_consumer(params, barrier, iterate=False))
 
 
 def herald_iter_consumer(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_herald_consumer(params, barrier, iterate=True))
+    return run_loop(_herald_consumer(params, barrier, iterate=True))
 
 
 async def _herald_consumer(params: dict[str, Any], barrier: Barrier, *, iterate: bool) -> Sample:
@@ -295,7 +296,7 @@ def redispy_consumer(params: dict[str, Any], barrier: Barrier) -> Sample:
 
 
 def faststream_consumer(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_faststream_consumer(params, barrier))
+    return run_loop(_faststream_consumer(params, barrier))
 
 
 async def _faststream_consumer(params: dict[str, Any], barrier: Barrier) -> Sample:

@@ -4,11 +4,27 @@ from __future__ import annotations
 
 import asyncio
 import math
+import os
 import time
-from collections.abc import Awaitable, Callable
-from typing import Any
+from collections.abc import Awaitable, Callable, Coroutine
+from typing import Any, TypeVar
 
 from ._harness import Sample, percentiles, rate
+
+# The event loop every worker runs on: HERALD_BENCH_LOOP=uvloop runs a whole benchmark (Herald,
+# the raw client and the peers alike) on uvloop, for a row-by-row comparison with asyncio's.
+LOOP = os.environ.get("HERALD_BENCH_LOOP", "asyncio")
+T = TypeVar("T")
+
+
+def run_loop(coro: Coroutine[Any, Any, T]) -> T:
+    """``asyncio.run(coro)``, on uvloop when ``HERALD_BENCH_LOOP=uvloop``."""
+    if LOOP == "uvloop":
+        import uvloop
+
+        return uvloop.run(coro)
+    return asyncio.run(coro)
+
 
 END = b"END"  # the end marker: every real payload is longer than 3 bytes
 BATCH = 1000  # pipelined publishers send this many commands per write

@@ -15,6 +15,7 @@ from ._live_common import (
     paced_async,
     perf_counter,
     pub_result,
+    run_loop,
     stamped_json,
     sub_result,
 )
@@ -23,11 +24,11 @@ from ._live_common import (
 
 
 def herald_async_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_herald_async_pub(params, barrier, batch=True))
+    return run_loop(_herald_async_pub(params, barrier, batch=True))
 
 
 def herald_async_nobatch_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_herald_async_pub(params, barrier, batch=False))
+    return run_loop(_herald_async_pub(params, barrier, batch=False))
 
 
 async def _herald_async_pub(params: dict[str, Any], barrier: Barrier, *, batch: bool) -> Sample:
@@ -65,7 +66,7 @@ async def _herald_async_pub(params: dict[str, Any], barrier: Barrier, *, batch: 
 
 
 def herald_many_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_herald_many_pub(params, barrier))
+    return run_loop(_herald_many_pub(params, barrier))
 
 
 async def _herald_many_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
@@ -113,11 +114,11 @@ def herald_sync_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
 
 
 def herald_handler_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_herald_sub(params, barrier, iterate=False))
+    return run_loop(_herald_sub(params, barrier, iterate=False))
 
 
 def herald_iter_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_herald_sub(params, barrier, iterate=True))
+    return run_loop(_herald_sub(params, barrier, iterate=True))
 
 
 async def _herald_sub(params: dict[str, Any], barrier: Barrier, *, iterate: bool) -> Sample:

@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 import math
 import socket
-from typing import Any
+from typing import Any, cast
 
 import hiredis
 
@@ -23,6 +23,7 @@ from ._live_common import (
     perf_counter,
     pub_result,
     publish_command,
+    run_loop,
     stamped_bytes,
     sub_result,
 )
@@ -31,11 +32,11 @@ from ._live_common import (
 
 
 def redispy_async_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_redispy_async_pub(params, barrier, pipeline=False))
+    return run_loop(_redispy_async_pub(params, barrier, pipeline=False))
 
 
 def redispy_async_pipe_pub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_redispy_async_pub(params, barrier, pipeline=True))
+    return run_loop(_redispy_async_pub(params, barrier, pipeline=True))
 
 
 async def _redispy_async_pub(params: dict[str, Any], barrier: Barrier, *, pipeline: bool) -> Sample:
@@ -85,7 +86,7 @@ async def _redispy_async_pub(params: dict[str, Any], barrier: Barrier, *, pipeli
 
 
 def redispy_async_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_redispy_async_sub(params, barrier))
+    return run_loop(_redispy_async_sub(params, barrier))
 
 
 async def _redispy_async_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
@@ -291,8 +292,8 @@ class _RawSubscriber(asyncio.Protocol):
         self.lat: list[int] = []
 
     def connection_made(self, transport: asyncio.BaseTransport) -> None:
-        assert isinstance(transport, asyncio.Transport)
-        transport.write(_command_args(b"SUBSCRIBE", self.channel))
+        # a stream transport; not an asyncio.Transport subclass on uvloop
+        cast(asyncio.Transport, transport).write(_command_args(b"SUBSCRIBE", self.channel))
 
     def data_received(self, data: bytes) -> None:
         if self.done.done():
@@ -357,7 +358,7 @@ def _command_args(*args: bytes) -> bytes:
 
 
 def raw_sub(params: dict[str, Any], barrier: Barrier) -> Sample:
-    return asyncio.run(_raw_sub(params, barrier))
+    return run_loop(_raw_sub(params, barrier))
 
 
 async def _raw_sub(params: dict[str, Any], barrier: Barrier) -> Sample:

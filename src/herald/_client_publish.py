@@ -51,6 +51,8 @@ class Publishing(DurableTopics):
     envelope: bool
     max_message_size: int
 
+    # Deliberately repeated signatures: type stubs of the AsyncClient methods this mixin
+    # calls (the client defines them; nothing here exists at run time).
     if TYPE_CHECKING:
 
         async def publish(

@@ -33,6 +33,8 @@ class RequestReply:
     _requests: Requests | None
     _responders: set[Responder]
 
+    # Deliberately repeated signatures: type stubs of the AsyncClient methods this mixin
+    # calls (the client defines them; nothing here exists at run time).
     if TYPE_CHECKING:
 
         async def connect(self) -> None: ...

@@ -64,7 +64,8 @@ MAX_ERROR_TEXT = 1000  # characters of "Type: message" sent back when a handler 
 
 class Host(Protocol):
     """What request/reply needs of its client (the AsyncClient): its connections, how it
-    routes and encodes a topic, and its publish counter."""
+    routes and encodes a topic, and its publish counter. (Its signatures repeat the client's
+    on purpose: this layer names what it uses, not the client above it.)"""
 
     _link: Connection | None
     _subscriber: Subscriber | None
