@@ -52,11 +52,13 @@ SERVERLESS_MODULES = frozenset(
     {
         "test_api",
         "test_bench_compare",
+        "test_client_options",
         "test_docs_blocks",
         "test_docs_coverage",
         "test_durable_fast",
         "test_fuzz_wire",
         "test_history_core",
+        "test_signatures",
         "test_slots",
         "test_shards_core",
         "test_topics",

@@ -18,9 +18,12 @@ PUBLIC = {
     "Router", "RouterStats", "Rule",
     "UnsafeCommand", "CrossSlot", "TransactionAborted", "Pipeline", "Transaction", "Script",
     "SyncPipeline", "SyncTransaction", "SyncScript", "Responder", "SyncResponder",
+    "StopSubscription",
     # type aliases used in public signatures
     "Codec", "ConsumeOptions", "Foreign", "Handler", "Overflow", "Position",
 }  # fmt: skip
+# Raised by handlers to end their subscription: a signal, like StopIteration, not an error.
+SIGNALS = {"StopSubscription"}
 
 
 def test_all_is_the_public_api() -> None:
@@ -40,7 +43,7 @@ def test_errors_form_one_tree_and_shadow_no_builtin() -> None:
     for name in herald.__all__:
         obj = getattr(herald, name)
         if isinstance(obj, type) and issubclass(obj, BaseException):
-            assert issubclass(obj, herald.HeraldError), name
+            assert issubclass(obj, herald.HeraldError) != (name in SIGNALS), name
             assert not hasattr(builtins, name), f"{name} shadows a builtin"
     assert issubclass(herald.Timeout, TimeoutError)
     assert issubclass(herald.ConnectionFailed, ConnectionError)

@@ -173,3 +173,28 @@ async def test_unusable_tls_options_are_configuration_errors(mtls_server: int, q
     with pytest.raises(herald.ConfigurationError, match="ssl_"):
         async with herald.AsyncClient(f"rediss://127.0.0.1:{mtls_server}?{query}"):
             pass
+
+
+async def test_tls_options_as_keyword_arguments(
+    mtls_server: int, certs: Certificates, topic: str
+) -> None:
+    """The URL's TLS options given in code instead (both clients); one that contradicts the
+    URL is refused before connecting."""
+    url = f"rediss://127.0.0.1:{mtls_server}"
+    ca, cert, key = str(certs.ca), str(certs.client_cert), str(certs.client_key)
+    async with (
+        herald.AsyncClient(url, ssl_ca_certs=ca, ssl_certfile=cert, ssl_keyfile=key) as hub,
+        hub.subscribe(topic) as sub,
+    ):
+        await hub.publish(topic, 1)
+        assert (await sub.next(timeout=2)).data == 1
+    with herald.Client(
+        url, ssl_ca_certs=ca, ssl_certfile=cert, ssl_keyfile=key, ssl_cert_reqs="required"
+    ) as sync_hub:
+        assert sync_hub.execute("PING") == b"PONG"
+    with pytest.raises(herald.ConfigurationError, match="ssl_ca_certs is given in the URL"):
+        herald.AsyncClient(f"{url}?ssl_ca_certs=/elsewhere.pem", ssl_ca_certs=ca)
+    # The same value both ways is no contradiction.
+    url = f"{url}?ssl_ca_certs={ca}"
+    async with herald.AsyncClient(url, ssl_ca_certs=ca, ssl_certfile=cert, ssl_keyfile=key) as h:
+        assert await h.execute("PING") == b"PONG"

@@ -18,6 +18,7 @@ from herald._core.history import (
     meta_key,
     parse_page,
 )
+from herald._core.options import CertReqs
 from herald._core.topics import (
     check_headers,
     check_user_name,
@@ -25,14 +26,14 @@ from herald._core.topics import (
 )
 from herald._core.typed import UNTYPED as _UNTYPED
 from herald._core.typed import with_type
-from herald._core.url import Endpoint, parse_url, shards_endpoint
+from herald._core.url import Endpoint, parse_url, shards_endpoint, with_options
 from herald._core.wire import Codec, Encoder, Foreign
 from herald._durable.consumer import Consumer
 from herald._durable.publish import Scripts
 from herald._io.cluster import new_link
 from herald._io.interface import BLOCKED, FLUSHED, Connection, Prefix
 from herald._io.sentinel import SentinelResolver
-from herald._io.server_checks import check_server_limits
+from herald._io.server_checks import check_server_limits, warn_volatile
 from herald._io.sharded import shard_resolvers
 from herald._pubsub.cluster import new_subscriber
 from herald._pubsub.recovery import check_start
@@ -102,6 +103,11 @@ class AsyncClient(Commands, RequestReply, Publishing):
             request, reply) with the global tracer provider, and carries the trace context in
             the messages' ``traceparent``/``tracestate`` headers; a ``TracerProvider`` uses
             that provider. Needs the ``otel`` extra (``docs/tracing.md``).
+        username, password, db, ssl_ca_certs, ssl_certfile, ssl_keyfile, ssl_cert_reqs,
+            ssl_check_hostname, sentinel_username, sentinel_password: the URL's options (see
+            ``docs/configuration.md``), given in code; ``None`` leaves the URL's (or the
+            default). An option the URL also gives must have the same value, else
+            :class:`ConfigurationError`; TLS options need a ``rediss://`` URL.
 
     Example::
 
@@ -128,11 +134,34 @@ class AsyncClient(Commands, RequestReply, Publishing):
         start_embedded: bool = True,
         name: str = "herald",
         tracing: bool | TracerProvider = False,
+        username: str | None = None,
+        password: str | None = None,
+        db: int | None = None,
+        ssl_ca_certs: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_cert_reqs: CertReqs | None = None,
+        ssl_check_hostname: bool | None = None,
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
         shards: Sequence[str] | Mapping[str, str] | None = None,
     ) -> None:
         if shards is not None and url is not None:
             raise ConfigurationError("give either url= or shards=, not both")
         self.url = url
+        # Keywords that say how to connect, applied to the URL's endpoint (with_options).
+        self._connection_options: dict[str, Any] = {
+            "username": username,
+            "password": password,
+            "db": db,
+            "ssl_ca_certs": ssl_ca_certs,
+            "ssl_certfile": ssl_certfile,
+            "ssl_keyfile": ssl_keyfile,
+            "ssl_cert_reqs": ssl_cert_reqs,
+            "ssl_check_hostname": ssl_check_hostname,
+            "sentinel_username": sentinel_username,
+            "sentinel_password": sentinel_password,
+        }
         self.batch = batch
         self.envelope = envelope
         self.sharded = sharded
@@ -149,8 +178,17 @@ class AsyncClient(Commands, RequestReply, Publishing):
             "probe_timeout": probe_timeout,
             "max_pending_bytes": max_pending_bytes,
         }
+        if shards is not None and any(v is not None for v in self._connection_options.values()):
+            raise ConfigurationError(
+                "with shards=, connection options go in each shard's URL (or the "
+                "redis+shards:// URL), not in keyword arguments"
+            )
         self.endpoint: Endpoint | None = (
-            shards_endpoint(shards) if shards is not None else parse_url(url) if url else None
+            shards_endpoint(shards)
+            if shards is not None
+            else with_options(parse_url(url), self._connection_options)
+            if url
+            else None
         )
         self._link: Connection | None = None
         self._subscriber: Subscriber | None = None
@@ -167,6 +205,8 @@ class AsyncClient(Commands, RequestReply, Publishing):
         self._responders: set[Responder] = set()
         self._policies = Policies()
         self._warned_bare: set[str] = set()
+        self._persistent: bool | None = None  # None: not known (CONFIG refused), see connect
+        self._warned_volatile = False
         self._policy_task: asyncio.Task[None] | None = None
         self._connect_lock: asyncio.Lock | None = None
         self._spares = Spares()  # dedicated connections: blocking commands, WATCH
@@ -191,7 +231,9 @@ class AsyncClient(Commands, RequestReply, Publishing):
             if self._link is not None:
                 return
             if self.endpoint is None:
-                self.endpoint = parse_url(await self._default_url())
+                self.endpoint = with_options(
+                    parse_url(await self._default_url()), self._connection_options
+                )
             if self.endpoint.sentinel is not None and "resolver" not in self._link_options:
                 # Every connection of this client asks the sentinels where the primary is.
                 self._link_options["resolver"] = SentinelResolver(self.endpoint)
@@ -204,7 +246,7 @@ class AsyncClient(Commands, RequestReply, Publishing):
             self._route_plain()
             try:
                 await self._load_policies()
-                self.pubsub_buffer_limit = await check_server_limits(link)
+                self.pubsub_buffer_limit, self._persistent = await check_server_limits(link)
             except BaseException:
                 # e.g. an ACL user who may not read herald:topics: leave nothing running.
                 self._link = None
@@ -589,6 +631,14 @@ class AsyncClient(Commands, RequestReply, Publishing):
         self._internal.clear()
         self._route_plain()
 
+    def _warn_volatile(self, topic: str) -> None:
+        """Warn once when this client uses a durable topic (declares, publishes, consumes,
+        reads it) on a server without persistence; not for the throwaway embedded server it
+        started itself (nothing there outlives it), nor for durable topics others use."""
+        if self._persistent is False and not self._warned_volatile and self._server is None:
+            self._warned_volatile = True
+            warn_volatile(topic)
+
     def _route_plain(self) -> None:
         """Tell a cluster link which channels plain SUBSCRIBE clients read (PUBLISH them)."""
         if self._link is not None:
@@ -632,13 +682,13 @@ class _Registry:
         self._real: Subscriber | None = None
         self.totals = client._history_totals
 
-    async def add(self, sub: Subscription) -> None:
+    async def add(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
         self._real = await self._client._get_subscriber()
-        await self._real.add(sub)
+        await self._real.add(sub, names)
 
-    async def remove(self, sub: Subscription) -> None:
+    async def remove(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
         if self._real is not None:
-            await self._real.remove(sub)
+            await self._real.remove(sub, names)
 
     def discard(self, sub: Subscription) -> None:
         if self._real is not None:

@@ -20,6 +20,7 @@ from herald._core.url import Endpoint
 from herald._core.wire import Encoder, decode
 from herald._durable import admin as _admin
 from herald._durable import replay as _replay
+from herald._durable.acked import Settled, wait_settled
 from herald._durable.admin import DeadLetter, TopicInfo
 from herald._durable.confirm import wait_fsync
 from herald._durable.consumer import Consumer
@@ -74,6 +75,8 @@ class DurableTopics:
         async def _load_policies(self) -> None: ...
 
         def _prefix(self, topic: str) -> Route: ...
+
+        def _warn_volatile(self, topic: str) -> None: ...
 
         def _scripts(self) -> Scripts: ...
 
@@ -130,6 +133,8 @@ class DurableTopics:
         await self.connect()
         await store_policy(self._scripts(), topic, policy, update)
         await self._load_policies()
+        if durable:
+            self._warn_volatile(topic)
         return policy
 
     async def delete_topic(self, topic: str) -> bool:
@@ -321,6 +326,30 @@ class DurableTopics:
         await self._durable_reader(topic)
         wanted = None if offsets is None else [normalize_id(o) for o in offsets]
         return await _admin.replay_dead(self._scripts(), self.execute, topic, wanted)
+
+    async def wait_acked(
+        self, topic: str, offset: str, group: str, *, timeout: float | None = 10.0
+    ) -> Settled:
+        """Wait until consumer group ``group`` of durable ``topic`` has settled the entry
+        ``offset`` (a ``PubAck.offset``): delivered it and no longer holding it pending.
+
+        Returns ``"acked"``, or ``"dead"`` when the group dead-lettered it (``term()``, a
+        failing handler's last delivery, ``max_deliver``). A message the group will never
+        read (published before it was created with ``start="new"``) counts as settled.
+
+        Raises:
+            ConfigurationError: the topic is not durable, has no group ``group``, or
+                ``offset`` is not an entry id.
+            Timeout: not settled within ``timeout`` seconds (``None``: no limit).
+
+        Example::
+
+            ack = await hub.publish("orders", order, confirm=True)
+            if await hub.wait_acked("orders", str(ack.offset), "billing", timeout=30) == "dead":
+                ...
+        """
+        await self._durable_reader(topic)
+        return await wait_settled(self._scripts(), topic, offset, group, timeout)
 
     async def _durable_reader(self, topic: str) -> Callable[..., Any]:
         """The command connection's execute, once ``topic`` is known to be durable."""

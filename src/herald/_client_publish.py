@@ -92,6 +92,8 @@ class Publishing(DurableTopics):
                 not self.envelope and durable is None and history is None and reserved is None
             )
             entry = (prefix(_PUBLISH, raw), bare, durable, history)
+            if durable is not None:
+                self._warn_volatile(topic)
             cache = self._internal if reserved else self._prefixes
             if len(cache) >= _PREFIX_CACHE_MAX:
                 cache.clear()

@@ -32,6 +32,9 @@
      ├── HistoryLost                            a recoverable topic's missed messages are gone
      │                                          (.topic, .last_offset, .first_available, .epoch)
      └── ClientClosed                           the client or subscription was closed
+
+Outside the tree, as ``StopIteration`` is outside the builtin errors: ``StopSubscription``, which
+a handler raises to end its own subscription or consumer (control flow, not a failure).
 """
 
 from __future__ import annotations
@@ -338,3 +341,20 @@ class HistoryLost(HeraldError):
     def __reduce__(self) -> Any:
         args = (self.topic, self.last_offset, self.first_available, self.epoch, self.reason)
         return (HistoryLost, args)
+
+
+class StopSubscription(Exception):
+    """Raised by a handler to end its subscription or consumer, as ``StopIteration`` ends a loop.
+
+    The message being handled counts as handled: a durable consumer with ``auto_ack`` acks it
+    (unless the handler settled it, e.g. ``await msg.nak()`` first, to have it delivered again);
+    a request gets no reply. Nothing after it is passed to the handler: the subscription
+    unsubscribes, the consumer stops reading and hands back what it holds, as ``close()`` does.
+
+    Example::
+
+        async def until_done(msg: herald.Message) -> None:
+            if msg.data == "done":
+                raise herald.StopSubscription
+            print(msg.data)
+    """

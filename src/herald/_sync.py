@@ -2,6 +2,10 @@
 
 Publishing from user threads does not cross into the loop per message: it queues bytes into the
 connection's write buffer under a lock and wakes the loop once per batch (see ``Link``).
+
+The public methods repeat :class:`~herald.AsyncClient`'s signatures on purpose, so that the
+threaded API is typed and documented in full; ``tests/test_signatures.py`` fails when the two
+drift apart (names, kinds, defaults, annotations).
 """
 
 from __future__ import annotations
@@ -16,14 +20,16 @@ import threading
 import weakref
 from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
 from types import TracebackType
-from typing import Any, Literal, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
 from herald._core.durable_message import StoredMessage
 from herald._core.message import Message, replier_of
 from herald._core.offsets import Position
+from herald._core.options import CertReqs
 from herald._core.typed import UNTYPED, converter, typed, with_type
-from herald._core.wire import Foreign
+from herald._core.wire import Codec, Foreign
 from herald._durable import replay as _replay
+from herald._durable.acked import Settled
 from herald._durable.admin import DeadLetter, TopicInfo
 from herald._durable.setup import ConsumeOptions
 from herald._errors import HistoryLost
@@ -31,11 +37,14 @@ from herald._pubsub.responders import SyncResponder
 from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription
 
 from ._client import AsyncClient
-from ._errors import ClientClosed, HeraldError, Timeout
+from ._errors import ClientClosed, HeraldError, StopSubscription, Timeout
 from ._models import ClientStats, PubAck, TopicPolicy
 from ._pipeline import SyncPipeline, SyncScript, SyncTransaction
 from ._sync_consumer import SyncConsumer
 from ._tracing import Tracing
+
+if TYPE_CHECKING:
+    from opentelemetry.trace import TracerProvider
 
 T = TypeVar("T")
 log = logging.getLogger("herald")
@@ -107,7 +116,39 @@ class Client:
                     print(msg.data)
     """
 
-    def __init__(self, url: str | None = None, **options: Any) -> None:
+    def __init__(
+        self,
+        url: str | None = None,
+        *,
+        codec: Codec = "json",
+        batch: bool = True,
+        envelope: bool = True,
+        sharded: bool = True,
+        max_message_size: int = 1024 * 1024,
+        connect_timeout: float = 5.0,
+        publish_timeout: float | None = 10.0,
+        subscribe_timeout: float = 10.0,
+        probe_interval: float = 5.0,
+        probe_timeout: float | None = None,
+        max_pending_bytes: int = 8 * 1024 * 1024,
+        policy_refresh: float = 1.0,
+        start_embedded: bool = True,
+        name: str = "herald",
+        tracing: bool | TracerProvider = False,
+        username: str | None = None,
+        password: str | None = None,
+        db: int | None = None,
+        ssl_ca_certs: str | None = None,
+        ssl_certfile: str | None = None,
+        ssl_keyfile: str | None = None,
+        ssl_cert_reqs: CertReqs | None = None,
+        ssl_check_hostname: bool | None = None,
+        sentinel_username: str | None = None,
+        sentinel_password: str | None = None,
+    ) -> None:
+        # Every keyword, passed on as given (first: locals() holds the arguments alone here);
+        # tests/test_signatures.py keeps this signature AsyncClient's.
+        options = {k: v for k, v in locals().items() if k not in ("self", "url")}
         self._pid = os.getpid()
         self._async = AsyncClient(url, **options)  # before the thread: a bad URL must not leak it
         self._portal: _Portal | None = _Portal()
@@ -452,6 +493,13 @@ class Client:
         """See :meth:`AsyncClient.replay_dead`."""
         return self._live().call(self._async.replay_dead(topic, offsets))
 
+    def wait_acked(
+        self, topic: str, offset: str, group: str, *, timeout: float | None = 10.0
+    ) -> Settled:
+        """Wait until a consumer group settled a durable message; see
+        :meth:`AsyncClient.wait_acked`."""
+        return self._live().call(self._async.wait_acked(topic, offset, group, timeout=timeout))
+
     def topics(self) -> dict[str, TopicPolicy]:
         return self._live().call(self._async.topics())
 
@@ -581,6 +629,16 @@ class SyncSubscription:
         self._check_fork()
         return self._sub._next_sync(timeout)
 
+    def add(self, *names: str) -> None:
+        """Subscribe to more topics and patterns; see :meth:`Subscription.add`."""
+        self._check_fork()
+        self._portal.call(self._sub.add(*names))
+
+    def remove(self, *names: str) -> None:
+        """Unsubscribe from some of the names; see :meth:`Subscription.remove`."""
+        self._check_fork()
+        self._portal.call(self._sub.remove(*names))
+
     def __iter__(self) -> Iterator[Message]:
         self._check_fork()
         while True:
@@ -612,6 +670,9 @@ class SyncSubscription:
                 # A value returned for a request is its reply (docs/request-reply.md).
                 if result is not None and msg._headers and (r := replier_of(msg)):
                     r.reply(msg, result, None)
+            except StopSubscription:
+                self.close()  # from this thread: nothing more is handled
+                return
             except Exception as exc:
                 self._sub.stats.handler_errors += 1
                 ref = None

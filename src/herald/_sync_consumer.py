@@ -18,7 +18,7 @@ from herald._core.typed import typed
 from herald._durable.consumer import Consumer
 from herald._durable.ordered import ThreadLanes
 
-from ._errors import ClientClosed, HeraldError
+from ._errors import ClientClosed, HeraldError, StopSubscription
 from ._tracing import Tracing
 
 log = logging.getLogger("herald")
@@ -102,6 +102,9 @@ class SyncConsumer:
                 return
             try:
                 handler(msg)
+            except StopSubscription:
+                c._stop(msg)
+                return
             except Exception as exc:
                 c.stats.handler_errors += 1
                 log.exception("handler %r failed on %r", handler, msg)

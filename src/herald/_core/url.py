@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import ssl
+from collections.abc import Mapping
 from dataclasses import dataclass, field, replace
+from typing import Any
 from urllib.parse import parse_qs, unquote, urlsplit
 
+from herald._core.options import OPTIONS, check_option
 from herald._errors import ConfigurationError
 
 _SCHEMES = ("redis", "rediss", "unix", "valkey", "valkeys")
@@ -52,6 +55,8 @@ class Endpoint:
     sentinel: SentinelSpec | None = None
     # shards= / redis+shards://: independent servers by name, topics placed by _shards
     shards: tuple[tuple[str, Endpoint], ...] = ()
+    # The options (names of _core.options.OPTIONS) the URL gave, whatever their value.
+    given: frozenset[str] = field(default=frozenset(), compare=False, repr=False)
 
     @property
     def address(self) -> str:
@@ -160,6 +165,10 @@ def parse_url(url: str) -> Endpoint:
     password = unquote(parts.password) if parts.password else None
     if "password" in query:
         password = query["password"]
+    given = {name for name in OPTIONS if name in query}
+    given |= {n for n, v in (("username", username), ("password", password)) if v is not None}
+    if query.get("db") or (scheme != "unix" and parts.path.strip("/")):
+        given.add("db")
     db_text = query.get("db") or (parts.path.strip("/") if scheme not in ("unix",) else "0")
     try:
         db = int(db_text or 0)
@@ -168,19 +177,11 @@ def parse_url(url: str) -> Endpoint:
     if scheme == "unix":
         if not parts.path:
             raise ConfigurationError(f"invalid URL {url!r}: unix:// needs a socket path")
-        return Endpoint(path=parts.path, username=username, password=password, db=db)
-    # As in redis-py and Python's ssl module: for a client, "optional" verifies like
-    # "required" (a server always presents a certificate); only "none" turns verification off.
-    cert_reqs = query.get("ssl_cert_reqs", "required").lower()
-    if cert_reqs not in ("none", "optional", "required"):
-        raise ConfigurationError(
-            f"invalid ssl_cert_reqs={cert_reqs!r} in {url!r}: none, optional or required"
+        return Endpoint(
+            path=parts.path, username=username, password=password, db=db, given=frozenset(given)
         )
-    check_hostname = query.get("ssl_check_hostname", "true").lower()
-    if check_hostname not in ("true", "false", "yes", "no", "1", "0"):
-        raise ConfigurationError(
-            f"invalid ssl_check_hostname={check_hostname!r} in {url!r}: true or false"
-        )
+    verify = check_option("ssl_cert_reqs", query.get("ssl_cert_reqs", "required"), url)
+    check_hostname = check_option("ssl_check_hostname", query.get("ssl_check_hostname", "1"), url)
     return Endpoint(
         host=parts.hostname or "127.0.0.1",
         port=port or 6379,
@@ -191,8 +192,9 @@ def parse_url(url: str) -> Endpoint:
         ca_certs=query.get("ssl_ca_certs"),
         certfile=query.get("ssl_certfile"),
         keyfile=query.get("ssl_keyfile"),
-        verify=cert_reqs != "none",
-        check_hostname=check_hostname in ("true", "yes", "1"),
+        verify=verify,
+        check_hostname=check_hostname,
+        given=frozenset(given),
     )
 
 
@@ -374,3 +376,45 @@ def shards_endpoint(shards: object) -> Endpoint:
         out.append((name, ep))
     first = out[0][1]
     return replace(first, sentinel=None, shards=tuple(out))
+
+
+def with_options(ep: Endpoint, options: Mapping[str, Any]) -> Endpoint:
+    """``ep`` with the connection options a client was given as keyword arguments (those not
+    ``None``; names of ``_core.options.OPTIONS``).
+
+    >>> ep = with_options(parse_url("rediss://h/2"), {"ssl_ca_certs": "/ca.pem", "db": 2})
+    >>> ep.ca_certs, ep.db, ep.tls
+    ('/ca.pem', 2, True)
+
+    Raises:
+        ConfigurationError: a bad value; an option the URL gives with another value; a TLS
+            option without TLS (``redis://``), a sentinel option without Sentinel, a database
+            other than 0 on a cluster.
+    """
+    given = set(ep.given)
+    for name, value in options.items():
+        if value is None:
+            continue
+        option = OPTIONS[name]
+        value = check_option(name, value)
+        if option.tls and not ep.tls:
+            raise ConfigurationError(
+                f"{name}= applies to TLS connections: use a rediss:// URL, not {ep.address}"
+            )
+        if option.sentinel and ep.sentinel is None:
+            raise ConfigurationError(f"{name}= applies to redis+sentinel:// URLs only")
+        if name == "db" and value and ep.seeds:
+            raise ConfigurationError("a cluster has database 0 only")
+        target: Any = ep.sentinel if option.sentinel else ep
+        if name in given and getattr(target, option.field) != value:
+            # The values are not shown: one may be a password.
+            raise ConfigurationError(
+                f"{name} is given in the URL and as a keyword argument, with different "
+                "values: give it in one place"
+            )
+        if option.sentinel:
+            ep = replace(ep, sentinel=replace(target, **{option.field: value}))
+        else:
+            ep = replace(ep, **{option.field: value})
+        given.add(name)
+    return replace(ep, given=frozenset(given))

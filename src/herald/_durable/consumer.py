@@ -16,6 +16,7 @@ thread (they return when done there), so :class:`SyncConsumer` is a thin wrapper
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures
 import contextlib
 import inspect
 import logging
@@ -47,6 +48,7 @@ from herald._errors import (
     ConnectionLost,
     HeraldError,
     ServerError,
+    StopSubscription,
 )
 from herald._errors import Timeout as HeraldTimeout
 from herald._io.cluster import new_link
@@ -210,6 +212,7 @@ class Consumer(Settling):
         self._acks: Acks | None = None
         self._redelivery: Redelivery | None = None
         self._read: Connection | None = None
+        self._stopping: asyncio.Task[None] | None = None  # close() after StopSubscription
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -668,6 +671,9 @@ class Consumer(Settling):
                 result = handler(msg)
                 if is_coro or (result is not None and inspect.isawaitable(result)):
                     await result
+            except StopSubscription:
+                self._stop(msg)
+                return
             except Exception as exc:
                 stats.handler_errors += 1
                 log.exception("handler %r failed on %r", handler, msg)
@@ -688,6 +694,24 @@ class Consumer(Settling):
                         self._wake_room()
                     stats.acked += 1
                     ack(msg._entry)
+
+    def _stop(self, msg: DurableMessage) -> None:
+        """A handler raised :class:`StopSubscription` on ``msg``: it counts as handled (acked
+        with ``auto_ack`` unless the handler settled it), then the consumer closes. From the
+        loop's thread close() runs on a task of its own (the handler's may be one that close()
+        cancels); from a handler thread (``SyncConsumer``) this waits for it, so that the thread
+        takes nothing more."""
+        if self.auto_ack and not msg._settled:
+            self._ack(msg, False)
+        loop = self._loop
+        if self._closed or loop is None:
+            return
+        if threading.get_ident() == self._loop_thread:
+            self._stopping = loop.create_task(self.close())
+            return
+        fut = asyncio.run_coroutine_threadsafe(self.close(), loop)
+        with contextlib.suppress(concurrent.futures.TimeoutError, HeraldError):
+            fut.result(CLOSE_TIMEOUT + 5)
 
     def _invalid(self, msg: Message, reason: str) -> Awaitable[None]:
         """A typed handler's payload did not validate: dead-letter it, never handle it."""

@@ -28,7 +28,7 @@ from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from herald._core.durable_message import DurableMessage
 from herald._core.streams import backoff_delay
-from herald._errors import HeraldError
+from herald._errors import HeraldError, StopSubscription
 
 if TYPE_CHECKING:
     from .consumer import Consumer
@@ -96,6 +96,8 @@ async def run_tasks(c: Consumer, handler: Callable[[DurableMessage], Any]) -> No
         while True:
             key = await ready.get()
             while (msg := lanes.take(key)) is not None:
+                if c._stopping is not None:  # a handler raised StopSubscription
+                    return
                 await _handle(c, handler, is_coro, msg)
 
     loop = asyncio.get_running_loop()
@@ -126,6 +128,9 @@ async def _handle(
             result = handler(msg)
             if is_coro or (result is not None and inspect.isawaitable(result)):
                 await result
+        except StopSubscription:
+            c._stop(msg)
+            return
         except Exception as exc:
             c.stats.handler_errors += 1
             log.exception("handler %r failed on %r", handler, msg)
@@ -216,6 +221,9 @@ class ThreadLanes:
         while True:
             try:
                 handler(msg)
+            except StopSubscription:
+                c._stop(msg)
+                return
             except Exception as exc:
                 c.stats.handler_errors += 1
                 log.exception("handler %r failed on %r", handler, msg)

@@ -6,7 +6,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
-from herald._errors import HeraldError
+from herald._errors import HeraldError, ServerError
 
 from .interface import Connection
 from .sharded import ShardedLink
@@ -14,18 +14,23 @@ from .sharded import ShardedLink
 log = logging.getLogger("herald")
 
 
-async def check_server_limits(link: Connection) -> tuple[int, int, int] | None:
+async def check_server_limits(
+    link: Connection,
+) -> tuple[tuple[int, int, int] | None, bool | None]:
     """Read the server's Pub/Sub output-buffer limit (the point where it cuts a slow reader),
-    returned as (hard, soft, soft seconds) if readable; warn about a limit of 0 and about a
-    ``maxmemory-policy`` that evicts keys. A sharded client checks every shard (and returns
-    the first shard's limit)."""
+    returned as (hard, soft, soft seconds) if readable, and whether it persists its data
+    (``None``: not known); warn about a limit of 0 and about a ``maxmemory-policy`` that
+    evicts keys. A sharded client checks every shard (the first shard's limit is returned; it
+    persists only if every shard does)."""
     if isinstance(link, ShardedLink):
-        limits = [await check_server_limits(shard) for shard in link.links]
-        return limits[0]
+        results = [await check_server_limits(shard) for shard in link.links]
+        kept = [p for _, p in results]
+        persistent = False if False in kept else (None if None in kept else True)
+        return results[0][0], persistent
     try:
         reply = await link.execute("CONFIG", "GET", "client-output-buffer-limit")
     except HeraldError:
-        return None  # CONFIG may be refused by the ACL; nothing to learn then
+        return None, None  # CONFIG may be refused by the ACL; nothing to learn then
     limit = _pubsub_limit(reply)
     hard = limit[0] if limit else None
     if hard == 0:
@@ -35,11 +40,17 @@ async def check_server_limits(link: Connection) -> tuple[int, int, int] | None:
         )
     # An evicting policy loses data silently when memory is full; noeviction refuses writes,
     # which publishers see (ServerError "OOM ...").
+    # One round trip for the rest: a connect costs no more for the persistence check.
     try:
-        reply = await link.execute("CONFIG", "GET", "maxmemory-policy")
-        policy = reply[1].decode() if len(reply) > 1 else ""
-    except (HeraldError, AttributeError, UnicodeDecodeError):
-        return limit
+        try:
+            reply = await link.execute("CONFIG", "GET", "maxmemory-policy", "appendonly", "save")
+        except ServerError:  # before Redis 7, one parameter per CONFIG GET: no persistence check
+            reply = await link.execute("CONFIG", "GET", "maxmemory-policy")
+        config = _config(reply)
+        policy = config.get("maxmemory-policy", "")
+    except (HeraldError, AttributeError, ValueError, UnicodeDecodeError):
+        return limit, None
+    persistent = persists(config) if {"appendonly", "save"} <= config.keys() else None
     if policy.startswith(("allkeys-", "volatile-")):
         victims = (
             "durable streams, history and topic policies among them"
@@ -52,7 +63,7 @@ async def check_server_limits(link: Connection) -> tuple[int, int, int] | None:
             policy,
             victims,
         )
-    return limit
+    return limit, persistent
 
 
 def _pubsub_limit(reply: Any) -> tuple[int, int, int] | None:
@@ -63,3 +74,33 @@ def _pubsub_limit(reply: Any) -> tuple[int, int, int] | None:
         return int(words[i + 1]), int(words[i + 2]), int(words[i + 3])
     except (IndexError, ValueError, AttributeError, UnicodeDecodeError):
         return None
+
+
+def _config(reply: Any) -> dict[str, str]:
+    """A ``CONFIG GET`` reply (a flat list, or a map with RESP3) as a dict."""
+    if isinstance(reply, dict):
+        return {k.decode(): v.decode() for k, v in reply.items()}
+    it = iter(reply)
+    return {k.decode(): v.decode() for k, v in zip(it, it, strict=True)}
+
+
+def persists(config: dict[str, str]) -> bool:
+    """Whether a server with this ``appendonly`` and ``save`` configuration keeps its data
+    across a restart: AOF on, or at least one RDB save point.
+
+    >>> persists({"appendonly": "no", "save": ""})
+    False
+    >>> persists({"appendonly": "no", "save": "3600 1 300 100"})
+    True
+    """
+    return config["appendonly"].lower() == "yes" or bool(config["save"].strip())
+
+
+def warn_volatile(topic: str) -> None:
+    """The warning for a durable topic used on a server without persistence."""
+    log.warning(
+        "durable topic %r used on a server without persistence (appendonly no, no save "
+        "points): a restart of the server loses every stored message and every consumer "
+        "group's position; turn on AOF (appendonly yes)",
+        topic,
+    )

@@ -182,7 +182,7 @@ class ClusterSubscriber(Subscriber):
             async with asyncio.timeout(self.subscribe_timeout):
                 waits = []
                 fresh: list[str] = []
-                for name in sub.names:
+                for name in sub.names if names is None else names:
                     if is_pattern(name):
                         self._leases[name] = self._leases.get(name, 0) + 1
                         if self._leases[name] == 1:
@@ -203,10 +203,10 @@ class ClusterSubscriber(Subscriber):
                     # publish matching topics so that this pattern receives them.
                     await asyncio.sleep(PATTERN_REFRESH + 0.1)
         except TimeoutError:
-            await self.remove(sub)
-            raise not_confirmed("sharded subscribe", sub, self.subscribe_timeout) from None
+            await self.remove(sub, names)
+            raise not_confirmed("sharded subscribe", sub, self.subscribe_timeout, names) from None
         except BaseException:
-            await self.remove(sub)
+            await self.remove(sub, names)
             raise
 
     async def _place(self, entry: _Channel) -> None:
@@ -246,9 +246,9 @@ class ClusterSubscriber(Subscriber):
             shard = self._shards[node] = _Shard(self, node, **opts)
         return shard
 
-    def _unshard(self, sub: Subscription) -> list[str]:
+    def _unshard(self, sub: Subscription, names: tuple[str, ...] | None = None) -> list[str]:
         gone_patterns = []
-        for name in sub.names:
+        for name in sub.names if names is None else names:
             if is_pattern(name):
                 count = self._leases.get(name, 0) - 1
                 if count <= 0:
@@ -268,9 +268,9 @@ class ClusterSubscriber(Subscriber):
                     entry.shard.unsubscribe(entry)
         return gone_patterns
 
-    async def remove(self, sub: Subscription) -> None:
-        await super().remove(sub)
-        gone = self._unshard(sub)
+    async def remove(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
+        await super().remove(sub, names)
+        gone = self._unshard(sub, names)
         if gone:
             self._own_patterns()
             with contextlib.suppress(HeraldError):

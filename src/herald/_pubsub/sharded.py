@@ -67,26 +67,34 @@ class ShardedSubscriber:
     def link_for(self, name: str) -> Link:
         return self._shard(name).link
 
-    def _split(self, sub: Subscription) -> dict[Subscriber, tuple[str, ...]]:
+    def _split(
+        self, sub: Subscription, names: tuple[str, ...] | None = None
+    ) -> dict[Subscriber, tuple[str, ...]]:
         parts: dict[Subscriber, list[str]] = {}
-        for name in sub.names:
+        for name in sub.names if names is None else names:
             targets = self.shards if is_pattern(name) else [self._shard(name)]
             for shard in targets:
                 parts.setdefault(shard, []).append(name)
         return {shard: tuple(names) for shard, names in parts.items()}
 
-    async def add(self, sub: Subscription) -> None:
-        parts = self._split(sub)
+    async def add(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
+        """Subscribe ``sub``'s names (or ``names``, added later), each on its shard."""
+        parts = self._split(sub, names)
         results = await asyncio.gather(
             *(shard.add(sub, names) for shard, names in parts.items()), return_exceptions=True
         )
         failed = [r for r in results if isinstance(r, BaseException)]
         if failed:
-            await self.remove(sub)
+            await self.remove(sub, names)
             raise failed[0]
 
-    async def remove(self, sub: Subscription) -> None:
-        await asyncio.gather(*(shard.remove(sub) for shard in self.shards))
+    async def remove(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
+        """Unsubscribe ``sub``, or only its ``names``."""
+        if names is None:
+            await asyncio.gather(*(shard.remove(sub) for shard in self.shards))
+            return
+        parts = self._split(sub, names)
+        await asyncio.gather(*(shard.remove(sub, part) for shard, part in parts.items()))
 
     def discard(self, sub: Subscription) -> None:
         for shard in self.shards:

@@ -27,9 +27,12 @@ def went_down(
     return since, now, f"connection lost: {exc}" if exc else "connection closed by server"
 
 
-def not_confirmed(command: str, sub: Subscription, timeout: float) -> Timeout:
-    """The error of a subscribe the server did not confirm in time."""
-    return Timeout(f"{command} to {', '.join(sub.names)} not confirmed within {timeout}s", timeout)
+def not_confirmed(
+    command: str, sub: Subscription, timeout: float, names: tuple[str, ...] | None = None
+) -> Timeout:
+    """The error of a subscribe (of ``sub``'s names, or of ``names``) not confirmed in time."""
+    listed = ", ".join(names or sub.names)
+    return Timeout(f"{command} to {listed} not confirmed within {timeout}s", timeout)
 
 
 class _Entry:
@@ -65,9 +68,7 @@ class Subscriber:
         self.subscribe_timeout = subscribe_timeout
         self._channels: dict[bytes, _Entry] = {}
         self._patterns: dict[bytes, _Entry] = {}
-        # each subscription and the names it has on this connection (a sharded client's
-        # subscription has some of its names on each shard's connection)
-        self._subs: dict[Subscription, tuple[str, ...]] = {}
+        self._subs: set[Subscription] = set()
         self._down_since: float | None = None
         self._down_detected = 0.0
         self._down_reason = ""
@@ -86,14 +87,23 @@ class Subscriber:
         """The connection that receives the channel ``name`` (a request's reply inbox)."""
         return self.link
 
+    def _names_of(self, sub: Subscription) -> tuple[str, ...]:
+        """``sub``'s names subscribed on this connection (a sharded client's subscription has
+        some of its names on each shard's connection)."""
+        out = []
+        for name in sub.names:
+            entry = self._table(name)[0].get(name.encode())
+            if entry is not None and sub in entry.subs:
+                out.append(name)
+        return tuple(out)
+
     async def add(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
-        """Subscribe ``sub``'s ``names`` (all of them by default) on this connection."""
+        """Subscribe ``sub`` to its names, or to ``names`` (more of them, added later)."""
         await self.link.ensure_connected()
         sent = time.time()
-        names = sub.names if names is None else names
-        self._subs[sub] = names
+        self._subs.add(sub)
         waits: list[asyncio.Future[Any]] = []
-        for name in names:
+        for name in sub.names if names is None else names:
             table, cmd = self._table(name)
             raw = name.encode()
             entry = table.get(raw)
@@ -112,17 +122,21 @@ class Subscriber:
             if waits and self._down_since is None:
                 self._subscribed_at = max(self._subscribed_at, sent)
         except TimeoutError:
-            self._unregister(sub)
-            raise not_confirmed("subscribe", sub, self.subscribe_timeout) from None
+            self._unregister(sub, names)
+            raise not_confirmed("subscribe", sub, self.subscribe_timeout, names) from None
         except BaseException:
-            await self.remove(sub)
+            await self.remove(sub, names)
             raise
 
-    def _unregister(self, sub: Subscription) -> list[tuple[str, bytes]]:
-        """Drop ``sub`` from the tables; return the (command, name) to unsubscribe on the server."""
-        names = self._subs.pop(sub, sub.names)
+    def _unregister(
+        self, sub: Subscription, names: tuple[str, ...] | None = None
+    ) -> list[tuple[str, bytes]]:
+        """Drop ``sub`` (or only its ``names``) from the tables; return the (command, name) to
+        unsubscribe on the server."""
+        if names is None:
+            self._subs.discard(sub)
         gone: list[tuple[str, bytes]] = []
-        for name in names:
+        for name in sub.names if names is None else names:
             table, cmd = self._table(name)
             raw = name.encode()
             entry = table.get(raw)
@@ -136,8 +150,9 @@ class Subscriber:
                 gone.append(("PUNSUBSCRIBE" if cmd == "PSUBSCRIBE" else "UNSUBSCRIBE", raw))
         return gone
 
-    async def remove(self, sub: Subscription) -> None:
-        gone = self._unregister(sub)
+    async def remove(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None:
+        """Unsubscribe ``sub``, or only its ``names`` (the subscription goes on with the rest)."""
+        gone = self._unregister(sub, names)
         if not self.link.connected:
             return
         futs = [self.link.execute(cmd, raw) for cmd, raw in gone]
@@ -228,8 +243,8 @@ class Subscriber:
         self._down_since = None
         self.gaps += 1
         now = time.time()
-        for sub, names in list(self._subs.items()):
-            sub._gap(Gap(names, gap_since, now, reason, self._down_detected))
+        for sub in list(self._subs):
+            sub._gap(Gap(self._names_of(sub), gap_since, now, reason, self._down_detected))
 
 
 def _consume(fut: asyncio.Future[Any]) -> None:

@@ -3,17 +3,19 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import inspect
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable
+from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
 from types import TracebackType
 from typing import Any, Literal, Protocol
 
 from herald._core.history import Counters, Page
 from herald._core.message import DONE, Message, replier_of
+from herald._core.topics import check_user_name, is_pattern, match, validate_subscription
 from herald._core.typed import typed
 from herald._core.wire import Foreign, check_foreign, decode_foreign
 from herald._errors import (
@@ -23,6 +25,7 @@ from herald._errors import (
     HeraldError,
     HistoryLost,
     SlowConsumer,
+    StopSubscription,
     Timeout,
 )
 from herald._io.waiting import pop_blocking
@@ -41,8 +44,8 @@ class Registry(Protocol):
 
     """Where a subscription registers itself on the server (the client's subscriber)."""
 
-    async def add(self, sub: Subscription) -> None: ...
-    async def remove(self, sub: Subscription) -> None: ...
+    async def add(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None: ...
+    async def remove(self, sub: Subscription, names: tuple[str, ...] | None = None) -> None: ...
     def discard(self, sub: Subscription) -> None: ...
     async def history_topics(self, names: tuple[str, ...]) -> dict[str, str | None]: ...
     async def read_history(self, topic: str, after: int, limit: int) -> Page: ...
@@ -179,6 +182,7 @@ class Subscription:
         self._closed = False
         self._started = False
         self._task: asyncio.Task[None] | None = None
+        self._edits: asyncio.Lock | None = None  # add()/remove() one at a time
 
     # -- lifecycle ---------------------------------------------------------------------------
 
@@ -237,6 +241,104 @@ class Subscription:
                 await task
             except asyncio.CancelledError:
                 pass
+
+    # -- changing the names -----------------------------------------------------------------
+
+    async def add(self, *names: str) -> None:
+        """Subscribe to more topics and patterns; returns once the server confirmed them.
+
+        Names already in the subscription are skipped. A recoverable topic added (or matched by
+        a pattern added) starts as the subscription's topics did without ``since``: at its last
+        ``last`` messages if the subscription was made with ``last=``, else at the first message
+        published after the add (``since``/``epoch`` belong to the topic they were given for).
+
+        Raises:
+            InvalidTopic, ReservedName: as ``subscribe``; nothing is added then.
+            ClientClosed: the subscription is closed.
+            Timeout: the server did not confirm in ``subscribe_timeout``; nothing is added.
+
+        Example::
+
+            sub = await hub.subscribe("orders.eu")
+            await sub.add("orders.us", "refunds.*")
+        """
+        for name in names:
+            validate_subscription(name)
+            check_user_name(name)
+        async with self._edit():
+            new = tuple(n for n in dict.fromkeys(names) if n not in self.names)
+            if not new:
+                return
+            topics = await self._subscriber.history_topics(new)
+            rec = self._recovery
+            topics = {t: p for t, p in topics.items() if rec is None or t not in rec.tracks}
+            if topics:
+                self._recovering().hold(topics)
+            self.names = (*self.names, *new)
+            try:
+                await self._subscriber.add(self, new)  # undoes itself if it fails
+            except BaseException:
+                self._forget(new)
+                raise
+            if topics:
+                try:
+                    await self._recovering().position(topics, None, None, self._start[2])
+                except BaseException:
+                    await self._drop(new)
+                    raise
+
+    async def remove(self, *names: str) -> None:
+        """Unsubscribe from some of the subscription's topics and patterns; it goes on with the
+        others. Messages of theirs already buffered are still delivered; none arrive after.
+
+        Raises:
+            ConfigurationError: a name the subscription does not have, or every name it has
+                (``close()`` it instead).
+            ClientClosed: the subscription is closed.
+
+        Example::
+
+            await sub.remove("refunds.*")
+        """
+        async with self._edit():
+            gone = tuple(dict.fromkeys(names))
+            missing = [n for n in gone if n not in self.names]
+            if missing:
+                raise ConfigurationError(f"not subscribed to {', '.join(map(repr, missing))}")
+            if len(gone) == len(self.names):
+                raise ConfigurationError(
+                    "a subscription keeps at least one topic or pattern: close() it instead"
+                )
+            await self._drop(gone)
+
+    async def _drop(self, gone: tuple[str, ...]) -> None:
+        """Forget ``gone`` (names of this subscription) here and on the server."""
+        self._forget(gone)
+        await self._subscriber.remove(self, gone)
+
+    def _forget(self, gone: tuple[str, ...]) -> None:
+        """Forget ``gone`` here: the names, and recoverable topics no other name covers."""
+        self.names = tuple(n for n in self.names if n not in gone)
+        if self._recovery is not None:
+            for topic, track in list(self._recovery.tracks.items()):
+                if topic in self.names:
+                    track.pattern = None
+                elif covering := [p for p in self.names if is_pattern(p) and match(p, topic)]:
+                    track.pattern = covering[0]
+                else:
+                    self._recovery.forget(topic)
+
+    @contextlib.asynccontextmanager
+    async def _edit(self) -> AsyncIterator[None]:
+        """One change of names at a time, on a started, open subscription."""
+        if not self._started:
+            await self.start()
+        if self._edits is None:
+            self._edits = asyncio.Lock()
+        async with self._edits:
+            if self._closed:
+                raise ClientClosed("subscription closed")
+            yield
 
     @property
     def closed(self) -> bool:
@@ -369,6 +471,9 @@ class Subscription:
                     result = r.reply(msg, result, None)
                     if result is DONE:  # queued, and the send buffer has room
                         continue
+            except StopSubscription:
+                self._stopped()
+                return
             except Exception as exc:
                 self._handler_failed(msg, exc)
                 continue
@@ -431,6 +536,18 @@ class Subscription:
         if not self._closed:
             self._closed = True
             self._subscriber.discard(self)
+        self._wake()
+
+    def _stopped(self) -> None:
+        """The handler raised :class:`StopSubscription`: unsubscribe; nothing buffered or
+        arriving later reaches it (on the loop's thread: the unsubscribe is sent from there)."""
+        self._buffer.clear()
+        if not self._closed:
+            self._closed = True
+            if self._recovery is not None:
+                self._recovery.close()
+            if self._started:
+                self._subscriber.discard(self)
         self._wake()
 
     def _finish(self) -> None:
@@ -529,6 +646,9 @@ class Subscription:
                         # A value returned for a request is its reply (docs/request-reply.md).
                         if result is not None and msg._headers and (r := replier_of(msg)):
                             await r.reply(msg, result, None)
+                except StopSubscription:
+                    self._stopped()
+                    return
                 except Exception as exc:
                     self._handler_failed(msg, exc)
         except HeraldError as exc:
