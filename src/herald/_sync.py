@@ -18,7 +18,7 @@ import logging
 import os
 import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping
+from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
 from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
 
@@ -145,6 +145,7 @@ class Client:
         ssl_check_hostname: bool | None = None,
         sentinel_username: str | None = None,
         sentinel_password: str | None = None,
+        shards: Sequence[str] | Mapping[str, str] | None = None,
     ) -> None:
         # Every keyword, passed on as given (first: locals() holds the arguments alone here);
         # tests/test_signatures.py keeps this signature AsyncClient's.
