@@ -238,6 +238,20 @@ def test_consume_prints_and_acks_or_naks(url: str, topic: str) -> None:
     assert "not durable" in live.stderr
 
 
+def test_consume_prints_entries_a_plain_program_wrote(url: str, topic: str) -> None:
+    """An entry written by XADD (fields: a dict of bytes) is printed and acked, not a crash."""
+    with herald.Client(url) as hub:
+        hub.declare(topic, durable=True)
+        hub.execute("XADD", f"herald:{{{topic}}}:s", "*", "total", "150", "region", "eu")
+        hub.execute("XADD", f"herald:{{{topic}}}:s", "*", "total", "7")
+    out = run("consume", topic, "-g", "g", "--start", "all", "-n", "1", "--json", url=url)
+    assert out.returncode == 0, out.stderr
+    assert lines(out.stdout)[0]["data"] == {"total": "150", "region": "eu"}
+    text = run("consume", topic, "-g", "g", "-n", "1", "-t", "20", url=url)
+    assert text.returncode == 0, text.stderr
+    assert '{"total": "7"}' in text.stdout
+
+
 def test_pub_msg_id_key_and_headers(url: str, topic: str) -> None:
     with herald.Client(url) as hub:
         hub.declare(topic, durable=True)

@@ -64,6 +64,22 @@ async def test_wait_acked_on_a_cluster(cluster: LocalCluster, topic: str) -> Non
     await _wait_acked(cluster.url, topic)
 
 
+async def test_wait_acked_finds_a_dead_letter_behind_many_others(url: str, topic: str) -> None:
+    """Dead letters of other entries (or groups) stored between the entry and its own dead
+    letter do not make it "acked": every one after the entry is looked at, a page at a time."""
+    async with herald.AsyncClient(url) as hub:
+        await hub.declare(topic, durable=True)
+        ack = await hub.publish(topic, 1, confirm=True)
+        offset = str(ack.offset)
+        await hub.execute("XGROUP", "CREATE", f"herald:{{{topic}}}:s", "g", "$")  # past it
+        dead = f"herald:{{{topic}}}.dead:s"
+        async with hub.pipeline() as pipe:
+            for _ in range(2500):
+                pipe.queue("XADD", dead, "*", "herald-offset", "0-1", "herald-group", "other")
+        await hub.execute("XADD", dead, "*", "herald-offset", offset, "herald-group", "g")
+        assert await hub.wait_acked(topic, offset, "g", timeout=5) == "dead"
+
+
 def test_wait_acked_from_threads(url: str, topic: str) -> None:
     with herald.Client(url) as hub:
         hub.declare(topic, durable=True)

@@ -16,6 +16,7 @@ import pytest
 
 import herald
 from herald import Message
+from herald._pubsub.responders import CONSUMER_GROUP, queue_key
 from herald.testing import LocalCluster, LocalSentinel
 
 _ids = itertools.count()
@@ -152,6 +153,43 @@ async def test_member_killed_mid_request_is_redelivered(url: str) -> None:
                 assert member.redelivered == 1
     finally:
         stop(proc)
+
+
+async def test_a_dead_members_request_behind_ten_held_ones_is_redelivered(url: str) -> None:
+    """XAUTOCLAIM looks at 10 pending entries per COUNT: a member's reclaim follows its cursor
+    past entries other members hold (kept fresh), to the dead member's one behind them."""
+    topic = topic_name()
+    release = asyncio.Event()
+
+    taken = 0
+    all_taken = asyncio.Event()
+
+    async def slow(msg: herald.Message) -> int:
+        nonlocal taken
+        taken += 1
+        if taken == 10:
+            all_taken.set()
+        await release.wait()
+        return 0
+
+    async with herald.AsyncClient(url) as a_hub, herald.AsyncClient(url) as requester:
+        await a_hub.respond(topic, slow, group="g", concurrency=10, redeliver_after=1.0)
+        held = [asyncio.create_task(requester.request(topic, i, timeout=30)) for i in range(10)]
+        await asyncio.wait_for(all_taken.wait(), 10)
+        lost = asyncio.create_task(requester.request(topic, 7, timeout=8))
+        got = None
+        while not got:  # a member that takes it, then dies
+            got = await requester.execute(
+                "XREADGROUP", "GROUP", CONSUMER_GROUP, "ghost", "COUNT", 1,
+                "STREAMS", queue_key(topic, "g"), ">",
+            )  # fmt: skip
+        async with herald.AsyncClient(url) as b_hub:
+            await b_hub.respond(topic, lambda m: m.data * 2, group="g", redeliver_after=1.0)
+            try:
+                assert (await lost).data == 14
+            finally:
+                release.set()
+                await asyncio.gather(*held, return_exceptions=True)
 
 
 async def test_member_killed_after_the_deadline_gives_timeout(url: str) -> None:

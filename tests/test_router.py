@@ -77,6 +77,11 @@ def test_conditions() -> None:
     assert Target("orders.{missing}").topic(order) is None
     assert Target("orders.{tags}").topic(order) is None  # a list: not a topic part
     assert Target("o.{x}").topic(_msg({"x": "a*"})) is None  # no pattern characters
+    # a value that would make no valid topic, or a reply inbox, does not fill the template
+    assert Target("o.{x}").topic(_msg({"x": "a\x00b"})) is None
+    assert Target("o.{x}").topic(_msg({"x": "a\x1bb"})) is None
+    assert Target("o.{x}").topic(_msg({"x": "x" * 2000})) is None
+    assert Target("{x}").topic(_msg({"x": "_herald.inbox.abc"})) is None
 
 
 async def test_a_template_that_would_loop_does_not_match(url: str, topic: str) -> None:

@@ -382,6 +382,32 @@ async def test_raw_commands_on_their_shard(servers: list[EmbeddedServer]) -> Non
         assert await hub.execute_blocking("BLPOP", b + "q", 1) == [(b + "q").encode(), b"x"]
 
 
+async def test_multi_key_commands_across_shards_are_refused(
+    servers: list[EmbeddedServer],
+) -> None:
+    """A command whose keys are on two shards would run on the first key's shard alone (DEL
+    missing a key, MSET writing one where nobody reads it): refused, as a cluster refuses keys
+    of two slots; keys on one shard run there."""
+    shards = shard_map(servers)
+    names = list(shards)
+    a = topics_on(names, "s1", "mka.")[0]
+    b = topics_on(names, "s2", "mkb.")[0]
+    async with AsyncClient(shards=shards) as hub:
+        await hub.execute("SET", b, "x")
+        for args in (("MSET", a, 1, b, 2), ("DEL", a, b), ("RENAME", a, b), ("MGET", a, b)):
+            with pytest.raises(herald.CrossSlot):
+                await hub.execute(*args)
+        with pytest.raises(herald.CrossSlot):
+            await hub.transaction().queue("MSET", a, 1, b, 2).commit()
+        with pytest.raises(herald.CrossSlot):
+            await hub.execute_blocking("BLPOP", a, b, 1)
+        assert call(servers[2].port, "GET", b) == b"x"
+        assert call(servers[1].port, "GET", b) is None
+        a2 = topics_on(names, "s1", "mka.")[0]
+        assert await hub.execute("MSET", a, 1, a2, 2) == b"OK"
+        assert await hub.execute("DEL", a, a2) == 2
+
+
 async def test_responder_groups_on_their_shard(servers: list[EmbeddedServer]) -> None:
     """A responder group's keys and its members' reads are on its topic's shard."""
     shards = shard_map(servers)

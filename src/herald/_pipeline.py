@@ -28,7 +28,7 @@ import hiredis
 
 from herald._core.raw import check_command, decoded, raw
 from herald._core.resp import Arg, command
-from herald._core.slots import command_key, key_slot, parse_redirect
+from herald._core.slots import command_key, command_keys, key_slot, parse_redirect
 from herald._io.cluster import ClusterLink
 from herald._io.interface import Connection
 from herald._io.link import Link
@@ -197,9 +197,7 @@ class Transaction:
         for args in commands:
             if args and raw(args[0]).upper() == b"WATCH":
                 continue
-            key = command_key(args)
-            if key is not None:
-                keys.append(key)
+            keys.extend(command_keys(args))
         if _places(self._client._link, keys) > 1:
             raise CrossSlot([k.decode(errors="replace") for k in keys])
         return keys[0] if keys else None
@@ -332,6 +330,10 @@ class Script:
 async def run_blocking(client: AsyncClient, args: tuple[Arg, ...], decode: bool) -> Any:
     """``execute_blocking``: the command on a dedicated connection of the key's node."""
     check_command(args, None, blocking=True)
+    await client.connect()
+    keys = command_keys(args)
+    if _places(client._link, keys) > 1:
+        raise CrossSlot([k.decode(errors="replace") for k in keys])
     link = await client._dedicated(command_key(args))
     healthy = False
     try:
@@ -406,7 +408,7 @@ def _places(link: Connection | None, keys: list[bytes]) -> int:
     if isinstance(link, ClusterLink):
         return len({key_slot(k) for k in keys})
     if isinstance(link, ShardedLink):
-        return len({id(link.link_for_key(k)) for k in keys})
+        return link.places(keys)
     return 1 if keys else 0
 
 

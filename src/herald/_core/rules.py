@@ -22,9 +22,10 @@ import re
 from collections.abc import Callable, Sequence
 from typing import Any
 
-from herald._errors import ConfigurationError
+from herald._errors import ConfigurationError, InvalidTopic
 
 from .message import Message
+from .topics import is_inbox, validate_topic
 
 Predicate = Callable[[Message], bool]
 
@@ -177,7 +178,9 @@ class Target:
 
     def topic(self, msg: Message) -> str | None:
         """The topic for ``msg``; ``None`` when a placeholder has no usable value (missing,
-        not text or a number, empty, or holding whitespace or pattern characters)."""
+        not text or a number, empty, or holding whitespace or pattern characters), or when
+        the topic filled in is not one a client may publish to (control characters, longer
+        than a topic may be, a reply inbox)."""
         if not self.template:
             return self.text
         values: list[str] = []
@@ -195,7 +198,12 @@ class Target:
                 return None
             values.append(text)
         it = iter(values)
-        return _PLACEHOLDER.sub(lambda _: next(it), self.text)
+        topic = _PLACEHOLDER.sub(lambda _: next(it), self.text)
+        try:
+            validate_topic(topic)  # control characters, too long: not a topic
+        except InvalidTopic:
+            return None
+        return None if is_inbox(topic) else topic
 
     def __repr__(self) -> str:
         return self.text

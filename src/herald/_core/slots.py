@@ -264,6 +264,46 @@ def command_key(args: tuple[Any, ...] | list[Any]) -> bytes | None:
     return _raw(args[1]) if len(args) > 1 else None
 
 
+# Commands with several keys (the common ones): enough to refuse keys on two shards.
+_ALL_KEYS = frozenset(
+    (
+        b"DEL", b"UNLINK", b"EXISTS", b"TOUCH", b"MGET", b"SINTER", b"SUNION", b"SDIFF",
+        b"SINTERSTORE", b"SUNIONSTORE", b"SDIFFSTORE", b"PFCOUNT", b"PFMERGE",
+    )
+)  # fmt: skip
+_TWO_KEYS = frozenset(
+    (b"RENAME", b"RENAMENX", b"SMOVE", b"LMOVE", b"RPOPLPUSH", b"BRPOPLPUSH", b"BLMOVE", b"COPY")
+)
+_BLOCKING_POPS = frozenset((b"BLPOP", b"BRPOP", b"BZPOPMIN", b"BZPOPMAX"))
+
+
+def command_keys(args: tuple[Any, ...] | list[Any]) -> list[bytes]:
+    """Every key of a multi-key command Herald knows (``MSET``, ``DEL``, ``RENAME``...), else
+    :func:`command_key`'s one (or none).
+
+    >>> command_keys(("MSET", "a", 1, "b", 2)), command_keys(("RENAME", "a", "b"))
+    ([b'a', b'b'], [b'a', b'b'])
+    """
+    if not args:
+        return []
+    name = _raw(args[0]).upper()
+    if name in _ALL_KEYS:
+        return [_raw(a) for a in args[1:]]
+    if name in (b"MSET", b"MSETNX"):
+        return [_raw(a) for a in args[1::2]]
+    if name in _TWO_KEYS:
+        return [_raw(a) for a in args[1:3]]
+    if name in _BLOCKING_POPS:
+        return [_raw(a) for a in args[1:-1]]
+    if name in (b"EVAL", b"EVALSHA", b"EVAL_RO", b"EVALSHA_RO", b"FCALL", b"FCALL_RO"):
+        try:
+            return [_raw(a) for a in args[3 : 3 + int(args[2])]]
+        except (IndexError, ValueError):
+            return []
+    key = command_key(args)
+    return [] if key is None else [key]
+
+
 def encoded_key(data: bytes) -> bytes | None:
     """:func:`command_key` of the first command in RESP-encoded ``data`` (pre-encoded
     pipelines: a durable publish's ``XADD`` + ``PUBLISH``, acks)."""

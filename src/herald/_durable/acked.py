@@ -21,12 +21,14 @@ from herald._errors import ConfigurationError, Timeout
 Settled = Literal["acked", "dead"]
 
 # Replies: -1 no such group (or stream), 0 not delivered to the group yet, 1 pending,
-# 2 acked, 3 dead-lettered by the group.
+# 2 acked, 3 dead-lettered by the group; an entry id: settled, and more dead letters to look
+# at from there.
 SETTLED = Script(
     "settled",
     _LIB
     + r"""
--- KEYS: stream, dead-letter stream; ARGV: group, entry id
+-- KEYS: stream, dead-letter stream; ARGV: group, entry id, where to go on looking among the
+-- dead letters (a cursor this script returned; the entry id at first)
 if redis.call('EXISTS', KEYS[1]) == 0 then return -1 end
 local last = false
 for _, g in ipairs(redis.call('XINFO', 'GROUPS', KEYS[1])) do
@@ -41,9 +43,11 @@ end
 if not last then return -1 end
 if idless(last, ARGV[2]) then return 0 end
 if redis.call('XPENDING', KEYS[1], ARGV[1], ARGV[2], ARGV[2], 1)[1] then return 1 end
--- Settled. A dead letter is stored after the entry (its id is later): look among those.
+-- Settled. A dead letter is stored after the entry (its id is later): look among those, a
+-- page per call (a script blocks the server): a full page without it returns a cursor.
 if redis.call('EXISTS', KEYS[2]) == 1 then
-  for _, e in ipairs(redis.call('XRANGE', KEYS[2], ARGV[2], '+', 'COUNT', 1000)) do
+  local page = redis.call('XRANGE', KEYS[2], ARGV[3], '+', 'COUNT', 1000)
+  for _, e in ipairs(page) do
     local f, offset, group = e[2], false, false
     for i = 1, #f, 2 do
       if f[i] == 'herald-offset' then offset = f[i + 1]
@@ -51,6 +55,7 @@ if redis.call('EXISTS', KEYS[2]) == 1 then
     end
     if offset == ARGV[2] and group == ARGV[1] then return 3 end
   end
+  if #page == 1000 then return page[#page][1] end
 end
 return 2
 """,
@@ -68,8 +73,13 @@ async def wait_settled(
     backoff = Backoff(base=0.005, cap=0.1)
     try:
         async with asyncio.timeout(timeout):
+            cursor = entry
             while True:
-                state = int(await scripts.call(SETTLED, keys, (group, entry)))
+                reply = await scripts.call(SETTLED, keys, (group, entry, cursor))
+                if isinstance(reply, bytes):  # settled: the next page of dead letters
+                    cursor = reply.decode()
+                    continue
+                state = int(reply)
                 if state == -1:
                     raise ConfigurationError(f"topic {topic!r} has no consumer group {group!r}")
                 if state >= 2:

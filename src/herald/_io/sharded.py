@@ -32,10 +32,10 @@ from herald._core.shards import (
     other_lists,
     owner,
 )
-from herald._core.slots import command_key, encoded_key
+from herald._core.slots import command_key, command_keys, encoded_key
 from herald._core.streams import TOPICS_KEY, TOPICS_VERSION_KEY
 from herald._core.url import Endpoint
-from herald._errors import ClientClosed, HeraldError, Timeout
+from herald._errors import ClientClosed, CrossSlot, HeraldError, Timeout
 from herald._io.interface import BLOCKED, Prefix
 from herald._io.link import Link, Tasks
 from herald._io.protocol import Reply
@@ -248,6 +248,10 @@ class ShardedLink:
         key = command_key(args)
         return self.home if key is None else self.link_for_key(key)
 
+    def places(self, keys: list[bytes]) -> int:
+        """On how many shards ``keys`` are."""
+        return len({id(self.link_for_key(k)) for k in keys})
+
     def _fan_out(self, args: tuple[Arg, ...]) -> Callable[[list[Any]], Any] | None:
         """How to merge a command that every shard answers, or ``None`` for a routed one."""
         name = _raw(args[0]).upper()
@@ -281,6 +285,13 @@ class ShardedLink:
         if merge is not None:
             futs = [self._registry(link, args) for link in self.links]
             return self._spawn_future(_gather(futs, merge))
+        keys = command_keys(args)
+        if len(keys) > 1 and self.places(keys) > 1:
+            # Run on one shard, the keys of the others would be missed (DEL) or misplaced
+            # (MSET): refused, as a cluster refuses keys of two slots.
+            fut: asyncio.Future[Reply] = self.loop.create_future()
+            fut.set_exception(CrossSlot([k.decode(errors="replace") for k in keys]))
+            return fut
         return self._link_of_args(args).execute(*args)
 
     def _registry(self, link: Link, args: tuple[Arg, ...]) -> asyncio.Future[Reply]:

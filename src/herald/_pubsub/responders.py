@@ -325,11 +325,15 @@ class Responder:
         idle_ms = int(self.redeliver_after * 1000)
         while True:
             await asyncio.sleep(self.redeliver_after / 2)
-            while True:  # one at a time, each once a handler slot is free
+            # One at a time, each once a handler slot is free. XAUTOCLAIM looks at no more
+            # than 10 pending entries per COUNT: follow its cursor past those other members
+            # hold (kept fresh by _keep) to the whole list's end.
+            cursor: bytes = b"0-0"
+            while True:
                 await self._slots.acquire()
                 try:
                     reply = await link.execute(
-                        b"XAUTOCLAIM", self._stream, CONSUMER_GROUP, self.name, idle_ms, b"0-0",
+                        b"XAUTOCLAIM", self._stream, CONSUMER_GROUP, self.name, idle_ms, cursor,
                         b"COUNT", 1,
                     )  # fmt: skip
                 except HeraldError as exc:
@@ -337,9 +341,12 @@ class Responder:
                     reply = None
                 # Entries deleted meanwhile (XDEL) come back without fields: nothing to do.
                 entries = [e for e in (reply[1] if reply else []) if e and e[1] is not None]
+                cursor = reply[0] if reply else b"0-0"
                 if not entries:
                     self._slots.release()
-                    break
+                    if cursor == b"0-0":
+                        break
+                    continue
                 self.redelivered += 1
                 self._spawn(*entries[0])
 

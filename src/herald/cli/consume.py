@@ -15,7 +15,7 @@ from rich.console import Console
 
 import herald
 
-from .common import URL, shown, take
+from .common import URL, data_field, jsonable, shown, take
 
 
 def _record(msg: herald.DurableMessage, settled: str) -> dict[str, Any]:
@@ -29,14 +29,8 @@ def _record(msg: herald.DurableMessage, settled: str) -> dict[str, Any]:
         "headers": msg.headers,
         "settled": settled,
     }
-    data = msg.data
-    if isinstance(data, bytes):
-        try:
-            record["data"] = data.decode()
-        except UnicodeDecodeError:
-            record["data_b64"] = base64.b64encode(data).decode()
-    else:
-        record["data"] = data
+    field, value = data_field(msg.data)  # a plain program's entry: a dict of bytes
+    record[field] = value
     return record
 
 
@@ -48,7 +42,7 @@ def _line(msg: herald.DurableMessage, settled: str) -> str:
             data = data.decode()
         except UnicodeDecodeError:
             data = "(base64) " + base64.b64encode(data).decode()
-    text = data if isinstance(data, str) else json.dumps(data)
+    text = data if isinstance(data, str) else json.dumps(jsonable(data), default=repr)
     key = f" [magenta]{shown(msg.key)}[/]" if msg.key else ""
     again = f" [yellow](delivery {msg.deliveries})[/]" if msg.deliveries > 1 else ""
     extra = f" [dim]{shown(str(msg.headers))}[/]" if msg.headers else ""
