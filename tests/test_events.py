@@ -333,3 +333,16 @@ async def test_requests_and_replies_carry_their_type(url: str, topic: str) -> No
         assert (reply.type, reply.data) == (None, {"plain": True})
         with pytest.raises(herald.ResponderFailed):
             await hub.request(topic, {"id": 1, "total": 1.0})  # no type: invalid
+
+
+def test_a_message_type_is_any_text_without_control_characters() -> None:
+    from herald._core.typed import check_type
+
+    # The gateway's OpenAPI schema says the same (pattern): any character but a control one.
+    for ok in ("OrderCreated", "order created", "Ünïcode.v2", "\U000fc36d", "x" * 200):
+        assert check_type(ok) == ok
+    for bad in ("", "x" * 201, "a\nb", "\x1b[31m", "a\x85b"):
+        with pytest.raises(herald.ConfigurationError):
+            check_type(bad)
+    with pytest.raises(TypeError):
+        check_type(3)

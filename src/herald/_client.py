@@ -390,7 +390,7 @@ class AsyncClient(Commands, RequestReply, Publishing):
             InvalidTopic, MessageTooLarge, TypeError: before anything is sent (TypeError: a
                 payload the codec cannot encode, NaN and infinities in JSON among them).
             ConfigurationError: ``envelope=False`` with headers or a ``type``, or on a
-                recoverable topic; a ``type`` that is empty, too long or not printable.
+                recoverable topic; a ``type`` that is empty, too long or holds a control character.
             ReservedName: a header name starts with ``herald-``, or the topic is Herald's
                 (a reply inbox ``_herald.inbox.*``, a durable topic's ``<topic>.dead``).
             NotReplicated: with ``replicas``, fewer replicas acknowledged in time; the message

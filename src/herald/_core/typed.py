@@ -19,6 +19,7 @@ from __future__ import annotations
 import functools
 import inspect
 import logging
+import re
 import sys
 import types
 import typing
@@ -115,6 +116,8 @@ def message_type(data: Any) -> str | None:
 
 UNTYPED = frozenset({dict, list, str, bytes, int, float, bool, type(None), tuple})
 _TYPE_MAX = 200
+# Control characters (Unicode category Cc): they would garble logs and terminals.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
 
 
 def type_name(tp: type) -> str:
@@ -129,9 +132,9 @@ def check_type(mtype: object) -> str:
     """An explicit ``type=`` of a publish, checked."""
     if not isinstance(mtype, str):
         raise TypeError(f"a message type is a str, not {type(mtype).__name__}")
-    if not mtype or len(mtype) > _TYPE_MAX or not mtype.isprintable():
+    if not mtype or len(mtype) > _TYPE_MAX or _CONTROL.search(mtype):
         raise ConfigurationError(
-            f"invalid message type {mtype!r}: 1 to {_TYPE_MAX} printable characters"
+            f"invalid message type {mtype!r}: 1 to {_TYPE_MAX} characters, no control characters"
         )
     return mtype
 

@@ -371,7 +371,12 @@ def document(server: str | None = None) -> dict[str, Any]:
                             "in": "query",
                             "required": False,
                             "description": "The message type (msg.type), e.g. OrderCreated.",
-                            "schema": {"type": "string", "minLength": 1, "maxLength": 200},
+                            "schema": {
+                                "type": "string",
+                                "minLength": 1,
+                                "maxLength": 200,
+                                "pattern": "^[^\\u0000-\\u001f\\u007f-\\u009f]+$",
+                            },
                         },
                         {
                             "name": "traceparent",

@@ -27,6 +27,9 @@ RESERVED_HEADER = "herald-"
 #: The first bytes of every Herald frame (docs/wire-format.md).
 ENVELOPE_MAGIC = b"\xffHR"
 
+# Control characters (Unicode category Cc): refused in message types, as the client does.
+_CONTROL = re.compile("[\x00-\x1f\x7f-\x9f]")
+
 
 class Refused(Exception):
     """A publish the gateway does not make for a client.
@@ -89,10 +92,12 @@ async def publish_message(
         not isinstance(message_type, str)
         or not message_type
         or len(message_type) > 200
-        or not message_type.isprintable()
+        or _CONTROL.search(message_type)
     ):
         raise Refused(
-            400, "bad_request", "a message type is 1 to 200 printable characters (a string)"
+            400,
+            "bad_request",
+            "a message type is 1 to 200 characters, no control characters (a string)",
         )
     for name in headers or ():
         if name[:7].lower() == RESERVED_HEADER:
