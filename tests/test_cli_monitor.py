@@ -334,6 +334,8 @@ def test_monitor_view_refreshes_until_interrupted(url: str, topic: str) -> None:
             stdout=subprocess.PIPE,
             stderr=subprocess.PIPE,
             text=True,
+            # Started as a background job (and as CI runs) is: with SIGINT ignored.
+            preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
         )
         try:
             time.sleep(3)
@@ -341,6 +343,7 @@ def test_monitor_view_refreshes_until_interrupted(url: str, topic: str) -> None:
             out, err = proc.communicate(timeout=20)
         finally:
             proc.kill()
+            proc.communicate()  # closes the pipes, also after a timeout
     assert proc.returncode == 0, err
     # Not a terminal: rich shows the last frame only; a rate needs two readings.
     assert re.search(r"PUBLISH commands/s: [\d,.]+", out), out

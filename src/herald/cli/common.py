@@ -5,6 +5,7 @@ reading ``--count`` messages within ``--timeout``."""
 from __future__ import annotations
 
 import base64
+import signal
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any, Protocol, TypeVar
@@ -31,6 +32,14 @@ UNSHARDED = click.option(
 #: terminal as escape sequences (a title, a cleared screen, a link, the clipboard) or as new
 #: lines that pass for other messages.
 _UNPRINTABLE = {c: f"\\x{c:02x}" for c in (*range(0x20), *range(0x7F, 0xA0))}
+
+
+def stop_on_signals() -> None:
+    """Ctrl-C (SIGINT) and SIGTERM stop a command that runs until stopped, by raising
+    KeyboardInterrupt, also when it was started with SIGINT ignored (as a shell starts a
+    background job, and as CI runs)."""
+    signal.signal(signal.SIGINT, signal.default_int_handler)
+    signal.signal(signal.SIGTERM, signal.default_int_handler)
 
 
 def shown(text: str) -> str:

@@ -34,7 +34,7 @@ from herald._io import tap as _tap
 from herald._pubsub import channels as _channels
 from herald.cli.tap import count_publishes, link_of, open_taps, run_tap
 
-from .common import URL
+from .common import URL, stop_on_signals
 
 _SNAPSHOT_TOPICS = 64  # topic_info calls in flight at once
 _COST = (
@@ -342,6 +342,7 @@ def monitor(
         raise click.UsageError("--count and --timeout apply to --tap")
     if tap or live_rates:
         click.echo(f"warning: {_COST}", err=True)
+    stop_on_signals()
     try:
         if tap:
             glob = None if pattern == "*" else pattern
