@@ -6,7 +6,6 @@ import asyncio
 import concurrent.futures
 import contextlib
 import functools
-import logging
 import os
 import threading
 from collections.abc import Callable, Iterator
@@ -16,12 +15,11 @@ from typing import Any
 from herald._core.durable_message import ConsumerStats, DurableHandler, DurableMessage
 from herald._core.typed import typed
 from herald._durable.consumer import Consumer
+from herald._durable.handling import handle_in_thread
 from herald._durable.ordered import ThreadLanes
 
-from ._errors import ClientClosed, HeraldError, StopSubscription
+from ._errors import ClientClosed, HeraldError
 from ._tracing import Tracing
-
-log = logging.getLogger("herald")
 
 
 class SyncConsumer:
@@ -100,22 +98,8 @@ class SyncConsumer:
                 msg = c._next_sync(None)
             except HeraldError:
                 return
-            try:
-                handler(msg)
-            except StopSubscription:
-                c._stop(msg)
+            if not handle_in_thread(c, handler, msg):
                 return
-            except Exception as exc:
-                c.stats.handler_errors += 1
-                log.exception("handler %r failed on %r", handler, msg)
-                if c.auto_ack and not msg.settled:
-                    try:
-                        c._failed(msg, exc)
-                    except HeraldError as err:
-                        log.warning("consumer %s: nak of %s failed: %s", c.name, msg.offset, err)
-            else:
-                if c.auto_ack and not msg.settled:
-                    msg.ack()
 
     def close(self) -> None:
         """Stop; unsettled messages are handed back to the group."""

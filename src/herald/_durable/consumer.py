@@ -16,23 +16,21 @@ thread (they return when done there), so :class:`SyncConsumer` is a thin wrapper
 from __future__ import annotations
 
 import asyncio
-import concurrent.futures
 import contextlib
-import inspect
 import logging
 import threading
 from collections import deque
-from collections.abc import Awaitable, Callable, Generator, Sequence
+from collections.abc import Callable, Generator, Sequence
 from types import TracebackType
-from typing import Any
+from typing import Any, Protocol
 
 from herald._core.backoff import Backoff
 from herald._core.durable_message import ConsumerStats, DurableHandler, DurableMessage
-from herald._core.message import Message
 from herald._core.offsets import Position, group_start
 from herald._core.streams import (
     DEAD_SUFFIX,
     HANDBACK_IDLE_MS,
+    DurableTopic,
     Entry,
     ReadEntry,
     decode_entry,
@@ -48,7 +46,6 @@ from herald._errors import (
     ConnectionLost,
     HeraldError,
     ServerError,
-    StopSubscription,
 )
 from herald._errors import Timeout as HeraldTimeout
 from herald._io.cluster import new_link
@@ -56,21 +53,28 @@ from herald._io.interface import Connection
 from herald._io.waiting import pop_blocking
 
 from .group import Acks, Member
+from .handling import CLOSE_TIMEOUT, Handling
 from .ordered import run_tasks
 from .position import PositionCheck
 from .redelivery import Redelivery
 from .replay import entry_key
-from .settling import Settling
-from .setup import Host, OnTrimmed, default_consumer_name
+from .setup import ConsumerSetup, OnTrimmed, default_consumer_name
 
 log = logging.getLogger("herald")
 
 READ_MARGIN = 3.0  # a blocked read not answered within its block time + this: connection dead
-CLOSE_TIMEOUT = 5.0  # for the acks and the hand-back when a consumer closes
 _UNLIMITED = 2**31  # max_deliver=None
 
 
-class Consumer(Settling):
+class Host(Protocol):
+    """The client side of a consumer (AsyncClient)."""
+
+    async def _consumer_setup(self, topic: str) -> ConsumerSetup: ...
+    def _durable_spec(self, topic: str) -> DurableTopic | None: ...
+    def _consumer_closed(self, consumer: Consumer) -> None: ...
+
+
+class Consumer(Handling):
     """A consumer in a consumer group of a durable topic: an async iterator and context manager.
 
     Create it with :meth:`AsyncClient.consume`. Messages are delivered at least once: one not
@@ -644,88 +648,6 @@ class Consumer(Settling):
         if iterate:
             self._last = msg
         return self._took(msg)
-
-    async def _run_handler(self, handler: Callable[[DurableMessage], Any]) -> None:
-        is_coro = inspect.iscoroutinefunction(handler)
-        auto_ack = self.auto_ack
-        buf = self._buffer
-        popleft = buf.popleft
-        stats = self.stats
-        outstanding = self._outstanding
-        assert self._acks is not None
-        ack = self._acks.add_here
-        while True:
-            if buf and ((w := self._room_waiter) is None or not w.done()):
-                # _took() written out: no call, no coroutine per message.
-                msg = popleft()
-                msg._seen = True
-                stats.delivered += 1
-                if w is not None and len(buf) <= self._low_water:
-                    self._wake_room()
-            else:
-                try:
-                    msg = await self._next()
-                except (StopAsyncIteration, HeraldError):
-                    return  # closed (an error is logged by _fail)
-            try:
-                result = handler(msg)
-                if is_coro or (result is not None and inspect.isawaitable(result)):
-                    await result
-            except StopSubscription:
-                self._stop(msg)
-                return
-            except Exception as exc:
-                stats.handler_errors += 1
-                log.exception("handler %r failed on %r", handler, msg)
-                if auto_ack and not msg._settled:
-                    try:
-                        await self._failed(msg, exc)
-                    except HeraldError as err:
-                        log.warning("consumer %s: nak of %s failed: %s", self.name, msg.offset, err)
-            else:
-                if auto_ack and not msg._settled:
-                    # _ack_here() written out.
-                    msg._settled = True
-                    if (
-                        outstanding.pop(msg._entry, None) is not None
-                        and self._room_waiter is not None
-                        and len(buf) <= self._low_water
-                    ):
-                        self._wake_room()
-                    stats.acked += 1
-                    ack(msg._entry)
-
-    def _stop(self, msg: DurableMessage) -> None:
-        """A handler raised :class:`StopSubscription` on ``msg``: it counts as handled (acked
-        with ``auto_ack`` unless the handler settled it), then the consumer closes. From the
-        loop's thread close() runs on a task of its own (the handler's may be one that close()
-        cancels); from a handler thread (``SyncConsumer``) this waits for it, so that the thread
-        takes nothing more."""
-        if self.auto_ack and not msg._settled:
-            self._ack(msg, False)
-        loop = self._loop
-        if self._closed or loop is None:
-            return
-        if threading.get_ident() == self._loop_thread:
-            self._stopping = loop.create_task(self.close())
-            return
-        fut = asyncio.run_coroutine_threadsafe(self.close(), loop)
-        with contextlib.suppress(concurrent.futures.TimeoutError, HeraldError):
-            fut.result(CLOSE_TIMEOUT + 5)
-
-    def _invalid(self, msg: Message, reason: str) -> Awaitable[None]:
-        """A typed handler's payload did not validate: dead-letter it, never handle it."""
-        assert isinstance(msg, DurableMessage)
-        self.stats.invalid += 1
-        log.warning("consumer %s: %s dead-lettered: invalid payload: %s", self.name, msg, reason)
-        return self._term(msg, f"invalid payload: {reason}")
-
-    def _failed(self, msg: DurableMessage, exc: BaseException) -> Awaitable[None]:
-        """A handler raised: nak with backoff, or dead-letter on the last delivery."""
-        if msg.deliveries >= self._max:
-            reason = f"handler failed on delivery {msg.deliveries} of {self._max}: "
-            return self._term(msg, reason + f"{type(exc).__name__}: {exc}")
-        return self._nak(msg, None)
 
 
 def _set_once(fut: asyncio.Future[None]) -> None:

@@ -11,31 +11,40 @@ concurrency). Workers are asyncio tasks (:func:`run_tasks`), or threads for the 
 A failing handler in ordered mode is retried *in place*, after the consumer's ``backoff`` delay,
 holding its lane (and the message's lease), so the next message of its key never overtakes it;
 after ``max_deliver`` attempts it is dead-lettered and the lane moves on. Without order, a
-failure is a nak as usual (redelivered later, possibly to another consumer).
+failure is a nak as usual (redelivered later, possibly to another consumer). How a message is
+handled, and a failure settled, is :mod:`~herald._durable.handling`'s.
 """
 
 from __future__ import annotations
 
 import asyncio
 import inspect
-import logging
 import queue
 import threading
-import time
 from collections import deque
 from collections.abc import Callable, Hashable
-from typing import TYPE_CHECKING, Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from herald._core.durable_message import DurableMessage
-from herald._core.streams import backoff_delay
-from herald._errors import HeraldError, StopSubscription
+from herald._errors import HeraldError
 
-if TYPE_CHECKING:
-    from .consumer import Consumer
+from .handling import Handled, handle, handle_in_thread
 
-log = logging.getLogger("herald")
 T = TypeVar("T")
 _STOP = object()
+
+
+class Driver(Handled, Protocol):
+    """What the lanes use of their consumer."""
+
+    @property
+    def topic(self) -> str: ...
+    @property
+    def concurrency(self) -> int: ...
+    @property
+    def _stopping(self) -> asyncio.Task[None] | None: ...
+    async def _next(self) -> DurableMessage: ...
+    def _next_sync(self, timeout: float | None) -> DurableMessage: ...
 
 
 class Lanes(Generic[T]):
@@ -73,20 +82,10 @@ def lane_of(msg: DurableMessage, ordered: bool) -> Hashable:
     return msg
 
 
-def _verdict(c: Consumer, msg: DurableMessage, attempt: int, exc: Exception) -> float | str | None:
-    """After a failed attempt in ordered mode: a delay before retrying in place, a reason to
-    dead-letter, or ``None`` (the consumer's usual failure handling applies)."""
-    if not c.auto_ack or msg.settled or not c.ordered_by_key:
-        return None
-    if attempt >= c._max:
-        return f"handler failed on delivery {attempt} of {c._max}: {type(exc).__name__}: {exc}"
-    return backoff_delay(c.backoff, attempt)
-
-
 # -- asyncio ---------------------------------------------------------------------------------
 
 
-async def run_tasks(c: Consumer, handler: Callable[[DurableMessage], Any]) -> None:
+async def run_tasks(c: Driver, handler: Callable[[DurableMessage], Any]) -> None:
     """The consumer's handler task: dispatch messages to lanes, ``c.concurrency`` workers."""
     lanes: Lanes[DurableMessage] = Lanes()
     ready: asyncio.Queue[Hashable] = asyncio.Queue()
@@ -98,7 +97,7 @@ async def run_tasks(c: Consumer, handler: Callable[[DurableMessage], Any]) -> No
             while (msg := lanes.take(key)) is not None:
                 if c._stopping is not None:  # a handler raised StopSubscription
                     return
-                await _handle(c, handler, is_coro, msg)
+                await handle(c, handler, is_coro, msg)
 
     loop = asyncio.get_running_loop()
     workers = [loop.create_task(work()) for _ in range(c.concurrency)]
@@ -118,54 +117,6 @@ async def run_tasks(c: Consumer, handler: Callable[[DurableMessage], Any]) -> No
         await asyncio.gather(*workers, return_exceptions=True)
 
 
-async def _handle(
-    c: Consumer, handler: Callable[[DurableMessage], Any], is_coro: bool, msg: DurableMessage
-) -> None:
-    msg._seen = True
-    attempt = msg.deliveries
-    while True:
-        try:
-            result = handler(msg)
-            if is_coro or (result is not None and inspect.isawaitable(result)):
-                await result
-        except StopSubscription:
-            c._stop(msg)
-            return
-        except Exception as exc:
-            c.stats.handler_errors += 1
-            log.exception("handler %r failed on %r", handler, msg)
-            verdict = _verdict(c, msg, attempt, exc)
-            try:
-                if verdict is None:
-                    if c.auto_ack and not msg.settled:
-                        await c._failed(msg, exc)
-                    return
-                if isinstance(verdict, str):
-                    await c._term(msg, verdict)
-                    return
-                await _hold(c, msg, verdict)
-            except HeraldError as err:
-                log.warning("consumer %s: settling %s failed: %s", c.name, msg.offset, err)
-                return
-            attempt += 1
-            msg.deliveries = attempt
-        else:
-            if c.auto_ack and not msg.settled:
-                msg.ack()
-            return
-
-
-async def _hold(c: Consumer, msg: DurableMessage, delay: float) -> None:
-    """Wait ``delay`` before retrying, keeping the message's lease so nobody reclaims it."""
-    loop = asyncio.get_running_loop()
-    end = loop.time() + delay
-    while (left := end - loop.time()) > 0:
-        await asyncio.sleep(min(left, c.ack_wait / 2))
-        await msg.in_progress()
-    if delay <= 0:
-        await msg.in_progress()
-
-
 # -- threads ---------------------------------------------------------------------------------
 
 
@@ -173,7 +124,7 @@ class ThreadLanes:
     """The same for :class:`SyncConsumer`: :meth:`dispatch` runs on the consumer's handler
     thread and feeds ``c.concurrency`` worker threads."""
 
-    def __init__(self, c: Consumer, handler: Callable[[DurableMessage], Any]) -> None:
+    def __init__(self, c: Driver, handler: Callable[[DurableMessage], Any]) -> None:
         self._c = c
         self._handler = handler
         self._lanes: Lanes[DurableMessage] = Lanes()
@@ -212,50 +163,7 @@ class ThreadLanes:
                     msg = self._lanes.take(key)
                 if msg is None:
                     break
-                self._handle(msg)
-
-    def _handle(self, msg: DurableMessage) -> None:
-        c, handler = self._c, self._handler
-        msg._seen = True
-        attempt = msg.deliveries
-        while True:
-            try:
-                handler(msg)
-            except StopSubscription:
-                c._stop(msg)
-                return
-            except Exception as exc:
-                c.stats.handler_errors += 1
-                log.exception("handler %r failed on %r", handler, msg)
-                verdict = _verdict(c, msg, attempt, exc)
-                try:
-                    if verdict is None:
-                        if c.auto_ack and not msg.settled:
-                            c._failed(msg, exc)
-                        return
-                    if isinstance(verdict, str):
-                        c._term(msg, verdict)
-                        return
-                    now = time.monotonic()
-                    end, renew = now + verdict, now + c.ack_wait / 2
-                    while (left := end - now) > 0 and not c.closed:
-                        time.sleep(min(left, 0.25))  # short: close and Ctrl-C end it
-                        now = time.monotonic()
-                        if now >= renew:  # keep the lease, as in_progress() does
-                            msg.in_progress()
-                            renew = now + c.ack_wait / 2
-                    if c.closed:
-                        return
-                    msg.in_progress()
-                except HeraldError as err:
-                    log.warning("consumer %s: settling %s failed: %s", c.name, msg.offset, err)
-                    return
-                attempt += 1
-                msg.deliveries = attempt
-            else:
-                if c.auto_ack and not msg.settled:
-                    msg.ack()
-                return
+                handle_in_thread(c, self._handler, msg)
 
     def join(self, timeout: float) -> None:
         for t in self.threads:

@@ -1,5 +1,5 @@
-"""What a consumer is made of before it starts: its options, what it needs from its client, and
-its default name."""
+"""What a consumer is made of before it starts: its options, what its client gives it, and its
+default name."""
 
 from __future__ import annotations
 
@@ -8,7 +8,7 @@ import os
 import socket
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any, Literal, Protocol, TypedDict
+from typing import Any, Literal, TypedDict
 
 from herald._core.durable_message import DurableHandler
 from herald._core.offsets import Position
@@ -17,9 +17,6 @@ from herald._core.url import Endpoint
 from herald._core.wire import Foreign
 
 from .publish import Scripts
-
-if TYPE_CHECKING:
-    from .consumer import Consumer
 
 _names = itertools.count(1)
 
@@ -59,11 +56,3 @@ class ConsumerSetup:
     endpoint: Endpoint
     link_options: dict[str, Any]
     name: str  # prefix of connection names
-
-
-class Host(Protocol):
-    """The client side of a consumer (AsyncClient)."""
-
-    async def _consumer_setup(self, topic: str) -> ConsumerSetup: ...
-    def _durable_spec(self, topic: str) -> DurableTopic | None: ...
-    def _consumer_closed(self, consumer: Consumer) -> None: ...
