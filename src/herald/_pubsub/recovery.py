@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 from collections.abc import Awaitable, Callable
-from typing import TYPE_CHECKING
+from typing import Any, Protocol
 
 from herald._core.backoff import Backoff
 from herald._core.history import (
@@ -28,14 +28,39 @@ from herald._core.history import (
 from herald._core.message import Message
 from herald._core.topics import is_pattern
 from herald._core.wire import decode
-from herald._errors import ClientClosed, ConfigurationError, HeraldError
-
-if TYPE_CHECKING:
-    from .subscription import Subscription
+from herald._errors import ClientClosed, ConfigurationError, HeraldError, HistoryLost
 
 log = logging.getLogger("herald")
 
 Reader = Callable[[str, int, int], Awaitable[Page]]
+
+
+class Counted(Protocol):
+    """The counters recovery keeps in a subscription's stats."""
+
+    recovered: int
+    duplicates: int
+    history_lost: int
+    rejected: int
+
+
+class Recovering(Protocol):
+    """What recovery uses of its subscription."""
+
+    @property
+    def names(self) -> tuple[str, ...]: ...
+    @property
+    def stats(self) -> Counted: ...
+    @property
+    def max_pending(self) -> int: ...
+    @property
+    def handler(self) -> Callable[..., Any] | None: ...
+    @property
+    def closed(self) -> bool: ...
+    @property
+    def pending(self) -> int: ...
+    def _add(self, messages: list[Message]) -> None: ...
+    def _lost(self, lost: HistoryLost) -> None: ...
 
 
 class Recovery:
@@ -43,7 +68,7 @@ class Recovery:
 
     def __init__(
         self,
-        sub: Subscription,
+        sub: Recovering,
         read: Reader,
         totals: Counters,
         recoverable: Callable[[str], bool] = lambda topic: True,
