@@ -297,6 +297,7 @@ class Router:
         finally:
             await self.stop()
 
+    # As Buffered's (_io.waiting), but a router ends with stop() and holds no buffer of its own.
     async def __aenter__(self) -> Router:
         return await self.start()
 

@@ -20,7 +20,7 @@ import contextlib
 import logging
 import threading
 from collections import deque
-from collections.abc import Callable, Generator, Sequence
+from collections.abc import Callable, Sequence
 from types import TracebackType
 from typing import Any, Protocol
 
@@ -47,10 +47,9 @@ from herald._errors import (
     HeraldError,
     ServerError,
 )
-from herald._errors import Timeout as HeraldTimeout
 from herald._io.cluster import new_link
 from herald._io.interface import Connection
-from herald._io.waiting import pop_blocking
+from herald._io.waiting import Buffered, within
 
 from .group import Acks, Member
 from .handling import CLOSE_TIMEOUT, Handling
@@ -74,7 +73,7 @@ class Host(Protocol):
     def _consumer_closed(self, consumer: Consumer) -> None: ...
 
 
-class Consumer(Handling):
+class Consumer(Handling, Buffered):
     """A consumer in a consumer group of a durable topic: an async iterator and context manager.
 
     Create it with :meth:`AsyncClient.consume`. Messages are delivered at least once: one not
@@ -146,6 +145,8 @@ class Consumer(Handling):
         on_trimmed: OnTrimmed | None = None,
         foreign: Foreign = "bytes",
     ) -> None:
+        super().__init__()
+        self._event = threading.Event()  # made now: threads (lanes, Client) wait on it at once
         check_foreign(foreign)
         if not isinstance(group, str) or not group:
             raise ConfigurationError("group must be a non-empty str")
@@ -201,15 +202,9 @@ class Consumer(Handling):
         self._lease_head: DurableMessage | None = None  # the buffer's head at the last lease
         self._outstanding: dict[bytes, DurableMessage] = {}  # by entry id; not yet settled
         self._last: DurableMessage | None = None  # the iterator's current message (auto_ack)
-        self._waiter: asyncio.Future[None] | None = None
         self._room_waiter: asyncio.Future[None] | None = None
-        self._event = threading.Event()
-        self._sync_waiting = False
         self._tasks: list[asyncio.Task[None]] = []
         self._ops: set[asyncio.Task[Any]] = set()
-        self._started = False
-        self._closed = False
-        self._error: HeraldError | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._loop_thread = 0
         self._member: Member | None = None
@@ -262,22 +257,12 @@ class Consumer(Handling):
             self._tasks.append(loop.create_task(runner))
         return self
 
-    def __await__(self) -> Generator[Any, None, Consumer]:
-        return self.start().__await__()
-
-    async def __aenter__(self) -> Consumer:
-        return await self.start()
-
     async def __aexit__(
         self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
     ) -> None:
-        if et is None:
+        if et is None:  # a message still held counts as handled (auto_ack)
             self._auto_ack_last()
         await self.close()
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def error(self) -> HeraldError | None:
@@ -565,15 +550,6 @@ class Consumer(Handling):
 
     # -- handing messages to the application -------------------------------------------------
 
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
-        if self._sync_waiting:
-            self._event.set()
-
     def _took(self, msg: DurableMessage) -> DurableMessage:
         msg._seen = True
         self.stats.delivered += 1
@@ -613,38 +589,23 @@ class Consumer(Handling):
                     await asyncio.sleep(0)
                     continue
                 return self._took(buf.popleft())
-            if self._closed:
-                if self._error is not None:
-                    raise self._error
-                raise StopAsyncIteration
-            if not self._started:
-                await self.start()
-                continue
-            assert self._loop is not None
             if self._read_full and self._read_size < self._read_cap:
                 self._read_size = min(2 * self._read_size, self._read_cap)  # reads lag behind
                 self._low_water = self._read_size // 2
-            waiter = self._waiter = self._loop.create_future()
-            await waiter
+            await self._empty()
 
     async def next(self, timeout: float | None = None) -> DurableMessage:
         """The next message; :class:`Timeout` if none arrives in time, ``ClientClosed`` at end.
 
         Unlike iteration, this never acks the previous message.
         """
-        try:
-            async with asyncio.timeout(timeout):
-                return await self._next()
-        except TimeoutError:
-            raise HeraldTimeout(f"no message within {timeout}s", timeout) from None
-        except StopAsyncIteration:
-            raise ClientClosed("consumer closed") from None
+        return await within(self._next(), timeout, "consumer")
 
     def _next_sync(self, timeout: float | None, *, iterate: bool = False) -> DurableMessage:
         """Blocking next() for a thread other than the event loop's."""
         if iterate:
             self._auto_ack_last()
-        msg = pop_blocking(self, self._buffer, self._event, timeout, "consumer")
+        msg = self._pop_blocking(self._buffer, timeout, "consumer")
         if iterate:
             self._last = msg
         return self._took(msg)

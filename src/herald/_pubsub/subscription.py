@@ -6,11 +6,9 @@ import asyncio
 import contextlib
 import inspect
 import logging
-import threading
 from collections import deque
 from collections.abc import AsyncIterator, Callable
 from dataclasses import dataclass
-from types import TracebackType
 from typing import Any, Literal, Protocol
 
 from herald._core.history import Counters, Page
@@ -26,9 +24,8 @@ from herald._errors import (
     HistoryLost,
     SlowConsumer,
     StopSubscription,
-    Timeout,
 )
-from herald._io.waiting import pop_blocking
+from herald._io.waiting import Buffered, within
 
 from .recovery import Recovery
 
@@ -116,7 +113,7 @@ class _Pending:
         self.result = result
 
 
-class Subscription:
+class Subscription(Buffered):
     """Messages of one or more topics and patterns, in arrival order.
 
     An async iterator and an async context manager::
@@ -151,6 +148,7 @@ class Subscription:
         error_text: bool = False,
         foreign: Foreign = "bytes",
     ) -> None:
+        super().__init__()
         check_foreign(foreign)
         if max_pending < 1:
             raise ConfigurationError("max_pending must be at least 1")
@@ -174,13 +172,7 @@ class Subscription:
         self.stats = SubscriptionStats()
         self._subscriber = subscriber
         self._buffer: deque[Message | HistoryLost | _Pending] = deque()
-        self._waiter: asyncio.Future[None] | None = None
         self._parked = False  # the handler task waits with nothing buffered: see _dispatch
-        self._event: threading.Event | None = None
-        self._sync_waiting = False
-        self._error: HeraldError | None = None
-        self._closed = False
-        self._started = False
         self._task: asyncio.Task[None] | None = None
         self._edits: asyncio.Lock | None = None  # add()/remove() one at a time
 
@@ -213,17 +205,6 @@ class Subscription:
                 self._task = asyncio.get_running_loop().create_task(self._run_handler())
         return self
 
-    def __await__(self) -> Any:
-        return self.start().__await__()
-
-    async def __aenter__(self) -> Subscription:
-        return await self.start()
-
-    async def __aexit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        await self.close()
-
     async def close(self) -> None:
         """Unsubscribe; the iterator ends after the messages already buffered."""
         if self._closed:
@@ -241,6 +222,9 @@ class Subscription:
                 await task
             except asyncio.CancelledError:
                 pass
+
+    def __await__(self) -> Any:  # typed Any as it always was (Buffered's is Self)
+        return self.start().__await__()
 
     # -- changing the names -----------------------------------------------------------------
 
@@ -339,10 +323,6 @@ class Subscription:
             if self._closed:
                 raise ClientClosed("subscription closed")
             yield
-
-    @property
-    def closed(self) -> bool:
-        return self._closed
 
     @property
     def pending(self) -> int:
@@ -554,15 +534,6 @@ class Subscription:
         self._closed = True
         self._wake()
 
-    def _wake(self) -> None:
-        w = self._waiter
-        if w is not None:
-            self._waiter = None
-            if not w.done():
-                w.set_result(None)
-        if self._sync_waiting and self._event is not None:
-            self._event.set()
-
     # -- consuming ---------------------------------------------------------------------------
 
     def __aiter__(self) -> Subscription:
@@ -577,32 +548,15 @@ class Subscription:
                     raise msg
                 self.stats.delivered += 1
                 return msg  # type: ignore[return-value]
-            if self._closed:
-                if self._error is not None:
-                    raise self._error
-                raise StopAsyncIteration
-            if not self._started:
-                await self.start()
-                continue
-            waiter = asyncio.get_running_loop().create_future()
-            self._waiter = waiter
-            await waiter
+            await self._empty()
 
     async def next(self, timeout: float | None = None) -> Message:
         """The next message; :class:`Timeout` if none arrives in time, ``ClientClosed`` at end."""
-        try:
-            async with asyncio.timeout(timeout):
-                return await self.__anext__()
-        except TimeoutError:
-            raise Timeout(f"no message within {timeout}s", timeout) from None
-        except StopAsyncIteration:
-            raise ClientClosed("subscription closed") from None
+        return await within(self.__anext__(), timeout, "subscription")
 
     def _next_sync(self, timeout: float | None) -> Message:
         """Blocking next() for a thread other than the event loop's."""
-        if self._event is None:
-            self._event = threading.Event()
-        msg = pop_blocking(self, self._buffer, self._event, timeout, "subscription")
+        msg = self._pop_blocking(self._buffer, timeout, "subscription")
         if isinstance(msg, HistoryLost):
             raise msg
         self.stats.delivered += 1
