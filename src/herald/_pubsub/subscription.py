@@ -148,12 +148,12 @@ class Subscription(Buffered):
         error_text: bool = False,
         foreign: Foreign = "bytes",
     ) -> None:
-        super().__init__()
         check_foreign(foreign)
         if max_pending < 1:
             raise ConfigurationError("max_pending must be at least 1")
         if overflow not in ("drop_oldest", "drop_newest", "disconnect"):
             raise ConfigurationError(f"unknown overflow policy {overflow!r}")
+        super().__init__()
         self.names = names
         self.max_pending = max_pending
         self.overflow = overflow
