@@ -6,6 +6,7 @@ Built on the public API only (``herald.Client``: ``declare``, ``topics``, ``topi
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import sys
@@ -155,39 +156,14 @@ def topics() -> None:
 )
 @click.option("--update", is_flag=True, help="Change the settings of a declared topic.")
 @URL
-def declare(
-    topic: str,
-    durable: bool,
-    max_len: int | None,
-    max_age: float | None,
-    dedup_window: float,
-    trim_unacked: bool,
-    bare: bool,
-    unsharded: bool,
-    history: int,
-    history_ttl: float | None,
-    fsync: bool,
-    update: bool,
-    url: str | None,
-) -> None:
+def declare(topic: str, unsharded: bool, url: str | None, **options: Any) -> None:
     """Declare TOPIC's policy (a topic nobody declared is live)."""
+    # The other options are declare()'s keywords, by name: durable, max_len, max_age,
+    # dedup_window, trim_unacked, bare, history, history_ttl, fsync, update.
     with _client(url) as hub:
-        policy = hub.declare(
-            topic,
-            bare=bare,
-            sharded=not unsharded,
-            durable=durable,
-            max_len=max_len,
-            max_age=max_age,
-            dedup_window=dedup_window,
-            trim_unacked=trim_unacked,
-            history=history,
-            history_ttl=history_ttl,
-            update=update,
-            fsync=fsync,
-        )
+        policy = hub.declare(topic, sharded=not unsharded, **options)
     click.echo(f"{topic}: {_describe(policy)}")
-    if durable and not topic.endswith(".dead"):
+    if options["durable"] and not topic.endswith(".dead"):
         click.echo(f"dead letters go to {topic}.dead")
 
 
@@ -253,18 +229,7 @@ def _topic_record(name: str, info: herald.TopicInfo | None, subscribers: int) ->
             last_offset=info.last_offset,
             pending=info.pending,
             dead_letters=info.dead_letters,
-            groups=[
-                {
-                    "name": g.name,
-                    "pending": g.pending,
-                    "lag": g.lag,
-                    "last_delivered": g.last_delivered,
-                    "consumers": [
-                        {"name": c.name, "pending": c.pending, "idle": c.idle} for c in g.consumers
-                    ],
-                }
-                for g in info.groups
-            ],
+            groups=[dataclasses.asdict(g) for g in info.groups],
         )
     if info is not None and info.published is not None:
         record["published"] = info.published
@@ -371,6 +336,9 @@ def dead() -> None:
     """Dead letters: list them, put them back after a fix."""
 
 
+_LETTER_FIELDS = [f for f in dataclasses.fields(herald.DeadLetter) if f.name != "message"]
+
+
 @dead.command("list")
 @click.argument("topic")
 @click.option("--limit", "-n", type=click.IntRange(min=1), default=100, show_default=True)
@@ -385,21 +353,13 @@ def dead_list(topic: str, limit: int, as_json: bool, url: str | None) -> None:
         letters = hub.dead_letters(topic, limit=limit)
     if as_json:
         for d in letters:
-            record = {
-                "offset": d.offset,
-                "topic": d.topic,
-                "reason": d.reason,
-                "deliveries": d.deliveries,
-                "group": d.group,
-                "consumer": d.consumer,
-                "original_offset": d.original_offset,
-                "time": d.time,
-                "id": d.message.id,
-                "key": d.message.key,
-                "headers": {
-                    k: v for k, v in d.message.headers.items() if not k.startswith("herald-")
-                },
-            }
+            # DeadLetter's fields (offset, topic, reason, ... time), then its message's.
+            record = {f.name: getattr(d, f.name) for f in _LETTER_FIELDS}
+            record.update(
+                id=d.message.id,
+                key=d.message.key,
+                headers={k: v for k, v in d.message.headers.items() if not k.startswith("herald-")},
+            )
             key, value = data_field(d.message.data)
             record[key] = value
             sys.stdout.write(json.dumps(record) + "\n")

@@ -13,6 +13,7 @@ from starlette.responses import JSONResponse, Response
 
 from herald import (
     ConfigurationError,
+    DeadLetter,
     HeraldError,
     InvalidTopic,
     MessageTooLarge,
@@ -246,6 +247,11 @@ def _is_pattern(name: str) -> bool:
     return any(c in name for c in "*?[\\")
 
 
+# What GET /topics/{topic} shows of a durable topic's TopicInfo (topic and policy are shown
+# already, for every topic).
+_STREAM_FIELDS = ("length", "first_offset", "last_offset", "dead_letters", "groups")
+
+
 async def topic_detail(request: Request) -> Response:
     """GET /topics/{topic}: policy, subscribers, and for durable topics groups and dead letters."""
     topic = request.path_params["topic"]
@@ -261,23 +267,8 @@ async def topic_detail(request: Request) -> Response:
     }
     if durable(policy):
         info = await gw.hub.topic_info(topic)
-        out.update(
-            length=info.length,
-            first_offset=info.first_offset,
-            last_offset=info.last_offset,
-            dead_letters=info.dead_letters,
-            pending=info.pending,
-            groups=[
-                {
-                    "name": g.name,
-                    "pending": g.pending,
-                    "lag": g.lag,
-                    "last_delivered": g.last_delivered,
-                    "consumers": [dataclasses.asdict(c) for c in g.consumers],
-                }
-                for g in info.groups
-            ],
-        )
+        fields = dataclasses.asdict(info)  # groups and their consumers as dicts too
+        out.update({k: fields[k] for k in _STREAM_FIELDS}, pending=info.pending)
     return JSONResponse(out)
 
 
@@ -317,6 +308,10 @@ async def messages(request: Request) -> Response:
     )
 
 
+# A dead letter's fields as GET /topics/{topic}/dead shows them (the topic is the answer's).
+_LETTER_FIELDS = [f for f in dataclasses.fields(DeadLetter) if f.name not in ("topic", "message")]
+
+
 async def dead_letters(request: Request) -> Response:
     """GET /topics/{topic}/dead: dead letters of a durable topic."""
     topic = request.path_params["topic"]
@@ -331,13 +326,7 @@ async def dead_letters(request: Request) -> Response:
             "topic": topic,
             "dead_letters": [
                 {
-                    "offset": d.offset,
-                    "reason": d.reason,
-                    "deliveries": d.deliveries,
-                    "group": d.group,
-                    "consumer": d.consumer,
-                    "original_offset": d.original_offset,
-                    "time": d.time,
+                    **{f.name: getattr(d, f.name) for f in _LETTER_FIELDS},
                     "message": message_dict(d.message),
                 }
                 for d in dead
