@@ -221,6 +221,57 @@ async def test_a_failing_message_holds_its_key_and_is_retried_in_place(
         assert c.stats.redelivered == 0  # retried in place, not redelivered
 
 
+def test_a_failing_message_is_retried_in_place_with_threads(url: str, topic: str) -> None:
+    """The same on the threaded client's lanes: the retry holds its key (slept, the lease
+    kept), the last allowed delivery is dead-lettered, and the message's delivery count grows
+    with each attempt."""
+    with herald.Client(url) as hub:
+        hub.declare(topic, durable=True)
+        for i in range(3):
+            hub.publish(topic, i, key="a", confirm=False)
+        hub.publish(topic, "poison", key="c")
+        hub.publish(topic, "after poison", key="c")
+        order: list[object] = []
+        deliveries: dict[object, list[int]] = defaultdict(list)
+        lock = threading.Lock()
+        finished = threading.Event()
+
+        def handler(msg: DurableMessage) -> None:
+            with lock:
+                deliveries[msg.data].append(msg.deliveries)
+                if msg.data == 1 and len(deliveries[1]) < 3:  # fails twice, then works
+                    raise RuntimeError("not yet")
+                if msg.data == "poison":
+                    raise ValueError("never")
+                order.append(msg.data)
+            if msg.data == "after poison":
+                finished.set()
+
+        c = hub.consume(
+            topic,
+            "g",
+            start="all",
+            handler=handler,
+            ordered_by_key=True,
+            concurrency=2,
+            backoff=[0.05],
+            max_deliver=3,
+            ack_wait=5,
+        )
+        assert finished.wait(10)
+        time.sleep(0.1)
+        c.close()
+        assert [x for x in order if x in (0, 1, 2)] == [0, 1, 2]  # 2 waited for 1's retries
+        assert deliveries[1] == [1, 2, 3]
+        assert deliveries["poison"] == [1, 2, 3]  # max_deliver attempts, then dead-lettered
+        (dead,) = hub.dead_letters(topic)
+        assert dead.message.data == "poison"
+        assert "handler failed on delivery 3 of 3: ValueError: never" in dead.reason
+        assert c.stats.handler_errors == 5
+        assert c.stats.acked == 4
+        assert c.stats.redelivered == 0  # retried in place, not redelivered
+
+
 async def test_concurrency_without_order(url: str, topic: str) -> None:
     n = 200
     async with herald.AsyncClient(url) as hub:

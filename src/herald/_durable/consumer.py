@@ -8,6 +8,9 @@
   touch entries this consumer still owns (:class:`~herald._durable.group.Member`).
 - **Redelivery** and clean-up in a maintenance task
   (:class:`~herald._durable.redelivery.Redelivery`).
+- **Handling**: a handler on a task of its own, its failures settled by one policy
+  (:mod:`~herald._durable.handling`), on lanes with ``concurrency``/``ordered_by_key``
+  (:mod:`~herald._durable.ordered`).
 
 A message's ``ack()`` and friends work on the event loop (await them, or not) and from any other
 thread (they return when done there), so :class:`SyncConsumer` is a thin wrapper of this class.

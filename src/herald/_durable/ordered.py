@@ -37,12 +37,10 @@ _STOP = object()
 class Driver(Handled, Protocol):
     """What the lanes use of their consumer."""
 
-    @property
-    def topic(self) -> str: ...
-    @property
-    def concurrency(self) -> int: ...
-    @property
-    def _stopping(self) -> asyncio.Task[None] | None: ...
+    topic: str
+    concurrency: int
+    _stopping: asyncio.Task[None] | None
+
     async def _next(self) -> DurableMessage: ...
     def _next_sync(self, timeout: float | None) -> DurableMessage: ...
 
