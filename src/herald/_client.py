@@ -44,7 +44,6 @@ from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription
 
 from ._client_commands import Commands
 from ._client_durable import Route
-from ._client_publish import Publishing
 from ._client_request import RequestReply
 from ._errors import (
     ClientClosed,
@@ -67,7 +66,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("herald")
 
 
-class AsyncClient(Commands, RequestReply, Publishing):
+class AsyncClient(Commands, RequestReply):
     """Publish and subscribe with asyncio.
 
     Args:

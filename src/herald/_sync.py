@@ -33,7 +33,7 @@ from herald._durable.acked import Settled
 from herald._durable.admin import DeadLetter, TopicInfo
 from herald._durable.setup import ConsumeOptions
 from herald._errors import HistoryLost
-from herald._pubsub.responders import SyncResponder
+from herald._pubsub.responders import Responder, SyncResponder
 from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription
 
 from ._client import AsyncClient
@@ -332,8 +332,8 @@ class Client:
                 stop.wait()
         """
         portal = self._live()
-        inner = self._async._responder(
-            topic, handler, group, concurrency, redeliver_after, error_text, threaded=True
+        inner = Responder(
+            self._async, topic, handler, group, concurrency, redeliver_after, error_text, True
         )
         portal.call(inner.start())
         return SyncResponder(inner, portal.call)
