@@ -37,7 +37,13 @@ from herald._pubsub.recovery import check_start
 from herald._pubsub.request import Requests
 from herald._pubsub.responders import Responder
 from herald._pubsub.subscriber import Subscriber
-from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription
+from herald._pubsub.subscription import (
+    Gap,
+    Handler,
+    Overflow,
+    Subscription,
+    SubscriptionOptions,
+)
 
 from ._client_commands import Commands
 from ._client_durable import Route
@@ -384,13 +390,10 @@ class AsyncClient(Commands, RequestReply):
         check_start(unique, since, epoch, last)
         if self._closed:
             raise ClientClosed("client closed")
-        sub = Subscription(
-            self._registry(),
-            unique,
+        options = SubscriptionOptions(
             max_pending=max_pending,
             overflow=overflow,
             on_gap=on_gap,
-            handler=handler,
             since=since,
             epoch=epoch,
             last=last,
@@ -398,6 +401,7 @@ class AsyncClient(Commands, RequestReply):
             error_text=error_text,
             foreign=foreign,
         )
+        sub = Subscription(self._registry(), unique, options, handler)
         if self._tracing is not None:
             trace_subscription(self._tracing, sub)
         return sub

@@ -42,7 +42,7 @@ from herald._io.interface import Connection
 from herald._io.link import Link
 
 from .responders import MAX_QUEUE, Groups, queue_key
-from .subscription import Gap, Registry, Subscription
+from .subscription import Gap, Registry, Subscription, SubscriptionOptions
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -525,6 +525,21 @@ class _Gather:
             self.done.set_result(None)
 
 
+# The inbox has no buffer (replies go straight to the pending table), no start position, no
+# handler: nothing of a user's subscription applies.
+_INBOX = SubscriptionOptions(
+    max_pending=1,
+    overflow="drop_oldest",
+    on_gap=None,
+    since=None,
+    epoch=None,
+    last=None,
+    on_history_lost=None,
+    error_text=False,
+    foreign="bytes",
+)
+
+
 class _InboxSubscription(Subscription):
     """The inbox's channel on the subscriber connection.
 
@@ -534,7 +549,7 @@ class _InboxSubscription(Subscription):
     """
 
     def __init__(self, registry: Registry, channel: str, requests: Requests) -> None:
-        super().__init__(registry, (channel,), max_pending=1)
+        super().__init__(registry, (channel,), _INBOX)
         self._requests = requests
 
     def _deliver(self, messages: list[Message]) -> None:
