@@ -64,8 +64,8 @@ MAX_ERROR_TEXT = 1000  # characters of "Type: message" sent back when a handler 
 
 class Host(Protocol):
     """What request/reply needs of its client (the AsyncClient): its connections, how it
-    routes and encodes a topic, and its publish counter. (Its signatures repeat the client's
-    on purpose: this layer names what it uses, not the client above it.)"""
+    routes and encodes a topic, and its publish counter. (Its signatures are the parts of the
+    client's that this layer uses: it names them, not the client above it.)"""
 
     _link: Connection | None
     _subscriber: Subscriber | None
@@ -88,12 +88,7 @@ class Host(Protocol):
     ) -> tuple[bytes, bytes, bool]: ...
 
     def _publish_threadsafe(
-        self,
-        topic: str,
-        data: Any,
-        headers: Mapping[str, str] | None,
-        confirm: bool | None,
-        envelope: bool | None = None,
+        self, topic: str, data: Any, headers: Mapping[str, str] | None, confirm: bool | None
     ) -> Coroutine[Any, Any, PubAck | None] | None: ...
 
 
