@@ -116,6 +116,8 @@ class AsyncClient(Commands, RequestReply):
             await hub.publish("news.sport", {"title": "3:1"})
     """
 
+    # herald.Client repeats the public signatures on purpose: see the note in _sync.py.
+
     def __init__(
         self,
         url: str | None = None,
@@ -306,7 +308,7 @@ class AsyncClient(Commands, RequestReply):
     ) -> None:
         await self.close()
 
-    # -- publishing --------------------------------------------------------------------------
+    # -- publishing (publish and publish_many: _client_publish) -------------------------------
 
     def _scripts(self) -> Scripts:
         if self._durable is None:

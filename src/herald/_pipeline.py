@@ -22,7 +22,7 @@ import asyncio
 import hashlib
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import Any, Protocol
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import hiredis
 
@@ -437,26 +437,23 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
 Call = Callable[[Coroutine[Any, Any, Any]], Any]
 
 
-class SyncPipeline:
-    """:class:`Pipeline` for threads: ``queue(...)``, then ``run()`` or ``with``."""
+_Queued = TypeVar("_Queued", Pipeline, Transaction)
 
-    def __init__(self, inner: Pipeline, call: Call) -> None:
-        self._inner = inner
+
+class _SyncQueue(Generic[_Queued]):
+    """What :class:`SyncPipeline` and :class:`SyncTransaction` share: queued commands, their
+    replies, and the end of a ``with`` block."""
+
+    def __init__(self, inner: _Queued, call: Call) -> None:
+        self._inner: _Queued = inner
         self._call = call
 
     @property
     def replies(self) -> list[Any]:
         return self._inner.replies
 
-    def queue(self, *args: Arg) -> SyncPipeline:
+    def queue(self, *args: Arg) -> Self:
         self._inner.queue(*args)
-        return self
-
-    def run(self) -> list[Any]:
-        result: list[Any] = self._call(self._inner.run())
-        return result
-
-    def __enter__(self) -> SyncPipeline:
         return self
 
     def __exit__(
@@ -465,21 +462,20 @@ class SyncPipeline:
         self._call(self._inner.__aexit__(et, e, tb))
 
 
-class SyncTransaction:
+class SyncPipeline(_SyncQueue[Pipeline]):
+    """:class:`Pipeline` for threads: ``queue(...)``, then ``run()`` or ``with``."""
+
+    def run(self) -> list[Any]:
+        result: list[Any] = self._call(self._inner.run())
+        return result
+
+    def __enter__(self) -> SyncPipeline:
+        return self
+
+
+class SyncTransaction(_SyncQueue[Transaction]):
     """:class:`Transaction` for threads: use ``with``; ``execute(...)`` (with ``watch``),
     ``queue(...)``, ``commit()``."""
-
-    def __init__(self, inner: Transaction, call: Call) -> None:
-        self._inner = inner
-        self._call = call
-
-    @property
-    def replies(self) -> list[Any]:
-        return self._inner.replies
-
-    def queue(self, *args: Arg) -> SyncTransaction:
-        self._inner.queue(*args)
-        return self
 
     def execute(self, *args: Arg, decode: bool | None = None) -> Any:
         return self._call(self._inner.execute(*args, decode=decode))
@@ -491,11 +487,6 @@ class SyncTransaction:
     def __enter__(self) -> SyncTransaction:
         self._call(self._inner.__aenter__())
         return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._call(self._inner.__aexit__(et, e, tb))
 
 
 class SyncScript:
