@@ -3,9 +3,9 @@
 Publishing from user threads does not cross into the loop per message: it queues bytes into the
 connection's write buffer under a lock and wakes the loop once per batch (see ``Link``).
 
-The public methods repeat :class:`~herald.AsyncClient`'s signatures on purpose, so that the
-threaded API is typed and documented in full; ``tests/test_signatures.py`` fails when the two
-drift apart (names, kinds, defaults, annotations).
+Its public methods repeat :class:`~herald.AsyncClient`'s signatures on purpose: see the note at
+the top of :class:`Client`. The I/O thread is ``_portal``'s, a subscription for threads
+``_sync_subscription``'s.
 """
 
 from __future__ import annotations
