@@ -6,9 +6,9 @@ import asyncio
 import contextlib
 import logging
 import os
-from collections.abc import Callable, Iterable, Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, overload
+from typing import TYPE_CHECKING, Any
 
 from herald._core.history import (
     READ_HISTORY,
@@ -20,18 +20,15 @@ from herald._core.history import (
 )
 from herald._core.options import CertReqs
 from herald._core.topics import (
-    check_headers,
     check_user_name,
     validate_subscription,
 )
-from herald._core.typed import UNTYPED as _UNTYPED
-from herald._core.typed import with_type
 from herald._core.url import Endpoint, parse_url, shards_endpoint, with_options
 from herald._core.wire import Codec, Encoder, Foreign
 from herald._durable.consumer import Consumer
 from herald._durable.publish import Scripts
 from herald._io.cluster import new_link
-from herald._io.interface import BLOCKED, FLUSHED, Connection, Prefix
+from herald._io.interface import Connection
 from herald._io.sentinel import SentinelResolver
 from herald._io.server_checks import check_server_limits, warn_volatile
 from herald._io.sharded import shard_resolvers
@@ -40,11 +37,16 @@ from herald._pubsub.recovery import check_start
 from herald._pubsub.request import Requests
 from herald._pubsub.responders import Responder
 from herald._pubsub.subscriber import Subscriber
-from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription
+from herald._pubsub.subscription import (
+    Gap,
+    Handler,
+    Overflow,
+    Subscription,
+    SubscriptionOptions,
+)
 
 from ._client_commands import Commands
 from ._client_durable import Route
-from ._client_publish import Publishing
 from ._client_request import RequestReply
 from ._errors import (
     ClientClosed,
@@ -52,10 +54,9 @@ from ._errors import (
     ConnectionFailed,
     HeraldError,
     HistoryLost,
-    MessageTooLarge,
     Timeout,
 )
-from ._models import ClientStats, PubAck
+from ._models import ClientStats
 from ._pipeline import Spares
 from ._policies import Policies
 from ._server import EmbeddedServer, discover, start_private, stop_private
@@ -67,7 +68,7 @@ if TYPE_CHECKING:
 log = logging.getLogger("herald")
 
 
-class AsyncClient(Commands, RequestReply, Publishing):
+class AsyncClient(Commands, RequestReply):
     """Publish and subscribe with asyncio.
 
     Args:
@@ -114,6 +115,8 @@ class AsyncClient(Commands, RequestReply, Publishing):
         async with herald.AsyncClient("redis://localhost:6379") as hub:
             await hub.publish("news.sport", {"title": "3:1"})
     """
+
+    # herald.Client repeats the public signatures on purpose: see the note in _sync.py.
 
     def __init__(
         self,
@@ -305,182 +308,7 @@ class AsyncClient(Commands, RequestReply, Publishing):
     ) -> None:
         await self.close()
 
-    # -- publishing --------------------------------------------------------------------------
-
-    @overload
-    async def publish(
-        self,
-        topic: str,
-        data: Any,
-        *,
-        headers: Mapping[str, str] | None = None,
-        confirm: Literal[True],
-        msg_id: str | None = None,
-        key: str | None = None,
-        replicas: int = 0,
-        envelope: bool | None = None,
-        fsync: bool = False,
-        type: str | None = None,
-    ) -> PubAck: ...
-
-    @overload
-    async def publish(
-        self,
-        topic: str,
-        data: Any,
-        *,
-        headers: Mapping[str, str] | None = None,
-        confirm: bool | None = None,
-        msg_id: str | None = None,
-        key: str | None = None,
-        replicas: int = 0,
-        envelope: bool | None = None,
-        fsync: bool = False,
-        type: str | None = None,
-    ) -> PubAck | None: ...
-
-    async def publish(
-        self,
-        topic: str,
-        data: Any,
-        *,
-        headers: Mapping[str, str] | None = None,
-        confirm: bool | None = None,
-        msg_id: str | None = None,
-        key: str | None = None,
-        replicas: int = 0,
-        envelope: bool | None = None,
-        fsync: bool = False,
-        type: str | None = None,
-    ) -> PubAck | None:
-        """Publish one message.
-
-        Returns ``None`` at once without a round trip; with ``confirm=True`` waits for the
-        server and returns a :class:`PubAck` whose ``receivers`` is the server's delivery count:
-        one per subscribed channel and per matching pattern of every connection (a connection
-        with both counts, and receives, twice).
-        While the server is unreachable, messages are kept (up to ``max_pending_bytes``) and
-        sent after the reconnect; a confirmed publish waits up to ``publish_timeout`` for the
-        connection to come back.
-
-        On a durable topic the message is stored in the topic's stream and published live in
-        one server-side step, and ``confirm`` defaults to True: the :class:`PubAck` then has the
-        entry id (``offset``); ``confirm=False`` sends it without waiting. ``msg_id`` makes the
-        publish idempotent there: the same ``msg_id`` within the topic's ``dedup_window`` is
-        stored once (``PubAck.duplicate``). Live topics ignore ``msg_id``: a publisher cannot
-        know whether a topic is durable, that is the topic's policy. ``key`` is a durable
-        message's ordering key (``consume(..., ordered_by_key=True)``); live topics ignore it.
-        ``replicas=N`` (durable topics, confirmed publishes): after the store, wait (``WAIT``,
-        up to ``publish_timeout``) until ``N`` replicas have it, so that a failover cannot lose
-        an acknowledged message (see ``docs/scaling.md``); other topics ignore it.
-        ``envelope=False`` sends this message's payload alone, for plain Redis subscribers
-        (see the client's ``envelope``); ``True`` wraps it even on a bare topic.
-        ``fsync=True`` (durable topics, confirmed publishes): return only once the server has
-        the message fsynced to its AOF (``WAITAOF``; with ``replicas=N``, on N replicas' AOF
-        too), so that a crash of the server process or machine cannot lose an acknowledged
-        message. With ``appendfsync everysec`` that waits for the next fsync (up to about a
-        second; concurrent publishes share it); with ``appendfsync always`` it costs a round
-        trip. Needs AOF on the server (``ConfigurationError`` otherwise); other topics ignore it.
-        ``type`` is the message type (``msg.type``; ``docs/events.md``), sent in the reserved
-        header ``herald-type``; without it a msgspec ``Struct`` or pydantic model payload is
-        typed by its class (a Struct's tag, else the class name). A message without envelope
-        has no type.
-
-        Raises:
-            InvalidTopic, MessageTooLarge, TypeError: before anything is sent (TypeError: a
-                payload the codec cannot encode, NaN and infinities in JSON among them).
-            ConfigurationError: ``envelope=False`` with headers or a ``type``, or on a
-                recoverable topic; a ``type`` that is empty, too long or holds a control character.
-            ReservedName: a header name starts with ``herald-``, or the topic is Herald's
-                (a reply inbox ``_herald.inbox.*``, a durable topic's ``<topic>.dead``).
-            NotReplicated: with ``replicas``, fewer replicas acknowledged in time; the message
-                is stored on the primary.
-            NotPersisted: with ``fsync``, not confirmed on disk within ``publish_timeout``;
-                the message is stored (in memory).
-            Timeout: the send buffer stayed full (or, with ``confirm=True``, the connection
-                stayed down) for ``publish_timeout``; the message was not queued.
-            ConnectionLost: with ``confirm=True``, the connection died before the reply.
-        """
-        if headers:
-            check_headers(headers)
-        if type is not None or data.__class__ not in _UNTYPED:
-            headers = with_type(headers, type, data, envelope)
-        if self._tracing is not None and self._tracing.active():
-            return await self._publish_traced(
-                self._tracing, topic, data, headers, confirm, msg_id, key, replicas, envelope, fsync
-            )
-        link = self._link
-        entry = self._prefixes.get(topic)
-        if (
-            link is not None
-            and entry is not None
-            and not confirm
-            and not entry[1]
-            and envelope is not False
-            and entry[2] is None
-            and entry[3] is None
-        ):
-            # The hot path: a known live topic, fire-and-forget.
-            frame = self._encoder.envelope(data, headers)
-            if len(frame) > self.max_message_size:
-                raise MessageTooLarge(len(frame), self.max_message_size)
-            await self._publish_live(link, entry[0], [frame], self.batch)
-            return None
-        return await self._publish(
-            topic, data, headers, confirm, msg_id, key, replicas, envelope, fsync
-        )
-
-    async def _publish_live(
-        self, link: Connection, pfx: Prefix, frames: list[bytes], batchable: bool
-    ) -> None:
-        status = link.try_publish(pfx, frames, batchable)
-        while status == BLOCKED:
-            await link.wait_writable(self.publish_timeout)
-            status = link.try_publish(pfx, frames, batchable)
-        self.published += len(frames)
-        if status == FLUSHED:
-            await asyncio.sleep(0)  # a publisher in a tight loop still lets other tasks run
-
-    async def publish_many(
-        self,
-        topic: str,
-        items: Iterable[Any],
-        *,
-        headers: Mapping[str, str] | None = None,
-        envelope: bool | None = None,
-        type: str | None = None,
-    ) -> None:
-        """Publish several messages to one topic, in order, without waiting for the server.
-
-        Cheaper per message than ``publish`` in a loop: one call encodes them all and queues
-        them at once (into batch frames on a live topic). On a durable topic each message is
-        stored as with ``publish(confirm=False)``: its XADD and PUBLISH, queued in one burst.
-        ``envelope`` and ``type`` are ``publish``'s (without ``type``, each item typed by its
-        class).
-
-        Example::
-
-            await hub.publish_many("prices.tech", [{"px": 1.5 + i} for i in range(100)])
-        """
-        if self._link is None:
-            await self.connect()
-        if headers:
-            check_headers(headers)
-        items = list(items)
-        if type is not None or any(d.__class__ not in _UNTYPED for d in items):
-            # the message type is a header, and each item may have its own: one at a time
-            for data in items:
-                await self.publish(
-                    topic, data, headers=headers, confirm=False, envelope=envelope, type=type
-                )
-            return None
-        tracing = self._tracing
-        if tracing is not None and tracing.active():
-            with tracing.publishing(
-                topic, headers, self._carries_headers(topic, envelope), count=len(items)
-            ) as (_, sent):
-                return await self._publish_many(topic, items, sent, envelope)
-        return await self._publish_many(topic, items, headers, envelope)
+    # -- publishing (publish and publish_many: _client_publish) -------------------------------
 
     def _scripts(self) -> Scripts:
         if self._durable is None:
@@ -564,13 +392,10 @@ class AsyncClient(Commands, RequestReply, Publishing):
         check_start(unique, since, epoch, last)
         if self._closed:
             raise ClientClosed("client closed")
-        sub = Subscription(
-            self._registry(),
-            unique,
+        options = SubscriptionOptions(
             max_pending=max_pending,
             overflow=overflow,
             on_gap=on_gap,
-            handler=handler,
             since=since,
             epoch=epoch,
             last=last,
@@ -578,6 +403,7 @@ class AsyncClient(Commands, RequestReply, Publishing):
             error_text=error_text,
             foreign=foreign,
         )
+        sub = Subscription(self._registry(), unique, options, handler)
         if self._tracing is not None:
             trace_subscription(self._tracing, sub)
         return sub

@@ -9,15 +9,13 @@ declared below.
 from __future__ import annotations
 
 from collections.abc import Iterable
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from herald._core.raw import check_command, decoded
+from herald._core.url import Endpoint
 from herald._io.interface import Connection
 from herald._io.link import Link
 from herald._pubsub import channels as _channels
-
-if TYPE_CHECKING:
-    from ._client import AsyncClient
 
 from ._pipeline import Pipeline, Script, Spares, Transaction, run_blocking
 
@@ -27,6 +25,8 @@ class Commands:
 
     _link: Connection | None
     _link_options: dict[str, Any]
+    _name: str
+    endpoint: Endpoint | None
     _closed: bool
     _spares: Spares
 
@@ -95,7 +95,7 @@ class Commands:
                 for i in range(100):
                     pipe.queue("SET", f"key:{i}", i)
         """
-        return Pipeline(self._client(), decode, raise_on_error)
+        return Pipeline(self, decode, raise_on_error)
 
     def transaction(
         self,
@@ -115,7 +115,7 @@ class Commands:
                 tx.queue("EXPIRE", "visits", 60)
             print(tx.replies)  # [1, 1]
         """
-        return Transaction(self._client(), list(watch), decode, raise_on_error)
+        return Transaction(self, list(watch), decode, raise_on_error)
 
     def script(self, text: str) -> Script:
         """A Lua script to call as ``await script(keys=[...], args=[...])`` (``EVALSHA``,
@@ -127,7 +127,7 @@ class Commands:
                               "redis.call('SET', KEYS[1], ARGV[1]) return v")
             old = await swap(keys=["config:mode"], args=["fast"])
         """
-        return Script(self._client(), text)
+        return Script(self, text)
 
     async def execute_blocking(self, *args: str | bytes | int | float, decode: bool = False) -> Any:
         """Run a blocking command (``BLPOP``, ``BLMOVE``, ``XREAD ... BLOCK``...) on a
@@ -140,7 +140,7 @@ class Commands:
             job = await hub.execute_blocking("BLPOP", "jobs", 5)  # None after 5 s
         """
         await self.connect()
-        return await run_blocking(self._client(), args, decode)
+        return await run_blocking(self, args, decode)
 
     def _longest_wait(self) -> float | None:
         """How long a WAIT may hold the shared connection: half the probe timeout."""
@@ -155,11 +155,7 @@ class Commands:
 
     async def _dedicated(self, key: bytes | None) -> Link:
         await self.connect()
-        return await self._spares.take(self._client(), key)
+        return await self._spares.take(self, key)
 
     def _give_back(self, link: Link, healthy: bool, unwatch: bool) -> None:
         self._spares.give_back(link, healthy and not self._closed, unwatch)
-
-    def _client(self) -> AsyncClient:
-        """This object as what it is: the AsyncClient it is mixed into."""
-        return cast("AsyncClient", self)

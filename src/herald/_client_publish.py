@@ -1,37 +1,34 @@
-"""How the AsyncClient publishes: a topic's route (from its policy), encoding, and the publish
-paths past ``publish()``'s fast path (confirmed, durable, recoverable, bare, traced, from
-threads).
+"""How the AsyncClient publishes: ``publish`` (with its fast path for a known live topic) and
+``publish_many``, a topic's route (from its policy), encoding, and the publish paths past the
+fast path (confirmed, durable, recoverable, bare, traced, from threads).
 
-:class:`Publishing` is mixed into :class:`~herald.AsyncClient`; ``publish()`` itself, with its
-fast path for a known live topic, stays in the client. What it uses of the client is declared
-below; the client defines it.
+:class:`Publishing` is mixed into :class:`~herald.AsyncClient`. What it uses of the client is
+declared below; the client defines it.
 """
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from collections.abc import Coroutine, Iterable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any, Literal, overload
 
 from herald._core.history import PUBLISH_HISTORY, HistoryTopic
 from herald._core.message import TYPE_HEADER
 from herald._core.resp import prefix
 from herald._core.streams import DEAD_SUFFIX, DurableTopic
 from herald._core.topics import check_headers, is_inbox, validate_topic
+from herald._core.typed import UNTYPED, with_type
 from herald._core.wire import Encoder
 from herald._durable.confirm import wait_fsync, wait_replicas
 from herald._durable.publish import publish_many as durable_publish_many
-from herald._io.interface import Connection, Prefix
+from herald._io.interface import BLOCKED, FLUSHED, Connection, Prefix
 from herald._io.link import MAX_BATCH_MESSAGES
 
 from ._client_durable import DurableTopics, Route
 from ._errors import ClientClosed, ConfigurationError, HeraldError, MessageTooLarge, ReservedName
 from ._models import PubAck
 from ._policies import durable_topic
-from ._tracing import Tracing
-
-if TYPE_CHECKING:
-    pass
 
 log = logging.getLogger("herald")
 
@@ -51,27 +48,192 @@ class Publishing(DurableTopics):
     envelope: bool
     max_message_size: int
 
-    # Deliberately repeated signatures: type stubs of the AsyncClient methods this mixin
-    # calls (the client defines them; nothing here exists at run time).
-    if TYPE_CHECKING:
+    # Deliberately repeated: the two overloads and the implementation state one parameter list
+    # three times, as @overload needs (confirm=True returns a PubAck); herald.Client repeats
+    # them, kept identical by tests/test_signatures.py.
+    @overload
+    async def publish(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        confirm: Literal[True],
+        msg_id: str | None = None,
+        key: str | None = None,
+        replicas: int = 0,
+        envelope: bool | None = None,
+        fsync: bool = False,
+        type: str | None = None,
+    ) -> PubAck: ...
 
-        async def publish(
-            self,
-            topic: str,
-            data: Any,
-            *,
-            headers: Mapping[str, str] | None = None,
-            confirm: bool | None = None,
-            msg_id: str | None = None,
-            key: str | None = None,
-            replicas: int = 0,
-            envelope: bool | None = None,
-            fsync: bool = False,
-        ) -> PubAck | None: ...
+    @overload
+    async def publish(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        confirm: bool | None = None,
+        msg_id: str | None = None,
+        key: str | None = None,
+        replicas: int = 0,
+        envelope: bool | None = None,
+        fsync: bool = False,
+        type: str | None = None,
+    ) -> PubAck | None: ...
 
-        async def _publish_live(
-            self, link: Connection, pfx: Prefix, frames: list[bytes], batchable: bool
-        ) -> None: ...
+    async def publish(
+        self,
+        topic: str,
+        data: Any,
+        *,
+        headers: Mapping[str, str] | None = None,
+        confirm: bool | None = None,
+        msg_id: str | None = None,
+        key: str | None = None,
+        replicas: int = 0,
+        envelope: bool | None = None,
+        fsync: bool = False,
+        type: str | None = None,
+    ) -> PubAck | None:
+        """Publish one message.
+
+        Returns ``None`` at once without a round trip; with ``confirm=True`` waits for the
+        server and returns a :class:`PubAck` whose ``receivers`` is the server's delivery count:
+        one per subscribed channel and per matching pattern of every connection (a connection
+        with both counts, and receives, twice).
+        While the server is unreachable, messages are kept (up to ``max_pending_bytes``) and
+        sent after the reconnect; a confirmed publish waits up to ``publish_timeout`` for the
+        connection to come back.
+
+        On a durable topic the message is stored in the topic's stream and published live in
+        one server-side step, and ``confirm`` defaults to True: the :class:`PubAck` then has the
+        entry id (``offset``); ``confirm=False`` sends it without waiting. ``msg_id`` makes the
+        publish idempotent there: the same ``msg_id`` within the topic's ``dedup_window`` is
+        stored once (``PubAck.duplicate``). Live topics ignore ``msg_id``: a publisher cannot
+        know whether a topic is durable, that is the topic's policy. ``key`` is a durable
+        message's ordering key (``consume(..., ordered_by_key=True)``); live topics ignore it.
+        ``replicas=N`` (durable topics, confirmed publishes): after the store, wait (``WAIT``,
+        up to ``publish_timeout``) until ``N`` replicas have it, so that a failover cannot lose
+        an acknowledged message (see ``docs/scaling.md``); other topics ignore it.
+        ``envelope=False`` sends this message's payload alone, for plain Redis subscribers
+        (see the client's ``envelope``); ``True`` wraps it even on a bare topic.
+        ``fsync=True`` (durable topics, confirmed publishes): return only once the server has
+        the message fsynced to its AOF (``WAITAOF``; with ``replicas=N``, on N replicas' AOF
+        too), so that a crash of the server process or machine cannot lose an acknowledged
+        message. With ``appendfsync everysec`` that waits for the next fsync (up to about a
+        second; concurrent publishes share it); with ``appendfsync always`` it costs a round
+        trip. Needs AOF on the server (``ConfigurationError`` otherwise); other topics ignore it.
+        ``type`` is the message type (``msg.type``; ``docs/events.md``), sent in the reserved
+        header ``herald-type``; without it a msgspec ``Struct`` or pydantic model payload is
+        typed by its class (a Struct's tag, else the class name). A message without envelope
+        has no type.
+
+        Raises:
+            InvalidTopic, MessageTooLarge, TypeError: before anything is sent (TypeError: a
+                payload the codec cannot encode, NaN and infinities in JSON among them).
+            ConfigurationError: ``envelope=False`` with headers or a ``type``, or on a
+                recoverable topic; a ``type`` that is empty, too long or holds a control character.
+            ReservedName: a header name starts with ``herald-``, or the topic is Herald's
+                (a reply inbox ``_herald.inbox.*``, a durable topic's ``<topic>.dead``).
+            NotReplicated: with ``replicas``, fewer replicas acknowledged in time; the message
+                is stored on the primary.
+            NotPersisted: with ``fsync``, not confirmed on disk within ``publish_timeout``;
+                the message is stored (in memory).
+            Timeout: the send buffer stayed full (or, with ``confirm=True``, the connection
+                stayed down) for ``publish_timeout``; the message was not queued.
+            ConnectionLost: with ``confirm=True``, the connection died before the reply.
+        """
+        if headers:
+            check_headers(headers)
+        if type is not None or data.__class__ not in UNTYPED:
+            headers = with_type(headers, type, data, envelope)
+        tracing = self._tracing
+        if tracing is not None and tracing.active():
+            # In a producer span, its trace context added to the headers.
+            if self._link is None:
+                await self.connect()
+            carries = self._carries_headers(topic, envelope)
+            with tracing.publishing(topic, headers, carries, data) as (span, sent):
+                ack = await self._publish(
+                    topic, data, sent, confirm, msg_id, key, replicas, envelope, fsync
+                )
+                if ack is not None and ack.offset is not None:
+                    span.set_attribute("messaging.herald.offset", ack.offset)
+                return ack
+        link = self._link
+        entry = self._prefixes.get(topic)
+        if (
+            link is not None
+            and entry is not None
+            and not confirm
+            and not entry[1]
+            and envelope is not False
+            and entry[2] is None
+            and entry[3] is None
+        ):
+            # The hot path: a known live topic, fire-and-forget.
+            frame = self._encoder.envelope(data, headers)
+            if len(frame) > self.max_message_size:
+                raise MessageTooLarge(len(frame), self.max_message_size)
+            await self._publish_live(link, entry[0], [frame], self.batch)
+            return None
+        return await self._publish(
+            topic, data, headers, confirm, msg_id, key, replicas, envelope, fsync
+        )
+
+    async def _publish_live(
+        self, link: Connection, pfx: Prefix, frames: list[bytes], batchable: bool
+    ) -> None:
+        status = link.try_publish(pfx, frames, batchable)
+        while status == BLOCKED:
+            await link.wait_writable(self.publish_timeout)
+            status = link.try_publish(pfx, frames, batchable)
+        self.published += len(frames)
+        if status == FLUSHED:
+            await asyncio.sleep(0)  # a publisher in a tight loop still lets other tasks run
+
+    async def publish_many(
+        self,
+        topic: str,
+        items: Iterable[Any],
+        *,
+        headers: Mapping[str, str] | None = None,
+        envelope: bool | None = None,
+        type: str | None = None,
+    ) -> None:
+        """Publish several messages to one topic, in order, without waiting for the server.
+
+        Cheaper per message than ``publish`` in a loop: one call encodes them all and queues
+        them at once (into batch frames on a live topic). On a durable topic each message is
+        stored as with ``publish(confirm=False)``: its XADD and PUBLISH, queued in one burst.
+        ``envelope`` and ``type`` are ``publish``'s (without ``type``, each item typed by its
+        class).
+
+        Example::
+
+            await hub.publish_many("prices.tech", [{"px": 1.5 + i} for i in range(100)])
+        """
+        if self._link is None:
+            await self.connect()
+        if headers:
+            check_headers(headers)
+        items = list(items)
+        if type is not None or any(d.__class__ not in UNTYPED for d in items):
+            # the message type is a header, and each item may have its own: one at a time
+            for data in items:
+                await self.publish(
+                    topic, data, headers=headers, confirm=False, envelope=envelope, type=type
+                )
+            return None
+        tracing = self._tracing
+        if tracing is not None and tracing.active():
+            with tracing.publishing(
+                topic, headers, self._carries_headers(topic, envelope), count=len(items)
+            ) as (_, sent):
+                return await self._publish_many(topic, items, sent, envelope)
+        return await self._publish_many(topic, items, headers, envelope)
 
     def _prefix(self, topic: str) -> Route:
         """(PUBLISH prefix, bare, durable spec, history spec) of a topic, cached."""
@@ -212,33 +374,6 @@ class Publishing(DurableTopics):
             return PubAck(receivers)
         await self._publish_live(link, pfx, [frame], self.batch and not bare)
         return None
-
-    async def _publish_traced(
-        self,
-        tracing: Tracing,
-        topic: str,
-        data: Any,
-        headers: Mapping[str, str] | None,
-        confirm: bool | None,
-        msg_id: str | None,
-        key: str | None,
-        replicas: int,
-        envelope: bool | None,
-        fsync: bool,
-    ) -> PubAck | None:
-        """``publish`` in a producer span, its trace context added to the headers."""
-        if self._link is None:
-            await self.connect()
-        with tracing.publishing(topic, headers, self._carries_headers(topic, envelope), data) as (
-            span,
-            sent,
-        ):
-            ack = await self._publish(
-                topic, data, sent, confirm, msg_id, key, replicas, envelope, fsync
-            )
-            if ack is not None and ack.offset is not None:
-                span.set_attribute("messaging.herald.offset", ack.offset)
-            return ack
 
     def _carries_headers(self, topic: str, envelope: bool | None) -> bool:
         """Whether a publish to ``topic`` sends an envelope, which carries headers."""

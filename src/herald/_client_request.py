@@ -8,36 +8,28 @@ declared below. The machinery is ``_pubsub.request`` and ``_pubsub.responders``.
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, cast
+from typing import TYPE_CHECKING, Any
 
 from herald._core.message import Message
-from herald._core.topics import check_user_name, validate_topic
-from herald._io.interface import Connection
 from herald._pubsub.request import Requests
 from herald._pubsub.responders import Responder
+from herald._pubsub.subscriber import Subscriber
 from herald._pubsub.subscription import Registry
 
-if TYPE_CHECKING:
-    from ._client import AsyncClient
-
-from ._errors import ClientClosed
-from ._tracing import Tracing
+from ._client_publish import Publishing
 
 
-class RequestReply:
-    """Requests and responder groups (mixed into ``AsyncClient``)."""
+class RequestReply(Publishing):
+    """Requests and responder groups (mixed into ``AsyncClient``): what ``_pubsub.request`` and
+    ``_pubsub.responders`` need of their client is the publishing mixin's, and this."""
 
-    _link: Connection | None
-    _closed: bool
-    _tracing: Tracing | None
+    _subscriber: Subscriber | None
     _requests: Requests | None
     _responders: set[Responder]
 
-    # Deliberately repeated signatures: type stubs of the AsyncClient methods this mixin
-    # calls (the client defines them; nothing here exists at run time).
+    # Deliberately repeated signature: a type stub of the AsyncClient method this mixin calls
+    # (the client defines it; nothing here exists at run time).
     if TYPE_CHECKING:
-
-        async def connect(self) -> None: ...
 
         def _registry(self) -> Registry: ...
 
@@ -139,36 +131,9 @@ class RequestReply:
             async with hub.respond("thumbnails", make_thumbnail, group="workers"):
                 await stop.wait()
         """
-        return self._responder(topic, handler, group, concurrency, redeliver_after, error_text)
-
-    def _responder(
-        self,
-        topic: str,
-        handler: Callable[..., Any],
-        group: str,
-        concurrency: int,
-        redeliver_after: float,
-        error_text: bool,
-        threaded: bool = False,
-    ) -> Responder:
-        validate_topic(topic)
-        check_user_name(topic)
-        if self._closed:
-            raise ClientClosed("client closed")
-        responder = Responder(
-            cast("AsyncClient", self),
-            topic,
-            handler,
-            group,
-            concurrency,
-            redeliver_after,
-            error_text,
-            threaded,
-        )
-        self._responders.add(responder)
-        return responder
+        return Responder(self, topic, handler, group, concurrency, redeliver_after, error_text)
 
     def _request_table(self) -> Requests:
         if self._requests is None:
-            self._requests = Requests(cast("AsyncClient", self), self._registry())
+            self._requests = Requests(self, self._registry())
         return self._requests

@@ -22,13 +22,14 @@ import asyncio
 import hashlib
 from collections.abc import Callable, Coroutine, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Generic, Protocol, Self, TypeVar
 
 import hiredis
 
 from herald._core.raw import check_command, decoded, raw
 from herald._core.resp import Arg, command
 from herald._core.slots import command_key, command_keys, key_slot, parse_redirect
+from herald._core.url import Endpoint
 from herald._io.cluster import ClusterLink
 from herald._io.interface import Connection
 from herald._io.link import Link
@@ -37,8 +38,22 @@ from herald._io.sharded import ShardedLink
 
 from ._errors import ConfigurationError, ConnectionLost, CrossSlot, ServerError, TransactionAborted
 
-if TYPE_CHECKING:
-    from ._client import AsyncClient
+
+class Host(Protocol):
+    """What pipelines, transactions, scripts and blocking commands use of their client (the
+    AsyncClient, whose ``Commands`` mixin defines the methods): its shared connection, how to
+    make dedicated ones, and how long a ``WAIT`` may hold the shared one."""
+
+    _link: Connection | None
+    _link_options: dict[str, Any]
+    _name: str
+    endpoint: Endpoint | None
+
+    async def connect(self) -> None: ...
+    def _longest_wait(self) -> float | None: ...
+    async def _dedicated(self, key: bytes | None) -> Link: ...
+    def _give_back(self, link: Link, healthy: bool, unwatch: bool) -> None: ...
+
 
 SPARE_PER_NODE = 4  # idle dedicated connections kept per node
 _MOVED_RETRIES = 20
@@ -76,7 +91,7 @@ class Pipeline:
         print(pipe.replies)  # ['OK', 'hi']
     """
 
-    def __init__(self, client: AsyncClient, decode: bool, raise_on_error: bool) -> None:
+    def __init__(self, client: Host, decode: bool, raise_on_error: bool) -> None:
         self._client = client
         self._decode = decode
         self._raise = raise_on_error
@@ -145,7 +160,7 @@ class Transaction:
 
     def __init__(
         self,
-        client: AsyncClient,
+        client: Host,
         watch: Sequence[str | bytes],
         decode: bool,
         raise_on_error: bool,
@@ -294,7 +309,7 @@ class Script:
         await incr_to(keys=["counter"], args=[5])  # 5
     """
 
-    def __init__(self, client: AsyncClient, text: str) -> None:
+    def __init__(self, client: Host, text: str) -> None:
         self._client = client
         self.text = text
         self.sha = hashlib.sha1(text.encode()).hexdigest()
@@ -327,7 +342,7 @@ class Script:
         return decoded(reply) if decode else reply
 
 
-async def run_blocking(client: AsyncClient, args: tuple[Arg, ...], decode: bool) -> Any:
+async def run_blocking(client: Host, args: tuple[Arg, ...], decode: bool) -> Any:
     """``execute_blocking``: the command on a dedicated connection of the key's node."""
     check_command(args, None, blocking=True)
     await client.connect()
@@ -353,7 +368,7 @@ class Spares:
         self._busy: set[Link] = set()
         self._closing: set[asyncio.Task[None]] = set()
 
-    async def take(self, client: AsyncClient, key: bytes | None) -> Link:
+    async def take(self, client: Host, key: bytes | None) -> Link:
         shared = client._link
         assert shared is not None
         assert client.endpoint is not None
@@ -422,26 +437,23 @@ def _retrieve(fut: asyncio.Future[Any]) -> None:
 Call = Callable[[Coroutine[Any, Any, Any]], Any]
 
 
-class SyncPipeline:
-    """:class:`Pipeline` for threads: ``queue(...)``, then ``run()`` or ``with``."""
+_Queued = TypeVar("_Queued", Pipeline, Transaction)
 
-    def __init__(self, inner: Pipeline, call: Call) -> None:
-        self._inner = inner
+
+class _SyncQueue(Generic[_Queued]):
+    """What :class:`SyncPipeline` and :class:`SyncTransaction` share: queued commands, their
+    replies, and the end of a ``with`` block."""
+
+    def __init__(self, inner: _Queued, call: Call) -> None:
+        self._inner: _Queued = inner
         self._call = call
 
     @property
     def replies(self) -> list[Any]:
         return self._inner.replies
 
-    def queue(self, *args: Arg) -> SyncPipeline:
+    def queue(self, *args: Arg) -> Self:
         self._inner.queue(*args)
-        return self
-
-    def run(self) -> list[Any]:
-        result: list[Any] = self._call(self._inner.run())
-        return result
-
-    def __enter__(self) -> SyncPipeline:
         return self
 
     def __exit__(
@@ -450,21 +462,20 @@ class SyncPipeline:
         self._call(self._inner.__aexit__(et, e, tb))
 
 
-class SyncTransaction:
+class SyncPipeline(_SyncQueue[Pipeline]):
+    """:class:`Pipeline` for threads: ``queue(...)``, then ``run()`` or ``with``."""
+
+    def run(self) -> list[Any]:
+        result: list[Any] = self._call(self._inner.run())
+        return result
+
+    def __enter__(self) -> SyncPipeline:
+        return self
+
+
+class SyncTransaction(_SyncQueue[Transaction]):
     """:class:`Transaction` for threads: use ``with``; ``execute(...)`` (with ``watch``),
     ``queue(...)``, ``commit()``."""
-
-    def __init__(self, inner: Transaction, call: Call) -> None:
-        self._inner = inner
-        self._call = call
-
-    @property
-    def replies(self) -> list[Any]:
-        return self._inner.replies
-
-    def queue(self, *args: Arg) -> SyncTransaction:
-        self._inner.queue(*args)
-        return self
 
     def execute(self, *args: Arg, decode: bool | None = None) -> Any:
         return self._call(self._inner.execute(*args, decode=decode))
@@ -476,11 +487,6 @@ class SyncTransaction:
     def __enter__(self) -> SyncTransaction:
         self._call(self._inner.__aenter__())
         return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self._call(self._inner.__aexit__(et, e, tb))
 
 
 class SyncScript:

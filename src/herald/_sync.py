@@ -3,105 +3,58 @@
 Publishing from user threads does not cross into the loop per message: it queues bytes into the
 connection's write buffer under a lock and wakes the loop once per batch (see ``Link``).
 
-The public methods repeat :class:`~herald.AsyncClient`'s signatures on purpose, so that the
-threaded API is typed and documented in full; ``tests/test_signatures.py`` fails when the two
-drift apart (names, kinds, defaults, annotations).
+Its public methods repeat :class:`~herald.AsyncClient`'s signatures on purpose: see the note at
+the top of :class:`Client`. The I/O thread is ``_portal``'s, a subscription for threads
+``_sync_subscription``'s.
 """
 
 from __future__ import annotations
 
-import asyncio
 import atexit
-import concurrent.futures
 import contextvars
 import logging
 import os
-import threading
 import weakref
-from collections.abc import Callable, Coroutine, Iterable, Iterator, Mapping, Sequence
+from collections.abc import Callable, Iterable, Iterator, Mapping, Sequence
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, Literal, TypeVar, Unpack, overload
+from typing import TYPE_CHECKING, Any, Literal, Unpack, overload
 
 from herald._core.durable_message import StoredMessage
-from herald._core.message import Message, replier_of
+from herald._core.message import Message
 from herald._core.offsets import Position
 from herald._core.options import CertReqs
-from herald._core.typed import UNTYPED, converter, typed, with_type
+from herald._core.typed import UNTYPED, converter, with_type
 from herald._core.wire import Codec, Foreign
 from herald._durable import replay as _replay
 from herald._durable.acked import Settled
 from herald._durable.admin import DeadLetter, TopicInfo
 from herald._durable.setup import ConsumeOptions
 from herald._errors import HistoryLost
-from herald._pubsub.responders import SyncResponder
-from herald._pubsub.subscription import Gap, Handler, Overflow, Subscription
+from herald._pubsub.responders import Responder, SyncResponder
+from herald._pubsub.subscription import Gap, Handler, Overflow
 
 from ._client import AsyncClient
-from ._errors import ClientClosed, HeraldError, StopSubscription, Timeout
+from ._errors import ClientClosed, HeraldError
 from ._models import ClientStats, PubAck, TopicPolicy
 from ._pipeline import SyncPipeline, SyncScript, SyncTransaction
+from ._portal import FORKED, Portal
 from ._sync_consumer import SyncConsumer
-from ._tracing import Tracing
+
+# herald imports SyncSubscription from here, where Client.subscribe makes one
+from ._sync_subscription import SyncSubscription as SyncSubscription
 
 if TYPE_CHECKING:
     from opentelemetry.trace import TracerProvider
 
-T = TypeVar("T")
 log = logging.getLogger("herald")
 _clients: weakref.WeakSet[Client] = weakref.WeakSet()
-_FORKED = "this Client was created before fork(); create a new Client in the child process"
 
 
-async def _run_in(coro: Coroutine[Any, Any, T], context: contextvars.Context) -> T:
-    return await asyncio.get_running_loop().create_task(coro, context=context)
-
-
-class _Portal:
-    """An event loop running in a daemon thread."""
-
-    def __init__(self) -> None:
-        self.pid = os.getpid()  # after fork() the thread is gone: the child must not wait on it
-        self.loop = asyncio.new_event_loop()
-        self.thread = threading.Thread(target=self._run, name="herald-io", daemon=True)
-        self.thread.start()
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self.loop)
-        try:
-            self.loop.run_forever()
-        finally:
-            # loop.close() alone leaves to_thread's worker threads running after close().
-            self.loop.run_until_complete(self.loop.shutdown_default_executor())
-            self.loop.close()
-
-    def call(
-        self,
-        coro: Coroutine[Any, Any, T],
-        timeout: float | None = None,
-        context: contextvars.Context | None = None,
-    ) -> T:
-        """Run ``coro`` on the loop and wait for its result; ``context``: in that context (the
-        caller's, for its current span when tracing) rather than the loop thread's."""
-        if os.getpid() != self.pid:
-            coro.close()
-            raise ClientClosed(_FORKED)
-        if threading.current_thread() is self.thread:
-            coro.close()
-            raise HeraldError("blocking Client call from a handler: use the AsyncClient there")
-        if context is not None:
-            coro = _run_in(coro, context)
-        fut = asyncio.run_coroutine_threadsafe(coro, self.loop)
-        try:
-            return fut.result(timeout)
-        except concurrent.futures.TimeoutError:
-            fut.cancel()
-            raise Timeout(f"no result within {timeout}s", timeout) from None
-
-    def stop(self) -> None:
-        if self.loop.is_running():
-            self.loop.call_soon_threadsafe(self.loop.stop)
-        if threading.current_thread() is not self.thread:
-            self.thread.join(5)
+def _given(arguments: dict[str, Any], *leave: str) -> dict[str, Any]:
+    """A Client method's keyword arguments, from its ``locals()`` taken first thing (when they
+    hold the arguments alone), without ``self`` and ``leave``: passed on as given to the
+    AsyncClient method of the same signature (tests/test_signatures.py keeps them identical)."""
+    return {k: v for k, v in arguments.items() if k != "self" and k not in leave}
 
 
 class Client:
@@ -115,6 +68,15 @@ class Client:
                 for msg in sub:
                     print(msg.data)
     """
+
+    # Deliberately repeated: every public method states its AsyncClient twin's parameters
+    # again, in full, instead of being generated from them, so that mypy, IDEs and the API
+    # reference (mkdocstrings reads the source) show the threaded API as it is. Sharing them
+    # (a decorator copying the async signature) would hide the parameters from all three and
+    # could not say the sync return types. tests/test_signatures.py fails when a name, kind,
+    # default or annotation drifts from AsyncClient's. Only the signatures repeat: a method
+    # passes its arguments on (long lists with _given), and every check, default and
+    # normalisation happens once, in the AsyncClient. `duplicates` lists these blocks.
 
     def __init__(
         self,
@@ -147,12 +109,10 @@ class Client:
         sentinel_password: str | None = None,
         shards: Sequence[str] | Mapping[str, str] | None = None,
     ) -> None:
-        # Every keyword, passed on as given (first: locals() holds the arguments alone here);
-        # tests/test_signatures.py keeps this signature AsyncClient's.
-        options = {k: v for k, v in locals().items() if k not in ("self", "url")}
+        options = _given(locals(), "url")
         self._pid = os.getpid()
         self._async = AsyncClient(url, **options)  # before the thread: a bad URL must not leak it
-        self._portal: _Portal | None = _Portal()
+        self._portal: Portal | None = Portal()
         self._subs: list[SyncSubscription] = []
         self._consumers: list[SyncConsumer] = []
         try:
@@ -163,9 +123,9 @@ class Client:
             raise
         _clients.add(self)
 
-    def _live(self) -> _Portal:
+    def _live(self) -> Portal:
         if os.getpid() != self._pid:
-            raise ClientClosed(_FORKED)
+            raise ClientClosed(FORKED)
         if self._portal is None:
             raise ClientClosed("client closed")
         return self._portal
@@ -174,6 +134,8 @@ class Client:
     def url(self) -> str | None:
         ep = self._async.endpoint
         return ep.address if ep else None
+
+    # -- publishing (signatures repeated: see the note above)
 
     @overload
     def publish(
@@ -276,6 +238,8 @@ class Client:
         """Wait until everything published so far has reached the server."""
         self._live().call(self._async.flush(timeout))
 
+    # -- request/reply (signatures repeated: see the note above)
+
     def request(
         self,
         topic: str,
@@ -332,11 +296,13 @@ class Client:
                 stop.wait()
         """
         portal = self._live()
-        inner = self._async._responder(
-            topic, handler, group, concurrency, redeliver_after, error_text, threaded=True
+        inner = Responder(
+            self._async, topic, handler, group, concurrency, redeliver_after, error_text, True
         )
         portal.call(inner.start())
         return SyncResponder(inner, portal.call)
+
+    # -- subscribing (signatures repeated: see the note above)
 
     def subscribe(
         self,
@@ -357,25 +323,17 @@ class Client:
         With ``handler``, each message is passed to it on a thread of this subscription
         (a :class:`HistoryLost` without ``on_history_lost`` is logged there).
         """
+        options = _given(locals(), "names", "handler")
         portal = self._live()
         if handler is not None:
             converter(handler)  # UnsupportedAnnotation before anything is subscribed
-        sub = self._async.subscribe(
-            *names,
-            max_pending=max_pending,
-            overflow=overflow,
-            on_gap=on_gap,
-            since=since,
-            epoch=epoch,
-            last=last,
-            on_history_lost=on_history_lost,
-            error_text=error_text,
-            foreign=foreign,
-        )
+        sub = self._async.subscribe(*names, **options)  # the handler runs on a thread here
         portal.call(sub.start())
         wrapper = SyncSubscription(sub, portal, handler, self._async._tracing)
         self._subs.append(wrapper)
         return wrapper
+
+    # -- durable topics and topic policies (signatures repeated: see the note above)
 
     def declare(
         self,
@@ -394,22 +352,8 @@ class Client:
         fsync: bool = False,
     ) -> TopicPolicy:
         """See :meth:`AsyncClient.declare`."""
-        return self._live().call(
-            self._async.declare(
-                topic,
-                bare=bare,
-                sharded=sharded,
-                durable=durable,
-                max_len=max_len,
-                max_age=max_age,
-                dedup_window=dedup_window,
-                trim_unacked=trim_unacked,
-                history=history,
-                history_ttl=history_ttl,
-                update=update,
-                fsync=fsync,
-            )
-        )
+        options = _given(locals(), "topic")
+        return self._live().call(self._async.declare(topic, **options))
 
     def delete_topic(self, topic: str) -> bool:
         """See :meth:`AsyncClient.delete_topic`."""
@@ -504,6 +448,8 @@ class Client:
     def topics(self) -> dict[str, TopicPolicy]:
         return self._live().call(self._async.topics())
 
+    # -- Redis commands (signatures repeated: see the note above)
+
     def active_topics(self, pattern: str = "*") -> dict[str, int]:
         """See :meth:`AsyncClient.active_topics`."""
         return self._live().call(self._async.active_topics(pattern))
@@ -557,6 +503,8 @@ class Client:
         :meth:`AsyncClient.script`."""
         return SyncScript(self._async.script(text), self._live().call)
 
+    # -- introspection, lifecycle
+
     @property
     def stats(self) -> ClientStats:
         return self._async.stats
@@ -583,122 +531,6 @@ class Client:
         _clients.discard(self)
 
     def __enter__(self) -> Client:
-        return self
-
-    def __exit__(
-        self, et: type[BaseException] | None, e: BaseException | None, tb: TracebackType | None
-    ) -> None:
-        self.close()
-
-
-class SyncSubscription:
-    """A subscription for threads: an iterator and a context manager, or a handler thread."""
-
-    def __init__(
-        self,
-        sub: Subscription,
-        portal: _Portal,
-        handler: Handler | None,
-        tracing: Tracing | None = None,
-    ) -> None:
-        self._sub = sub
-        self._portal = portal
-        self._handler = None if handler is None else typed(handler, sub._invalid)
-        if self._handler is not None and tracing is not None:
-            self._handler = tracing.handler(self._handler, "process")
-        self._thread: threading.Thread | None = None
-        if handler is not None:
-            self._thread = threading.Thread(
-                target=self._run_handler, name=f"herald-handler-{sub.names[0]}", daemon=True
-            )
-            self._thread.start()
-
-    @property
-    def names(self) -> tuple[str, ...]:
-        return self._sub.names
-
-    @property
-    def stats(self) -> Any:
-        return self._sub.stats
-
-    @property
-    def pending(self) -> int:
-        return self._sub.pending
-
-    def next(self, timeout: float | None = None) -> Message:
-        """The next message; :class:`Timeout` if none arrives in time."""
-        self._check_fork()
-        return self._sub._next_sync(timeout)
-
-    def add(self, *names: str) -> None:
-        """Subscribe to more topics and patterns; see :meth:`Subscription.add`."""
-        self._check_fork()
-        self._portal.call(self._sub.add(*names))
-
-    def remove(self, *names: str) -> None:
-        """Unsubscribe from some of the names; see :meth:`Subscription.remove`."""
-        self._check_fork()
-        self._portal.call(self._sub.remove(*names))
-
-    def __iter__(self) -> Iterator[Message]:
-        self._check_fork()
-        while True:
-            try:
-                yield self._sub._next_sync(None)
-            except ClientClosed:
-                return
-
-    def _check_fork(self) -> None:
-        if os.getpid() != self._portal.pid:
-            raise ClientClosed(_FORKED)
-
-    def _run_handler(self) -> None:
-        handler = self._handler
-        assert handler is not None
-        while True:
-            try:
-                msg = self._sub._next_sync(None)
-            except ClientClosed:
-                return
-            except HistoryLost as exc:  # reported, and the subscription goes on
-                log.error("subscription %s: %s", ",".join(self.names), exc)
-                continue
-            except HeraldError as exc:
-                log.error("subscription %s ended: %s", ",".join(self.names), exc)
-                return
-            try:
-                result = handler(msg)
-                # A value returned for a request is its reply (docs/request-reply.md).
-                if result is not None and msg._headers and (r := replier_of(msg)):
-                    r.reply(msg, result, None)
-            except StopSubscription:
-                self.close()  # from this thread: nothing more is handled
-                return
-            except Exception as exc:
-                self._sub.stats.handler_errors += 1
-                ref = None
-                if msg._headers and (r := replier_of(msg)):
-                    ref = r.reply_error(msg, exc, self._sub.error_text)
-                sent = "" if ref is None else f"; error reply {ref} sent"
-                log.exception("handler %r failed on %r%s", handler, msg, sent)
-
-    def _stop_handler(self) -> None:
-        self._sub._finish()
-
-    def _join_handler(self) -> None:
-        if self._thread is not None and self._thread is not threading.current_thread():
-            self._thread.join(5)
-
-    def close(self) -> None:
-        """Unsubscribe."""
-        if not self._sub.closed:
-            try:
-                self._portal.call(self._sub.close(), timeout=10)
-            except (HeraldError, RuntimeError):
-                self._sub._finish()
-        self._join_handler()
-
-    def __enter__(self) -> SyncSubscription:
         return self
 
     def __exit__(

@@ -47,15 +47,11 @@ DONE = _Done()
 
 
 class Replier(Protocol):
-    """Publishes replies for the client whose subscriber received a request."""
+    """Publishes replies for the client whose subscriber received a request (what messages,
+    subscriptions and responders use of ``_pubsub.request.Requests``)."""
 
     def reply(
-        self,
-        request: Message,
-        data: Any,
-        headers: Mapping[str, str] | None,
-        error: str | None = None,
-        error_id: str | None = None,
+        self, request: Message, data: Any, headers: Mapping[str, str] | None
     ) -> Awaitable[None]: ...
 
     def reply_error(

@@ -42,7 +42,7 @@ from herald._io.interface import Connection
 from herald._io.link import Link
 
 from .responders import MAX_QUEUE, Groups, queue_key
-from .subscription import Gap, Registry, Subscription
+from .subscription import Gap, Registry, Subscription, SubscriptionOptions
 
 if TYPE_CHECKING:
     from collections.abc import Coroutine
@@ -64,8 +64,8 @@ MAX_ERROR_TEXT = 1000  # characters of "Type: message" sent back when a handler 
 
 class Host(Protocol):
     """What request/reply needs of its client (the AsyncClient): its connections, how it
-    routes and encodes a topic, and its publish counter. (Its signatures repeat the client's
-    on purpose: this layer names what it uses, not the client above it.)"""
+    routes and encodes a topic, and its publish counter. (Its signatures are the parts of the
+    client's that this layer uses: it names them, not the client above it.)"""
 
     _link: Connection | None
     _subscriber: Subscriber | None
@@ -88,12 +88,7 @@ class Host(Protocol):
     ) -> tuple[bytes, bytes, bool]: ...
 
     def _publish_threadsafe(
-        self,
-        topic: str,
-        data: Any,
-        headers: Mapping[str, str] | None,
-        confirm: bool | None,
-        envelope: bool | None = None,
+        self, topic: str, data: Any, headers: Mapping[str, str] | None, confirm: bool | None
     ) -> Coroutine[Any, Any, PubAck | None] | None: ...
 
 
@@ -525,6 +520,21 @@ class _Gather:
             self.done.set_result(None)
 
 
+# The inbox has no buffer (replies go straight to the pending table), no start position, no
+# handler: nothing of a user's subscription applies.
+_INBOX = SubscriptionOptions(
+    max_pending=1,
+    overflow="drop_oldest",
+    on_gap=None,
+    since=None,
+    epoch=None,
+    last=None,
+    on_history_lost=None,
+    error_text=False,
+    foreign="bytes",
+)
+
+
 class _InboxSubscription(Subscription):
     """The inbox's channel on the subscriber connection.
 
@@ -534,7 +544,7 @@ class _InboxSubscription(Subscription):
     """
 
     def __init__(self, registry: Registry, channel: str, requests: Requests) -> None:
-        super().__init__(registry, (channel,), max_pending=1)
+        super().__init__(registry, (channel,), _INBOX)
         self._requests = requests
 
     def _deliver(self, messages: list[Message]) -> None:

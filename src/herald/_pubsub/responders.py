@@ -40,6 +40,7 @@ from typing import Any, Protocol
 
 from herald._core.message import Message, Replier, is_request, replier_of
 from herald._core.streams import tagged
+from herald._core.topics import check_user_name, validate_topic
 from herald._core.typed import typed
 from herald._core.url import Endpoint
 from herald._core.wire import Encoder, decode
@@ -157,6 +158,10 @@ class Responder:
         error_text: bool,
         threaded: bool = False,
     ) -> None:
+        validate_topic(topic)
+        check_user_name(topic)
+        if client._closed:
+            raise ClientClosed("client closed")
         check_group(group)
         if concurrency < 1:
             raise ConfigurationError(f"concurrency must be at least 1, not {concurrency!r}")
@@ -182,6 +187,7 @@ class Responder:
         self.handled = 0  # requests whose handler ran here
         self.redelivered = 0  # requests taken over from a member that did not finish them
         self.expired = 0  # requests found after their requester's deadline: dropped
+        client._responders.add(self)  # the client closes it with itself
 
     async def start(self) -> Responder:
         client = self._client

@@ -116,6 +116,22 @@ class _Pending:
         self.result = result
 
 
+@dataclass(frozen=True, slots=True)
+class SubscriptionOptions:
+    """A subscription's options, as ``subscribe`` was given them (its parameters say what each
+    does, and hold the defaults): passed through whole, so that the list is not repeated."""
+
+    max_pending: int
+    overflow: Overflow
+    on_gap: Callable[[Gap], Any] | None
+    since: int | None
+    epoch: int | None
+    last: int | None
+    on_history_lost: Callable[[HistoryLost], Any] | None
+    error_text: bool
+    foreign: Foreign
+
+
 class Subscription:
     """Messages of one or more topics and patterns, in arrival order.
 
@@ -139,34 +155,25 @@ class Subscription:
         self,
         subscriber: Registry,
         names: tuple[str, ...],
-        *,
-        max_pending: int = 10_000,
-        overflow: Overflow = "drop_oldest",
-        on_gap: Callable[[Gap], Any] | None = None,
+        options: SubscriptionOptions,
         handler: Handler | None = None,
-        since: int | None = None,
-        epoch: int | None = None,
-        last: int | None = None,
-        on_history_lost: Callable[[HistoryLost], Any] | None = None,
-        error_text: bool = False,
-        foreign: Foreign = "bytes",
     ) -> None:
-        check_foreign(foreign)
-        if max_pending < 1:
+        check_foreign(options.foreign)
+        if options.max_pending < 1:
             raise ConfigurationError("max_pending must be at least 1")
-        if overflow not in ("drop_oldest", "drop_newest", "disconnect"):
-            raise ConfigurationError(f"unknown overflow policy {overflow!r}")
+        if options.overflow not in ("drop_oldest", "drop_newest", "disconnect"):
+            raise ConfigurationError(f"unknown overflow policy {options.overflow!r}")
         self.names = names
-        self.max_pending = max_pending
-        self.overflow = overflow
-        self.on_gap = on_gap
-        self.on_history_lost = on_history_lost
+        self.max_pending = options.max_pending
+        self.overflow = options.overflow
+        self.on_gap = options.on_gap
+        self.on_history_lost = options.on_history_lost
         # error replies carry the exception's text, not only its type (docs/request-reply.md)
-        self.error_text = error_text
-        self.foreign = foreign
-        if foreign != "bytes":  # the default subscription's _deliver stays as it is
+        self.error_text = options.error_text
+        self.foreign = options.foreign
+        if options.foreign != "bytes":  # the default subscription's _deliver stays as it is
             self._deliver = self._deliver_foreign  # type: ignore[method-assign]
-        self._start = (since, epoch, last)
+        self._start = (options.since, options.epoch, options.last)
         self._recovery: Recovery | None = None
         self.handler: Callable[[Message], Any] | None = (
             None if handler is None else typed(handler, self._invalid)
