@@ -20,7 +20,7 @@ from websockets.sync.client import connect as ws_connect
 
 import herald
 from herald.gateway import AuthConfig, AuthError, authenticate
-from herald.gateway.serve import gateway_config, loop_factory
+from herald.gateway.serve import DEFAULT_LOOP, LOOPS, gateway_config, loop_factory
 
 HERALD = [sys.executable, "-m", "herald.cli"]
 
@@ -124,6 +124,17 @@ def test_the_event_loop_is_uvloop_when_installed_and_asked_for(
     assert loop_factory("auto") is None
     with pytest.raises(ValueError, match="uvloop is not installed"):
         loop_factory("uvloop")
+
+
+def test_the_cli_offers_the_loops_serve_knows_with_its_default() -> None:
+    import click
+
+    from herald.cli import serve
+
+    (option,) = [p for p in serve.params if p.name == "loop"]
+    assert isinstance(option.type, click.Choice)
+    assert tuple(option.type.choices) == LOOPS  # the CLI spells them out: it imports lazily
+    assert option.default == DEFAULT_LOOP
 
 
 @pytest.mark.timeout(60)
