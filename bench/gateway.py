@@ -4,6 +4,7 @@ python bench/gateway.py                  # short: 100 clients x 200 msg/s x 5 s
 python bench/gateway.py --full           # 1,000 clients x 1,000 msg/s x 30 s
 python bench/gateway.py --clients 500 --rate 500 --duration 10 --json
 python bench/gateway.py --clients 10000 --rate 10 --duration 30   # 10,000 connections
+python bench/gateway.py --full --loop uvloop                      # the gateway on uvloop
 """
 
 from __future__ import annotations
@@ -27,7 +28,12 @@ def main() -> None:
         default=None,
         help="processes for the counting clients (default: one per 5,000)",
     )
-    parser.add_argument("--uvloop", action="store_true", help="run the gateway on uvloop")
+    parser.add_argument(
+        "--loop",
+        choices=["auto", "asyncio", "uvloop"],
+        default=None,
+        help="the gateway's event loop, as herald serve --loop (default: herald serve's)",
+    )
     args = parser.parse_args()
     if args.full:
         args.clients, args.rate, args.duration = 1000, 1000, 30.0
@@ -36,7 +42,7 @@ def main() -> None:
         args.rate,
         args.duration,
         client_processes=args.client_processes,
-        gateway_uvloop=args.uvloop,
+        gateway_loop=args.loop,
     )
     print(json.dumps(result, indent=2) if args.json else format_table(result))
 

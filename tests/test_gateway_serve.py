@@ -16,21 +16,27 @@ from typing import Any
 import httpx
 import jwt
 import pytest
+from websockets.sync.client import connect as ws_connect
 
 import herald
 from herald.gateway import AuthConfig, AuthError, authenticate
-from herald.gateway.serve import gateway_config
+from herald.gateway.serve import DEFAULT_LOOP, LOOPS, gateway_config, loop_factory
 
 HERALD = [sys.executable, "-m", "herald.cli"]
 
 
-def _start(args: list[str], env: dict[str, str], log: Path) -> tuple[subprocess.Popen[str], str]:
+def _start(
+    args: list[str], env: dict[str, str], log: Path, **popen: Any
+) -> tuple[subprocess.Popen[str], str]:
     with open(log, "w") as out:
-        proc = subprocess.Popen([*HERALD, *args], env=env, stdout=out, stderr=out, text=True)
+        proc = subprocess.Popen(
+            [*HERALD, *args], env=env, stdout=out, stderr=out, text=True, **popen
+        )
     deadline = time.monotonic() + 20
     while True:
-        found = re.search(r"dashboard and gateway: (http://\S+)", log.read_text())
-        if found:
+        text = log.read_text()
+        found = re.search(r"dashboard and gateway: (http://\S+)", text)
+        if found and "Ctrl-C to stop" in text:  # the whole banner
             return proc, found.group(1)
         assert proc.poll() is None, log.read_text()
         assert time.monotonic() < deadline, log.read_text()
@@ -72,6 +78,78 @@ def test_serve_with_url_runs_the_gateway_alone(url: str, tmp_path: Path) -> None
         assert httpx.get(f"{base}/readyz").status_code == 200
     finally:
         _stop(proc, log)
+
+
+@pytest.mark.timeout(90)
+def test_serve_on_uvloop_publishes_to_a_websocket_and_stops_on_ctrl_c(
+    tmp_path: Path, topic: str
+) -> None:
+    assert importlib.util.find_spec("uvloop") is not None  # in the test lock: no skipping
+    env = {**os.environ, "HERALD_HOME": str(tmp_path), "HERALD_GATEWAY_LOOP": "asyncio"}
+    env.pop("HERALD_URL", None)
+    log = tmp_path / "serve.log"
+    # Started as a background job is, with SIGINT ignored; the flag wins over the variable.
+    proc, base = _start(
+        ["serve", "--port", "0", "--loop", "uvloop"],
+        env,
+        log,
+        preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_IGN),
+    )
+    try:
+        assert "event loop: uvloop" in log.read_text()
+        ws_url = base.replace("http://", "ws://") + "/ws"
+        with ws_connect(ws_url, open_timeout=10) as ws:
+            ws.send(json.dumps({"op": "subscribe", "topics": [topic], "id": 1}))
+            assert json.loads(ws.recv(10))["type"] == "subscribed"
+            r = httpx.post(f"{base}/topics/{topic}", json={"via": "http"})
+            assert r.json() == {"topic": topic, "receivers": 1}
+            got = json.loads(ws.recv(10))
+            assert (got["type"], got["topic"], got["data"]) == ("message", topic, {"via": "http"})
+    finally:
+        _stop(proc, log)
+    assert not (tmp_path / "herald.json").exists()
+
+
+def test_the_event_loop_is_uvloop_when_installed_and_asked_for(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import uvloop
+
+    assert loop_factory("uvloop") is uvloop.new_event_loop
+    assert loop_factory("auto") is uvloop.new_event_loop
+    assert loop_factory("asyncio") is None  # asyncio.run's own
+    with pytest.raises(ValueError, match="unknown event loop"):
+        loop_factory("trio")
+    monkeypatch.setitem(sys.modules, "uvloop", None)  # as if not installed
+    assert loop_factory("auto") is None
+    with pytest.raises(ValueError, match="uvloop is not installed"):
+        loop_factory("uvloop")
+
+
+def test_the_cli_offers_the_loops_serve_knows_with_its_default() -> None:
+    import click
+
+    from herald.cli import serve
+
+    (option,) = [p for p in serve.params if p.name == "loop"]
+    assert isinstance(option.type, click.Choice)
+    assert tuple(option.type.choices) == LOOPS  # the CLI spells them out: it imports lazily
+    assert option.default == DEFAULT_LOOP
+
+
+@pytest.mark.timeout(60)
+def test_serve_loop_uvloop_without_uvloop_is_refused_before_anything_starts(
+    tmp_path: Path,
+) -> None:
+    hide = tmp_path / "hide"
+    (hide / "uvloop").mkdir(parents=True)
+    (hide / "uvloop" / "__init__.py").write_text("raise ImportError('hidden by the test')\n")
+    env = {**os.environ, "HERALD_HOME": str(tmp_path / "home"), "PYTHONPATH": str(hide)}
+    out = _run_serve(["--port", "0", "--loop", "uvloop"], env)
+    assert out.returncode == 1, out.stderr
+    assert "--loop uvloop: uvloop is not installed" in out.stderr
+    assert "Traceback" not in out.stderr
+    assert not (tmp_path / "home" / "herald.json").exists()
 
 
 def _run_serve(args: list[str], env: dict[str, str]) -> subprocess.CompletedProcess[str]:

@@ -20,7 +20,7 @@ import pytest
 from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
 from opentelemetry.sdk.trace.export import SimpleSpanProcessor
 from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-from opentelemetry.trace import SpanKind
+from opentelemetry.trace import SpanKind, StatusCode
 
 import herald
 from herald import Message
@@ -168,6 +168,69 @@ async def test_durable_consume_process_and_settle_spans(
     assert parent_of(settled) == ids(processes[1])[1]
     assert (settled.attributes or {})["messaging.operation.type"] == "settle"
     assert [link.context.span_id for link in settled.links] == [ids(publish)[1]]
+
+
+def assert_a_normal_end(span: ReadableSpan) -> None:
+    assert span.status.status_code is StatusCode.UNSET, span.status
+    assert [e.name for e in span.events] == []  # no exception recorded
+
+
+async def test_stop_subscription_ends_the_handler_span_without_an_error(
+    url: str, topic: str, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    async def stop(msg: Message) -> None:
+        raise herald.StopSubscription
+
+    async def fail(msg: Message) -> None:
+        raise ValueError("a real failure")
+
+    async def until(cond: Any) -> None:
+        deadline = time.monotonic() + 5
+        while not cond():
+            assert time.monotonic() < deadline, "not stopped in time"
+            await asyncio.sleep(0.01)
+
+    durable = f"{topic}.durable"
+    async with herald.AsyncClient(url, tracing=provider) as hub:
+        await hub.declare(durable, durable=True)
+        sub = await hub.subscribe(topic, handler=stop)
+        await hub.publish(topic, 1)
+        await hub.publish(durable, 1)
+        consumer = await hub.consume(durable, "g", handler=stop, start="all")
+        done = await spans(exporter, f"process {topic}", f"process {durable}")
+        await until(lambda: sub.closed and consumer.closed)  # it still stops them
+        assert consumer.stats.acked == 1  # and the message it stopped on counts as handled
+        async with hub.subscribe(f"{topic}.fails", handler=fail):
+            await hub.publish(f"{topic}.fails", 1)
+            failed = (await spans(exporter, f"process {topic}.fails"))[f"process {topic}.fails"]
+    assert_a_normal_end(done[f"process {topic}"])
+    assert_a_normal_end(done[f"process {durable}"])
+    # A handler that fails, against that: its span is an error.
+    assert failed.status.status_code is StatusCode.ERROR
+    assert [e.name for e in failed.events] == ["exception"]
+
+
+def test_stop_subscription_in_a_threads_handler_is_not_an_error_either(
+    url: str, topic: str, provider: TracerProvider, exporter: InMemorySpanExporter
+) -> None:
+    durable = f"{topic}.durable"
+
+    def stop(msg: Any) -> None:
+        raise herald.StopSubscription
+
+    with herald.Client(url, tracing=provider) as hub:
+        hub.declare(durable, durable=True)
+        sub = hub.subscribe(topic, handler=stop)
+        consumer = hub.consume(durable, "g", handler=stop, start="all")
+        hub.publish(topic, 1)
+        hub.publish(durable, 1)
+        deadline = time.monotonic() + 5
+        while not (sub._sub.closed and consumer.closed):
+            assert time.monotonic() < deadline, "not stopped in time"
+            time.sleep(0.01)
+    done = {s.name: s for s in exporter.get_finished_spans()}
+    assert_a_normal_end(done[f"process {topic}"])
+    assert_a_normal_end(done[f"process {durable}"])
 
 
 async def test_durable_iterator_receive_and_manual_ack(

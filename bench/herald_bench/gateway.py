@@ -68,10 +68,10 @@ def _cpu_seconds(pid: int) -> float:
 
 
 def _gateway_main(
-    url: str, conn: Connection, max_queue: int, frame_writer: bool, gateway_uvloop: bool = False
+    url: str, conn: Connection, max_queue: int, frame_writer: bool, gateway_loop: str
 ) -> None:
     from herald.gateway import GatewayConfig, create_app
-    from herald.gateway.serve import _Server, uvicorn_config
+    from herald.gateway.serve import _Server, loop_factory, uvicorn_config
 
     _raise_fd_limit()
     # Fan-out is measured, not the connection cap: room for any number of clients.
@@ -94,12 +94,9 @@ def _gateway_main(
         conn.send(server.servers[0].sockets[0].getsockname()[1])
         await task
 
-    if gateway_uvloop:
-        import uvloop
-
-        uvloop.run(main())
-    else:
-        asyncio.run(main())
+    # the event loop as `herald serve --loop` chooses it
+    with asyncio.Runner(loop_factory=loop_factory(gateway_loop)) as runner:
+        runner.run(main())
 
 
 _MESSAGE = b'"type":"message"'
@@ -334,7 +331,7 @@ def run_gateway_bench(
     *,
     counting_clients: bool = True,
     frame_writer: bool = True,
-    gateway_uvloop: bool = False,
+    gateway_loop: str | None = None,
     client_processes: int | None = None,
 ) -> dict[str, Any]:
     """Run the fan-out benchmark once and return a JSON-able result.
@@ -344,7 +341,8 @@ def run_gateway_bench(
     frame parsing makes the client process the limit long before the gateway at 1,000 clients.
     ``frame_writer``: False serves the gateway with uvicorn's plain ``websockets-sansio``, so
     every frame goes through ASGI's ``websocket.send`` (the fallback path), for comparison.
-    ``gateway_uvloop``: the gateway process on uvloop instead of asyncio's own loop.
+    ``gateway_loop``: the gateway process's event loop, as ``herald serve --loop`` (``auto``,
+    ``asyncio``, ``uvloop``; default: ``herald serve``'s).
     ``client_processes``: processes running the counting clients (default: one per
     :data:`CLIENTS_PER_PROCESS`); the sampled clients always have a process of their own, so
     that their latency is not that of a client process busy with thousands of others.
@@ -352,13 +350,17 @@ def run_gateway_bench(
     import httpx
 
     from herald import EmbeddedServer
+    from herald.gateway.serve import DEFAULT_LOOP, loop_factory
 
+    # uvloop not installed: said before anything starts; "auto" reported as what it ran
+    factory = loop_factory(gateway_loop or DEFAULT_LOOP)
+    gateway_loop = "asyncio" if factory is None else "uvloop"
     ctx = mp.get_context("spawn")
     topic = f"bench.gateway.{uuid.uuid4().hex[:8]}"
     with EmbeddedServer(persist=False) as server:
         parent, child = ctx.Pipe()
         gateway = ctx.Process(
-            target=_gateway_main, args=(server.url, child, max_queue, frame_writer, gateway_uvloop)
+            target=_gateway_main, args=(server.url, child, max_queue, frame_writer, gateway_loop)
         )
         gateway.start()
         pools: list[tuple[Any, Connection]] = []
@@ -427,7 +429,7 @@ def run_gateway_bench(
             "max_queue": max_queue,
             "counting_clients": counting_clients,
             "frame_writer": frame_writer,
-            "gateway_loop": "uvloop" if gateway_uvloop else "asyncio",
+            "gateway_loop": gateway_loop,
             "client_processes": len(pools),
         },
         "environment": {

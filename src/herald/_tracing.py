@@ -19,7 +19,7 @@ from collections.abc import Awaitable, Callable, Iterator, Mapping
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
-from ._errors import ConfigurationError
+from ._errors import ConfigurationError, StopSubscription
 from ._version import __version__
 
 if TYPE_CHECKING:
@@ -194,7 +194,9 @@ class Tracing:
         """``handler`` inside a consumer span (``process``), a child of the message's creation
         context, so that the handler's own spans join the publisher's trace. ``auto_ack``: a
         durable message the handler returned from unsettled is acked inside the span (what
-        the consumer would do right after, untraced), so its ``settle`` span is a child."""
+        the consumer would do right after, untraced), so its ``settle`` span is a child.
+        :class:`StopSubscription` ends the span as any return does (no error status, no
+        exception event) and is raised after it: stopping is not a failure."""
         start = self.tracer.start_as_current_span
         extract = self.extract
         attributes = self._attributes
@@ -213,10 +215,15 @@ class Tracing:
                     kind=kind,
                     attributes=attributes(msg, operation, "process", group),
                 ):
-                    result = await handler(msg)
-                    if auto_ack and not msg._settled:
-                        msg.ack()
-                    return result
+                    try:
+                        result = await handler(msg)
+                    except StopSubscription as exc:
+                        stop = exc  # a normal end: raised after the span, not an error in it
+                    else:
+                        if auto_ack and not msg._settled:
+                            msg.ack()
+                        return result
+                raise stop
 
             return traced_async
 
@@ -230,10 +237,15 @@ class Tracing:
                 kind=kind,
                 attributes=attributes(msg, operation, "process", group),
             ):
-                result = handler(msg)
-                if auto_ack and result is None and not msg._settled:
-                    msg.ack()
-                return result
+                try:
+                    result = handler(msg)
+                except StopSubscription as exc:
+                    stop = exc  # as above
+                else:
+                    if auto_ack and result is None and not msg._settled:
+                        msg.ack()
+                    return result
+            raise stop
 
         return traced
 

@@ -27,7 +27,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from dataclasses import replace
 from typing import Any
@@ -38,7 +38,6 @@ from herald._core.slots import (
     Node,
     SlotMap,
     command_key,
-    encoded_key,
     key_slot,
     parse_redirect,
     split_commands,
@@ -54,8 +53,9 @@ from herald._errors import (
     Timeout,
 )
 
+from .group import LinkGroup, call_on_loop
 from .interface import BLOCKED, Connection, Prefix
-from .link import Link, Tasks
+from .link import Link
 from .protocol import Reply
 from .sharded import ShardedLink
 
@@ -79,7 +79,7 @@ class _Route:
         self.prefix = pfx
 
 
-class ClusterLink:
+class ClusterLink(LinkGroup):
     """Every primary of a cluster, used as one link (see the module docstring).
 
     Example::
@@ -97,26 +97,16 @@ class ClusterLink:
         refresh_interval: float = 5.0,
         **options: Any,
     ) -> None:
-        self.endpoint = endpoint
-        self.name = name
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.server: dict[str, Any] = {}
-        probe_interval = options.get("probe_interval", 5.0)
-        probe_timeout = options.get("probe_timeout")
-        self.probe_interval: float = probe_interval
-        self.probe_timeout: float = probe_timeout if probe_timeout is not None else probe_interval
+        self.links: dict[Node, Link] = {}
+        super().__init__(endpoint, name, options, self.links.values())
         self._connected: asyncio.Event | None = None
-        self._closed = False
-        self._tasks = Tasks()
         self._options = options
         self.refresh_interval = refresh_interval
         self.seeds = [Node(h, p) for h, p in endpoint.seeds] or [Node(endpoint.host, endpoint.port)]
         self.slots = SlotMap()
-        self.links: dict[Node, Link] = {}
         self._retired: list[Link] = []  # links of former primaries, closed with this one
         self._by_slot: list[Link | None] = [None] * SLOTS
         self._routes: dict[Prefix, _Route] = {}
-        self._blocked: Link | None = None
         self._refresh: asyncio.Task[None] | None = None
         self._refresh_wanted = False
         self._errors_seen = 0
@@ -131,24 +121,7 @@ class ClusterLink:
         self.failovers = 0
         self.redirects = 0
 
-    # -- state -------------------------------------------------------------------------------
-
-    @property
-    def reconnects(self) -> int:
-        return sum(link.reconnects for link in self.links.values())
-
-    @property
-    def connected(self) -> bool:
-        return bool(self.links) and all(link.connected for link in self.links.values())
-
-    @property
-    def errors(self) -> int:
-        return sum(link.errors for link in self.links.values())
-
-    @property
-    def last_error(self) -> str | None:
-        """The last error reply to a fire-and-forget command on any primary's connection."""
-        return next((e for link in self.links.values() if (e := link.last_error)), None)
+    # -- state (summed up over the primaries by LinkGroup) -----------------------------------
 
     @property
     def home(self) -> Link:
@@ -178,20 +151,7 @@ class ClusterLink:
         """Read the slot map from a seed node and connect to every primary."""
         self.loop = asyncio.get_running_loop()
         await self._read_slots(self.seeds)  # creates the links; they are connected here:
-        links = list(self.links.values())
-        try:
-            # Every connect finishes (or fails) before this returns: one left running after a
-            # sibling failed would open a socket behind a closed link.
-            results = await asyncio.gather(
-                *(link.connect() for link in links), return_exceptions=True
-            )
-            failed = next((r for r in results if isinstance(r, BaseException)), None)
-            if failed is not None:
-                raise failed
-        except BaseException:
-            for link in links:
-                await link.close()
-            raise
+        await self._connect_members()
         self.server = self.home.server
         self._connected = asyncio.Event()
         self._connected.set()
@@ -218,16 +178,10 @@ class ClusterLink:
             ) from None
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
         if self._refresh is not None:
             self._refresh.cancel()
-        await self._tasks.cancel()
-        if self._connected is not None:
+        if await self._close_members(self._retired) and self._connected is not None:
             self._connected.set()  # wake waiters so they see the close
-        for link in [*self.links.values(), *self._retired]:
-            await link.close()
 
     # -- the slot map ------------------------------------------------------------------------
 
@@ -448,18 +402,14 @@ class ClusterLink:
 
     def execute(self, *args: Arg) -> asyncio.Future[Reply]:
         """Queue a command on the primary of its key's slot; follow MOVED/ASK redirects."""
-        assert self.loop is not None
-        if self._closed:
-            raise ClientClosed("connection closed")
-        fut: asyncio.Future[Reply] = self.loop.create_future()
+        fut: asyncio.Future[Reply] = self._open_loop().create_future()
         if _name(args[0]) == b"PING" and len(args) == 1:
             # Answered once every primary answered: all queued before it was written (flush).
             self._spawn(self._ping_all(fut))
             return fut
         if _name(args[0]) == b"PUBSUB" and len(args) > 2 and _name(args[1]) == b"SHARDNUMSUB":
             # A sharded channel's subscribers are counted by its slot's primary only.
-            self._spawn(self._shardnumsub(args[2:], fut))
-            return fut
+            return self._spawn_future(self._numsub(args[:2], args[2:]))
         if _name(args[0]) == b"SCRIPT" and len(args) > 1 and _name(args[1]) == b"LOAD":
             # Scripts are loaded on every primary: EVALSHA may go to any of them.
             for link in self.links.values():
@@ -501,12 +451,8 @@ class ClusterLink:
             if not inner.cancelled():
                 inner.exception()
             return
-        if inner.cancelled():
-            fut.cancel()
-            return
-        exc = inner.exception()
+        exc = _relay(inner, fut)
         if exc is None:
-            fut.set_result(inner.result())
             return
         if isinstance(exc, ServerError) and attempt < MAX_ATTEMPTS:
             redirect = parse_redirect(exc.reply, self.endpoint.host)
@@ -563,10 +509,7 @@ class ClusterLink:
     def try_publish(self, prefix: Prefix, frames: list[bytes], batchable: bool) -> int:
         route = self._route(prefix)
         link = self.link_for_slot(route.slot)
-        status = link.try_publish(route.prefix, frames, batchable)
-        if status == BLOCKED:
-            self._blocked = link
-        return status
+        return self._note(link, link.try_publish(route.prefix, frames, batchable))
 
     def publish_nowait(self, prefix: bytes, frame: bytes, batchable: bool) -> bool:
         route = self._route(prefix)
@@ -578,22 +521,11 @@ class ClusterLink:
     ) -> None:
         route = self._routes.get(prefix)
         if route is None:  # computed on the loop: the route cache is the loop's
-            fut = asyncio.run_coroutine_threadsafe(_call(self._route, prefix), self._loop())
+            fut = asyncio.run_coroutine_threadsafe(call_on_loop(self._route, prefix), self._loop())
             route = fut.result(timeout)
         assert isinstance(route.prefix, bytes)
         link = self.link_for_slot(route.slot)
         link.publish_threadsafe(route.prefix, frame, batchable, timeout)
-
-    def _spawn(self, coro: Awaitable[None]) -> None:
-        self._tasks.spawn(self._loop(), coro)
-
-    def _loop(self) -> asyncio.AbstractEventLoop:
-        assert self.loop is not None
-        return self.loop
-
-    def _link_of_data(self, data: bytes) -> Link:
-        key = encoded_key(data)
-        return self.home if key is None else self.link_for_slot(key_slot(key))
 
     def try_send(self, data: bytes, waiters: list[asyncio.Future[Reply] | None]) -> int:
         link = self._link_of_data(data)
@@ -608,9 +540,7 @@ class ClusterLink:
                 self._spawn(self._settle(data, waiters, inner))
         else:
             status = link.try_send(data, waiters)
-        if status == BLOCKED:
-            self._blocked = link
-        return status
+        return self._note(link, status)
 
     async def _settle(
         self,
@@ -623,47 +553,19 @@ class ClusterLink:
         for i, (outer, fut) in enumerate(zip(waiters, inner, strict=True)):
             if outer is None or fut is None or outer.done():
                 continue
-            if fut.cancelled():
-                outer.cancel()
-                continue
-            exc = fut.exception()
+            exc = _relay(fut, outer)
             if exc is None:
-                outer.set_result(fut.result())
-            elif isinstance(exc, ServerError) and parse_redirect(exc.reply) is not None:
+                continue
+            if isinstance(exc, ServerError) and parse_redirect(exc.reply) is not None:
                 commands = commands if commands is not None else split_commands(data)
                 again: asyncio.Future[Reply] = self._loop().create_future()
                 self._replied(fut, commands[i], again, 0)
                 # Waited for before the later replies are set: callers rely on their order.
-                try:
-                    result = await again
-                except Exception as err:
-                    if not outer.done():
-                        outer.set_exception(err)
-                else:
-                    if not outer.done():
-                        outer.set_result(result)
+                await asyncio.wait((again,))
+                if not outer.done():
+                    _relay(again, outer)
             else:
                 outer.set_exception(exc)
-
-    def send_nowait(self, data: bytes, waiters: list[asyncio.Future[Reply] | None]) -> None:
-        self._link_of_data(data).send_nowait(data, waiters)
-
-    async def wait_writable(self, timeout: float | None) -> None:
-        link = self._blocked
-        if link is not None:
-            await link.wait_writable(timeout)
-            return
-        for link in list(self.links.values()):
-            if link.blocked:
-                await link.wait_writable(timeout)
-
-    @property
-    def blocked(self) -> bool:
-        return any(link.blocked for link in self.links.values())
-
-    def flush_now(self) -> None:
-        for link in self.links.values():
-            link.flush_now()
 
     async def _ping_all(self, fut: asyncio.Future[Reply]) -> None:
         try:
@@ -677,28 +579,6 @@ class ClusterLink:
         if not fut.done():
             fut.set_result(replies[0] if replies else b"PONG")
 
-    async def _shardnumsub(self, channels: tuple[Arg, ...], fut: asyncio.Future[Reply]) -> None:
-        names = [c if isinstance(c, bytes) else str(c).encode() for c in channels]
-        groups: dict[Link, list[bytes]] = {}
-        for name in names:
-            groups.setdefault(self.link_for_key(name), []).append(name)
-        try:
-            replies = await asyncio.gather(
-                *(link.execute(b"PUBSUB", b"SHARDNUMSUB", *chs) for link, chs in groups.items())
-            )
-        except BaseException as exc:
-            if not fut.done():
-                fut.set_exception(exc)
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-            return
-        counts: dict[bytes, Any] = {}
-        for reply in replies:
-            it = iter(reply)
-            counts.update(zip(it, it, strict=True))
-        if not fut.done():
-            fut.set_result([x for name in names for x in (name, counts.get(name, 0))])
-
 
 def new_link(endpoint: Endpoint, *, name: str, **options: Any) -> Connection:
     """A :class:`Link` to ``endpoint``, a :class:`ClusterLink` for ``redis+cluster://``, a
@@ -710,10 +590,6 @@ def new_link(endpoint: Endpoint, *, name: str, **options: Any) -> Connection:
     return Link(endpoint, name=name, **options)
 
 
-async def _call(fn: Callable[[Prefix], _Route], arg: Prefix) -> _Route:
-    return fn(arg)
-
-
 def _name(arg: Arg) -> bytes:
     return (arg if isinstance(arg, bytes) else str(arg).encode()).upper()
 
@@ -721,3 +597,15 @@ def _name(arg: Arg) -> bytes:
 def _consume(fut: asyncio.Future[Any]) -> None:
     if not fut.cancelled():
         fut.exception()
+
+
+def _relay(inner: asyncio.Future[Reply], outer: asyncio.Future[Reply]) -> BaseException | None:
+    """Pass ``inner``'s cancellation or result on to ``outer``; its error is returned instead,
+    for the caller to retry or set."""
+    if inner.cancelled():
+        outer.cancel()
+        return None
+    exc = inner.exception()
+    if exc is None:
+        outer.set_result(inner.result())
+    return exc

@@ -12,15 +12,12 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Set as AbstractSet
-from typing import TYPE_CHECKING, Any, Protocol
+from typing import Any, Protocol
 
 from herald._core.resp import Arg
 from herald._core.url import Endpoint
 
-from .protocol import Reply
-
-if TYPE_CHECKING:
-    from .link import Link
+from .protocol import Reply, RespProtocol
 
 
 class BatchCommand(Protocol):
@@ -40,9 +37,9 @@ class Resolver(Protocol):
     raises :class:`ConnectionFailed`; ``release`` is called once when the Link closes.
     """
 
-    async def resolve(self, link: Link) -> Endpoint: ...
+    async def resolve(self, link: NodeLink) -> Endpoint: ...
 
-    async def release(self, link: Link) -> None: ...
+    async def release(self, link: NodeLink) -> None: ...
 
 
 # try_publish results
@@ -103,7 +100,7 @@ class Connection(Protocol):
 
     def flush_now(self) -> None: ...
 
-    def link_for_key(self, key: str | bytes) -> Link:
+    def link_for_key(self, key: str | bytes) -> NodeLink:
         """The connection to the node serving ``key`` (a topic: its channel and keys)."""
         ...
 
@@ -115,3 +112,16 @@ class Connection(Protocol):
     def set_unsharded(self, channels: AbstractSet[bytes], sharded: bool = True) -> None:
         """Which channels plain SUBSCRIBE clients read (a cluster PUBLISHes them)."""
         ...
+
+
+class NodeLink(Connection, Protocol):
+    """The connection to one node (a :class:`~herald._io.link.Link`): what the layers above use
+    of the one :meth:`Connection.link_for_key` returns, and a :class:`Resolver` of the link it
+    resolves for. A Protocol, so that this module does not import the Link that imports it."""
+
+    _proto: RespProtocol | None  # a consumer aborts a silent read's connection
+
+    @property
+    def connection(self) -> object | None: ...
+
+    def drop(self, reason: str) -> None: ...

@@ -463,6 +463,7 @@ class Link:
         :meth:`wait_writable` and tries again, so a publish refused with :class:`Timeout` was
         never queued and the outage buffer stays within ``max_pending_bytes`` (plus one call).
         """
+        # Written out as in try_send on purpose: a shared check would cost a call per publish.
         if self._pending_bytes >= self.max_pending_bytes:
             return BLOCKED
         proto = self._proto
@@ -486,6 +487,7 @@ class Link:
         waiter, in order; a ``None`` waiter's reply is consumed (an error reply is counted in
         :attr:`errors`). Returns :data:`QUEUED`, :data:`FLUSHED` or :data:`BLOCKED` (nothing
         queued) exactly as :meth:`try_publish` does, with the same backpressure."""
+        # Written out as in try_publish on purpose: a shared check would cost a call per publish.
         if self._pending_bytes >= self.max_pending_bytes:
             return BLOCKED
         proto = self._proto

@@ -17,7 +17,7 @@ import contextlib
 import logging
 import ssl
 from dataclasses import replace
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import hiredis
 
@@ -26,10 +26,8 @@ from herald._core.resp import Arg, command
 from herald._core.url import Endpoint, SentinelSpec, tls_refused
 from herald._errors import AuthenticationFailed, ConnectionFailed, HeraldError
 
+from .interface import NodeLink
 from .protocol import error_from_reply
-
-if TYPE_CHECKING:
-    from .link import Link
 
 log = logging.getLogger("herald")
 
@@ -153,7 +151,7 @@ class SentinelResolver:
         self.spec: SentinelSpec = endpoint.sentinel
         self.timeout = timeout
         self._hosts: list[Address] = list(self.spec.hosts)
-        self._links: dict[Link, Address] = {}
+        self._links: dict[NodeLink, Address] = {}
         self._watchers: list[asyncio.Task[None]] = []
         self._ctx: ssl.SSLContext | None = endpoint.ssl_context()
         self.primary: Address | None = None
@@ -165,7 +163,7 @@ class SentinelResolver:
 
     # -- Resolver ----------------------------------------------------------------------------
 
-    async def resolve(self, link: Link) -> Endpoint:
+    async def resolve(self, link: NodeLink) -> Endpoint:
         """The current primary's endpoint, for ``link`` to connect to."""
         if not self._watchers:
             loop = asyncio.get_running_loop()
@@ -174,7 +172,7 @@ class SentinelResolver:
         self._links[link] = (host, port)
         return replace(self.endpoint, host=host, port=port, sentinel=None)
 
-    async def release(self, link: Link) -> None:
+    async def release(self, link: NodeLink) -> None:
         """``link`` closed; the watcher stops with the last one."""
         self._links.pop(link, None)
         if not self._links and self._watchers:

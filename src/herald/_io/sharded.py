@@ -19,7 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable
 from collections.abc import Set as AbstractSet
 from typing import Any
 
@@ -32,12 +32,13 @@ from herald._core.shards import (
     other_lists,
     owner,
 )
-from herald._core.slots import command_key, command_keys, encoded_key
+from herald._core.slots import command_key, command_keys
 from herald._core.streams import TOPICS_KEY, TOPICS_VERSION_KEY
 from herald._core.url import Endpoint
 from herald._errors import ClientClosed, CrossSlot, HeraldError, Timeout
-from herald._io.interface import BLOCKED, Prefix
-from herald._io.link import Link, Tasks
+from herald._io.group import LinkGroup, call_on_loop, raw
+from herald._io.interface import Prefix
+from herald._io.link import Link
 from herald._io.protocol import Reply
 from herald._io.sentinel import SentinelResolver
 
@@ -69,7 +70,7 @@ def shard_for_topic(
     return shard, out
 
 
-class ShardedLink:
+class ShardedLink(LinkGroup):
     """Every shard of a sharded client, used as one link (see the module docstring).
 
     Example::
@@ -88,45 +89,19 @@ class ShardedLink:
         **options: Any,
     ) -> None:
         options.pop("resolver", None)
-        self.endpoint = endpoint
-        self.name = name
-        self.loop: asyncio.AbstractEventLoop | None = None
-        self.server: dict[str, Any] = {}
-        probe_interval = options.get("probe_interval", 5.0)
-        probe_timeout = options.get("probe_timeout")
-        self.probe_interval: float = probe_interval
-        self.probe_timeout: float = probe_timeout if probe_timeout is not None else probe_interval
-        self._closed = False
-        self._tasks = Tasks()
-        self.other_lists: set[tuple[str, ...]] = set()  # lists of shards other clients use
         resolvers = resolvers if resolvers is not None else shard_resolvers(endpoint)
-        self.names = tuple(n for n, _ in endpoint.shards)
         self.links = [
             Link(ep, name=f"{name}-{i}", resolver=resolvers.get(n), **options)
             for i, (n, ep) in enumerate(endpoint.shards)
         ]
+        super().__init__(endpoint, name, options, self.links)
+        self.other_lists: set[tuple[str, ...]] = set()  # lists of shards other clients use
+        self.names = tuple(n for n, _ in endpoint.shards)
         self._routes: dict[Prefix, Link] = {}
         self._by_key: dict[bytes, Link] = {}
-        self._blocked: Link | None = None
         self._registry_cache: dict[tuple[int, bytes], Reply] = {}
 
-    # -- state -------------------------------------------------------------------------------
-
-    @property
-    def reconnects(self) -> int:
-        return sum(link.reconnects for link in self.links)
-
-    @property
-    def connected(self) -> bool:
-        return all(link.connected for link in self.links)
-
-    @property
-    def errors(self) -> int:
-        return sum(link.errors for link in self.links)
-
-    @property
-    def last_error(self) -> str | None:
-        return next((link.last_error for link in self.links if link.last_error), None)
+    # -- state (summed up over the shards by LinkGroup) --------------------------------------
 
     @property
     def home(self) -> Link:
@@ -154,17 +129,10 @@ class ShardedLink:
     async def connect(self) -> None:
         """Connect to every shard; fail (naming it) if one cannot be reached."""
         self.loop = asyncio.get_running_loop()
-        results = await asyncio.gather(
-            *(link.connect() for link in self.links), return_exceptions=True
-        )
-        failed = [r for r in results if isinstance(r, BaseException)]
-        if failed:
-            for link in self.links:
-                await link.close()
-            raise failed[0]
+        await self._connect_members()
         self.server = self.home.server
         await self._check_lists()
-        self._tasks.spawn(self.loop, self._renew_lists())
+        self._spawn(self._renew_lists())
 
     async def _check_lists(self) -> None:
         """Renew this client's lease on every shard (naming its list of shards) and warn, once
@@ -211,12 +179,7 @@ class ShardedLink:
             ) from None
 
     async def close(self) -> None:
-        if self._closed:
-            return
-        self._closed = True
-        await self._tasks.cancel()
-        for link in self.links:
-            await link.close()
+        await self._close_members()
 
     # -- routing -----------------------------------------------------------------------------
 
@@ -238,13 +201,13 @@ class ShardedLink:
         return link
 
     def _link_of_args(self, args: tuple[Arg, ...]) -> Link:
-        name = _raw(args[0]).upper()
+        name = raw(args[0]).upper()
         if name == b"PUBLISH" and len(args) > 1:
-            return self.link_for_key(_raw(args[1]))
-        if name in _EVAL and len(args) > 4 and _raw(args[3]) == _TOPICS:
-            return self.link_for_key(_raw(args[3 + int(args[2])]))  # declare/restore: ARGV[1]
-        if len(args) > 2 and _raw(args[1]) == _TOPICS and name in (b"HDEL", b"HGET", b"HSET"):
-            return self.link_for_key(_raw(args[2]))  # a topic's policy is where the topic is
+            return self.link_for_key(raw(args[1]))
+        if name in _EVAL and len(args) > 4 and raw(args[3]) == _TOPICS:
+            return self.link_for_key(raw(args[3 + int(args[2])]))  # declare/restore: ARGV[1]
+        if len(args) > 2 and raw(args[1]) == _TOPICS and name in (b"HDEL", b"HGET", b"HSET"):
+            return self.link_for_key(raw(args[2]))  # a topic's policy is where the topic is
         key = command_key(args)
         return self.home if key is None else self.link_for_key(key)
 
@@ -254,17 +217,17 @@ class ShardedLink:
 
     def _fan_out(self, args: tuple[Arg, ...]) -> Callable[[list[Any]], Any] | None:
         """How to merge a command that every shard answers, or ``None`` for a routed one."""
-        name = _raw(args[0]).upper()
+        name = raw(args[0]).upper()
         if len(args) == 1 and name == b"PING":
             return lambda replies: replies[0]
-        if len(args) == 2 and _raw(args[1]) == _VERSION and name in (b"GET", b"INCR"):
+        if len(args) == 2 and raw(args[1]) == _VERSION and name in (b"GET", b"INCR"):
             return _versions
-        if len(args) == 2 and name == b"HGETALL" and _raw(args[1]) == _TOPICS:
+        if len(args) == 2 and name == b"HGETALL" and raw(args[1]) == _TOPICS:
             return lambda replies: [x for reply in replies for x in reply]
-        if len(args) > 1 and name == b"SCRIPT" and _raw(args[1]).upper() == b"LOAD":
+        if len(args) > 1 and name == b"SCRIPT" and raw(args[1]).upper() == b"LOAD":
             return lambda replies: replies[0]
         if len(args) > 1 and name == b"PUBSUB":
-            sub = _raw(args[1]).upper()
+            sub = raw(args[1]).upper()
             if sub == b"CHANNELS":
                 return lambda replies: sorted({x for reply in replies for x in reply})
             if sub == b"NUMPAT":
@@ -275,12 +238,10 @@ class ShardedLink:
 
     def execute(self, *args: Arg) -> asyncio.Future[Reply]:
         """Queue a command on the shard of its topic, or on every shard (see the module doc)."""
-        assert self.loop is not None
-        if self._closed:
-            raise ClientClosed("connection closed")
-        name = _raw(args[0]).upper()
-        if name == b"PUBSUB" and len(args) > 2 and _raw(args[1]).upper() in _NUMSUB:
-            return self._spawn_future(self._numsub(args))
+        loop = self._open_loop()
+        name = raw(args[0]).upper()
+        if name == b"PUBSUB" and len(args) > 2 and raw(args[1]).upper() in _NUMSUB:
+            return self._spawn_future(self._numsub(args[:2], args[2:]))
         merge = self._fan_out(args)
         if merge is not None:
             futs = [self._registry(link, args) for link in self.links]
@@ -289,7 +250,7 @@ class ShardedLink:
         if len(keys) > 1 and self.places(keys) > 1:
             # Run on one shard, the keys of the others would be missed (DEL) or misplaced
             # (MSET): refused, as a cluster refuses keys of two slots.
-            fut: asyncio.Future[Reply] = self.loop.create_future()
+            fut: asyncio.Future[Reply] = loop.create_future()
             fut.set_exception(CrossSlot([k.decode(errors="replace") for k in keys]))
             return fut
         return self._link_of_args(args).execute(*args)
@@ -299,8 +260,8 @@ class ShardedLink:
         is down is read from its last answer (and its version is not bumped): topics of the
         other shards are not held up by it."""
         assert self.loop is not None
-        if len(args) == 2 and _raw(args[1]) in (_TOPICS, _VERSION):
-            key = (id(link), _raw(args[0]).upper())
+        if len(args) == 2 and raw(args[1]) in (_TOPICS, _VERSION):
+            key = (id(link), raw(args[0]).upper())
             if not link.connected and (key in self._registry_cache or key[1] == b"INCR"):
                 fut: asyncio.Future[Reply] = self.loop.create_future()
                 fut.set_result(self._registry_cache.get(key))
@@ -314,31 +275,9 @@ class ShardedLink:
         if not fut.cancelled() and fut.exception() is None:
             self._registry_cache[key] = fut.result()
 
-    def _spawn_future(self, coro: Coroutine[Any, Any, Any]) -> asyncio.Future[Reply]:
-        assert self.loop is not None
-        return self.loop.create_task(coro)
-
-    async def _numsub(self, args: tuple[Arg, ...]) -> list[Any]:
-        """``PUBSUB NUMSUB|SHARDNUMSUB ch...``: each channel counted on its own shard."""
-        names = [_raw(c) for c in args[2:]]
-        groups: dict[Link, list[bytes]] = {}
-        for ch in names:
-            groups.setdefault(self.link_for_key(ch), []).append(ch)
-        replies = await asyncio.gather(
-            *(link.execute(args[0], args[1], *chs) for link, chs in groups.items())
-        )
-        counts: dict[bytes, Any] = {}
-        for reply in replies:
-            it = iter(reply)
-            counts.update(zip(it, it, strict=True))
-        return [x for ch in names for x in (ch, counts.get(ch, 0))]
-
     def try_publish(self, prefix: Prefix, frames: list[bytes], batchable: bool) -> int:
         link = self._route(prefix)
-        status = link.try_publish(prefix, frames, batchable)
-        if status == BLOCKED:
-            self._blocked = link
-        return status
+        return self._note(link, link.try_publish(prefix, frames, batchable))
 
     def publish_nowait(self, prefix: bytes, frame: bytes, batchable: bool) -> bool:
         return self._route(prefix).publish_nowait(prefix, frame, batchable)
@@ -348,53 +287,21 @@ class ShardedLink:
     ) -> None:
         link = self._routes.get(prefix)
         if link is None:  # the route cache is the loop's: compute it there
-            assert self.loop is not None
-            fut = asyncio.run_coroutine_threadsafe(_call(self._route, prefix), self.loop)
+            fut = asyncio.run_coroutine_threadsafe(call_on_loop(self._route, prefix), self._loop())
             link = fut.result(timeout)
         link.publish_threadsafe(prefix, frame, batchable, timeout)
 
-    def _link_of_data(self, data: bytes) -> Link:
-        key = encoded_key(data)
-        return self.home if key is None else self.link_for_key(key)
-
     def try_send(self, data: bytes, waiters: list[asyncio.Future[Reply] | None]) -> int:
         link = self._link_of_data(data)
-        status = link.try_send(data, waiters)
-        if status == BLOCKED:
-            self._blocked = link
-        return status
-
-    def send_nowait(self, data: bytes, waiters: list[asyncio.Future[Reply] | None]) -> None:
-        self._link_of_data(data).send_nowait(data, waiters)
-
-    async def wait_writable(self, timeout: float | None) -> None:
-        link = self._blocked
-        if link is not None:
-            await link.wait_writable(timeout)
-            return
-        for link in self.links:
-            if link.blocked:
-                await link.wait_writable(timeout)
-
-    @property
-    def blocked(self) -> bool:
-        return any(link.blocked for link in self.links)
-
-    def flush_now(self) -> None:
-        for link in self.links:
-            link.flush_now()
+        return self._note(link, link.try_send(data, waiters))
 
 
 _NUMSUB = (b"NUMSUB", b"SHARDNUMSUB")
 
 
-def _raw(arg: Arg) -> bytes:
-    return arg if isinstance(arg, bytes) else str(arg).encode()
-
-
 def _versions(replies: list[Any]) -> bytes:
     """The registry's version over every shard: changes when any shard's does."""
-    return b"|".join(b"-" if r is None else _raw(r) for r in replies)
+    return b"|".join(b"-" if r is None else raw(r) for r in replies)
 
 
 async def _gather(futs: list[asyncio.Future[Reply]], merge: Callable[[list[Any]], Any]) -> Any:
@@ -405,7 +312,3 @@ async def _gather(futs: list[asyncio.Future[Reply]], merge: Callable[[list[Any]]
             if fut.done() and not fut.cancelled():
                 with contextlib.suppress(BaseException):
                     fut.exception()
-
-
-async def _call(fn: Callable[[Prefix], Link], arg: Prefix) -> Link:
-    return fn(arg)

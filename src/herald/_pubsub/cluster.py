@@ -144,6 +144,7 @@ class _Shard:
 class ClusterSubscriber(Subscriber):
     """A client's subscriptions on a cluster (see the module docstring)."""
 
+    # Alike ShardedSubscriber's and Subscriber's on purpose: new_subscriber makes them the same way.
     def __init__(
         self,
         router: ClusterLink,

@@ -15,6 +15,7 @@ import asyncio
 from typing import Any
 
 from herald._core.topics import is_pattern
+from herald._io.group import Links
 from herald._io.link import Link
 from herald._io.sharded import ShardedLink
 from herald._pubsub.subscriber import Subscriber
@@ -24,6 +25,7 @@ from herald._pubsub.subscription import Subscription
 class ShardedSubscriber:
     """A client's subscriptions over its shards (see the module docstring)."""
 
+    # Alike ClusterSubscriber's and Subscriber's on purpose: new_subscriber makes them the same way.
     def __init__(
         self,
         router: ShardedLink,
@@ -53,9 +55,9 @@ class ShardedSubscriber:
         self._index = {id(link): i for i, link in enumerate(router.links)}
 
     @property
-    def link(self) -> _Links:
+    def link(self) -> Links:
         """The connections as one, for the client's counters."""
-        return _Links([s.link for s in self.shards])
+        return Links([s.link for s in self.shards])
 
     @property
     def gaps(self) -> int:
@@ -103,18 +105,3 @@ class ShardedSubscriber:
     async def close(self) -> None:
         for shard in self.shards:
             await shard.close()
-
-
-class _Links:
-    """Several links' state as one (``stats`` of the client)."""
-
-    def __init__(self, links: list[Link]) -> None:
-        self.links = links
-
-    @property
-    def connected(self) -> bool:
-        return all(link.connected for link in self.links)
-
-    @property
-    def reconnects(self) -> int:
-        return sum(link.reconnects for link in self.links)

@@ -189,6 +189,15 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
     help="Open gateway connections at most (HTTP and WebSocket).",
 )
 @click.option(
+    "--loop",
+    type=click.Choice(["auto", "asyncio", "uvloop"]),
+    default="asyncio",
+    show_default=True,
+    envvar="HERALD_GATEWAY_LOOP",
+    help="The gateway's event loop: auto is uvloop when installed, else asyncio's "
+    "($HERALD_GATEWAY_LOOP).",
+)
+@click.option(
     "--insecure",
     is_flag=True,
     help="Allow a non-loopback --host without auth: anyone who can reach it may publish, "
@@ -227,6 +236,7 @@ def serve(
     metrics: str,
     metrics_token_file: Path | None,
     max_connections: int,
+    loop: str,
     insecure: bool,
     fsync: str,
     tracing: bool,
@@ -238,7 +248,7 @@ def serve(
     the data directory. With --url only the gateway runs, for that server.
     """
     try:
-        from herald.gateway.serve import gateway_config, run_gateway
+        from herald.gateway.serve import gateway_config, loop_factory, run_gateway
     except ImportError as exc:
         _fail(f"herald serve needs the gateway: pip install 'herald-pubsub[serve]' ({exc})")
 
@@ -267,6 +277,7 @@ def serve(
                 insecure=insecure,
                 tracing=tracing,
             )
+            loop_factory(loop)  # uvloop not installed: said before anything starts
         except ValueError as exc:
             _fail(str(exc))
         if insecure and config is not None and config.auth is None:
@@ -287,7 +298,7 @@ def serve(
         }
         if given := [name for name, used in embedded_only.items() if used]:
             _fail(f"{', '.join(given)} apply to the embedded server, not to --url's")
-        run_gateway(url, host, port, console, lambda: True, config, stopping=stopping)
+        run_gateway(url, host, port, console, lambda: True, config, stopping=stopping, loop=loop)
         return
     data_dir = data_dir or default_data_dir()
     try:
@@ -329,7 +340,9 @@ def serve(
         if no_gateway:
             _wait_for_signal(console, alive, stopping)
         else:
-            run_gateway(server.url, host, port, console, alive, config, stopping=stopping)
+            run_gateway(
+                server.url, host, port, console, alive, config, stopping=stopping, loop=loop
+            )
     finally:
         # The gateway's event loop gave the signals back to their defaults when it closed: a
         # second Ctrl-C must not cut the server's shutdown short.

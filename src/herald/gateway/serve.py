@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Callable, Generator
 from pathlib import Path
+from typing import Literal
 
 import uvicorn
 from rich.console import Console
@@ -24,6 +25,41 @@ from .config import GatewayConfig
 from .guard import LOOPBACK_HOSTS
 from .uvicorn_http import http_protocol
 from .uvicorn_ws import WS_PROTOCOL
+
+Loop = Literal["auto", "asyncio", "uvloop"]
+#: ``herald serve --loop``'s choices: ``auto`` is uvloop when it is installed, else asyncio's
+#: own loop (as uvicorn's ``loop="auto"``).
+LOOPS: tuple[Loop, ...] = ("auto", "asyncio", "uvloop")
+#: ``herald serve``'s event loop when ``--loop`` is not given (see docs/benchmarks.md).
+DEFAULT_LOOP: Loop = "asyncio"
+
+
+def loop_factory(loop: str) -> Callable[[], asyncio.AbstractEventLoop] | None:
+    """What makes the event loop named by ``herald serve --loop``, for :class:`asyncio.Runner`:
+    ``None`` for asyncio's own (the runner's default, as :func:`asyncio.run`).
+
+    Raises:
+        ValueError: ``uvloop`` when it is not installed, or a name not in :data:`LOOPS`.
+    """
+    if loop not in LOOPS:
+        raise ValueError(f"unknown event loop {loop!r}: one of {', '.join(LOOPS)}")
+    if loop != "asyncio":
+        try:
+            import uvloop
+        except ImportError:
+            if loop == "uvloop":
+                raise ValueError(
+                    "--loop uvloop: uvloop is not installed (pip install 'herald-pubsub[uvloop]')"
+                ) from None
+        else:
+            return uvloop.new_event_loop
+    return None
+
+
+def loop_name(loop: asyncio.AbstractEventLoop) -> str:
+    """``uvloop`` or ``asyncio``: which event loop ``loop`` is."""
+    return "uvloop" if type(loop).__module__.partition(".")[0] == "uvloop" else "asyncio"
+
 
 #: uvicorn's ``websockets-sansio`` WebSocket implementation, letting the fan-out write the
 #: same ready-made frame to every client (see ``uvicorn_ws.py``).
@@ -172,10 +208,16 @@ def run_gateway(
     alive: Callable[[], bool],
     config: GatewayConfig | None = None,
     stopping: threading.Event | None = None,
+    loop: str = DEFAULT_LOOP,
 ) -> None:
     """Serve the gateway for ``url`` on ``host:port`` until Ctrl-C, SIGTERM, ``stopping`` is
     set (a signal the caller caught before the gateway ran), or ``alive()`` turns false (the
-    embedded server died)."""
+    embedded server died), on the event loop ``loop`` names (:func:`loop_factory`).
+
+    Raises:
+        ValueError: ``loop`` is ``uvloop`` and uvloop is not installed, or not a loop's name.
+    """
+    new_loop = loop_factory(loop)
     config = config or GatewayConfig()
     app = create_app(url, config)
     server = _Server(uvicorn_config(app, config, host, port))
@@ -210,6 +252,7 @@ def run_gateway(
                     else:
                         console.print("[bold red]auth: off, on a network address (--insecure)[/]")
                     console.print(f"allowed hosts: {', '.join(config.allowed_hosts)}")
+                    console.print(f"event loop: {loop_name(asyncio.get_running_loop())}")
                     console.print("Ctrl-C to stop")
                 await asyncio.sleep(0.1)
 
@@ -230,7 +273,8 @@ def run_gateway(
         finally:
             watcher.cancel()
 
-    asyncio.run(main())
+    with asyncio.Runner(loop_factory=new_loop) as runner:
+        runner.run(main())
 
 
 class BackgroundGateway:
