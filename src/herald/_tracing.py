@@ -203,18 +203,21 @@ class Tracing:
         kind = self._consumer
         active = self.active
 
+        def span(msg: Any) -> Any:  # the handler's span, current while it runs
+            return start(
+                f"{operation} {msg.topic}",
+                context=extract(msg._headers),
+                kind=kind,
+                attributes=attributes(msg, operation, "process", group),
+            )
+
         if inspect.iscoroutinefunction(handler):
 
             @functools.wraps(handler)
             async def traced_async(msg: Any) -> Any:  # a Message or a DurableMessage
                 if not active():
                     return await handler(msg)
-                with start(
-                    f"{operation} {msg.topic}",
-                    context=extract(msg._headers),
-                    kind=kind,
-                    attributes=attributes(msg, operation, "process", group),
-                ):
+                with span(msg):
                     try:
                         result = await handler(msg)
                     except StopSubscription as exc:
@@ -231,12 +234,7 @@ class Tracing:
         def traced(msg: Any) -> Any:
             if not active():
                 return handler(msg)
-            with start(
-                f"{operation} {msg.topic}",
-                context=extract(msg._headers),
-                kind=kind,
-                attributes=attributes(msg, operation, "process", group),
-            ):
+            with span(msg):
                 try:
                     result = handler(msg)
                 except StopSubscription as exc:
