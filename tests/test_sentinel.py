@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import itertools
 import time
 from collections.abc import Callable
@@ -187,11 +188,42 @@ def _n(data: Any) -> int:
     return int(data["n"] if isinstance(data, dict) else data)
 
 
-async def _stored(hub: herald.AsyncClient, topic: str) -> set[int]:
-    return {_n(m.data) async for m in hub.replay(topic)}
+async def _stored(hub: herald.AsyncClient, topic: str, timeout: float = 30.0) -> set[int]:
+    """What the stream holds, read again when a failover cut the read short (``ConnectionLost``:
+    a read is safe to retry). On a loaded machine the sentinels (down-after 1 s) may fail a
+    freshly promoted primary over once more, at any moment."""
+    deadline = time.monotonic() + timeout
+    while True:
+        try:
+            return {_n(m.data) async for m in hub.replay(topic)}
+        except (herald.ConnectionLost, herald.ConnectionFailed):
+            if time.monotonic() > deadline:
+                raise
+            await asyncio.sleep(0.1)
 
 
-async def _wait_acks(load: Load, n: int, timeout: float = 10.0) -> None:
+async def _live_again(
+    hub: herald.AsyncClient, live: herald.Subscription, topic: str, marker: str
+) -> None:
+    """Publish ``marker`` to ``topic`` until the live subscription receives it: it resumed on
+    the primary. Tried again while a failover is under way (no receiver yet, or the publish
+    cut short), which a loaded machine can bring at any moment (see :func:`_stored`)."""
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            ack = await hub.publish(topic, marker, confirm=True)
+        except (herald.ConnectionLost, herald.ConnectionFailed, herald.Timeout):
+            ack = None
+        if ack is not None and ack.receivers:
+            with contextlib.suppress(herald.Timeout):  # delivered, then cut by a failover
+                while (await live.next(timeout=5)).data != marker:
+                    pass
+                return
+        assert time.monotonic() < deadline, f"no receiver for {topic} on the new primary"
+        await asyncio.sleep(0.1)
+
+
+async def _wait_acks(load: Load, n: int, timeout: float = 30.0) -> None:
     deadline = time.monotonic() + timeout
     start = len(load.acked)
     while len(load.acked) < start + n:
@@ -221,6 +253,7 @@ async def test_kill_primary_under_durable_load(
 
                 consuming = asyncio.create_task(consume())
                 report = {}
+                extra_failovers = 0
                 for replicas in (0, 1):
                     load = Load(replicas=replicas, pad=20_000)
                     stop = asyncio.Event()
@@ -247,21 +280,24 @@ async def test_kill_primary_under_durable_load(
                     # The old primary comes back as a replica of the new one.
                     await asyncio.to_thread(group.restart, old, as_replica=True)
                     await asyncio.to_thread(group.wait_replica, old)
-                    assert group.primary is new
-                    # Live traffic flows again on the new primary.
-                    marker = f"after-{replicas}"
-                    assert (await hub.publish(f"{topic}.live", marker, confirm=True)).receivers
-                    while (await live.next(timeout=5)).data != marker:
-                        pass
+                    # Not a check: on a loaded machine the sentinels may have failed over once
+                    # more (a new primary that missed their pings for a second); counted.
+                    extra_failovers += group.primary is not new
+                    # Live traffic flows again on the (new) primary.
+                    await _live_again(hub, live, f"{topic}.live", f"after-{replicas}")
                 # Every message the final stream holds reaches the consumer group.
                 stored = await _stored(hub, topic)
-                deadline = time.monotonic() + 10
+                deadline = time.monotonic() + 30
                 while not stored <= delivered and time.monotonic() < deadline:  # noqa: ASYNC110
                     await asyncio.sleep(0.05)
                 consuming.cancel()
                 assert stored <= delivered
         record_property("acked_lost_recovery_by_replicas", report)
-        print(f"sentinel kill -9: {{replicas: (acked, acked-but-lost, recovery s)}} = {report}")
+        record_property("extra_failovers", extra_failovers)
+        print(
+            f"sentinel kill -9: {{replicas: (acked, acked-but-lost, recovery s)}} = {report}; "
+            f"extra failovers {extra_failovers}"
+        )
 
 
 @pytest.mark.faults  # a failover: the fault tier

@@ -29,7 +29,18 @@ from herald._server import (
 )
 from herald.cli.route import route
 
-from .common import UNSHARDED, URL, data_field, shown, take
+from .common import (
+    COUNT,
+    FILE,
+    JSON_LINES,
+    TIMEOUT,
+    UNSHARDED,
+    URL,
+    data_field,
+    print_json,
+    shown,
+    take,
+)
 from .consume import consume
 from .durable import dead, history, replay, topics
 from .faults import faults
@@ -90,7 +101,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 @main.command()
 @click.option(
     "--config",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=FILE,
     callback=_load_config,
     is_eager=True,
     expose_value=False,
@@ -135,14 +146,14 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 )
 @click.option(
     "--auth-key-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=FILE,
     default=None,
     help="Turn JWT auth on: the HMAC secret (at least 32 bytes for HS256) or the PEM public "
     "key that signs tokens.",
 )
 @click.option(
     "--auth-jwks-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=FILE,
     default=None,
     help="Turn JWT auth on: a JWKS file (JSON); the token's kid picks the key.",
 )
@@ -177,7 +188,7 @@ def _load_config(ctx: click.Context, param: click.Parameter, value: Path | None)
 )
 @click.option(
     "--metrics-token-file",
-    type=click.Path(dir_okay=False, exists=True, path_type=Path),
+    type=FILE,
     default=None,
     help="A file holding a static bearer token that may read /metrics (for Prometheus).",
 )
@@ -494,9 +505,9 @@ def _not_json(constant: str) -> Any:
 
 @main.command()
 @click.argument("patterns", nargs=-1, required=True)
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
-@click.option("--count", "-n", type=click.IntRange(min=1), default=None, help="Exit after N.")
-@click.option("--timeout", "-t", type=float, default=None, help="Exit after S seconds.")
+@JSON_LINES
+@COUNT
+@TIMEOUT
 @click.option(
     "--since",
     type=click.IntRange(min=0),
@@ -603,8 +614,7 @@ def _print_message(console: Console, msg: herald.Message, as_json: bool) -> None
             record["offset"] = msg.offset
         if msg.decode_error is not None:
             record["decode_error"] = str(msg.decode_error)
-        sys.stdout.write(json.dumps(record) + "\n")
-        sys.stdout.flush()
+        print_json(record)
         return
     stamp = time.strftime("%H:%M:%S", time.localtime(msg.timestamp or time.time()))
     key, value = data_field(msg.data)

@@ -1,13 +1,17 @@
-"""What the commands share: the ``--url`` and ``--unsharded`` options, printing what a publisher
-sent without letting it act on the terminal, a payload's JSON form (``--json`` output), and
-reading ``--count`` messages within ``--timeout``."""
+"""What the commands share: the ``--url`` and ``--unsharded`` options, an existing file as an
+option's type, printing what a publisher sent without letting it act on the terminal, a
+payload's JSON form and a JSON line (``--json`` output), and reading ``--count`` messages within
+``--timeout``."""
 
 from __future__ import annotations
 
 import base64
+import json
 import signal
+import sys
 import time
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any, Protocol, TypeVar
 
 import click
@@ -28,6 +32,14 @@ UNSHARDED = click.option(
     is_flag=True,
     help="Cluster: publish with PUBLISH, which plain SUBSCRIBE clients receive (not SPUBLISH).",
 )
+#: ``--count``, ``--timeout`` and ``--json`` of the commands that print messages as they come.
+COUNT = click.option(
+    "--count", "-n", type=click.IntRange(min=1), default=None, help="Exit after N."
+)
+TIMEOUT = click.option("--timeout", "-t", type=float, default=None, help="Exit after S seconds.")
+JSON_LINES = click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+#: An option's value that names an existing file (not a directory), as a Path.
+FILE = click.Path(dir_okay=False, exists=True, path_type=Path)
 #: C0 and C1 control characters and DEL, shown escaped: what a publisher sent must not reach the
 #: terminal as escape sequences (a title, a cleared screen, a link, the clipboard) or as new
 #: lines that pass for other messages.
@@ -46,6 +58,12 @@ def shown(text: str) -> str:
     """``text`` for a rich ``console.print`` with markup: control characters escaped
     (``\\x1b``), and rich markup (``[link=...]``) escaped."""
     return escape(text.translate(_UNPRINTABLE))
+
+
+def print_json(record: Any) -> None:
+    """``record`` as one line of JSON on standard output, flushed at once (``--json``)."""
+    sys.stdout.write(json.dumps(record) + "\n")
+    sys.stdout.flush()
 
 
 def jsonable(data: Any) -> Any:

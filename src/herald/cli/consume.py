@@ -15,7 +15,7 @@ from rich.console import Console
 
 import herald
 
-from .common import URL, data_field, jsonable, shown, take
+from .common import COUNT, JSON_LINES, TIMEOUT, URL, data_field, jsonable, print_json, shown, take
 
 
 def _record(msg: herald.DurableMessage, settled: str) -> dict[str, Any]:
@@ -74,9 +74,9 @@ def _line(msg: herald.DurableMessage, settled: str) -> str:
     help="Nak each message instead of acking it: the group gets it again, delivered to any "
     "of its consumers.",
 )
-@click.option("--count", "-n", type=click.IntRange(min=1), default=None, help="Exit after N.")
-@click.option("--timeout", "-t", type=float, default=None, help="Exit after S seconds.")
-@click.option("--json", "as_json", is_flag=True, help="One JSON object per line.")
+@COUNT
+@TIMEOUT
+@JSON_LINES
 @URL
 def consume(
     topic: str,
@@ -99,8 +99,7 @@ def consume(
 
     async def handle(msg: herald.DurableMessage) -> None:
         if as_json:
-            sys.stdout.write(json.dumps(_record(msg, settled)) + "\n")
-            sys.stdout.flush()
+            print_json(_record(msg, settled))
         else:
             console.print(_line(msg, settled), soft_wrap=True)
         # Settled once shown: a message is never acked unseen.

@@ -16,7 +16,6 @@ What the server can tell, and so what is shown:
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 import time
 from collections import Counter
@@ -34,7 +33,7 @@ from herald._io import tap as _tap
 from herald._pubsub import channels as _channels
 from herald.cli.tap import count_publishes, link_of, open_taps, run_tap
 
-from .common import URL, stop_on_signals
+from .common import URL, print_json, stop_on_signals
 
 _SNAPSHOT_TOPICS = 64  # topic_info calls in flight at once
 _COST = (
@@ -261,7 +260,7 @@ async def run_view(
                 await asyncio.sleep(interval)
                 result = doc(await reading(), before)
                 if as_json:
-                    sys.stdout.write(json.dumps(result) + "\n")
+                    print_json(result)
                 else:
                     console.print(render(result))
                 return

@@ -4,7 +4,6 @@ line, its rules given as options or in a TOML file; registered by ``cli.py``."""
 from __future__ import annotations
 
 import asyncio
-import json
 import signal
 import socket
 import sys
@@ -17,9 +16,11 @@ import click
 
 import herald
 from herald import Router
-from herald.cli.common import URL
+from herald.cli.common import COUNT, FILE, TIMEOUT, URL, print_json
 
 _ARROW = "=>"
+#: The outcomes ``--json`` reports, in this order (RouterStats but its per-rule ``rules``).
+_COUNTS = ("received", "routed", "published", "unrouted", "failed")
 
 
 def parse_rule(text: str) -> tuple[str | None, list[str]]:
@@ -87,7 +88,7 @@ def _add_file_rules(router: Router, path: Path, rules: Any) -> None:
 @click.option(
     "--rules",
     "rules_file",
-    type=click.Path(exists=True, dir_okay=False, path_type=Path),
+    type=FILE,
     help="A TOML file of rules (source, group, default, start, [[rule]] with when/to/name); "
     "--rule options are added after its rules.",
 )
@@ -118,8 +119,8 @@ def _add_file_rules(router: Router, path: Path, rules: Any) -> None:
     show_default=True,
     help="How to read payloads published without Herald's envelope (redis-py, redis-cli).",
 )
-@click.option("--count", "-n", type=click.IntRange(min=1), default=None, help="Exit after N.")
-@click.option("--timeout", "-t", type=float, default=None, help="Exit after S seconds.")
+@COUNT
+@TIMEOUT
 @click.option("--json", "as_json", is_flag=True, help="Print the counters as JSON at exit.")
 @URL
 def route(
@@ -250,17 +251,10 @@ async def _run(
 def _report(router: Router, as_json: bool) -> None:
     stats = router.stats
     if as_json:
-        record = {
-            "source": router.source,
-            "group": router.group,
-            "counters": router.counters,
-            "received": stats.received,
-            "routed": stats.routed,
-            "published": stats.published,
-            "unrouted": stats.unrouted,
-            "failed": stats.failed,
-        }
-        sys.stdout.write(json.dumps(record) + "\n")
+        counts = {name: getattr(stats, name) for name in _COUNTS}
+        print_json(
+            {"source": router.source, "group": router.group, "counters": router.counters, **counts}
+        )
         return
     width = max(len(name) for name in router.counters)
     for name, n in router.counters.items():

@@ -189,6 +189,20 @@ def recorder(
     return handle
 
 
+async def recorded(
+    hub: AsyncClient,
+    topic: str,
+    consumer: str,
+    checker: Checker,
+    effects: set[str] | None = None,
+    **options: Any,
+) -> herald.Consumer:
+    """``consumer`` of group ``g`` on ``topic``, running :func:`recorder` on each delivery;
+    ``options`` as :meth:`AsyncClient.consume`'s (``ack_wait``...)."""
+    handler = recorder(checker, "g", consumer, effects)
+    return await hub.consume(topic, "g", consumer, handler=handler, **options)
+
+
 def publish_errors(publishers: Sequence[Publisher]) -> dict[str, int]:
     """The publishers' error counts, summed by error name."""
     total: dict[str, int] = {}

@@ -26,6 +26,7 @@ from ._harness import (
     drain,
     group_pending,
     publish_errors,
+    recorded,
     recorder,
     running_server,
     start,
@@ -82,8 +83,7 @@ async def soak(scale: Scale) -> dict[str, Any]:
         try:
             await hubs[0].declare("soak", durable=True)
             consumers = [
-                await hub.consume("soak", "g", f"c{i}", handler=recorder(checker, "g", f"c{i}"))
-                for i, hub in enumerate(hubs[4:])
+                await recorded(hub, "soak", f"c{i}", checker) for i, hub in enumerate(hubs[4:])
             ]
             pubs = [
                 Publisher(hub, "soak", checker, f"p{i}", idempotent=False, window=64)
@@ -145,18 +145,11 @@ async def server_kill(scale: Scale) -> dict[str, Any]:
     checker = Checker("server-kill")
     effects: set[str] = set()
     async with running_server() as server:
-        opts: dict[str, Any] = {"probe_interval": 0.2, "publish_timeout": 5.0}
-        hubs = [AsyncClient(server.url, **opts) for _ in range(4)]
+        hubs = [AsyncClient(server.url, probe_interval=0.2, publish_timeout=5.0) for _ in range(4)]
         try:
             await hubs[0].declare("orders", durable=True)
             consumers = [
-                await hub.consume(
-                    "orders",
-                    "g",
-                    f"c{i}",
-                    ack_wait=2.0,
-                    handler=recorder(checker, "g", f"c{i}", effects),
-                )
+                await recorded(hub, "orders", f"c{i}", checker, effects, ack_wait=2.0)
                 for i, hub in enumerate(hubs[2:])
             ]
             pubs = [
@@ -234,9 +227,7 @@ async def consumer_kill(scale: Scale) -> dict[str, Any]:
                 child.kill()
                 # The survivors start now: all they get of the child's share is reclaimed.
                 survivors = [
-                    await hub.consume(
-                        "jobs", "g", f"s{i}", ack_wait=1.0, handler=recorder(checker, "g", f"s{i}")
-                    )
+                    await recorded(hub, "jobs", f"s{i}", checker, ack_wait=1.0)
                     for i, hub in enumerate(hubs[1:])
                 ]
             for line in child.lines:
@@ -354,13 +345,10 @@ async def server_pause(scale: Scale) -> dict[str, Any]:
     checker = Checker("server-pause")
     effects: set[str] = set()
     async with running_server() as server:
-        opts: dict[str, Any] = {"probe_interval": 0.25, "publish_timeout": 2.0}
-        hubs = [AsyncClient(server.url, **opts) for _ in range(3)]
+        hubs = [AsyncClient(server.url, probe_interval=0.25, publish_timeout=2.0) for _ in range(3)]
         try:
             await hubs[0].declare("payments", durable=True)
-            consumer = await hubs[2].consume(
-                "payments", "g", "c0", ack_wait=5.0, handler=recorder(checker, "g", "c0", effects)
-            )
+            consumer = await recorded(hubs[2], "payments", "c0", checker, effects, ack_wait=5.0)
             pubs = [
                 Publisher(hub, "payments", checker, f"p{i}", window=8, op_timeout=15)
                 for i, hub in enumerate(hubs[:2])

@@ -19,6 +19,7 @@ from ._harness import (
     Publisher,
     Scale,
     drain,
+    recorded,
     recorder,
     recording,
     running_server,
@@ -155,9 +156,7 @@ async def half_open(scale: Scale) -> dict[str, Any]:
             try:
                 await direct.declare("ledger", durable=True)
                 checker.reader("g", "ledger")
-                consumer = await direct.consume(
-                    "ledger", "g", "c0", handler=recorder(checker, "g", "c0", effects)
-                )
+                consumer = await recorded(direct, "ledger", "c0", checker, effects)
                 async with reading(far, "feed", checker, "sub"):
                     feed = LiveFeed(direct, "feed", checker, rate=500)
                     pub = Publisher(far, "ledger", checker, "p0", window=1, rate=200, op_timeout=15)

@@ -29,6 +29,31 @@ async def recovering(
         yield sub
 
 
+@contextlib.asynccontextmanager
+async def _fed(
+    direct: AsyncClient,
+    far: AsyncClient,
+    topic: str,
+    history: int,
+    checker: Checker,
+    *,
+    rate: int,
+    publisher: str,
+) -> AsyncIterator[tuple[herald.Subscription, LiveFeed, asyncio.Task[None]]]:
+    """``topic`` declared with ``history`` through ``direct``, read (recovering) through
+    ``far`` as reader ``topic``, fed by ``direct`` at ``rate`` msg/s as ``publisher``: the
+    subscription, the feed and its running task (stop the feed, then await the task)."""
+    await direct.declare(topic, history=history)
+    await asyncio.sleep(1.2)  # policy_refresh: every client sees the declaration
+    async with recovering(far, topic, checker, topic) as sub:
+        feed = LiveFeed(direct, topic, checker, rate=rate, publisher=publisher)
+        load = asyncio.create_task(feed.run())
+        try:
+            yield sub, feed, load
+        finally:
+            load.cancel()  # done already, unless the body failed
+
+
 async def recoverable_reset(scale: Scale) -> dict[str, Any]:
     """A subscriber's connection is reset every 2 s while 1k msg/s are published to a topic
     whose history reaches back far enough (``deep``) and to one whose history is too short to
@@ -113,11 +138,8 @@ async def _outages(url: str, checker: Checker, scale: Scale) -> dict[str, Any]:
         direct = AsyncClient(url)
         far = AsyncClient(proxy.url, probe_interval=0.5, connect_timeout=1.0)
         try:
-            await direct.declare("outage", history=2000)
-            await asyncio.sleep(1.2)  # policy_refresh: every client sees the declaration
-            async with recovering(far, "outage", checker, "outage") as sub:
-                feed = LiveFeed(direct, "outage", checker, rate=2000, publisher="outage")
-                load = asyncio.create_task(feed.run())
+            fed = _fed(direct, far, "outage", 2000, checker, rate=2000, publisher="outage")
+            async with fed as (sub, feed, load):
                 for _ in range(outages):
                     await asyncio.sleep(2.0)
                     with checker.fault("outage past the history"):
@@ -190,11 +212,8 @@ async def recoverable_forged(scale: Scale) -> dict[str, Any]:
         direct = AsyncClient(server.url)
         far = AsyncClient(server.url)
         try:
-            await direct.declare("forged", history=1000)
-            await asyncio.sleep(1.2)  # policy_refresh: every client sees the declaration
-            async with recovering(far, "forged", checker, "forged") as sub:
-                feed = LiveFeed(direct, "forged", checker, rate=1000, publisher="real")
-                load = asyncio.create_task(feed.run())
+            fed = _fed(direct, far, "forged", 1000, checker, rate=1000, publisher="real")
+            async with fed as (sub, feed, load):
                 await wait_for(lambda: len(checker.deliveries) > 10, 5, 0.01)
                 page = await far.history("forged", since=0, limit=1)
                 epoch = page[0].epoch if page else None

@@ -16,7 +16,7 @@ from typing import Any, Protocol
 
 from herald import AsyncClient
 
-from ._harness import Publisher, Scale, drain, recorder, summary
+from ._harness import Publisher, Scale, drain, recorded, summary
 from .checker import Checker
 
 
@@ -30,13 +30,10 @@ async def _durable_load_through(
 ) -> dict[str, Any]:
     """Publish to a durable topic on ``url`` and consume it, run ``inject`` (the fault) after a
     second of load, keep publishing ``seconds`` more, drain; the run's figures."""
-    opts: dict[str, Any] = {"probe_interval": 0.25, "publish_timeout": 5.0}
-    hubs = [AsyncClient(url, **opts) for _ in range(2)]
+    hubs = [AsyncClient(url, probe_interval=0.25, publish_timeout=5.0) for _ in range(2)]
     try:
         await hubs[0].declare("orders", durable=True)
-        consumer = await hubs[1].consume(
-            "orders", "g", "c0", ack_wait=5.0, handler=recorder(checker, "g", "c0")
-        )
+        consumer = await recorded(hubs[1], "orders", "c0", checker, ack_wait=5.0)
         pub = Publisher(hubs[0], "orders", checker, "p0", window=8, replicas=replicas)
         stop = asyncio.Event()
         load = asyncio.create_task(pub.run(stop=stop))

@@ -306,11 +306,7 @@ class Connection:
         except BaseException:
             # All or nothing: no subscription the client was not told about.
             for name in started:
-                if name in self.shared:
-                    self.shared.discard(name)
-                    await self.gw.fanout.remove(name, self.sink)
-                elif (sub := self.own.pop(name, None)) is not None:
-                    await self.gw.fanout.release(sub)
+                await self._drop(name)
             raise
         # The confirmation first, then what the resumed subscriptions recovered, then live.
         self.send("subscribed", id=ref, topics=names)
@@ -321,23 +317,23 @@ class Connection:
         end with it)."""
         dropped = [n for n in (*self.shared, *self.own) if not self.principal.may("subscribe", n)]
         for name in dropped:
-            if name in self.shared:
-                self.shared.discard(name)
-                await self.gw.fanout.remove(name, self.sink)
-            elif (sub := self.own.pop(name, None)) is not None:
-                await self.gw.fanout.release(sub)
+            await self._drop(name)
         if dropped:
             self.send("unsubscribed", topics=dropped, reason="not granted by the new token")
 
     async def unsubscribe(self, request: dict[str, Any], ref: Any) -> None:
         names = self._names(request)
         for name in names:
-            if name in self.shared:
-                self.shared.discard(name)
-                await self.gw.fanout.remove(name, self.sink)
-            elif (sub := self.own.pop(name, None)) is not None:
-                await self.gw.fanout.release(sub)
+            await self._drop(name)
         self.send("unsubscribed", id=ref, topics=names)
+
+    async def _drop(self, name: str) -> None:
+        """End this connection's subscription to ``name``, shared or its own (none: nothing)."""
+        if name in self.shared:
+            self.shared.discard(name)
+            await self.gw.fanout.remove(name, self.sink)
+        elif (sub := self.own.pop(name, None)) is not None:
+            await self.gw.fanout.release(sub)
 
     async def publish(self, request: dict[str, Any], ref: Any) -> None:
         topic = request.get("topic")

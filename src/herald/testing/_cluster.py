@@ -212,6 +212,7 @@ class LocalCluster(_Topology):
         binary: str | None = None,
         tls: Certificates | None = None,
     ) -> None:
+        # The topology options, as in LocalSentinel: spelled out in each public signature.
         if primaries < 1 or replicas_per_primary < 0:
             raise ConfigurationError("a cluster needs at least one primary")
         super().__init__("herald-cluster-", data_dir, persist, args, binary, tls)

@@ -10,7 +10,7 @@ from __future__ import annotations
 import contextlib
 import subprocess
 import sys
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -102,6 +102,7 @@ class LocalSentinel(_Topology):
         binary: str | None = None,
         tls: Certificates | None = None,
     ) -> None:
+        # The topology options, as in LocalCluster: spelled out in each public signature.
         if sentinels < 1 or replicas < 0:
             raise ConfigurationError("a sentinel group needs at least one sentinel")
         super().__init__("herald-sentinel-", data_dir, persist, args, binary, tls)
@@ -276,9 +277,7 @@ class LocalSentinel(_Topology):
 
     def kill_primary(self) -> EmbeddedServer:
         """SIGKILL the current primary (``kill -9``); return it."""
-        primary = self.primary
-        self.kill(primary)
-        return primary
+        return self._to_primary(self.kill)
 
     def pause(self, srv: EmbeddedServer) -> None:
         """SIGSTOP a process: it hangs with its connections open."""
@@ -287,8 +286,11 @@ class LocalSentinel(_Topology):
 
     def pause_primary(self) -> EmbeddedServer:
         """SIGSTOP the current primary; return it (see :meth:`resume`)."""
+        return self._to_primary(self.pause)
+
+    def _to_primary(self, fault: Callable[[EmbeddedServer], None]) -> EmbeddedServer:
         primary = self.primary
-        self.pause(primary)
+        fault(primary)
         return primary
 
     def resume(self, srv: EmbeddedServer) -> None:
