@@ -23,7 +23,7 @@ from rich.text import Text
 
 import herald
 
-from .common import UNSHARDED, URL, data_field, jsonable, shown
+from .common import UNSHARDED, URL, data_field, jsonable, print_json, shown
 
 _ID = re.compile(r"\d+(-\d+)?")
 _UNITS = {"s": 1, "m": 60, "h": 3600, "d": 86400}
@@ -182,7 +182,7 @@ def list_topics(as_json: bool, url: str | None) -> None:
     rows.sort(key=lambda row: row[0])
     if as_json:
         for name, info in rows:
-            sys.stdout.write(json.dumps(_topic_record(name, info, active.get(name, 0))) + "\n")
+            print_json(_topic_record(name, info, active.get(name, 0)))
         return
     if not rows:
         click.echo("no topics declared, none has subscribers (every topic is live)")
@@ -247,7 +247,7 @@ def show(topic: str, as_json: bool, url: str | None) -> None:
         subscribers = _active(hub, _literal(topic)).get(topic, 0)
     if info.policy is None and not info.length:
         if as_json:
-            sys.stdout.write(json.dumps(_topic_record(topic, None, subscribers)) + "\n")
+            print_json(_topic_record(topic, None, subscribers))
             return
         if not subscribers:
             raise click.ClickException(
@@ -258,7 +258,7 @@ def show(topic: str, as_json: bool, url: str | None) -> None:
         click.echo(f"subscribers   {subscribers}")
         return
     if as_json:
-        sys.stdout.write(json.dumps(_topic_record(topic, info, subscribers)) + "\n")
+        print_json(_topic_record(topic, info, subscribers))
         return
     console = _console()
     console.print(f"[bold]{shown(topic)}[/]  {_describe(info.policy)}")
@@ -362,7 +362,7 @@ def dead_list(topic: str, limit: int, as_json: bool, url: str | None) -> None:
             )
             key, value = data_field(d.message.data)
             record[key] = value
-            sys.stdout.write(json.dumps(record) + "\n")
+            print_json(record)
         return
     if not letters:
         click.echo(f"no dead letters for {topic}")
@@ -497,7 +497,7 @@ def _print_stored(console: Console, msg: herald.StoredMessage, as_json: bool) ->
         }
         field, value = data_field(msg.data)
         record[field] = value
-        sys.stdout.write(json.dumps(record) + "\n")
+        print_json(record)
         return
     stamp = time.strftime("%Y-%m-%d %H:%M:%S", time.localtime(msg.stored_at))
     data = msg.data if isinstance(msg.data, str) else json.dumps(jsonable(msg.data))
