@@ -51,6 +51,7 @@ SERVER_FIXTURES = frozenset(
 SERVERLESS_MODULES = frozenset(
     {
         "test_api",
+        "test_architecture",
         "test_bench_compare",
         "test_client_options",
         "test_docs_blocks",
