@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import itertools
+import logging
 from collections import Counter
 from collections.abc import Callable, Iterator
 
@@ -417,3 +418,31 @@ async def test_failover_under_live_and_durable_load(faulty: LocalCluster) -> Non
         await asyncio.gather(tasks[1], return_exceptions=True)
         await sub.close()
         await psub.close()
+
+
+async def test_durable_topics_warn_when_any_primary_keeps_nothing_on_disk(
+    cluster: LocalCluster, topic: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The persistence check reads every primary, not only the one the client talks to first:
+    each primary in turn is the one without persistence, and each time the client warns."""
+    warning = "on a server without persistence"
+    primaries = cluster.primaries()
+    try:
+        for odd in primaries:
+            for node in primaries:
+                node.call("CONFIG", "SET", "appendonly", "no" if node is odd else "yes")
+            caplog.clear()
+            with caplog.at_level(logging.WARNING, logger="herald"):
+                async with AsyncClient(cluster.url) as hub:
+                    await hub.declare(topic, durable=True)
+            assert [r for r in caplog.records if warning in r.getMessage()], odd
+        for node in primaries:
+            node.call("CONFIG", "SET", "appendonly", "yes")
+        caplog.clear()
+        with caplog.at_level(logging.WARNING, logger="herald"):
+            async with AsyncClient(cluster.url) as hub:
+                await hub.declare(topic, durable=True)
+        assert not [r for r in caplog.records if warning in r.getMessage()]
+    finally:
+        for node in primaries:
+            node.call("CONFIG", "SET", "appendonly", "no")

@@ -8,8 +8,8 @@ from typing import Any
 
 from herald._errors import HeraldError, ServerError
 
+from .group import LinkGroup
 from .interface import Connection
-from .sharded import ShardedLink
 
 log = logging.getLogger("herald")
 
@@ -20,10 +20,10 @@ async def check_server_limits(
     """Read the server's Pub/Sub output-buffer limit (the point where it cuts a slow reader),
     returned as (hard, soft, soft seconds) if readable, and whether it persists its data
     (``None``: not known); warn about a limit of 0 and about a ``maxmemory-policy`` that
-    evicts keys. A sharded client checks every shard (the first shard's limit is returned; it
-    persists only if every shard does)."""
-    if isinstance(link, ShardedLink):
-        results = [await check_server_limits(shard) for shard in link.links]
+    evicts keys. A cluster or sharded client checks every primary or shard (the first one's
+    limit is returned; it persists only if every one does)."""
+    if isinstance(link, LinkGroup):
+        results = [await check_server_limits(member) for member in list(link.members)]
         kept = [p for _, p in results]
         persistent = False if False in kept else (None if None in kept else True)
         return results[0][0], persistent
