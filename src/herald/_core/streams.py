@@ -39,7 +39,7 @@ HANDBACK_IDLE_MS = 10**10
 TRIM_EVERY = 100  # a publisher trims a topic every this many publishes...
 TRIM_PERIOD = 1.0  # ...or when this many seconds passed since its last trim of the topic
 TRIM_SCAN = 1000  # entries one trim step may remove for max_len (later steps catch up)
-_new = object.__new__
+_new = Message.__new__  # object.__new__, unless Message is compiled (then its own)
 
 
 def tagged(topic: str) -> str:
