@@ -102,6 +102,7 @@ def test_the_wheel_alone_installs_the_core_and_round_trips(dist: Path, tmp_path:
 @pytest.mark.skipif(
     not (shutil.which("cc") or shutil.which("gcc")), reason="no C compiler for the compiled core"
 )
+@pytest.mark.timeout(600)  # compiling the core takes a minute or two
 def test_the_compiled_wheel_carries_the_compiled_core_and_runs_it(tmp_path: Path) -> None:
     """``HERALD_MYPYC=1`` (``make dist``): a platform wheel with ``herald._core`` compiled."""
     out = tmp_path / "dist"
