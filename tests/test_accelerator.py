@@ -122,3 +122,19 @@ def test_messages_pickle_copy_compare_and_hash_as_objects() -> None:
     assert msg != again
     assert msg != copy.copy(msg)
     assert hash(msg) == object.__hash__(msg)
+
+
+def test_the_comparison_can_run_herald_rows_again_on_the_compiled_core() -> None:
+    from herald_bench import compare
+    from herald_bench._compare_rows import COMPILED_TREE
+
+    pure = compare._plan({"live", "durable"}, quick=True)
+    both = compare._plan({"live", "durable"}, quick=True, compiled=True)
+    herald = [r for r in pure if r.peer == "herald"]
+    twins = [r for r in both if r.name.endswith("-compiled")]
+    assert herald
+    assert [r.name for r in twins] == [f"{r.name}-compiled" for r in herald]
+    for row, twin in zip(herald, twins, strict=True):
+        assert (twin.workload, twin.kinds) == (row.workload, row.kinds)
+        assert twin.params == {**row.params, "herald_path": str(COMPILED_TREE)}
+    assert [r for r in both if not r.name.endswith("-compiled")] == pure

@@ -35,23 +35,23 @@ class Row:
     params: dict[str, Any] = field(default_factory=dict)
 
 
-# The compiled core (`make compiled`: herald._core built with mypyc into build/compiled). When it
-# is there, Herald's rows run a second time on it, as "<row>-compiled", in the same run.
+# The compiled core (`make compiled`: herald._core built with mypyc into build/compiled). With
+# --compiled, Herald's rows run a second time on it, as "<row>-compiled", in the same run.
 COMPILED_TREE = Path(__file__).resolve().parents[2] / "build" / "compiled"
 
 
 def compiled_tree() -> Path | None:
-    """build/compiled when it holds a compiled core, else None (its rows are then left out)."""
+    """build/compiled when it holds a compiled core, else None."""
     return COMPILED_TREE if any(COMPILED_TREE.glob("herald/_core/wire.*.so")) else None
 
 
 def with_compiled(rows: list[Row]) -> list[Row]:
-    """``rows``, each Herald row followed by its twin on the compiled core (when built)."""
-    tree = compiled_tree()
+    """``rows``, each Herald row followed by its twin on the compiled core."""
+    tree = COMPILED_TREE
     out: list[Row] = []
     for row in rows:
         out.append(row)
-        if tree is not None and row.peer == "herald":
+        if row.peer == "herald":
             out.append(
                 replace(
                     row,
