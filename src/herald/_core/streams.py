@@ -77,7 +77,7 @@ def validate_msg_id(msg_id: object) -> str:
 
 def check_policy(
     durable: bool,
-    max_len: int | None,
+    max_len: object,  # checked here (typed int, a compiled core would refuse it first)
     max_age: float | None,
     dedup_window: float,
     trim_unacked: bool,
