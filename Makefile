@@ -73,7 +73,9 @@ test: lint types docs
 # sources. PYTHONPATH=build/compiled runs it (subprocesses inherit it); the generated C goes to
 # build/. Incremental: only what changed is compiled again.
 COMPILED := build/compiled
-CC_FOUND := $(shell command -v cc || command -v gcc)
+# A C compiler, and Python's headers for it (Debian: python3-dev).
+CC_FOUND := $(shell (command -v cc || command -v gcc) >/dev/null && $(PYTHON) -c \
+	'import os, sysconfig; print(os.path.exists(sysconfig.get_paths()["include"] + "/Python.h") or "")')
 
 compiled: $(VENV)/.test
 	@mkdir -p build
@@ -89,10 +91,10 @@ COMPILED_TIER := tests/test_accelerator.py tests/test_wire.py tests/test_fuzz_wi
 	tests/test_durable_replay.py tests/test_durable_settled.py tests/test_recoverable.py
 
 # make test's compiled tier, ~3 min with the build: the unit tier and COMPILED_TIER's servers.
-# Skipped, saying so, on a machine without a C compiler.
+# Skipped, saying so, on a machine without a C compiler or Python's headers.
 test-compiled-tier:
 ifeq ($(CC_FOUND),)
-	@echo "No C compiler (cc, gcc): the compiled tier is skipped; the pure tiers ran."
+	@echo "No C compiler (cc, gcc) or no Python.h: the compiled tier is skipped; the pure tiers ran."
 else
 	$(MAKE) --no-print-directory compiled
 	$(RUN_COMPILED) -q -m unit
