@@ -14,7 +14,8 @@ PYTEST_ARGS ?=
 LOCK := $(UV) pip compile --universal --generate-hashes --python-version 3.11 --quiet
 LOCK_PROJECT := $(LOCK) pyproject.toml requirements/build.in
 
-.PHONY: serve test check lint types docs test-latest lock bench dist clean
+.PHONY: serve test check lint types docs test-latest lock bench dist clean compiled \
+	test-compiled test-compiled-tier
 
 # uv, by hash, with the pip that comes with Python; it installs the rest.
 $(UV): requirements/uv.txt
@@ -61,9 +62,49 @@ check: lint types
 # (standalone, Sentinel, Cluster, TLS), the gateway, the dashboard in a headless browser
 # (scripts/ensure-browser.sh installs Debian's chromium when it is missing and this is root),
 # the fault scenarios' smoke runs. One tier: make test PYTEST_ARGS="-m topology".
+# Then the compiled tier (below) when there is a C compiler.
 test: lint types docs
 	scripts/ensure-browser.sh
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
+	$(MAKE) --no-print-directory test-compiled-tier
+
+# The optional compiled core (setup.py: HERALD_MYPYC=1 compiles herald._core with mypyc), built
+# apart from src/: build/compiled holds the whole package, the core as C extensions next to its
+# sources. PYTHONPATH=build/compiled runs it (subprocesses inherit it); the generated C goes to
+# build/. Incremental: only what changed is compiled again.
+COMPILED := build/compiled
+# A C compiler, and Python's headers for it (Debian: python3-dev).
+CC_FOUND := $(shell (command -v cc || command -v gcc) >/dev/null && $(PYTHON) -c \
+	'import os, sysconfig; print(os.path.exists(sysconfig.get_paths()["include"] + "/Python.h") or "")')
+
+compiled: $(VENV)/.test
+	@mkdir -p build
+	HERALD_MYPYC=1 $(BIN)/python setup.py -q build --build-base build/setup \
+		--build-lib $(COMPILED) > build/compiled.log 2>&1 || { cat build/compiled.log; exit 1; }
+
+RUN_COMPILED := HERALD_EXPECT_COMPILED=1 PYTHONPATH=$(COMPILED) $(BIN)/python -m pytest \
+	-p no:cacheprovider
+# What the compiled core runs most: the wire format, messages, live, durable and recoverable
+# topics (and tests/test_accelerator.py, which fails if the core is not the compiled one).
+COMPILED_TIER := tests/test_accelerator.py tests/test_wire.py tests/test_fuzz_wire.py \
+	tests/test_pubsub.py tests/test_durable.py tests/test_durable_fast.py \
+	tests/test_durable_replay.py tests/test_durable_settled.py tests/test_recoverable.py
+
+# make test's compiled tier, ~3 min with the build: the unit tier and COMPILED_TIER's servers.
+# Skipped, saying so, on a machine without a C compiler or Python's headers.
+test-compiled-tier:
+ifeq ($(CC_FOUND),)
+	@echo "No C compiler (cc, gcc) or no Python.h: the compiled tier is skipped; the pure tiers ran."
+else
+	$(MAKE) --no-print-directory compiled
+	$(RUN_COMPILED) -q -m unit
+	$(RUN_COMPILED) -q -m "not unit and not faults" $(COMPILED_TIER)
+endif
+
+# Every test against the compiled core (~15 min): before a release, not in CI.
+test-compiled: compiled
+	scripts/ensure-browser.sh
+	$(RUN_COMPILED) $(PYTEST_ARGS)
 
 # The suite against the newest release of every dependency, in its own environment: rot is
 # found here, on purpose, before a lock refresh brings it to everyone.
@@ -89,12 +130,15 @@ lock: $(UV)
 	$(LOCK_PROJECT) --extra serve -c requirements/bench.txt -o requirements/serve.txt
 
 bench: $(VENV)/.bench
-	$(BIN)/herald bench live
+	$(BIN)/python bench/live.py
 
-# The sdist and the wheel, checked; tests/test_dist.py installs the wheel in a new venv.
+# The sdist (the sources) and the wheel, checked; tests/test_dist.py installs the wheel in a new
+# venv. With a C compiler the wheel carries the compiled core (HERALD_MYPYC=1, platform-tagged);
+# without one it is the pure-Python wheel.
 dist: $(VENV)/.test
 	rm -rf dist
-	$(BIN)/python -m build --no-isolation --outdir dist .
+	$(BIN)/python -m build --no-isolation --sdist --outdir dist .
+	$(if $(CC_FOUND),HERALD_MYPYC=1) $(BIN)/python -m build --no-isolation --wheel --outdir dist .
 	$(BIN)/twine check --strict dist/*
 
 clean:

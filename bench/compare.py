@@ -6,6 +6,7 @@ python bench/compare.py --json           # the whole result (every run) as JSON
 python bench/compare.py --plot docs/img  # also write PNG charts into that folder
 python bench/compare.py --only live fanout
 python bench/compare.py --output compare.json   # the table, and the JSON in a file
+python bench/compare.py --compiled       # Herald's rows also on the compiled core (make compiled)
 """
 
 from __future__ import annotations
@@ -26,6 +27,11 @@ def main() -> None:
     parser.add_argument("--only", nargs="*", help="workloads: live fanout durable request latency")
     parser.add_argument("--plot", metavar="DIR", help="write PNG charts into DIR")
     parser.add_argument("--output", help="also write the JSON result to this file")
+    parser.add_argument(
+        "--compiled",
+        action="store_true",
+        help="also run Herald's rows on the compiled core in build/compiled (make compiled)",
+    )
     args = parser.parse_args()
     result = run_compare(
         quick=args.quick,
@@ -33,6 +39,7 @@ def main() -> None:
         duration=args.duration,
         only=args.only,
         progress=lambda line: print(line, file=sys.stderr, flush=True),
+        compiled=args.compiled,
     )
     if args.output:
         with open(args.output, "w") as f:

@@ -21,7 +21,7 @@ FRAGMENTS = {
     "docs/architecture.md": 1,  # lint-imports: the development environment's tool
     "docs/deployment.md": 3,  # installing as root, systemctl, a gateway for another host
     "docs/development.md": 2,  # make targets
-    "docs/getting-started.md": 2,  # pip install, herald serve
+    "docs/getting-started.md": 3,  # pip install, herald serve, the compiled core's build
     "docs/durable.md": 1,  # the ordering lines (the work queue before it is the program)
     "docs/gateway.md": 3,  # herald serve, uvicorn.run, AuthConfig's fields
     "docs/guarantees.md": 1,  # herald faults run: minutes

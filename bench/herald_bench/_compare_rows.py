@@ -2,7 +2,8 @@
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 REGISTRY = "herald_bench._compare_workers:WORKERS"
@@ -32,6 +33,34 @@ class Row:
     label: str
     kinds: tuple[str, ...] = ()
     params: dict[str, Any] = field(default_factory=dict)
+
+
+# The compiled core (`make compiled`: herald._core built with mypyc into build/compiled). With
+# --compiled, Herald's rows run a second time on it, as "<row>-compiled", in the same run.
+COMPILED_TREE = Path(__file__).resolve().parents[2] / "build" / "compiled"
+
+
+def compiled_tree() -> Path | None:
+    """build/compiled when it holds a compiled core, else None."""
+    return COMPILED_TREE if any(COMPILED_TREE.glob("herald/_core/wire.*.so")) else None
+
+
+def with_compiled(rows: list[Row]) -> list[Row]:
+    """``rows``, each Herald row followed by its twin on the compiled core."""
+    tree = COMPILED_TREE
+    out: list[Row] = []
+    for row in rows:
+        out.append(row)
+        if row.peer == "herald":
+            out.append(
+                replace(
+                    row,
+                    name=f"{row.name}-compiled",
+                    label=f"{row.label} [compiled core]",
+                    params={**row.params, "herald_path": str(tree)},
+                )
+            )
+    return out
 
 
 def _live_rows() -> list[Row]:
@@ -147,6 +176,7 @@ def _request_rows() -> list[Row]:
 
 LATENCY_OF = {  # latency row -> the live row whose workers it uses
     "herald": "herald",
+    "herald-compiled": "herald-compiled",
     "redis-py-asyncio": "redis-py-asyncio-pipe",
     "faststream": "faststream",
     "broadcaster-fixed": "broadcaster-fixed",

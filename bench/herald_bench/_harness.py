@@ -14,6 +14,7 @@ import math
 import multiprocessing
 import os
 import statistics
+import sys
 import threading
 import time
 import traceback
@@ -62,6 +63,11 @@ def worker_main(
     # result, rather than in every worker's log.
     logging.getLogger("herald").setLevel(logging.ERROR)
     try:
+        if params.get("herald_path"):  # a row of the compiled core: it must be the one running
+            import herald._core
+
+            if not herald._core.compiled():
+                raise RuntimeError(f"herald from {params['herald_path']} is not compiled")
         module_name, attr = registry.rsplit(":", 1)
         module = __import__(module_name, fromlist=[attr])
         workers: dict[str, Worker] = getattr(module, attr)
@@ -121,8 +127,16 @@ def run_workers(
         )
         for i, (kind, (_, w)) in enumerate(zip(kinds, pipes, strict=True))
     ]
-    for p in procs:
-        p.start()
+    # params["herald_path"]: the workers import herald from there (the compiled core's tree,
+    # build/compiled): a spawned process starts with its parent's sys.path as it is at start().
+    extra_path = [params["herald_path"]] if params.get("herald_path") else []
+    saved = sys.path[:]
+    sys.path[:0] = extra_path
+    try:
+        for p in procs:
+            p.start()
+    finally:
+        sys.path[:] = saved
     for _, w in pipes:
         w.close()
     results: list[Sample | None] = [None for _ in kinds]

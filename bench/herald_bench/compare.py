@@ -29,6 +29,7 @@ from typing import Any
 from ._compare_render import format_table, write_charts
 from ._compare_rows import (
     AMQP_URL,
+    COMPILED_TREE,
     LATENCY_OF,
     NATS_URL,
     NOT_MEASURED,
@@ -38,6 +39,8 @@ from ._compare_rows import (
     _fanout_rows,
     _live_rows,
     _request_rows,
+    compiled_tree,
+    with_compiled,
 )
 from ._compare_setup import _Context, _server_versions, _unavailable, _versions
 from ._harness import Sample, median, server_pid, worker_params
@@ -57,6 +60,7 @@ def run_compare(
     nats_url: str = NATS_URL,
     amqp_url: str = AMQP_URL,
     progress: Callable[[str], None] | None = None,
+    compiled: bool = False,
 ) -> dict[str, Any]:
     """Run the comparison and return its result (JSON-able).
 
@@ -70,9 +74,13 @@ def run_compare(
         nats_url: nats-server to use for nats-py rows.
         amqp_url: RabbitMQ to use for aio-pika rows.
         progress: called with a line per row run (for a terminal).
+        compiled: run each Herald row a second time on the compiled core (``<row>-compiled``),
+            from build/compiled (``make compiled``).
     """
     from herald._server import EmbeddedServer
 
+    if compiled and compiled_tree() is None:
+        raise SystemExit(f"no compiled core in {COMPILED_TREE}: run `make compiled` first")
     runs = runs or (1 if quick else 3)
     duration = duration or (0.5 if quick else 2.0)
     if quick:
@@ -97,7 +105,7 @@ def run_compare(
             payload_size=payload_size,
             rate=0,
         )
-        plan = _plan(want, quick)
+        plan = _plan(want, quick, compiled)
         samples: dict[tuple[str, str], list[dict[str, Any]]] = {
             (r.workload, r.name): [] for r in plan
         }
@@ -115,7 +123,7 @@ def run_compare(
                 )
             if "latency" in want:
                 live = results.get("live", [])
-                results.update(_latency(ctx, runs, rates, live, unavailable, say))
+                results.update(_latency(ctx, runs, rates, live, unavailable, say, compiled))
         finally:
             ctx.close()
     finally:
@@ -146,7 +154,7 @@ def run_compare(
     }
 
 
-def _plan(want: set[str], quick: bool) -> list[Row]:
+def _plan(want: set[str], quick: bool, compiled: bool = False) -> list[Row]:
     """The rows of the workloads in ``want`` but latency (it depends on the live results), in
     the order they run."""
     plan: list[Row] = []
@@ -160,7 +168,7 @@ def _plan(want: set[str], quick: bool) -> list[Row]:
         plan += _durable_rows()
     if "request" in want:
         plan += _request_rows()
-    return plan
+    return with_compiled(plan) if compiled else plan
 
 
 BEHIND = 0.95  # a latency row that published less than this share of its target rate fell behind
@@ -173,14 +181,17 @@ def _latency(
     live: list[dict[str, Any]],
     unavailable: dict[str, str],
     say: Callable[[str], None],
+    compiled: bool = False,
 ) -> dict[str, list[dict[str, Any]]]:
-    rows = {r.name: r for r in _live_rows()}
+    rows = {r.name: r for r in (with_compiled(_live_rows()) if compiled else _live_rows())}
     e2e = {r["row"]: r.get("value") for r in live}
     out: dict[str, list[dict[str, Any]]] = {}
     for target in rates:
         workload = f"latency-{target // 1000}k"
         plan: list[tuple[str, Row]] = []
         for name, live_name in LATENCY_OF.items():
+            if live_name not in rows:  # the compiled core's, when not asked for
+                continue
             row = rows[live_name]
             row = Row(workload, name, row.peer, row.label, row.kinds, row.params)
             reach = e2e.get(live_name)

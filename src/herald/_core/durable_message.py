@@ -123,6 +123,7 @@ class DurableMessage(StoredMessage):
             None,
             msg.decode_error,
         )
+        self.offset = offset  # again, through the property: a compiled Message sets its slot
         self.key: str | None = None  # set by the consumer when the entry has one
         self.deliveries = deliveries
         self._consumer = consumer
@@ -176,7 +177,7 @@ class DurableMessage(StoredMessage):
         )
 
 
-_new = object.__new__
+_new = Message.__new__  # object.__new__, unless Message is compiled (then its own)
 
 
 def durable_message(

@@ -3,12 +3,22 @@
 from __future__ import annotations
 
 import struct
-from collections.abc import Awaitable, Generator, Mapping
-from typing import Any, Protocol
+from collections.abc import Awaitable, Callable, Generator, Mapping
+from typing import Any, Protocol, TypeVar
 
 from herald._errors import DecodeError, HeraldError
 
 from .topics import INBOX_PREFIX
+
+_T = TypeVar("_T")
+
+try:  # mypy's own package: installed wherever mypy is, not a dependency of Herald
+    from mypy_extensions import mypyc_attr
+except ImportError:  # the decorator only tells mypyc something: without it, it does nothing
+
+    def mypyc_attr(*attrs: str, **kwattrs: object) -> Callable[[_T], _T]:
+        return lambda cls: cls
+
 
 # The reserved header that makes a message a request: the channel its replies go to.
 REPLY_TO = "herald-reply-to"
@@ -59,6 +69,9 @@ class Replier(Protocol):
     ) -> str | None: ...
 
 
+# Compiled with mypyc (the optional accelerator, see setup.py), Message is a native class:
+# StoredMessage and DurableMessage (durable_message.py) and users' classes subclass it.
+@mypyc_attr(allow_interpreted_subclasses=True)
 class Message:
     """One message as delivered to a subscriber.
 

@@ -20,7 +20,7 @@ _ID = re.compile(r"(\d{1,20})(?:-(\d{1,20}))?")
 Position = str | datetime | int | float
 
 
-def parse_id(value: str) -> tuple[int, int]:
+def parse_id(value: object) -> tuple[int, int]:
     """``"1700000000000-3"`` -> (1700000000000, 3); ``"1700000000000"`` -> (..., 0).
 
     Raises:

@@ -169,7 +169,7 @@ def lookup(msg: Message, path: Sequence[str]) -> Any:
 class Target:
     """A target topic, or a template ``prices.{sector}`` filled in from the message."""
 
-    def __init__(self, text: str) -> None:
+    def __init__(self, text: object) -> None:  # object: it checks the type itself
         if not isinstance(text, str) or not text:
             raise ConfigurationError(f"a routing target is a topic or template, not {text!r}")
         self.text = text

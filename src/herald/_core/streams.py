@@ -39,7 +39,7 @@ HANDBACK_IDLE_MS = 10**10
 TRIM_EVERY = 100  # a publisher trims a topic every this many publishes...
 TRIM_PERIOD = 1.0  # ...or when this many seconds passed since its last trim of the topic
 TRIM_SCAN = 1000  # entries one trim step may remove for max_len (later steps catch up)
-_new = object.__new__
+_new = Message.__new__  # object.__new__, unless Message is compiled (then its own)
 
 
 def tagged(topic: str) -> str:
@@ -77,7 +77,7 @@ def validate_msg_id(msg_id: object) -> str:
 
 def check_policy(
     durable: bool,
-    max_len: int | None,
+    max_len: object,  # checked here (typed int, a compiled core would refuse it first)
     max_age: float | None,
     dedup_window: float,
     trim_unacked: bool,

@@ -8,6 +8,7 @@ for PSUBSCRIBE, which :func:`match` reproduces byte for byte.
 from __future__ import annotations
 
 from collections.abc import Mapping
+from typing import cast
 
 from herald._errors import InvalidTopic, ReservedName
 
@@ -38,7 +39,7 @@ def is_inbox(name: str) -> bool:
     return name.startswith(_INBOX_STEM)
 
 
-def check_user_name(name: str) -> None:
+def check_user_name(name: object) -> None:
     """Refuse a user publish or subscribe to the reply inbox namespace."""
     if isinstance(name, str) and name.startswith(_INBOX_STEM):
         raise ReservedName(name, f"{INBOX_PREFIX}* holds the reply inboxes of requests")
@@ -55,20 +56,23 @@ def is_pattern(name: str) -> bool:
     return not _GLOB.isdisjoint(name)
 
 
-def validate_topic(topic: str) -> bytes:
+def validate_topic(topic: object) -> bytes:
     """Check a topic to publish to; return its UTF-8 bytes."""
     raw = _validate(topic)
-    if is_pattern(topic) or "\\" in topic:
-        raise InvalidTopic(topic, "glob characters * ? [ and \\ are for subscribe patterns only")
+    name = cast(str, topic)  # _validate refused anything else
+    if is_pattern(name) or "\\" in name:
+        raise InvalidTopic(name, "glob characters * ? [ and \\ are for subscribe patterns only")
     return raw
 
 
-def validate_subscription(name: str) -> bytes:
+def validate_subscription(name: object) -> bytes:
     """Check a topic or pattern to subscribe to; return its UTF-8 bytes."""
     return _validate(name)
 
 
-def _validate(name: str) -> bytes:
+# The checks take `object`: they refuse a wrong type themselves, with their own error; typed `str`,
+# a compiled core (mypyc) would refuse it first with a TypeError of its own.
+def _validate(name: object) -> bytes:
     if not isinstance(name, str):
         raise InvalidTopic(repr(name), f"must be str, not {type(name).__name__}")
     if not name:

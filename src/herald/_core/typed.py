@@ -140,7 +140,7 @@ def check_type(mtype: object) -> str:
 
 
 def with_type(
-    headers: Mapping[str, str] | None, mtype: str | None, data: Any, envelope: bool | None
+    headers: Mapping[str, str] | None, mtype: object, data: Any, envelope: bool | None
 ) -> Mapping[str, str] | None:
     """The headers a publish sends: the caller's, plus the message type when there is one
     (``mtype``, else the payload's own). A message sent without envelope has no headers: an

@@ -172,7 +172,10 @@ def _non_finite(data: Any) -> bool:
 
 
 def encode_headers(headers: Mapping[str, str]) -> bytes:
-    for k, v in headers.items():
+    # Untyped: compiled (mypyc), a typed loop would refuse a wrong pair with its own TypeError
+    # before this check could say which header it is.
+    items: Any = headers.items()
+    for k, v in items:
         if type(k) is not str or type(v) is not str:
             raise TypeError(f"headers must map str to str, got {k!r}: {v!r}")
     try:

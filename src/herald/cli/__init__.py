@@ -18,6 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import herald
+import herald._core
 from herald._core.topics import check_headers
 from herald._server import (
     EmbeddedServer,
@@ -52,7 +53,13 @@ def _fail(message: str) -> NoReturn:
 
 
 @click.group(context_settings={"help_option_names": ["-h", "--help"]})
-@click.version_option(herald.__version__, prog_name="herald")
+@click.version_option(
+    herald.__version__,
+    prog_name="herald",
+    # whether the core runs compiled (installed with HERALD_MYPYC=1, docs/installation.md)
+    message="%(prog)s, version %(version)s, core "
+    + ("compiled (mypyc)" if herald._core.compiled() else "pure Python"),
+)
 def main() -> None:
     """Herald: fast, loss-aware pub/sub on Redis and Valkey."""
 
