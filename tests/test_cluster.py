@@ -427,6 +427,7 @@ async def test_durable_topics_warn_when_any_primary_keeps_nothing_on_disk(
     each primary in turn is the one without persistence, and each time the client warns."""
     warning = "on a server without persistence"
     primaries = cluster.primaries()
+    before = {node: node.call("CONFIG", "GET", "appendonly")[1] for node in primaries}
     try:
         for odd in primaries:
             for node in primaries:
@@ -444,5 +445,46 @@ async def test_durable_topics_warn_when_any_primary_keeps_nothing_on_disk(
                 await hub.declare(topic, durable=True)
         assert not [r for r in caplog.records if warning in r.getMessage()]
     finally:
+        for node, value in before.items():
+            node.call("CONFIG", "SET", "appendonly", value)
+
+
+async def test_confirmed_publish_redirected_then_refused_raises(own_cluster: LocalCluster) -> None:
+    # A durable publish's XADD answered MOVED (its slot moved since the map was read) is sent
+    # again to the new primary; if that one refuses it (here: out of memory), the publish
+    # raises the server's error, as it does without a redirect.
+    source, target = own_cluster.primaries()[:2]
+    topic = topic_on(own_cluster, source, "refused.")
+    async with AsyncClient(own_cluster.url) as pub:
+        await pub.declare(topic, durable=True)
+        await pub.publish(topic, 0)
+        await asyncio.to_thread(own_cluster.migrate_slot, key_slot(topic), target)
+        target.call("CONFIG", "SET", "maxmemory-policy", "noeviction")
+        target.call("CONFIG", "SET", "maxmemory", "1")
+        try:
+            with pytest.raises(herald.ServerError, match="OOM"):
+                await asyncio.wait_for(pub.publish(topic, 1), 5)
+        finally:
+            target.call("CONFIG", "SET", "maxmemory", "0")
+        assert isinstance(pub._link, ClusterLink)
+        assert pub._link.redirects > 0
+
+
+async def test_a_warning_every_primary_calls_for_is_logged_once(
+    cluster: LocalCluster, caplog: pytest.LogCaptureFixture
+) -> None:
+    primaries = cluster.primaries()
+    before = {
+        node: node.call("CONFIG", "GET", "client-output-buffer-limit")[1] for node in primaries
+    }
+    try:
         for node in primaries:
-            node.call("CONFIG", "SET", "appendonly", "no")
+            node.call("CONFIG", "SET", "client-output-buffer-limit", "pubsub 0 0 0")
+        with caplog.at_level(logging.WARNING, logger="herald"):
+            async with AsyncClient(cluster.url) as hub:
+                await hub.publish("warned.once", 1, confirm=True)
+        said = [r for r in caplog.records if "client-output-buffer-limit" in r.getMessage()]
+        assert len(said) == 1
+    finally:
+        for node, value in before.items():
+            node.call("CONFIG", "SET", "client-output-buffer-limit", value)

@@ -562,8 +562,8 @@ class ClusterLink(LinkGroup):
                 self._replied(fut, commands[i], again, 0)
                 # Waited for before the later replies are set: callers rely on their order.
                 await asyncio.wait((again,))
-                if not outer.done():
-                    _relay(again, outer)
+                if not outer.done() and (err := _relay(again, outer)) is not None:
+                    outer.set_exception(err)
             else:
                 outer.set_exception(exc)
 

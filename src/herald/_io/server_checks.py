@@ -21,20 +21,29 @@ async def check_server_limits(
     returned as (hard, soft, soft seconds) if readable, and whether it persists its data
     (``None``: not known); warn about a limit of 0 and about a ``maxmemory-policy`` that
     evicts keys. A cluster or sharded client checks every primary or shard (the first one's
-    limit is returned; it persists only if every one does)."""
-    if isinstance(link, LinkGroup):
-        results = [await check_server_limits(member) for member in list(link.members)]
-        kept = [p for _, p in results]
-        persistent = False if False in kept else (None if None in kept else True)
-        return results[0][0], persistent
+    limit is returned; it persists only if every one does; each warning is logged once)."""
+    members = list(link.members) if isinstance(link, LinkGroup) else [link]
+    results = [await _read_limits(member) for member in members]
+    for warning in dict.fromkeys(w for *_, warnings in results for w in warnings):
+        log.warning("%s", warning)
+    kept = [persistent for _, persistent, _ in results]
+    persistent = False if False in kept else (None if None in kept else True)
+    return results[0][0], persistent
+
+
+async def _read_limits(
+    link: Connection,
+) -> tuple[tuple[int, int, int] | None, bool | None, list[str]]:
+    """One server's pubsub limit, whether it persists, and the warnings it calls for."""
+    warnings: list[str] = []
     try:
         reply = await link.execute("CONFIG", "GET", "client-output-buffer-limit")
     except HeraldError:
-        return None, None  # CONFIG may be refused by the ACL; nothing to learn then
+        return None, None, warnings  # CONFIG may be refused by the ACL; nothing to learn then
     limit = _pubsub_limit(reply)
     hard = limit[0] if limit else None
     if hard == 0:
-        log.warning(
+        warnings.append(
             "the server has no client-output-buffer-limit for pubsub: a stalled subscriber "
             "can grow the server's memory without bound"
         )
@@ -49,7 +58,7 @@ async def check_server_limits(
         config = _config(reply)
         policy = config.get("maxmemory-policy", "")
     except (HeraldError, AttributeError, ValueError, UnicodeDecodeError):
-        return limit, None
+        return limit, None, warnings
     persistent = persists(config) if {"appendonly", "save"} <= config.keys() else None
     if policy.startswith(("allkeys-", "volatile-")):
         victims = (
@@ -57,13 +66,11 @@ async def check_server_limits(
             if policy.startswith("allkeys-")
             else "idempotency keys among them (duplicates within the dedup window)"
         )
-        log.warning(
-            "the server's maxmemory-policy is %s: when memory is full it evicts keys, %s; "
-            "set it to noeviction so that publishes fail visibly instead",
-            policy,
-            victims,
+        warnings.append(
+            f"the server's maxmemory-policy is {policy}: when memory is full it evicts keys, "
+            f"{victims}; set it to noeviction so that publishes fail visibly instead"
         )
-    return limit, persistent
+    return limit, persistent, warnings
 
 
 def _pubsub_limit(reply: Any) -> tuple[int, int, int] | None:
