@@ -22,6 +22,9 @@ pytestmark = pytest.mark.slow
 
 
 def run(*args: str | Path, cwd: Path | None = None, env: dict[str, str] | None = None) -> str:
+    # Without PYTHONPATH: the compiled tier sets it to the compiled tree, and a venv's `herald`
+    # must run what is installed in that venv, nothing else.
+    env = {k: v for k, v in (os.environ if env is None else env).items() if k != "PYTHONPATH"}
     done = subprocess.run(
         [str(a) for a in args], cwd=cwd, capture_output=True, text=True, timeout=300, env=env
     )
