@@ -470,6 +470,40 @@ async def test_confirmed_publish_redirected_then_refused_raises(own_cluster: Loc
         assert pub._link.redirects > 0
 
 
+async def test_closing_while_a_redirected_command_waits_ends_the_caller(
+    own_cluster: LocalCluster,
+) -> None:
+    # A publish whose XADD was redirected waits for the new primary's reply; if the client
+    # closes meanwhile, the publish ends with ClientClosed instead of waiting forever.
+    source, target = own_cluster.primaries()[:2]
+    topic = topic_on(own_cluster, source, "closing.")
+    pub = AsyncClient(own_cluster.url, connect_timeout=30, probe_interval=30)
+    await pub.connect()
+    try:
+        await pub.declare(topic, durable=True)
+        await pub.publish(topic, 0)
+        await asyncio.to_thread(own_cluster.migrate_slot, key_slot(topic), target)
+        assert isinstance(pub._link, ClusterLink)
+        redirects = pub._link.redirects
+        own_cluster.pause(target)
+        try:
+            publishing = asyncio.ensure_future(pub.publish(topic, 1))
+            for _ in range(200):
+                if pub._link.redirects > redirects:
+                    break
+                await asyncio.sleep(0.01)
+            assert pub._link.redirects > redirects
+            await asyncio.sleep(0.1)  # the retry is on its way to the paused primary
+            assert not publishing.done()
+            await pub.close()
+            with pytest.raises((herald.ClientClosed, herald.ConnectionLost)):
+                await asyncio.wait_for(publishing, 5)
+        finally:
+            own_cluster.resume(target)
+    finally:
+        await pub.close()
+
+
 async def test_a_warning_every_primary_calls_for_is_logged_once(
     cluster: LocalCluster, caplog: pytest.LogCaptureFixture
 ) -> None:

@@ -548,6 +548,20 @@ class ClusterLink(LinkGroup):
         waiters: list[asyncio.Future[Reply] | None],
         inner: list[asyncio.Future[Reply] | None],
     ) -> None:
+        try:
+            await self._settle_in_order(data, waiters, inner)
+        except asyncio.CancelledError:  # the connection closes: no caller is left waiting
+            for outer in waiters:
+                if outer is not None and not outer.done():
+                    outer.set_exception(ClientClosed("connection closed"))
+            raise
+
+    async def _settle_in_order(
+        self,
+        data: bytes,
+        waiters: list[asyncio.Future[Reply] | None],
+        inner: list[asyncio.Future[Reply] | None],
+    ) -> None:
         await asyncio.gather(*(f for f in inner if f is not None), return_exceptions=True)
         commands: list[tuple[bytes, ...]] | None = None
         for i, (outer, fut) in enumerate(zip(waiters, inner, strict=True)):
