@@ -68,10 +68,10 @@ test: lint types docs
 	$(BIN)/python -m pytest $(PYTEST_ARGS)
 	$(MAKE) --no-print-directory test-compiled-tier
 
-# The optional compiled core (setup.py: HERALD_MYPYC=1 compiles herald._core with mypyc), built
-# apart from src/: build/compiled holds the whole package, the core as C extensions next to its
-# sources. PYTHONPATH=build/compiled runs it (subprocesses inherit it); the generated C goes to
-# build/. Incremental: only what changed is compiled again.
+# The optional compiled core (setup.py: HERALD_MYPYC=1 compiles herald._core and herald._io.link
+# with mypyc), built apart from src/: build/compiled holds the whole package, the compiled
+# modules as C extensions next to their sources. PYTHONPATH=build/compiled runs it (subprocesses
+# inherit it); the generated C goes to build/. Incremental: only what changed is compiled again.
 COMPILED := build/compiled
 # A C compiler, and Python's headers for it (Debian: python3-dev).
 CC_FOUND := $(shell (command -v cc || command -v gcc) >/dev/null && $(PYTHON) -c \
@@ -84,10 +84,10 @@ compiled: $(VENV)/.test
 
 RUN_COMPILED := HERALD_EXPECT_COMPILED=1 PYTHONPATH=$(COMPILED) $(BIN)/python -m pytest \
 	-p no:cacheprovider
-# What the compiled core runs most: the wire format, messages, live, durable and recoverable
-# topics (and tests/test_accelerator.py, which fails if the core is not the compiled one).
+# What the compiled core runs most: the wire format, messages, Link's writes and reconnects,
+# live, durable and recoverable topics (and tests/test_accelerator.py, which fails if the core is not the compiled one).
 COMPILED_TIER := tests/test_accelerator.py tests/test_wire.py tests/test_fuzz_wire.py \
-	tests/test_pubsub.py tests/test_durable.py tests/test_durable_fast.py \
+	tests/test_reconnect.py tests/test_pubsub.py tests/test_durable.py tests/test_durable_fast.py \
 	tests/test_durable_replay.py tests/test_durable_settled.py tests/test_recoverable.py
 
 # make test's compiled tier, ~3 min with the build: the unit tier and COMPILED_TIER's servers.

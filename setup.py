@@ -1,7 +1,8 @@
 """The build hook for Herald's optional compiled core (pyproject.toml holds everything else).
 
 ``HERALD_MYPYC=1 pip install .`` (or ``HERALD_MYPYC=1 python -m build --wheel``) compiles the
-sans-I/O core, ``herald._core``, to C extensions with mypyc (it ships inside mypy): the same
+sans-I/O core, ``herald._core``, and the connection's write path, ``herald._io.link``, to C
+extensions with mypyc (it ships inside mypy): the same
 code, type-checked strictly, run natively. Without ``HERALD_MYPYC=1`` nothing is compiled and
 the package is pure Python: ``pip install -e .`` needs no compiler. ``herald --version`` says
 which one is installed.
@@ -20,10 +21,13 @@ from setuptools import setup
 # interpreted subclass of the compiled Message it keeps that path. __init__.py stays Python.
 NOT_COMPILED = {"__init__.py", "durable_message.py"}
 CORE = Path("src", "herald", "_core")
+# And of herald._io, Link: every publish and command is queued, batched and written there.
+LINK = Path("src", "herald", "_io", "link.py")
 
 
 def compiled_modules() -> list[str]:
-    return sorted(str(p) for p in CORE.glob("*.py") if p.name not in NOT_COMPILED)
+    core = sorted(str(p) for p in CORE.glob("*.py") if p.name not in NOT_COMPILED)
+    return [*core, str(LINK)]
 
 
 def ext_modules() -> list[object]:

@@ -1,4 +1,5 @@
-"""The optional compiled core (setup.py: ``HERALD_MYPYC=1`` compiles ``herald._core`` with mypyc).
+"""The optional compiled core (setup.py: ``HERALD_MYPYC=1`` compiles ``herald._core`` and
+``herald._io.link`` with mypyc).
 
 The same tests run on both: ``make test`` runs the suite on the pure-Python package, then its
 compiled tier with ``PYTHONPATH=build/compiled`` and ``HERALD_EXPECT_COMPILED=1``. Here, which
@@ -21,6 +22,7 @@ from click.testing import CliRunner
 
 import herald
 import herald._core
+import herald._io
 from herald._core.durable_message import DurableMessage, StoredMessage, durable_message
 from herald._core.wire import Encoder, decode
 from herald.cli import main
@@ -29,9 +31,14 @@ pytestmark = pytest.mark.unit
 
 EXPECT_COMPILED = os.environ.get("HERALD_EXPECT_COMPILED") == "1"
 CORE = Path(herald._core.__file__).parent
-# setup.py compiles every module of herald._core but these (NOT_COMPILED there).
+IO = Path(herald._io.__file__).parent
+# setup.py compiles every module of herald._core but these (NOT_COMPILED there), and Link.
 NOT_COMPILED = {"__init__", "durable_message"}
 COMPILED = sorted(f"herald._core.{p.stem}" for p in CORE.glob("*.py") if p.stem not in NOT_COMPILED)
+COMPILED.append("herald._io.link")
+INTERPRETED = sorted(
+    f"herald._io.{p.stem}" for p in IO.glob("*.py") if p.stem not in {"__init__", "link"}
+)
 
 
 def test_the_core_is_the_one_expected() -> None:
@@ -47,7 +54,9 @@ def test_the_core_is_the_one_expected() -> None:
             herald._core if name == "__init__" else importlib.import_module(f"herald._core.{name}")
         )
         assert (module.__file__ or "").endswith(".py"), module.__file__
-    assert list(herald._core.compiled()) == (COMPILED if EXPECT_COMPILED else [])
+    for module in (herald._io, *map(importlib.import_module, INTERPRETED)):
+        assert (module.__file__ or "").endswith(".py"), module.__file__
+    assert list(herald._io.compiled()) == (COMPILED if EXPECT_COMPILED else [])
 
 
 def test_version_says_whether_the_core_is_compiled() -> None:

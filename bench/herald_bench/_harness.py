@@ -64,9 +64,9 @@ def worker_main(
     logging.getLogger("herald").setLevel(logging.ERROR)
     try:
         if params.get("herald_path"):  # a row of the compiled core: it must be the one running
-            import herald._core
+            import herald._io
 
-            if not herald._core.compiled():
+            if not herald._io.compiled():
                 raise RuntimeError(f"herald from {params['herald_path']} is not compiled")
         module_name, attr = registry.rsplit(":", 1)
         module = __import__(module_name, fromlist=[attr])

@@ -22,7 +22,7 @@ from herald._core.typed import UNTYPED, with_type
 from herald._core.wire import Encoder
 from herald._durable.confirm import wait_fsync, wait_replicas
 from herald._durable.publish import publish_many as durable_publish_many
-from herald._io.interface import BLOCKED, FLUSHED, Connection, Prefix
+from herald._io.interface import BLOCKED, FLUSHED, QUEUED, Connection, Prefix
 from herald._io.link import MAX_BATCH_MESSAGES
 
 from ._client_durable import DurableTopics, Route
@@ -173,11 +173,20 @@ class Publishing(DurableTopics):
             and entry[2] is None
             and entry[3] is None
         ):
-            # The hot path: a known live topic, fire-and-forget.
+            # The hot path: a known live topic, fire-and-forget; queued without a second
+            # coroutine unless the buffer is full or was just written.
             frame = self._encoder.envelope(data, headers)
             if len(frame) > self.max_message_size:
                 raise MessageTooLarge(len(frame), self.max_message_size)
-            await self._publish_live(link, entry[0], [frame], self.batch)
+            frames = [frame]
+            status = link.try_publish(entry[0], frames, self.batch)
+            if status == QUEUED:
+                self.published += 1
+            elif status == FLUSHED:
+                self.published += 1
+                await asyncio.sleep(0)  # as in _publish_live
+            else:
+                await self._publish_live(link, entry[0], frames, self.batch)
             return None
         return await self._publish(
             topic, data, headers, confirm, msg_id, key, replicas, envelope, fsync

@@ -613,7 +613,9 @@ class Link:
             self._writable.clear()
             if not self.blocked:
                 break
-            remaining = None if deadline is None else deadline - time.monotonic()
+            remaining: float | None = None  # typed: mypyc would infer None from this line
+            if deadline is not None:
+                remaining = deadline - time.monotonic()
             if remaining is not None and remaining <= 0:
                 raise Timeout(
                     f"publish buffer to {self.endpoint.address} still full after {timeout}s",

@@ -18,7 +18,7 @@ from rich.console import Console
 from rich.markup import escape
 
 import herald
-import herald._core
+import herald._io
 from herald._core.topics import check_headers
 from herald._server import (
     EmbeddedServer,
@@ -58,7 +58,7 @@ def _fail(message: str) -> NoReturn:
     prog_name="herald",
     # whether the core runs compiled (installed with HERALD_MYPYC=1, docs/installation.md)
     message="%(prog)s, version %(version)s, core "
-    + ("compiled (mypyc)" if herald._core.compiled() else "pure Python"),
+    + ("compiled (mypyc)" if herald._io.compiled() else "pure Python"),
 )
 def main() -> None:
     """Herald: fast, loss-aware pub/sub on Redis and Valkey."""
