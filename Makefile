@@ -84,11 +84,13 @@ compiled: $(VENV)/.test
 
 RUN_COMPILED := HERALD_EXPECT_COMPILED=1 PYTHONPATH=$(COMPILED) $(BIN)/python -m pytest \
 	-p no:cacheprovider
-# What the compiled core runs most: the wire format, messages, Link's writes and reconnects,
-# live, durable and recoverable topics (and tests/test_accelerator.py, which fails if the core is not the compiled one).
+# What the compiled core runs most: the wire format, messages, the options Link takes, Link's
+# writes and reconnects, live, durable and recoverable topics (and tests/test_accelerator.py,
+# which fails if the core is not the compiled one).
 COMPILED_TIER := tests/test_accelerator.py tests/test_wire.py tests/test_fuzz_wire.py \
-	tests/test_reconnect.py tests/test_pubsub.py tests/test_durable.py tests/test_durable_fast.py \
-	tests/test_durable_replay.py tests/test_durable_settled.py tests/test_recoverable.py
+	tests/test_client_options.py tests/test_reconnect.py tests/test_pubsub.py \
+	tests/test_durable.py tests/test_durable_fast.py tests/test_durable_replay.py \
+	tests/test_durable_settled.py tests/test_recoverable.py
 
 # make test's compiled tier, ~3 min with the build: the unit tier and COMPILED_TIER's servers.
 # Skipped, saying so, on a machine without a C compiler or Python's headers.

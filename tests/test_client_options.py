@@ -96,3 +96,25 @@ async def test_password_and_db_as_keywords_on_a_real_server(tmp_path: Path, topi
             assert await hub.execute("GET", topic) == b"x"
         with herald.Client(url, password="s3cret", db=5, publish_timeout=2.0) as sync_hub:
             assert sync_hub.execute("GET", topic) == b"x"
+
+
+def test_sizes_and_flags_are_checked_the_same_in_both_builds() -> None:
+    # Compiled, Link refuses a float where its annotation says int and an int where it says
+    # bool: the client hands it exactly those, or refuses the value itself, in both builds.
+    hub = herald.AsyncClient("redis://127.0.0.1:1", max_pending_bytes=8e6, batch=1)  # type: ignore[arg-type]
+    assert hub.batch is True
+    hub = herald.AsyncClient("redis://127.0.0.1:1", batch=0)  # type: ignore[arg-type]
+    assert hub.batch is False
+    for bad in (0, -1, 1.5, float("inf"), float("nan"), "8MB", True, None):
+        with pytest.raises(herald.ConfigurationError, match="max_pending_bytes"):
+            herald.AsyncClient("redis://127.0.0.1:1", max_pending_bytes=bad)  # type: ignore[arg-type]
+
+
+async def test_a_whole_float_size_and_an_int_flag_publish(url: str, topic: str) -> None:
+    async with (
+        herald.AsyncClient(url, max_pending_bytes=8e6, batch=1) as hub,  # type: ignore[arg-type]
+        hub.subscribe(topic) as sub,
+    ):
+        for n in range(3):
+            await hub.publish(topic, {"n": n})
+        assert [(await sub.next(timeout=2)).data["n"] for _ in range(3)] == [0, 1, 2]

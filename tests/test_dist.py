@@ -107,7 +107,8 @@ def test_the_wheel_alone_installs_the_core_and_round_trips(dist: Path, tmp_path:
 )
 @pytest.mark.timeout(600)  # compiling the core takes a minute or two
 def test_the_compiled_wheel_carries_the_compiled_core_and_runs_it(tmp_path: Path) -> None:
-    """``HERALD_MYPYC=1`` (``make dist``): a platform wheel with ``herald._core`` compiled."""
+    """``HERALD_MYPYC=1`` (``make dist``): a platform wheel with ``herald._core`` and
+    ``herald._io.link`` compiled."""
     out = tmp_path / "dist"
     env = {**os.environ, "HERALD_MYPYC": "1"}
     run(sys.executable, "-m", "build", "--no-isolation", "--wheel", "--outdir", out, ROOT, env=env)
@@ -123,6 +124,9 @@ def test_the_compiled_wheel_carries_the_compiled_core_and_runs_it(tmp_path: Path
         else:
             assert len(compiled) == 1, (module, compiled)
             assert compiled[0].endswith(".so")
+    # and Link, the one module of herald._io that setup.py compiles
+    [link] = [n for n in names if n.startswith("herald/_io/link.cpython-")]
+    assert link.endswith(".so"), link
     assert any(n.startswith("herald_core__mypyc.") for n in names), names  # their runtime
 
     venv = tmp_path / "venv"
@@ -138,8 +142,8 @@ def test_the_compiled_wheel_carries_the_compiled_core_and_runs_it(tmp_path: Path
     assert "\nmypy" not in f"\n{installed}", installed  # mypy builds it, it does not run it
     script = textwrap.dedent(
         """
-        import herald, herald._core
-        assert herald._core.wire.__file__.endswith(".so"), herald._core.wire.__file__
+        import herald, herald._io
+        assert herald._io.compiled()[-1] == "herald._io.link", herald._io.compiled()
         with herald.Client() as hub, hub.subscribe("dist.check") as sub:
             hub.publish("dist.check", {"n": 1}, confirm=True)
             print(sub.next(timeout=5).data)

@@ -18,7 +18,7 @@ from herald._core.history import (
     meta_key,
     parse_page,
 )
-from herald._core.options import CertReqs
+from herald._core.options import CertReqs, byte_count
 from herald._core.topics import (
     check_user_name,
     validate_subscription,
@@ -165,7 +165,7 @@ class AsyncClient(Commands, RequestReply):
             "sentinel_username": sentinel_username,
             "sentinel_password": sentinel_password,
         }
-        self.batch = batch
+        self.batch = bool(batch)  # compiled, Link takes a bool only
         self.envelope = envelope
         self.sharded = sharded
         self.max_message_size = max_message_size
@@ -179,7 +179,7 @@ class AsyncClient(Commands, RequestReply):
             "connect_timeout": connect_timeout,
             "probe_interval": probe_interval,
             "probe_timeout": probe_timeout,
-            "max_pending_bytes": max_pending_bytes,
+            "max_pending_bytes": byte_count("max_pending_bytes", max_pending_bytes),
         }
         if shards is not None and any(v is not None for v in self._connection_options.values()):
             raise ConfigurationError(

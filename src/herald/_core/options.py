@@ -36,6 +36,17 @@ def _db(name: str, value: Any) -> int:
     return value
 
 
+def byte_count(name: str, value: object) -> int:
+    """A size in bytes given as a keyword (``max_pending_bytes``): an int >= 1, or a float
+    holding a whole number (``8e6``). Checked here so that both builds take the same values
+    (compiled, ``Link`` refuses a float where its annotation says int)."""
+    if isinstance(value, float) and value.is_integer():
+        value = int(value)
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise ConfigurationError(f"{name} must be a number of bytes (an int >= 1), not {value!r}")
+    return value
+
+
 def _verify(name: str, value: Any) -> bool:
     """``ssl_cert_reqs``: as in redis-py and Python's ssl module, for a client "optional"
     verifies like "required" (a server always presents a certificate); only "none" turns
