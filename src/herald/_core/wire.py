@@ -44,19 +44,19 @@ Foreign = Literal["bytes", "text", "json"]
 FOREIGN = ("bytes", "text", "json")
 
 # magic, version, flags, codec, publisher id, sequence, timestamp (microseconds since the epoch)
-_HEAD = struct.Struct(">3sBBB8sQQ")
+_HEAD: Final = struct.Struct(">3sBBB8sQQ")
 HEAD_SIZE: Final = _HEAD.size
 assert FRAME_IDS_AT + FRAME_IDS.size == HEAD_SIZE  # Message reads the ids from its frame
 # How a frame without flags (no headers, not a batch) with a JSON payload starts: the decoders'
 # fast path, which leaves the ids in the frame (Message._ids).
 JSON_PLAIN: Final = _HEAD.pack(MAGIC, VERSION, 0, CODEC_JSON, b"", 0, 0)[:FRAME_IDS_AT]
 # magic, version, flags, count
-_BATCH_HEAD = struct.Struct(">3sBBI")
-_OFFSET = struct.Struct(">QQ")
+_BATCH_HEAD: Final = struct.Struct(">3sBBI")
+_OFFSET: Final = struct.Struct(">QQ")
 # a frame's sequence and timestamp: the end of its head
-_SEQ_TS = struct.Struct(">QQ")
+_SEQ_TS: Final = struct.Struct(">QQ")
 _SEQ_AT: Final = HEAD_SIZE - _SEQ_TS.size
-_U32 = struct.Struct(">I")
+_U32: Final = struct.Struct(">I")
 
 
 def _enc_hook(obj: Any) -> Any:
@@ -68,11 +68,11 @@ def _enc_hook(obj: Any) -> Any:
     raise TypeError(f"Encoding objects of type {type(obj).__name__} is unsupported")
 
 
-_json_encode = msgspec.json.Encoder(enc_hook=_enc_hook).encode
-_json_decode = msgspec.json.Decoder().decode
-_msgpack_encode = msgspec.msgpack.Encoder(enc_hook=_enc_hook).encode
-_msgpack_decode = msgspec.msgpack.Decoder().decode
-_headers_decode = msgspec.json.Decoder(dict[str, str]).decode
+_json_encode: Final = msgspec.json.Encoder(enc_hook=_enc_hook).encode
+_json_decode: Final = msgspec.json.Decoder().decode
+_msgpack_encode: Final = msgspec.msgpack.Encoder(enc_hook=_enc_hook).encode
+_msgpack_decode: Final = msgspec.msgpack.Decoder().decode
+_headers_decode: Final = msgspec.json.Decoder(dict[str, str]).decode
 
 
 class Encoder:
